@@ -1,0 +1,66 @@
+"""Process environment read once at start: data directory, database URL, secret key.
+
+Kept apart from settings.py so the parsing is testable and settings stay declarative.
+"""
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+REPO_DIR = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """`DIRECTOR_DATA_DIR`, default `<repo>/var/`; created if missing."""
+    path = Path(os.environ.get("DIRECTOR_DATA_DIR") or REPO_DIR / "var")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def secret_key(directory: Path) -> str:
+    """`DJANGO_SECRET_KEY`, else a key generated once into the data directory."""
+    key = os.environ.get("DJANGO_SECRET_KEY")
+    if key:
+        return key
+    path = directory / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        key = secrets.token_urlsafe(50)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key)
+        return key
+    
+
+def database_from_url(url: str) -> dict:
+    """Django DATABASES entry from `sqlite:///abs/path` or `postgres://user:pw@host:port/db`."""
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        name = unquote(parts.path) or ":memory:"
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": name,
+                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"}}
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+            "USER": unquote(parts.username or ""),
+            "PASSWORD": unquote(parts.password or ""),
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+            "CONN_MAX_AGE": 0,
+        }
+    raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} (use sqlite:/// or postgres://)")
+
+
+def database_url() -> str:
+    return os.environ.get("DATABASE_URL") or f"sqlite:///{REPO_DIR / 'db.sqlite3'}"
+
+
+def channel_layers() -> dict:
+    """In-process layer unless `REDIS_URL` is set (then Redis pub/sub, for several processes)."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                        "CONFIG": {"hosts": [redis_url]}}}

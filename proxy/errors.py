@@ -1,0 +1,72 @@
+"""Upstream failures as one exception tree.
+
+Each class carries what the dispatcher needs to decide: the status the client gets when no
+retry is left (`status`), whether the request may be re-sent to another backend even when its
+method is not idempotent (`safe_to_resend`: the backend provably did not process it), and
+whether the backend is marked offline (`marks_offline`). Timeouts are also
+`asyncio.TimeoutError` (== builtin TimeoutError), so generic timeout handling still works.
+"""
+
+
+class UpstreamError(Exception):
+    """The backend failed this request."""
+
+    status = 502
+    safe_to_resend = False
+    marks_offline = True
+    default_message = "upstream failure"
+
+    def __init__(self, message: str | None = None):
+        super().__init__(message or self.default_message)
+
+    @property
+    def reason(self) -> str:
+        return str(self)
+
+
+class ConnectError(UpstreamError):
+    """No connection could be made (refused, unreachable, no such socket, DNS)."""
+
+    safe_to_resend = True
+    default_message = "connection refused"
+
+
+class ConnectTimeout(ConnectError, TimeoutError):
+    status = 504
+    default_message = "connect timeout"
+
+
+class ReadTimeout(UpstreamError, TimeoutError):
+    status = 504
+    default_message = "read timeout"
+
+
+class WriteTimeout(UpstreamError, TimeoutError):
+    status = 504
+    default_message = "write timeout"
+
+
+class ConnectionClosed(UpstreamError):
+    """The backend closed or reset the connection before the response was complete."""
+
+    default_message = "connection closed by backend"
+
+
+class ProtocolError(UpstreamError):
+    """The backend's bytes do not form a valid response (HTTP or FastCGI)."""
+
+    default_message = "malformed response"
+
+
+class BackendOverloaded(UpstreamError):
+    """FastCGI FCGI_OVERLOADED: the application refused the request without processing it."""
+
+    status = 503
+    safe_to_resend = True
+    default_message = "backend overloaded"
+
+
+class RequestRejected(UpstreamError):
+    """FastCGI FCGI_CANT_MPX_CONN / FCGI_UNKNOWN_ROLE or another protocol-level refusal."""
+
+    default_message = "request rejected by backend"
