@@ -1,0 +1,157 @@
+"""Directors, backends, the config version and the audit log: the control plane's truth.
+
+Only `balancer.services` writes these rows. Value rules live in `balancer.validation` and are
+applied by `clean()`, so the admin's forms, the API and the config loader agree.
+"""
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from proxy.addresses import parse_backend_url
+
+from . import validation
+from .choices import ClientAbort, HealthCheckMode, HealthState, Protocol, Role, Scheduler
+
+_D = validation.DIRECTOR_SETTINGS
+_B = validation.BACKEND_FIELDS
+NAME_HELP = "1-64 characters: A-Z a-z 0-9 _ . -"
+
+
+def _rule_errors(obj: models.Model, rules: dict, names) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for name in names:
+        try:
+            rules[name].clean(getattr(obj, name))
+        except ValueError as exc:
+            errors[name] = [str(exc)]
+    return errors
+
+
+class Director(models.Model):
+    """A named cluster of backends with its scheduling, queue, timeout and health settings."""
+
+    name = models.CharField(max_length=64, unique=True, help_text=NAME_HELP)
+    dynamic = models.BooleanField(default=True, help_text="dynamic: owned by the database; static: defined in the config file")
+    load_path = models.CharField(max_length=4096, blank=True, default="", help_text="x0 `load` file kept in sync")
+
+    enabled = models.BooleanField(default=_D["enabled"].default)
+    scheduler = models.CharField(max_length=16, choices=Scheduler.choices, default=_D["scheduler"].default)
+    queue_limit = models.IntegerField(default=_D["queue_limit"].default)
+    queue_timeout = models.FloatField(default=_D["queue_timeout"].default, help_text="seconds")
+    retry_after = models.FloatField(default=_D["retry_after"].default, help_text="seconds; 0 omits Retry-After")
+    max_retry_count = models.IntegerField(default=_D["max_retry_count"].default)
+    connect_timeout = models.FloatField(default=_D["connect_timeout"].default, help_text="seconds")
+    read_timeout = models.FloatField(default=_D["read_timeout"].default, help_text="seconds")
+    write_timeout = models.FloatField(default=_D["write_timeout"].default, help_text="seconds")
+    on_client_abort = models.CharField(max_length=16, choices=ClientAbort.choices, default=_D["on_client_abort"].default)
+    sticky_offline_mode = models.BooleanField(default=_D["sticky_offline_mode"].default)
+    enqueue_on_unavailable = models.BooleanField(default=_D["enqueue_on_unavailable"].default)
+    health_check_host_header = models.CharField(max_length=255, default=_D["health_check_host_header"].default)
+    health_check_request_path = models.CharField(max_length=1024, default=_D["health_check_request_path"].default)
+    health_check_fcgi_script_filename = models.CharField(
+        max_length=4096, blank=True, default=_D["health_check_fcgi_script_filename"].default)
+    health_check_success_threshold = models.IntegerField(default=_D["health_check_success_threshold"].default)
+    health_check_failure_threshold = models.IntegerField(default=_D["health_check_failure_threshold"].default)
+    health_check_expected_status = models.CharField(
+        max_length=255, default=_D["health_check_expected_status"].default, help_text="e.g. 200, 200-399, 200,204")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def mutable(self) -> bool:
+        return self.dynamic
+
+    def settings(self) -> dict:
+        """Every SPEC §5 setting by name."""
+        return {name: getattr(self, name) for name in _D}
+
+    def clean(self):
+        errors = _rule_errors(self, {"name": validation.NAME_RULE, **_D}, ["name", *_D])
+        if errors:
+            raise ValidationError(errors)
+
+
+class Backend(models.Model):
+    """One upstream server of a director. name, url and protocol never change after creation."""
+
+    director = models.ForeignKey(Director, related_name="backends", on_delete=models.CASCADE)
+    name = models.CharField(max_length=64, help_text=NAME_HELP)
+    url = models.CharField(max_length=4096, help_text="http://HOST:PORT, http+unix:///path, fastcgi://HOST:PORT, fastcgi+unix:///path")
+    protocol = models.CharField(max_length=16, choices=Protocol.choices, editable=False)
+    host = models.CharField(max_length=255, null=True, blank=True, editable=False)
+    port = models.IntegerField(null=True, blank=True, editable=False)
+    path = models.CharField(max_length=4096, null=True, blank=True, editable=False)
+    role = models.CharField(max_length=16, choices=Role.choices, default=_B["role"].default)
+    capacity = models.IntegerField(default=_B["capacity"].default, help_text="concurrent requests; 0 = unlimited")
+    enabled = models.BooleanField(default=_B["enabled"].default)
+    health_check_mode = models.CharField(max_length=16, choices=HealthCheckMode.choices, default=_B["health_check_mode"].default)
+    health_check_interval = models.FloatField(default=_B["health_check_interval"].default, help_text="seconds")
+    terminate_protection = models.BooleanField(default=_B["terminate_protection"].default)
+    terminating = models.BooleanField(default=False, editable=False, help_text="draining: removed once idle")
+    position = models.IntegerField(default=0, help_text="order within the director")
+    health_state = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNDEFINED, editable=False)
+    last_error = models.TextField(blank=True, default="", editable=False)
+    last_checked = models.DateTimeField(null=True, blank=True, editable=False)
+    health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["director", "position", "id"]
+        constraints = [models.UniqueConstraint(fields=["director", "name"], name="backend_unique_name_per_director")]
+
+    def __str__(self) -> str:
+        return f"{self.director.name}/{self.name}" if self.director_id else self.name
+
+    def derive_address(self) -> None:
+        """Set protocol/host/port/path from url (ValueError when the url is invalid)."""
+        address = parse_backend_url(self.url)
+        self.protocol, self.host, self.port, self.path = address.protocol, address.host, address.port, address.path
+
+    def clean(self):
+        names = ["name", "url", "role", "capacity", "enabled", "health_check_mode",
+                 "health_check_interval", "terminate_protection", "position"]
+        errors = _rule_errors(self, _B, names)
+        if errors:
+            raise ValidationError(errors)
+        self.derive_address()
+
+
+class ConfigVersion(models.Model):
+    """One row; its version rises with every config or health-state change."""
+
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"config version {self.version}"
+
+
+def current_version() -> int:
+    return ConfigVersion.objects.filter(pk=1).values_list("version", flat=True).first() or 0
+
+
+class AuditRecord(models.Model):
+    """Who changed what, when, with the object before and after (JSON). Never edited."""
+
+    at = models.DateTimeField(editable=False, db_index=True)
+    actor = models.CharField(max_length=200, editable=False)
+    action = models.CharField(max_length=64, editable=False)
+    director_name = models.CharField(max_length=64, editable=False)
+    backend_name = models.CharField(max_length=64, blank=True, default="", editable=False)
+    before = models.JSONField(null=True, editable=False)
+    after = models.JSONField(null=True, editable=False)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        target = self.director_name + (f"/{self.backend_name}" if self.backend_name else "")
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor} {self.action} {target}"
