@@ -1,0 +1,254 @@
+"""CGI/1.1 for FastCGI backends: the params of a request, and the head of a CGI response.
+
+Pure apart from `stat()` calls under the document root (path-info split, like x0/nginx).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+from urllib.parse import unquote_to_bytes
+
+from proxy.errors import ProtocolError
+from proxy.upstream.base import UpstreamRequest
+
+MAX_HEAD = 64 * 1024
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Not forwarded as HTTP_*: httpoxy, and the two that become CONTENT_*.
+_SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
+# Header names map to HTTP_<NAME> with '-' -> '_'; a name that already holds '_' (or any
+# non-token byte) could impersonate another header (X_Forwarded_For), so it is dropped, as
+# nginx does by default.
+_FORWARDABLE_NAME = re.compile(rb"^[A-Za-z0-9-]+$")
+_TOKEN = re.compile(rb"^[!#$%&'*+.^`|~0-9A-Za-z_-]+$")
+_FORBIDDEN_PATH_BYTES = (b"\r", b"\n", b"\0")
+
+
+class BadRequestPath(ValueError):
+    """The request path or query cannot be turned into CGI params safely (answer 400)."""
+
+
+def build_params(request: UpstreamRequest, *, server_software: str) -> list[tuple[bytes, bytes]]:
+    """The FastCGI PARAMS of `request`, in the spirit of nginx's fastcgi_params and x0."""
+    raw_path, _, query = request.target.partition(b"?")
+    path = _decoded_path(raw_path, query)
+    params: list[tuple[bytes, bytes]] = [
+        (b"GATEWAY_INTERFACE", b"CGI/1.1"),
+        (b"SERVER_SOFTWARE", server_software.encode()),
+        (b"SERVER_NAME", _server_name(request).encode("latin-1")),
+        (b"SERVER_PROTOCOL", f"HTTP/{request.http_version}".encode()),
+        (b"REQUEST_METHOD", request.method.encode()),
+        (b"REQUEST_URI", request.target),
+        (b"QUERY_STRING", query),
+        (b"REDIRECT_STATUS", b"200"),
+    ]
+    if request.server:
+        params += [(b"SERVER_ADDR", request.server[0].encode()), (b"SERVER_PORT", str(request.server[1]).encode())]
+    if request.client:
+        params += [(b"REMOTE_ADDR", request.client[0].encode()), (b"REMOTE_PORT", str(request.client[1]).encode())]
+    if request.https:
+        params.append((b"HTTPS", b"on"))
+    params += _script_params(path, request.document_root, request.script_filename)
+    params += _content_params(request)
+    params += _header_params(request.headers)
+    return params
+
+
+def _decoded_path(raw_path: bytes, query: bytes) -> bytes:
+    if not raw_path.startswith(b"/"):
+        raise BadRequestPath(f"request path {raw_path[:100]!r} does not start with '/'")
+    path = unquote_to_bytes(raw_path)
+    for bad in _FORBIDDEN_PATH_BYTES:
+        if bad in path or bad in query:
+            raise BadRequestPath(f"request path or query contains {bad!r}")
+    return path
+
+
+def _server_name(request: UpstreamRequest) -> str:
+    host = request.host or next((v.decode("latin-1") for n, v in request.headers if n == b"host"), "")
+    if host:
+        if host.startswith("["):
+            return host[:host.find("]") + 1] or host
+        name, sep, port = host.rpartition(":")
+        return name if sep and port.isdigit() else host
+    if request.server:
+        return request.server[0]
+    return socket.gethostname()
+
+
+def _script_params(path: bytes, document_root: str | None, script_filename: str | None) -> list[tuple[bytes, bytes]]:
+    root = os.fsencode(document_root.rstrip("/") or "/") if document_root else None
+    if root is not None and b".." in path.split(b"/"):
+        raise BadRequestPath("request path contains a '..' segment")
+    params = []
+    if root is not None:
+        params.append((b"DOCUMENT_ROOT", root))
+    if script_filename:
+        filename = os.fsencode(script_filename)
+        inside = root is not None and filename.startswith(root.rstrip(b"/") + b"/")
+        script_name = filename[len(root.rstrip(b"/")):] if inside else b"/" + os.path.basename(filename)
+        path_info = path
+    elif root is not None:
+        script_name, path_info = split_path_info(root, path)
+        filename = root.rstrip(b"/") + script_name
+    else:
+        return [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
+    params += [(b"SCRIPT_NAME", script_name), (b"PATH_INFO", path_info), (b"SCRIPT_FILENAME", filename)]
+    if root is not None and path_info:
+        params.append((b"PATH_TRANSLATED", root.rstrip(b"/") + path_info))
+    return params
+
+
+def split_path_info(root: bytes, path: bytes) -> tuple[bytes, bytes]:
+    """(SCRIPT_NAME, PATH_INFO): the first prefix of `path` that is a regular file under
+    `root` is the script; when none is, the whole path is (and the backend answers 404)."""
+    base = root.rstrip(b"/")
+    end = 0
+    while True:
+        end = path.find(b"/", end + 1)
+        prefix = path if end < 0 else path[:end]
+        try:
+            mode = os.stat(base + prefix).st_mode
+        except (OSError, ValueError):
+            break
+        if stat.S_ISREG(mode):
+            return prefix, path[len(prefix):]
+        if end < 0 or not stat.S_ISDIR(mode):
+            break
+    return path, b""
+
+
+def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:
+    params = []
+    content_type = next((v for n, v in request.headers if n == b"content-type"), None)
+    if content_type is not None:
+        params.append((b"CONTENT_TYPE", content_type))
+    if request.body.length > 0 or request.method in BODY_METHODS:
+        params.append((b"CONTENT_LENGTH", str(request.body.length).encode()))
+    return params
+
+
+def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    merged: dict[bytes, bytes] = {}
+    for name, value in headers:
+        name = name.lower()
+        if name in _SKIPPED_HEADERS or not _FORWARDABLE_NAME.match(name):
+            continue
+        key = b"HTTP_" + name.upper().replace(b"-", b"_")
+        if key in merged:
+            merged[key] += (b"; " if name == b"cookie" else b", ") + value
+        else:
+            merged[key] = value
+    return list(merged.items())
+
+
+def health_check_request(path: str, host: str, director: str, backend: str,
+                         script_filename: str | None = None) -> UpstreamRequest:
+    """The UpstreamRequest of a FastCGI health check (SPEC §8): GET, no body."""
+    return UpstreamRequest(
+        method="GET", target=path.encode(), host=host,
+        headers=[(b"host", host.encode()), (b"x-director-health-check", b"yes"),
+                 (b"x-director", director.encode()), (b"x-director-backend", backend.encode())],
+        script_filename=script_filename or None,
+    )
+
+
+class CGIHead:
+    """The parsed head of a CGI response: status, reason, lower-case headers."""
+
+    __slots__ = ("status", "reason", "headers", "content_length")
+
+    def __init__(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], content_length: int | None):
+        self.status, self.reason, self.headers, self.content_length = status, reason, headers, content_length
+
+
+class CGIHeadParser:
+    """Collects STDOUT bytes until the blank line that ends the CGI header block.
+
+    `feed()` returns the CGIHead once complete (the bytes after it are in `.rest`), else
+    None; `finish()` is called at end of output and raises when the head never ended.
+    """
+
+    __slots__ = ("_buffer", "_scan", "rest")
+
+    def __init__(self):
+        self._buffer = bytearray()
+        self._scan = 0
+        self.rest = b""
+
+    @property
+    def started(self) -> bool:
+        return bool(self._buffer)
+
+    def feed(self, data: bytes) -> CGIHead | None:
+        self._buffer += data
+        buffer = self._buffer
+        if buffer[:1] == b"\n" or buffer[:2] == b"\r\n":  # no headers at all
+            end = buffer.index(b"\n") + 1
+            return self._complete(b"", end)
+        while True:
+            newline = buffer.find(b"\n", self._scan)
+            if newline < 0:
+                break
+            after = newline + 1
+            if buffer[after:after + 1] == b"\n":
+                return self._complete(bytes(buffer[:newline]), after + 1)
+            if buffer[after:after + 2] == b"\r\n":
+                return self._complete(bytes(buffer[:newline]), after + 2)
+            if after + 2 > len(buffer):  # cannot tell yet whether a blank line follows
+                break
+            self._scan = after
+        if len(buffer) > MAX_HEAD:
+            raise ProtocolError(f"CGI response headers exceed {MAX_HEAD // 1024} KiB")
+        return None
+
+    def finish(self) -> None:
+        raise ProtocolError("CGI response ended before the blank line after its headers"
+                            if self._buffer else "CGI response without any output")
+
+    def _complete(self, block: bytes, end: int) -> CGIHead:
+        if end > MAX_HEAD:
+            raise ProtocolError(f"CGI response headers exceed {MAX_HEAD // 1024} KiB")
+        self.rest = bytes(self._buffer[end:])
+        self._buffer.clear()
+        return parse_head(block)
+
+
+def parse_head(block: bytes) -> CGIHead:
+    """The CGIHead of a header block (lines separated by LF or CRLF, no blank line)."""
+    status = reason = None
+    headers: list[tuple[bytes, bytes]] = []
+    lengths = set()
+    has_location = False
+    for line in block.split(b"\n") if block else ():
+        line = line[:-1] if line.endswith(b"\r") else line
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN.match(name):
+            raise ProtocolError(f"malformed CGI header line {line[:80]!r}")
+        name, value = name.lower(), value.strip(b" \t")
+        if name == b"status":
+            status, reason = _parse_status(value)
+            continue
+        if name == b"transfer-encoding":  # framing is ours; a CGI body is never encoded
+            continue
+        if name == b"content-length":
+            if not value.isdigit():
+                raise ProtocolError(f"invalid Content-Length {value[:40]!r} from the application")
+            lengths.add(int(value))
+            if len(lengths) > 1:
+                raise ProtocolError("conflicting Content-Length headers from the application")
+            if any(n == b"content-length" for n, _ in headers):
+                continue
+        has_location |= name == b"location"
+        headers.append((name, value))
+    if status is None:
+        status, reason = (302, b"Found") if has_location else (200, b"OK")
+    return CGIHead(status, reason, headers, lengths.pop() if lengths else None)
+
+
+def _parse_status(value: bytes) -> tuple[int, bytes]:
+    code, _, reason = value.partition(b" ")
+    if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 599:
+        raise ProtocolError(f"invalid CGI Status {value[:40]!r}")
+    return int(code), reason.strip()
