@@ -1,0 +1,207 @@
+"""Proxy-level settings (SPEC §3 `[proxy]`) read through one object, like DRF's api_settings.
+
+Precedence, lowest first: DEFAULTS, the Django setting `DIRECTOR` (a dict), the config file's
+`[proxy]` table, command-line flags. Unknown keys are errors everywhere. `ProxySettings` is
+the parsed, frozen result runproxy works with.
+"""
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+
+from proxy.addresses import ListenAddress, parse_listen
+
+DEFAULTS: dict[str, Any] = {
+    "listen": ["127.0.0.1:8080"],
+    "admin_listen": "127.0.0.1:8081",
+    "pseudonym": "director",
+    "trusted_proxies": [],
+    "max_request_body": "64MiB",
+    "header_timeout": 10,
+    "workers": 1,
+    "health_monitor": True,
+}
+
+SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+              "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an int or `"64MiB"`, `"10 MB"`, `"512KiB"`, `"100B"` (KB = 1000, KiB = 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must be ≥ 0 bytes")
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    unit = match and SIZE_UNITS.get(match.group(2).upper())
+    if not unit:
+        raise ValueError(f"{value!r} is not a size: use bytes or a number with B, KiB, MiB, GiB, KB, MB, GB")
+    return int(float(match.group(1)) * unit)
+
+
+def _parse_listen_list(value: Any) -> tuple[ListenAddress, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("must be a non-empty list of addresses like \"127.0.0.1:8080\"")
+    return tuple(parse_listen(item) for item in value)
+
+
+def _parse_networks(value: Any) -> tuple:
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("must be a list of IP addresses or CIDR networks")
+    networks = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ValueError(f"{item!r} is not an IP address or network")
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from None
+    return tuple(networks)
+
+
+def _parse_pseudonym(value: Any) -> str:
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise ValueError("must be a token of 1-64 letters, digits or !#$%&'*+.^_`|~-")
+    return value
+
+
+def _parse_seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError("must be a number of seconds > 0")
+    return float(value)
+
+
+def _parse_workers(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be an integer ≥ 1")
+    return value
+
+
+def _parse_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _parse_admin_listen(value: Any) -> ListenAddress:
+    if not isinstance(value, str):
+        raise ValueError("must be one address like \"127.0.0.1:8081\"")
+    return parse_listen(value)
+
+
+PARSERS: dict[str, Callable[[Any], Any]] = {
+    "listen": _parse_listen_list,
+    "admin_listen": _parse_admin_listen,
+    "pseudonym": _parse_pseudonym,
+    "trusted_proxies": _parse_networks,
+    "max_request_body": parse_size,
+    "header_timeout": _parse_seconds,
+    "workers": _parse_workers,
+    "health_monitor": _parse_bool,
+}
+
+
+def parse_proxy_values(values: dict) -> tuple[dict, dict[str, str]]:
+    """(parsed values, {key: message}) for the given raw `[proxy]`-style values."""
+    parsed, errors = {}, {}
+    for key, value in values.items():
+        parser = PARSERS.get(key)
+        if parser is None:
+            errors[key] = "unknown setting"
+            continue
+        try:
+            parsed[key] = parser(value)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    return parsed, errors
+
+
+class DirectorSettings:
+    """Attribute access to the Django setting `DIRECTOR` over DEFAULTS; values are parsed."""
+
+    def __init__(self, user_settings: dict | None = None, defaults: dict | None = None):
+        self._user_settings = user_settings
+        self.defaults = defaults or DEFAULTS
+        self._cache: dict[str, Any] = {}
+
+    @property
+    def user_settings(self) -> dict:
+        if self._user_settings is None:
+            self._user_settings = getattr(django_settings, "DIRECTOR", None) or {}
+            unknown = sorted(set(self._user_settings) - set(self.defaults))
+            if unknown:
+                raise ImproperlyConfigured(f"DIRECTOR setting: unknown keys {', '.join(unknown)}")
+        return self._user_settings
+
+    def raw(self) -> dict:
+        """Unparsed values: defaults overlaid with the Django setting."""
+        return {**self.defaults, **self.user_settings}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name not in self.defaults:
+            raise AttributeError(f"invalid Director setting: {name!r}")
+        if name not in self._cache:
+            try:
+                self._cache[name] = PARSERS[name](self.raw()[name])
+            except ValueError as exc:
+                raise ImproperlyConfigured(f"DIRECTOR[{name!r}]: {exc}") from None
+        return self._cache[name]
+
+    def reload(self) -> None:
+        self._cache.clear()
+        self._user_settings = None
+
+
+director_settings = DirectorSettings()
+
+
+def _reload(*, setting, **kwargs) -> None:
+    if setting == "DIRECTOR":
+        director_settings.reload()
+
+
+setting_changed.connect(_reload)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    listen: tuple[ListenAddress, ...]
+    admin_listen: ListenAddress
+    pseudonym: str
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    max_request_body: int
+    header_timeout: float
+    workers: int
+    health_monitor: bool
+
+    @classmethod
+    def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":
+        """Defaults < DIRECTOR setting < `[proxy]` (file_values) < CLI flags (None = not given).
+
+        Raises ImproperlyConfigured naming every bad key.
+        """
+        values = {**director_settings.raw(), **(file_values or {}),
+                  **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        parsed, errors = parse_proxy_values(values)
+        if errors:
+            raise ImproperlyConfigured("; ".join(f"proxy.{k}: {msg}" for k, msg in errors.items()))
+        return cls(**parsed)
+
+    def is_trusted(self, ip: str) -> bool:
+        """Whether a peer address may supply X-Forwarded-* headers."""
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)

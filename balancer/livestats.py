@@ -1,0 +1,31 @@
+"""Live load figures from the data plane, for pages that run in the same process (admin).
+
+The data plane registers a provider at start; without one every lookup returns None, so the
+admin still works when the proxy is not running in this process.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class StatsProvider(Protocol):
+    def backend_stats(self, backend_id: int) -> dict | None: ...
+
+    def director_stats(self, director_id: int) -> dict | None: ...
+
+
+_provider: StatsProvider | None = None
+
+
+def register(provider: StatsProvider | None) -> None:
+    """Install (or with None, remove) the process's live statistics provider."""
+    global _provider
+    _provider = provider
+
+
+def get_backend_stats(backend_id: int) -> dict | None:
+    return _provider.backend_stats(backend_id) if _provider is not None else None
+
+
+def get_director_stats(director_id: int) -> dict | None:
+    return _provider.director_stats(director_id) if _provider is not None else None

@@ -1,0 +1,351 @@
+"""The only writer of directors and backends.
+
+Admin, config sync, API, x0 import and health monitoring all call these functions. Each
+write: validate -> lock and save in one transaction -> audit record (before/after JSON) ->
+bump the config version -> announce it on commit. Errors carry an HTTP status (DRF style)
+so every caller maps them the same way.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import partial
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from . import models, validation
+from .choices import HealthState
+from .models import AuditRecord, Backend, ConfigVersion, Director
+from .notify import announce_config_changed
+
+log = logging.getLogger("director.services")
+STATIC_REASON = "is defined in the config file; only its backends' enabled flag can change at runtime"
+IMMUTABLE_MESSAGE = "cannot be changed after creation"
+REQUIRED_MESSAGE = "this field is required"
+# Director fields only the config file may change (unknown to API and admin callers).
+CONFIG_ONLY_DIRECTOR_FIELDS = {"dynamic": validation.Rule("bool"), "load_path": validation.Rule("str")}
+
+
+class ServiceError(Exception):
+    status = 500
+    default_message = "service error"
+
+    def __init__(self, message: str | None = None):
+        self.detail = message or self.default_message
+        super().__init__(self.detail)
+
+
+class ValidationFailed(ServiceError):
+    """Bad input; `errors` maps each offending field (unknown ones too) to its messages."""
+
+    status = 400
+    default_message = "invalid values"
+
+    def __init__(self, errors: dict[str, list[str]], message: str | None = None):
+        self.errors = errors
+        super().__init__(message or "; ".join(f"{k}: {', '.join(v)}" for k, v in errors.items()))
+
+
+class NotFound(ServiceError):
+    status = 404
+    default_message = "not found"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    default_message = "not allowed"
+
+
+class Conflict(ServiceError):
+    """Duplicate name; `field` names the clashing field."""
+
+    status = 409
+    default_message = "already exists"
+
+    def __init__(self, message: str | None = None, field: str = "name"):
+        self.field = field
+        super().__init__(message)
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+def director_json(director: Director) -> dict:
+    return {"name": director.name, "dynamic": director.dynamic, "load_path": director.load_path,
+            **director.settings()}
+
+
+BACKEND_JSON_FIELDS = ("name", "url", "protocol", "role", "capacity", "enabled", "health_check_mode",
+                       "health_check_interval", "terminate_protection", "terminating", "position")
+
+
+def backend_json(backend: Backend) -> dict:
+    return {name: getattr(backend, name) for name in BACKEND_JSON_FIELDS}
+
+
+def current_version() -> int:
+    return models.current_version()
+
+
+def _bump_version() -> None:
+    """Raise the version inside the caller's transaction; announce it once committed."""
+    if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
+        _, created = ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
+        if not created:
+            ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1)
+    version = models.current_version()
+    transaction.on_commit(partial(announce_config_changed, version), robust=True)
+
+
+def _audit(actor: str, action: str, director_name: str, backend_name: str = "", *, before=None, after=None):
+    AuditRecord.objects.create(at=timezone.now(), actor=actor, action=action, director_name=director_name,
+                               backend_name=backend_name, before=before, after=after)
+
+
+def _model_check(obj, exclude=()) -> None:
+    try:
+        obj.full_clean(exclude=list(exclude), validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        raise ValidationFailed(exc.message_dict) from None
+
+
+def _clean(rules: dict, data: dict) -> dict:
+    cleaned, errors = validation.clean_values(rules, data)
+    if errors:
+        raise ValidationFailed(errors)
+    return cleaned
+
+
+def _locked_director(pk: int) -> Director:
+    try:
+        return Director.objects.select_for_update().get(pk=pk)
+    except Director.DoesNotExist:
+        raise NotFound("director not found") from None
+
+
+def _locked_backend(pk: int) -> Backend:
+    try:
+        return Backend.objects.select_for_update().select_related("director").get(pk=pk)
+    except Backend.DoesNotExist:
+        raise NotFound("backend not found") from None
+
+
+def _require_mutable(director: Director, allow_static: bool) -> None:
+    if not director.dynamic and not allow_static:
+        raise Forbidden(f"director {director.name!r} {STATIC_REASON}")
+
+
+def _immutable_errors(instance, changes: dict, names) -> dict[str, list[str]]:
+    return {n: [IMMUTABLE_MESSAGE] for n in names if n in changes and changes[n] != getattr(instance, n)}
+
+
+# --- validation without writing (admin forms use these too) ---------------------------------
+
+def clean_director(name: str | None, settings: dict, *, allow_static: bool = False) -> dict:
+    """Validated settings (plus `name` when given); ValidationFailed names every bad field."""
+    rules = {**validation.DIRECTOR_SETTINGS, **(CONFIG_ONLY_DIRECTOR_FIELDS if allow_static else {})}
+    cleaned, errors = validation.clean_values(rules, settings)
+    if name is not None:
+        try:
+            cleaned["name"] = validation.NAME_RULE.clean(name)
+        except ValueError as exc:
+            errors["name"] = [str(exc)]
+    if errors:
+        raise ValidationFailed(errors)
+    return cleaned
+
+
+def clean_backend(data: dict, *, instance: Backend | None = None) -> dict:
+    """Validated backend fields; for an existing backend name/url/protocol may not differ."""
+    if instance is None:
+        cleaned, errors = validation.clean_values(validation.BACKEND_FIELDS, data)
+        errors.update({f: [REQUIRED_MESSAGE] for f in validation.BACKEND_REQUIRED if f not in data})
+    else:
+        immutable = _immutable_errors(instance, data, validation.BACKEND_IMMUTABLE)
+        rest = {k: v for k, v in data.items() if k not in validation.BACKEND_IMMUTABLE}
+        cleaned, errors = validation.clean_values(validation.BACKEND_FIELDS, rest)
+        errors.update(immutable)
+    if errors:
+        raise ValidationFailed(errors)
+    return cleaned
+
+
+# --- directors --------------------------------------------------------------------------------
+
+def create_director(name: str, settings: dict, *, actor: str, dynamic: bool = True, load_path: str = "") -> Director:
+    cleaned = clean_director(name, settings)
+    director = Director(dynamic=dynamic, load_path=load_path, **cleaned)
+    _model_check(director)
+    with transaction.atomic():
+        if Director.objects.filter(name=director.name).exists():
+            raise Conflict(f"director {director.name!r} already exists")
+        try:
+            with transaction.atomic():
+                director.save()
+        except IntegrityError:
+            raise Conflict(f"director {director.name!r} already exists") from None
+        _audit(actor, "director.create", director.name, after=director_json(director))
+        _bump_version()
+    return director
+
+
+def update_director(director: Director, changes: dict, *, actor: str, allow_static: bool = False) -> Director:
+    """Change settings (`dynamic`/`load_path` too when allow_static: the config file's right)."""
+    name_error = _immutable_errors(director, changes, ["name"])
+    if name_error:
+        raise ValidationFailed(name_error)
+    changes = {k: v for k, v in changes.items() if k != "name"}
+    with transaction.atomic():
+        locked = _locked_director(director.pk)
+        _require_mutable(locked, allow_static)
+        cleaned = clean_director(None, changes, allow_static=allow_static)
+        before = director_json(locked)
+        for key, value in cleaned.items():
+            setattr(locked, key, value)
+        after = director_json(locked)
+        if after == before:
+            return locked
+        _model_check(locked)
+        locked.save()
+        _audit(actor, "director.update", locked.name, before=before, after=after)
+        _bump_version()
+    return locked
+
+
+def delete_director(director: Director, *, actor: str, allow_static: bool = False) -> None:
+    with transaction.atomic():
+        locked = _locked_director(director.pk)
+        _require_mutable(locked, allow_static)
+        before = {**director_json(locked), "backends": [backend_json(b) for b in locked.backends.all()]}
+        locked.delete()
+        _audit(actor, "director.delete", before["name"], before=before)
+        _bump_version()
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+def create_backend(director: Director, data: dict, *, actor: str, allow_static: bool = False) -> Backend:
+    cleaned = clean_backend(data)
+    with transaction.atomic():
+        locked = _locked_director(director.pk)
+        _require_mutable(locked, allow_static)
+        if locked.backends.filter(name=cleaned["name"]).exists():
+            raise Conflict(f"backend {cleaned['name']!r} already exists in director {locked.name!r}")
+        if "position" not in cleaned:
+            last = locked.backends.aggregate(last=Max("position"))["last"]
+            cleaned["position"] = 0 if last is None else last + 1
+        backend = Backend(director=locked, **cleaned)
+        _model_check(backend, exclude=["director"])
+        try:
+            with transaction.atomic():
+                backend.save()
+        except IntegrityError:
+            raise Conflict(f"backend {backend.name!r} already exists in director {locked.name!r}") from None
+        _audit(actor, "backend.create", locked.name, backend.name, after=backend_json(backend))
+        _bump_version()
+    return backend
+
+
+def update_backend(backend: Backend, changes: dict, *, actor: str, allow_static: bool = False) -> Backend:
+    """Change backend fields; on a static director only `enabled` unless allow_static."""
+    with transaction.atomic():
+        locked = _locked_backend(backend.pk)
+        cleaned = clean_backend(changes, instance=locked)
+        differing = {k for k, v in cleaned.items() if getattr(locked, k) != v}
+        if differing - {"enabled"}:
+            _require_mutable(locked.director, allow_static)
+        if not differing:
+            return locked
+        before = backend_json(locked)
+        for key in differing:
+            setattr(locked, key, cleaned[key])
+        _model_check(locked, exclude=["director"])
+        locked.save()
+        after = backend_json(locked)
+        _audit(actor, "backend.update", locked.director.name, locked.name, before=before, after=after)
+        _bump_version()
+    return locked
+
+
+def set_backend_enabled(backend: Backend, enabled: bool, *, actor: str) -> Backend:
+    """x0 LOCK/UNLOCK: allowed on static directors too."""
+    if not isinstance(enabled, bool):
+        raise ValidationFailed({"enabled": [validation.BACKEND_FIELDS["enabled"].describe()]})
+    with transaction.atomic():
+        locked = _locked_backend(backend.pk)
+        if locked.enabled != enabled:
+            _set_enabled_locked(locked, enabled, actor)
+    return locked
+
+
+def _set_enabled_locked(locked: Backend, enabled: bool, actor: str) -> None:
+    before = backend_json(locked)
+    locked.enabled = enabled
+    locked.save(update_fields=["enabled", "updated_at"])
+    action = "backend.enable" if enabled else "backend.disable"
+    _audit(actor, action, locked.director.name, locked.name, before=before, after=backend_json(locked))
+    _bump_version()
+
+
+def delete_backend(backend: Backend, *, actor: str, allow_static: bool = False) -> Backend:
+    """Drain: the backend takes no new requests; the data plane calls remove_backend when idle."""
+    with transaction.atomic():
+        locked = _locked_backend(backend.pk)
+        _require_mutable(locked.director, allow_static)
+        if locked.terminate_protection:
+            raise Forbidden(f"backend {locked.name!r} has terminate_protection set")
+        if locked.terminating:
+            return locked
+        before = backend_json(locked)
+        locked.terminating = True
+        locked.save(update_fields=["terminating", "updated_at"])
+        _audit(actor, "backend.delete", locked.director.name, locked.name, before=before, after=backend_json(locked))
+        _bump_version()
+    return locked
+
+
+def remove_backend(backend_id: int, *, actor: str) -> None:
+    """Hard delete (after draining, or when the config file drops it). Gone already: no-op."""
+    with transaction.atomic():
+        try:
+            locked = _locked_backend(backend_id)
+        except NotFound:
+            log.debug("backend %s already removed", backend_id)
+            return
+        before = backend_json(locked)
+        locked.delete()
+        _audit(actor, "backend.remove", locked.director.name, before["name"], before=before)
+        _bump_version()
+
+
+def record_health(backend_id: int, state: str, *, error: str = "", checked_at: datetime | None = None) -> bool:
+    """Store a check result; True when the state changed (then the version is bumped).
+
+    Sticky offline mode (SPEC §8) is applied here, atomically with the transition: a backend
+    going offline -> online on such a director is disabled until an operator enables it.
+    """
+    if state not in HealthState.values:
+        raise ValueError(f"unknown health state {state!r}")
+    checked_at = checked_at or timezone.now()
+    with transaction.atomic():
+        try:
+            locked = _locked_backend(backend_id)
+        except NotFound:
+            return False
+        previous = locked.health_state
+        changed = previous != state
+        locked.last_checked, locked.last_error = checked_at, error
+        fields = ["last_checked", "last_error"]
+        if changed:
+            locked.health_state, locked.health_changed_at = state, checked_at
+            fields += ["health_state", "health_changed_at"]
+        locked.save(update_fields=fields)
+        if changed:
+            sticky = previous == HealthState.OFFLINE and state == HealthState.ONLINE
+            if sticky and locked.director.sticky_offline_mode and locked.enabled:
+                _set_enabled_locked(locked, False, "health-monitor")  # bumps the version itself
+            else:
+                _bump_version()
+    return changed
