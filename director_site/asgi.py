@@ -1,0 +1,34 @@
+"""ASGI applications of the management listener.
+
+The traffic listeners are served by proxy.app.ProxyApp, built by `manage.py runproxy`
+(it needs the data plane); this module gives the management side: Django over HTTP,
+channels websockets (status page), and the channel-name router for background workers.
+"""
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "director_site.settings")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_application = get_asgi_application()
+
+from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
+
+from balancer.health.worker import channel_routes  # noqa: E402
+
+
+def _websocket_application():
+    """Status-page websockets when that module is present in this build."""
+    try:
+        from balancer.routing import websocket_application
+    except ImportError:
+        return None
+    return websocket_application
+
+
+_routes = {"http": django_application, "channel": ChannelNameRouter(channel_routes)}
+_ws = _websocket_application()
+if _ws is not None:
+    _routes["websocket"] = _ws
+
+application = ProtocolTypeRouter(_routes)

@@ -1,0 +1,150 @@
+"""The traffic ASGI application: route, then pass to a director or straight to an address.
+
+Raw ASGI, no Django on this path. proxy.server puts the spooled request body in
+`scope["extensions"]["director"]` so retries replay it without copying.
+"""
+from __future__ import annotations
+
+import logging
+
+from proxy.dispatch import Dispatcher, HealthSink
+from proxy.errors import UpstreamError
+from proxy.headers import HeaderRules
+from proxy.relay import relay
+from proxy.responses import respond
+from proxy.routes import Route, find_route
+from proxy.runtime import DirectorSettings
+from proxy.state import DataPlane
+from proxy.upstream import RequestBody, UpstreamRequest
+from proxy.upstream.cgi import BadRequestPath
+
+log = logging.getLogger("director.proxy")
+ROAD_WARRIOR = DirectorSettings()
+
+
+class ProxyApp:
+    """ASGI callable for the traffic listeners."""
+
+    def __init__(self, plane: DataPlane, rules: HeaderRules | None = None, health: HealthSink | None = None):
+        self.plane = plane
+        self.rules = rules or HeaderRules()
+        self.dispatcher = Dispatcher(self.rules, health)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        headers = scope["headers"]
+        host = b""
+        for name, value in headers:
+            if name == b"host":
+                host = value
+                break
+        route = find_route(self.plane.routes, host, scope["raw_path"])
+        if route is None:
+            await respond(send, 404)
+            return
+        request = await self._upstream_request(scope, receive, route)
+        try:
+            if route.target is not None:
+                await self._road_warrior(route, request, send)
+            else:
+                await self._pass(route, request, send, headers)
+        except BadRequestPath:
+            await respond(send, 400)
+
+    async def _upstream_request(self, scope, receive, route: Route) -> UpstreamRequest:
+        client = scope.get("client")
+        client_ip = client[0] if client else ""
+        http_version = scope.get("http_version", "1.1")
+        upstream_headers, host, https = self.rules.request(scope["headers"], client_ip, scope.get("scheme", "http"), http_version)
+        query = scope.get("query_string") or b""
+        target = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+        return UpstreamRequest(
+            method=scope["method"],
+            target=target,
+            headers=upstream_headers,
+            body=await _body(scope, receive),
+            client=tuple(client) if client else None,
+            server=tuple(scope["server"]) if scope.get("server") else None,
+            https=https,
+            http_version=http_version,
+            host=host.decode("latin-1"),
+            document_root=route.document_root,
+            script_filename=route.script_filename,
+        )
+
+    async def _pass(self, route: Route, request: UpstreamRequest, send, headers) -> None:
+        director = self.plane.directors.get(route.director)
+        if director is None:
+            log.warning("route to director %s: no such director (deleted?)", route.director)
+            await respond(send, 503, ROAD_WARRIOR.retry_after_header)
+            return
+        pinned = None
+        if route.backend_from is not None:
+            chosen = _client_choice(route.backend_from, headers)
+            if chosen is not None:
+                pinned = director.by_name.get(chosen)
+                problem = _pinned_problem(pinned)
+                if problem:
+                    log.warning("director %s: client-chosen backend %s is %s", director.name, chosen, problem)
+                    await self.dispatcher.refuse(director, send, f"backend {chosen} {problem}")
+                    return
+        await self.dispatcher.pass_request(director, request, send, pinned)
+
+    async def _road_warrior(self, route: Route, request: UpstreamRequest, send) -> None:
+        """Straight to one address: no queue, no health checks, no retries (SPEC §7.4)."""
+        upstream = self.plane.road_warriors[route.target]
+        try:
+            response = await upstream.send(request, ROAD_WARRIOR.timeouts)
+        except UpstreamError as err:
+            log.info("road warrior %s: %s", route.target, err.reason)
+            await respond(send, err.status, ROAD_WARRIOR.retry_after_header if err.status == 503 else ())
+            return
+        try:
+            await relay(response, send, self.rules, request.method == "HEAD")
+        finally:
+            response.release()  # an unfinished body closes the connection (on_client_abort close)
+
+
+async def _body(scope, receive) -> RequestBody:
+    ext = scope.get("extensions") or {}
+    spooled = ext.get("director")
+    if spooled is not None:
+        return RequestBody(spooled["body_file"], spooled["body_length"])
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    return RequestBody(b"".join(chunks))
+
+
+def _client_choice(source: tuple[str, bytes], headers) -> str | None:
+    kind, wanted = source
+    if kind == "header":
+        for name, value in headers:
+            if name == wanted:
+                return value.decode("latin-1").strip() or None
+        return None
+    for name, value in headers:
+        if name == b"cookie":
+            for pair in value.split(b";"):
+                key, sep, val = pair.strip().partition(b"=")
+                if sep and key.lower() == wanted:
+                    return val.strip().strip(b'"').decode("latin-1") or None
+    return None
+
+
+def _pinned_problem(backend) -> str | None:
+    if backend is None or backend.pool is None:
+        return "unknown"
+    if not backend.enabled:
+        return "disabled"
+    if backend.terminating:
+        return "being removed"
+    if backend.health != "online":
+        return backend.health if backend.health == "offline" else "not online"
+    return None

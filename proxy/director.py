@@ -1,0 +1,177 @@
+"""A director at run time: role pools, slot accounting and the FIFO queue (SPEC §7.2).
+
+`acquire()` returns a backend whose slot is already taken, or raises `Refused` carrying the
+status the client gets. `release()` frees the slot and hands it straight to the oldest
+waiter, so a queued request never races a newcomer for a freed slot.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from proxy.runtime import BackendRuntime, Counter, DirectorSettings
+from proxy.scheduler import RolePool
+
+
+class Refused(Exception):
+    """The director answers this request itself (503), or gives up after failures."""
+
+    def __init__(self, reason: str, status: int = 503):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class _Waiter:
+    __slots__ = ("future", "exclude", "timer")
+
+    def __init__(self, future: asyncio.Future, exclude):
+        self.future = future
+        self.exclude = exclude
+        self.timer = None
+
+
+class DirectorRuntime:
+    """Live state of one director; settings and membership are replaced on reload."""
+
+    def __init__(self, director_id: int, name: str):
+        self.id = director_id
+        self.name = name
+        self.dynamic = False
+        self.settings = DirectorSettings()
+        self.backends: dict[int, BackendRuntime] = {}
+        self.by_name: dict[str, BackendRuntime] = {}
+        self.active = RolePool([])
+        self.backup = RolePool([])
+        self.queue: deque[_Waiter] = deque()
+        self.load = Counter()
+        self.queued = Counter()
+        self.dropped = 0
+        self.status_counts = [0, 0, 0, 0, 0, 0]
+
+    # -- membership -------------------------------------------------------------------
+    def rebuild(self, settings: DirectorSettings, backends: list[BackendRuntime]) -> None:
+        """Install new settings and the ordered member list (called on every reload)."""
+        self.settings = settings
+        for old in self.backends.values():
+            old.pool = None
+        ordered = sorted(backends, key=lambda b: (b.position, b.id))
+        self.backends = {b.id: b for b in ordered}
+        self.by_name = {b.name: b for b in ordered}
+        self.active = RolePool([b for b in ordered if b.role != "backup"], settings.scheduler)
+        self.backup = RolePool([b for b in ordered if b.role == "backup"], settings.scheduler)
+        for pool in (self.active, self.backup):
+            for member in pool.members:
+                member.pool = pool
+        self.dispatch_waiters()
+
+    def set_health(self, backend: BackendRuntime, state: str) -> bool:
+        """Apply a health state; returns True when it changed."""
+        if backend.health == state:
+            return False
+        was = backend.available
+        backend.health = state
+        self._refile(backend, was)
+        if backend.available:
+            self.dispatch_waiters()
+        return True
+
+    def _refile(self, backend: BackendRuntime, was_available: bool) -> None:
+        if backend.pool is not None:
+            backend.pool.refresh(backend, was_available)
+
+    # -- slots ------------------------------------------------------------------------
+    def _pick(self, exclude) -> BackendRuntime | None:
+        if self.active.available_count:
+            return self.active.choose(exclude)
+        return self.backup.choose(exclude)
+
+    def any_available(self) -> bool:
+        return bool(self.active.available_count or self.backup.available_count)
+
+    def take_slot(self, backend: BackendRuntime) -> None:
+        was = backend.available
+        backend.load += 1
+        backend.load_counter.increment()
+        self.load.increment()
+        if backend.capacity and backend.load >= backend.capacity:
+            self._refile(backend, was)
+
+    def release(self, backend: BackendRuntime) -> None:
+        """Free the backend's slot and give it to the oldest waiter that can use it."""
+        backend.load -= 1
+        backend.load_counter.decrement()
+        self.load.decrement()
+        if backend.capacity and backend.load == backend.capacity - 1:
+            self._refile(backend, backend.available)
+        if self.queue:
+            self.dispatch_waiters()
+
+    async def acquire(self, exclude=frozenset(), *, retrying: bool = False) -> BackendRuntime:
+        """A backend with a slot taken for this request; queues when all are busy."""
+        settings = self.settings
+        if not settings.enabled:
+            raise Refused("director disabled")
+        if self.queue:
+            self.dispatch_waiters()  # earlier arrivals first; what they cannot use is free
+        backend = self._pick(exclude)
+        if backend is not None:
+            self.take_slot(backend)
+            return backend
+        if not self.any_available() and not settings.enqueue_on_unavailable:
+            raise Refused("no backend online")
+        if retrying and not self._has_untried(exclude):
+            raise Refused("no other backend to try")
+        if len(self.queue) >= settings.queue_limit:
+            raise Refused("queue full")
+        return await self._wait(exclude)
+
+    def _has_untried(self, exclude) -> bool:
+        pool = self.active if self.active.available_count else self.backup
+        return any(m.available and m not in exclude for m in pool.members)
+
+    async def _wait(self, exclude) -> BackendRuntime:
+        loop = asyncio.get_running_loop()
+        waiter = _Waiter(loop.create_future(), exclude)
+        waiter.timer = loop.call_later(self.settings.queue_timeout, self._expire, waiter)
+        self.queue.append(waiter)
+        self.queued.increment()
+        try:
+            return await waiter.future
+        except asyncio.CancelledError:
+            future = waiter.future
+            if future.done() and not future.cancelled() and future.exception() is None:
+                # Got a slot at the same moment the client went away: give it back.
+                self.release(future.result())
+            raise
+        finally:
+            waiter.timer.cancel()
+            if waiter in self.queue:
+                self.queue.remove(waiter)
+                self.queued.decrement()
+
+    def _expire(self, waiter: _Waiter) -> None:
+        if not waiter.future.done():
+            waiter.future.set_exception(Refused("queue timeout"))
+
+    def dispatch_waiters(self) -> None:
+        """Hand free slots to waiters in FIFO order (a waiter whose candidates are all
+        excluded does not block the ones behind it)."""
+        queue = self.queue
+        if not queue:
+            return
+        for waiter in list(queue):
+            if waiter.future.done():
+                continue
+            backend = self._pick(waiter.exclude)
+            if backend is None:
+                if not (self.active.ready_count or self.backup.ready_count):
+                    break
+                continue
+            queue.remove(waiter)
+            self.queued.decrement()
+            self.take_slot(backend)
+            waiter.future.set_result(backend)
+
+    def stats(self) -> dict:
+        return {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}

@@ -1,0 +1,109 @@
+"""Header rules of SPEC §7: hop-by-hop removal both ways, X-Forwarded-*, Via.
+
+Names are lower-case bytes (ASGI gives them so). Everything here runs once per request, so
+the common case (no Connection tokens, untrusted peer) takes the fewest steps.
+"""
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
+    b"upgrade",
+})
+# Also never forwarded upstream: framing is redone by the upstream client, the body is
+# already complete (Expect answered by us), forwarding headers are rebuilt below.
+REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via"}
+RESPONSE_DROP = HOP_BY_HOP | {b"via"}
+
+
+def _connection_tokens(headers) -> frozenset:
+    tokens = set()
+    for name, value in headers:
+        if name == b"connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    tokens.add(token)
+    return frozenset(tokens)
+
+
+class TrustedProxies:
+    """Peers whose X-Forwarded-* headers are kept (SPEC §3 trusted_proxies)."""
+
+    def __init__(self, networks=()):
+        self.networks = tuple(ipaddress.ip_network(n, strict=False) if isinstance(n, str) else n for n in networks)
+        self.contains = lru_cache(maxsize=4096)(self._contains) if self.networks else (lambda ip: False)
+
+    def _contains(self, ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in self.networks)
+
+
+class HeaderRules:
+    """Builds upstream request headers and client response headers."""
+
+    def __init__(self, pseudonym: str = "director", trusted: TrustedProxies | None = None):
+        self.pseudonym = pseudonym.encode("ascii")
+        self.trusted = trusted or TrustedProxies()
+        self.via_11 = b"1.1 " + self.pseudonym
+        self.via_10 = b"1.0 " + self.pseudonym
+
+    def request(self, headers, client_ip: str, scheme: str, http_version: str) -> tuple[list, bytes, bool]:
+        """(upstream headers, host, https) for the client's ASGI headers."""
+        tokens = None
+        out = []
+        host = b""
+        xff = xfp = xfh = via = None
+        for name, value in headers:
+            if name in REQUEST_DROP:
+                if name == b"x-forwarded-for":
+                    xff = value if xff is None else xff + b", " + value
+                elif name == b"x-forwarded-proto":
+                    xfp = value
+                elif name == b"x-forwarded-host":
+                    xfh = value
+                elif name == b"via":
+                    via = value if via is None else via + b", " + value
+                elif name == b"connection":
+                    tokens = _connection_tokens(headers)
+                continue
+            if name == b"host":
+                host = value
+            out.append((name, value))
+        if tokens:
+            out = [(n, v) for n, v in out if n not in tokens]
+        client = client_ip.encode("ascii") if client_ip else b"unknown"
+        trusted = self.trusted.contains(client_ip) if client_ip else False
+        if trusted and xff:
+            out.append((b"x-forwarded-for", xff + b", " + client))
+        else:
+            out.append((b"x-forwarded-for", client))
+        proto = xfp.strip().lower() if (trusted and xfp) else scheme.encode("ascii")
+        out.append((b"x-forwarded-proto", proto))
+        out.append((b"x-forwarded-host", xfh if (trusted and xfh) else host))
+        own_via = self.via_10 if http_version == "1.0" else self.via_11
+        out.append((b"via", via + b", " + own_via if via else own_via))
+        return out, host, proto == b"https"
+
+    def response(self, headers) -> list:
+        """Client response headers from the backend's."""
+        out = []
+        via = None
+        tokens = None
+        for name, value in headers:
+            if name in RESPONSE_DROP:
+                if name == b"via":
+                    via = value if via is None else via + b", " + value
+                elif name == b"connection":
+                    tokens = _connection_tokens(headers)
+                continue
+            out.append((name, value))
+        if tokens:
+            out = [(n, v) for n, v in out if n not in tokens]
+        out.append((b"via", via + b", " + self.via_11 if via else self.via_11))
+        return out

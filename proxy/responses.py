@@ -1,0 +1,25 @@
+"""Responses the proxy generates itself (404, 400, 502, 503, 504), built once per status."""
+from __future__ import annotations
+
+from http import HTTPStatus
+
+_cache: dict[int, tuple[list, bytes]] = {}
+
+
+def _prepared(status: int) -> tuple[list, bytes]:
+    entry = _cache.get(status)
+    if entry is None:
+        phrase = HTTPStatus(status).phrase
+        body = f"{status} {phrase}\n".encode()
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        entry = _cache[status] = (headers, body)
+    return entry
+
+
+async def respond(send, status: int, extra_headers: list | tuple = ()) -> None:
+    """Send a complete small plain-text response."""
+    headers, body = _prepared(status)
+    if extra_headers:
+        headers = headers + list(extra_headers)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,0 +1,116 @@
+"""Backend selection: the candidate set of one role and the three schedulers (SPEC §5).
+
+A `RolePool` keeps, in list order, the backends of one role of one director, and a sorted
+index of those that are *ready*: enabled, online, not terminating and below capacity.
+Schedulers only ever look at ready backends, so a request costs the same whether a director
+has 10 or 1,000 backends offline or full (no scan of unavailable backends per request).
+Membership changes are pushed in by the owner (`refresh(backend)`) whenever availability or
+load crosses a boundary.
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Iterable, Protocol
+
+
+class Schedulable(Protocol):
+    index: int  # position in the pool's list, assigned by the pool
+    capacity: int  # 0 = unlimited
+    load: int
+
+    @property
+    def available(self) -> bool: ...
+
+
+class RolePool:
+    """Backends of one role; `choose()` picks one by the director's scheduler."""
+
+    __slots__ = ("members", "_ready", "_available", "_cursor", "scheduler")
+
+    def __init__(self, members: Iterable[Schedulable], scheduler: str = "rr"):
+        self.members = list(members)
+        self.scheduler = scheduler
+        self._ready: list[int] = []
+        self._available = 0
+        self._cursor = 0
+        for i, member in enumerate(self.members):
+            member.index = i
+            if member.available:
+                self._available += 1
+                if _has_slot(member):
+                    self._ready.append(i)
+
+    @property
+    def available_count(self) -> int:
+        """Backends that are online and enabled (full or not)."""
+        return self._available
+
+    @property
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def refresh(self, member: Schedulable, was_available: bool) -> None:
+        """Re-file `member` after its availability or load changed."""
+        now_available = member.available
+        if now_available != was_available:
+            self._available += 1 if now_available else -1
+        self._set_ready(member.index, now_available and _has_slot(member))
+
+    def _set_ready(self, index: int, ready: bool) -> None:
+        ready_list = self._ready
+        pos = bisect_left(ready_list, index)
+        present = pos < len(ready_list) and ready_list[pos] == index
+        if ready and not present:
+            ready_list.insert(pos, index)
+        elif not ready and present:
+            del ready_list[pos]
+
+    def choose(self, exclude: set | frozenset = frozenset()):
+        """A ready backend not in `exclude`, or None."""
+        ready = self._ready
+        if not ready:
+            return None
+        scheduler = self.scheduler
+        if scheduler == "rr":
+            return self._round_robin(ready, exclude)
+        if scheduler == "chance":
+            for index in ready:
+                member = self.members[index]
+                if member not in exclude:
+                    return member
+            return None
+        return self._least_load(ready, exclude)
+
+    def _round_robin(self, ready: list[int], exclude) -> Schedulable | None:
+        # Each ready candidate is looked at most once, starting at the cursor (x0's
+        # double-skip bug is impossible: we walk the ready index one step at a time).
+        n = len(ready)
+        start = bisect_left(ready, self._cursor)
+        for step in range(n):
+            index = ready[(start + step) % n]
+            member = self.members[index]
+            if member in exclude:
+                continue
+            self._cursor = index + 1
+            return member
+        return None
+
+    def _least_load(self, ready: list[int], exclude) -> Schedulable | None:
+        best = None
+        best_key = None
+        for index in ready:
+            member = self.members[index]
+            if member in exclude:
+                continue
+            # Unlimited capacity counts as the most free slots; ties go to the lower load,
+            # then to list order.
+            free = (1 << 62) if member.capacity == 0 else member.capacity - member.load
+            key = (free, -member.load)
+            if best_key is None or key > best_key:
+                best, best_key = member, key
+        return best
+
+
+def _has_slot(member: Schedulable) -> bool:
+    return member.capacity == 0 or member.load < member.capacity
+

@@ -1,0 +1,194 @@
+"""The data plane's view of configuration: directors, backends, routes, upstream clients.
+
+`DataPlane.apply_rows()` reconciles database rows (read by `read_rows()` off the event loop)
+into the long-lived runtime objects and swaps the lookup tables in single assignments, so a
+request always sees one consistent view. Upstream clients (and their keep-alive pools) are
+shared per address and survive reloads.
+"""
+from __future__ import annotations
+
+import logging
+
+from proxy.addresses import BackendAddress, parse_backend_url, parse_target
+from proxy.director import DirectorRuntime
+from proxy.routes import Route
+from proxy.runtime import BackendRuntime, DirectorSettings
+from proxy.upstream import Timeouts, Upstream, make_upstream
+
+log = logging.getLogger("director.proxy")
+
+DIRECTOR_FIELDS = (
+    "id", "name", "dynamic", "enabled", "scheduler", "queue_limit", "queue_timeout", "retry_after",
+    "max_retry_count", "connect_timeout", "read_timeout", "write_timeout", "on_client_abort",
+    "enqueue_on_unavailable",
+)
+BACKEND_FIELDS = (
+    "id", "director_id", "name", "url", "role", "capacity", "enabled", "terminating", "position",
+    "health_state", "health_changed_at",
+)
+
+
+def read_rows() -> tuple[int, list[dict], list[dict]]:
+    """(config version, director rows, backend rows) from the database. Blocking: run it in a
+    thread."""
+    from django.db import close_old_connections, transaction
+
+    from balancer.models import Backend, Director
+    from balancer.services import current_version
+
+    close_old_connections()
+    try:
+        with transaction.atomic():
+            version = current_version()
+            directors = list(Director.objects.values(*DIRECTOR_FIELDS))
+            backends = list(Backend.objects.values(*BACKEND_FIELDS))
+        return version, directors, backends
+    finally:
+        close_old_connections()
+
+
+def settings_from_row(row: dict) -> DirectorSettings:
+    return DirectorSettings(
+        enabled=row["enabled"],
+        scheduler=row["scheduler"],
+        queue_limit=row["queue_limit"],
+        queue_timeout=float(row["queue_timeout"]),
+        retry_after=float(row["retry_after"]),
+        max_retry_count=row["max_retry_count"],
+        timeouts=Timeouts(float(row["connect_timeout"]), float(row["read_timeout"]), float(row["write_timeout"])),
+        on_client_abort=row["on_client_abort"],
+        enqueue_on_unavailable=row["enqueue_on_unavailable"],
+    )
+
+
+def route_from_config(rc, index: int) -> Route:
+    """A Route from a `balancer.config` route entry (attributes host, path, pass_,
+    backend_from, http, fcgi, document_root, script_filename)."""
+    host = rc.host if rc.host not in (None, "*") else None
+    target = None
+    if rc.http:
+        target = parse_target(rc.http, "http")
+    elif rc.fcgi:
+        target = parse_target(rc.fcgi, "fastcgi")
+    backend_from = None
+    if rc.backend_from:
+        kind, name = rc.backend_from
+        backend_from = (kind, name.lower().encode("latin-1"))
+    return Route(
+        host=host.lower().encode("idna") if host else None,
+        path=(rc.path or "/").encode("utf-8"),
+        director=rc.pass_,
+        backend_from=backend_from,
+        target=target,
+        document_root=rc.document_root,
+        script_filename=rc.script_filename,
+        index=index,
+    )
+
+
+class DataPlane:
+    """Everything the request path reads. Mutated only on the event loop."""
+
+    def __init__(self, routes: tuple[Route, ...] = ()):
+        self.routes = tuple(routes)
+        self.version = -1
+        self.directors: dict[str, DirectorRuntime] = {}
+        self._directors_by_id: dict[int, DirectorRuntime] = {}
+        self.backends: dict[int, BackendRuntime] = {}
+        self._upstreams: dict[BackendAddress, Upstream] = {}
+        self.road_warriors: dict[BackendAddress, Upstream] = {}
+        for route in self.routes:
+            if route.target is not None:
+                self.road_warriors[route.target] = self.upstream_for(route.target)
+
+    def upstream_for(self, address: BackendAddress) -> Upstream:
+        upstream = self._upstreams.get(address)
+        if upstream is None:
+            upstream = self._upstreams[address] = make_upstream(address)
+        return upstream
+
+    def apply_rows(self, version: int, director_rows: list[dict], backend_rows: list[dict]) -> None:
+        """Reconcile database rows into runtime objects and swap the lookup tables."""
+        by_id: dict[int, DirectorRuntime] = {}
+        for row in director_rows:
+            director = self._directors_by_id.get(row["id"]) or DirectorRuntime(row["id"], row["name"])
+            director.dynamic = row["dynamic"]
+            by_id[row["id"]] = director
+        members: dict[int, list[BackendRuntime]] = {d: [] for d in by_id}
+        backends: dict[int, BackendRuntime] = {}
+        for row in backend_rows:
+            director = by_id.get(row["director_id"])
+            if director is None:
+                continue
+            backend = self.backends.get(row["id"])
+            if backend is None:
+                address = parse_backend_url(row["url"])
+                backend = BackendRuntime(row["id"], row["name"], director, address, self.upstream_for(address))
+            self._update_backend(backend, row)
+            backends[row["id"]] = backend
+            members[row["director_id"]].append(backend)
+        for row in director_rows:
+            by_id[row["id"]].rebuild(settings_from_row(row), members[row["id"]])
+        self._directors_by_id = by_id
+        self.directors = {d.name: d for d in by_id.values()}
+        self.backends = backends
+        self.version = version
+        self._close_unused_upstreams()
+
+    @staticmethod
+    def _update_backend(backend: BackendRuntime, row: dict) -> None:
+        backend.name = row["name"]
+        backend.role = row["role"]
+        backend.capacity = row["capacity"]
+        backend.enabled = row["enabled"]
+        backend.terminating = row["terminating"]
+        backend.position = row["position"]
+        stamp = row["health_changed_at"]
+        if stamp != backend.health_stamp:
+            # Only a state the database changed since we last looked wins over a local
+            # passive mark that the monitor has not persisted yet.
+            backend.health_stamp = stamp
+            backend.health = row["health_state"]
+
+    def _close_unused_upstreams(self) -> None:
+        used = {b.address for b in self.backends.values()} | set(self.road_warriors)
+        for address in [a for a in self._upstreams if a not in used]:
+            upstream = self._upstreams.pop(address)
+            _close_later(upstream)
+
+    def apply_health(self, backend_id: int, state: str) -> None:
+        """A health transition decided by the monitor (this or another process)."""
+        backend = self.backends.get(backend_id)
+        if backend is not None and backend.pool is not None:
+            backend.director.set_health(backend, state)
+
+    def director_by_id(self, director_id: int) -> DirectorRuntime | None:
+        return self._directors_by_id.get(director_id)
+
+    async def close(self) -> None:
+        for upstream in list(self._upstreams.values()):
+            await upstream.close()
+
+
+def _close_later(upstream: Upstream) -> None:
+    import asyncio
+
+    try:
+        asyncio.get_running_loop().create_task(upstream.close())
+    except RuntimeError:
+        pass
+
+
+class LiveStats:
+    """balancer.livestats provider over a DataPlane (same process)."""
+
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
+
+    def backend_stats(self, backend_id: int) -> dict | None:
+        backend = self.plane.backends.get(backend_id)
+        return backend.stats() if backend is not None else None
+
+    def director_stats(self, director_id: int) -> dict | None:
+        director = self.plane.director_by_id(director_id)
+        return director.stats() if director is not None else None

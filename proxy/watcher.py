@@ -1,0 +1,121 @@
+"""Keeps the data plane in step with the database: push plus poll (DESIGN "two planes").
+
+A change committed anywhere (admin, API, `manage.py shell`, another runproxy) bumps the
+config version and is announced on the channel layer group "director.config"; the watcher
+reloads on that push at once and, as a safety net for lost pushes, compares the version
+every `poll_interval` seconds. Health transitions announced on "director.health" are applied
+straight away. Drained backends (terminating, no request in flight) are removed here.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from asgiref.sync import sync_to_async
+
+from proxy.state import DataPlane, read_rows
+
+log = logging.getLogger("director.proxy")
+
+CONFIG_GROUP = "director.config"
+HEALTH_GROUP = "director.health"
+
+
+def _read_version() -> int:
+    from django.db import close_old_connections
+
+    from balancer.services import current_version
+
+    close_old_connections()
+    try:
+        return current_version()
+    finally:
+        close_old_connections()
+
+
+def _remove_backend(backend_id: int) -> None:
+    from django.db import close_old_connections
+
+    from balancer import services
+
+    close_old_connections()
+    try:
+        services.remove_backend(backend_id, actor="proxy:drained")
+    finally:
+        close_old_connections()
+
+
+class ConfigWatcher:
+    def __init__(self, plane: DataPlane, *, poll_interval: float = 0.5, channel_layer=None):
+        self.plane = plane
+        self.poll_interval = poll_interval
+        self.layer = channel_layer
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._removing: set[int] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._poll_loop()))
+        if self.layer is not None:
+            self._tasks.append(loop.create_task(self._listen()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def reload(self) -> None:
+        version, directors, backends = await sync_to_async(read_rows, thread_sensitive=False)()
+        if version != self.plane.version:
+            self.plane.apply_rows(version, directors, backends)
+            log.debug("config version %d loaded", version)
+
+    async def _poll_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                version = await sync_to_async(_read_version, thread_sensitive=False)()
+                if version != self.plane.version:
+                    await self.reload()
+                await self._reap_drained()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database away for a moment: keep serving the last view
+                log.warning("config reload failed: %s", exc)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                channel = await self.layer.new_channel()
+                await self.layer.group_add(CONFIG_GROUP, channel)
+                await self.layer.group_add(HEALTH_GROUP, channel)
+                while True:
+                    message = await self.layer.receive(channel)
+                    kind = message.get("type")
+                    if kind == "config.changed":
+                        self._wake.set()
+                    elif kind == "health.changed":
+                        self.plane.apply_health(message["backend"], message["state"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # layer unreachable: the version poll still works
+                log.warning("channel layer: %s; retrying in 1 s", exc)
+                await asyncio.sleep(1)
+
+    async def _reap_drained(self) -> None:
+        for backend in list(self.plane.backends.values()):
+            if backend.terminating and backend.load == 0 and backend.id not in self._removing:
+                self._removing.add(backend.id)
+                try:
+                    await sync_to_async(_remove_backend, thread_sensitive=False)(backend.id)
+                    log.info("director %s: backend %s drained and removed", backend.director.name, backend.name)
+                except Exception as exc:
+                    log.warning("removing drained backend %s failed: %s", backend.name, exc)
+                finally:
+                    self._removing.discard(backend.id)
