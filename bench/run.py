@@ -1,0 +1,230 @@
+"""Load benchmark: Director against HAProxy, nginx and daphne's own ceiling (`make bench`).
+
+Every row runs the same wrk settings against its server after a warm-up; the table and the
+ratios go to stdout and to bench/results/latest.md. Director rows that cannot run yet say
+"unavailable: <reason>"; the exit status is non-zero only when the run itself broke.
+See bench/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import daphne  # noqa: E402
+
+from bench import servers, slowreader, wrk  # noqa: E402
+from bench.hello_asgi import BODY  # noqa: E402
+from bench.rss import PeakRss  # noqa: E402
+
+RESULTS = REPO / "bench" / "results" / "latest.md"
+WARMUP_SECONDS = 2.0
+# What makes one row fail (or be unavailable) without stopping the others.
+ROW_ERRORS = (servers.ServerError, wrk.WrkError, subprocess.SubprocessError, OSError)
+
+
+@dataclass
+class Row:
+    key: str
+    label: str
+    result: wrk.WrkResult | None = None
+    peak_mb: float | None = None
+    problem: str = ""  # "unavailable: ..." or "failed: ..."; empty when measured
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    key: str
+    label: str
+    start: Callable[[], servers.Server]
+    optional: bool = False  # a Director row: may be unavailable without failing the run
+    stop_after: bool = True  # False for a server other rows still need
+
+
+def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
+    """Start the row's server, check it answers BODY, warm up, then run wrk sampling RSS."""
+    row = Row(spec.key, spec.label)
+    word = "unavailable" if spec.optional else "failed"
+    print(f"-- {spec.label}", flush=True)
+    try:
+        server = spec.start()
+    except ROW_ERRORS as exc:
+        row.problem = f"{word}: {exc}"
+        print(f"   {row.problem}", flush=True)
+        return row
+    try:
+        body = server.wait_ok()
+        if body != BODY:
+            row.note = f"body differs from the backend's: {body[:60]!r}"
+        wrk.run(server.url, settings, duration=WARMUP_SECONDS)
+        with PeakRss(server.pid) as rss:
+            row.result = wrk.run(server.url, settings)
+        row.peak_mb = rss.peak_mb
+        print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {row.result.p99_ms:.2f} ms", flush=True)
+    except ROW_ERRORS as exc:
+        row.problem = f"{word}: {exc}"
+        print(f"   {row.problem}", flush=True)
+    finally:
+        if spec.stop_after:
+            server.stop()
+    return row
+
+
+def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
+    """The seven rows in order; shared servers start once and stop with `stack`."""
+    shared: dict[str, servers.Server] = {}
+
+    def once(name: str, start: Callable[[], servers.Server]) -> servers.Server:
+        if name not in shared:
+            shared[name] = start()
+            stack.callback(shared[name].stop)
+        return shared[name]
+
+    def backend() -> servers.Server:
+        return once("backend", lambda: servers.nginx_backend(workdir, BODY))
+
+    def fpm() -> servers.Server:
+        return once("php-fpm", lambda: servers.php_fpm(workdir))
+
+    return [
+        RowSpec("direct", "direct → nginx backend", backend, stop_after=False),
+        RowSpec("haproxy", "HAProxy → nginx", lambda: servers.haproxy(workdir, backend().port)),
+        RowSpec("nginx", "nginx proxy_pass → nginx", lambda: servers.nginx_proxy(workdir, backend().port)),
+        RowSpec("director", "Director (1 worker) → nginx",
+                lambda: servers.director_http(workdir, backend().port), optional=True),
+        RowSpec("daphne", "daphne hello-world (ceiling)", lambda: servers.daphne_hello(workdir)),
+        RowSpec("nginx-fastcgi", "nginx fastcgi_pass → php-fpm",
+                lambda: servers.nginx_fastcgi(workdir, fpm().port)),
+        RowSpec("director-fastcgi", "Director (1 worker) → php-fpm",
+                lambda: servers.director_fastcgi(workdir, fpm().port), optional=True),
+    ]
+
+
+# --- report ---------------------------------------------------------------------------------
+
+RATIOS = (
+    ("Director / HAProxy (req/s)", "director", "haproxy", "requests_per_sec"),
+    ("Director / nginx proxy_pass (req/s)", "director", "nginx", "requests_per_sec"),
+    ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
+    ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
+    ("php: Director / nginx fastcgi_pass (req/s)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
+)
+
+
+def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
+    a, b = rows[top].result, rows[bottom].result
+    if a is None or b is None or getattr(b, attribute) == 0:
+        return "n/a"
+    return f"{getattr(a, attribute) / getattr(b, attribute):.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| row | req/s | p50 ms | p99 ms | errors | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
+    for number, row in enumerate(rows, 1):
+        label = f"{number}. {row.label}"
+        if row.result is None:
+            problem = row.problem.replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {label} | {problem} | | | | |")
+            continue
+        r = row.result
+        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+                     f"| {r.errors} | {row.peak_mb:.1f} |")
+    by_key = {row.key: row for row in rows}
+    lines += ["", "| ratio | value |", "|---|---:|"]
+    lines += [f"| {label} | {ratio(by_key, *keys)} |" for label, *keys in RATIOS]
+    notes = [f"- row {n}: {row.note}" for n, row in enumerate(rows, 1) if row.note]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def _version(args: list) -> str:
+    """First line a binary prints for its version flag (nginx writes it to stderr)."""
+    try:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "?"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def header(settings: wrk.WrkSettings) -> str:
+    versions = ", ".join([
+        _version([servers.find_binary("nginx"), "-v"]),
+        _version([servers.find_binary("haproxy"), "-v"]).split(" - ")[0],
+        _version([servers.find_binary("php-fpm8.2"), "-v"]).split(" (")[0],
+        f"daphne {daphne.__version__}", f"Python {platform.python_version()}",
+    ])
+    return (f"# Director benchmark, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n\n"
+            f"wrk {' '.join(settings.args())} (after {WARMUP_SECONDS:g} s warm-up), "
+            f"{os.cpu_count()} CPUs, {platform.machine()}; {versions}\n")
+
+
+# --- entry point ----------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per row (default 10)")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    parser.add_argument("--slow-reader", action="store_true",
+                        help="instead of the table: stream a 1 GiB body to a slow client, report RSS growth")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    args = parser.parse_args(argv)
+    if args.threads < 1 or args.connections < args.threads or args.duration <= 0:
+        parser.error("need threads >= 1, connections >= threads and duration > 0")
+    return args
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = servers.missing_binaries()
+    if missing:
+        print("bench: cannot run:\n  " + "\n  ".join(missing), file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    settings = wrk.WrkSettings(args.threads, args.connections, args.duration)
+    workdir = Path(tempfile.mkdtemp(prefix="director-bench-"))
+    try:
+        with contextlib.ExitStack() as stack:
+            if args.slow_reader:
+                return slowreader.main(workdir, stack)
+            rows = [measure(spec, settings) for spec in row_specs(workdir, stack)]
+        report = f"{header(settings)}\n{table(rows)}\n"
+        print("\n" + report)
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(report)
+        print(f"written to {RESULTS.relative_to(REPO)}")
+        return 1 if any(row.problem.startswith("failed") for row in rows) else 0
+    except servers.ServerError as exc:  # a shared server (backend, php-fpm) did not start
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted, servers stopped", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"bench: configs and logs kept in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
