@@ -1,0 +1,243 @@
+"""The TOML config file (SPEC §3): parse, validate every value, return a frozen tree.
+
+Validation collects every error with its key path (`directors.app.queue_limit: …`,
+`routes[1].pass: …`) and raises one ConfigError with all of them. Director and backend values
+are checked by `balancer.validation`, the same rules the services apply.
+"""
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from proxy.addresses import parse_target
+
+from . import validation
+from .conf import parse_proxy_values
+
+TOP_LEVEL_KEYS = ("proxy", "directors", "routes")
+DIRECTOR_META_KEYS = ("dynamic", "load", "backends")
+ROUTE_KEYS = ("host", "path", "pass", "backend_from", "http", "fcgi", "document_root", "script_filename")
+ROUTE_ACTIONS = ("pass", "http", "fcgi")
+BACKEND_SOURCES = ("cookie", "header")
+# Backend fields a config file may set: everything but the name (the table key) and position (file order).
+FILE_BACKEND_FIELDS = {k: v for k, v in validation.BACKEND_FIELDS.items() if k not in ("name", "position")}
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+class ConfigError(Exception):
+    """The config file is invalid; `errors` lists every problem with its key path."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+@dataclass(frozen=True)
+class DirectorConfig:
+    name: str
+    dynamic: bool = False
+    load: str | None = None  # absolute path of the x0 file (relative ones resolve against the config's directory)
+    settings: dict = field(default_factory=dict)  # every SPEC §5 setting, defaults filled in
+    backends: tuple[tuple[str, dict], ...] = ()  # (name, fields) in file order, defaults filled in
+
+
+@dataclass(frozen=True)
+class RouteConfig:
+    host: str | None = None  # lower case; None = any host
+    path: str = "/"
+    pass_: str | None = None
+    backend_from: tuple[str, str] | None = None  # ("cookie" | "header", name)
+    http: str | None = None
+    fcgi: str | None = None
+    document_root: str | None = None
+    script_filename: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: dict = field(default_factory=dict)  # raw, validated [proxy] values
+    directors: dict[str, DirectorConfig] = field(default_factory=dict)
+    routes: tuple[RouteConfig, ...] = ()
+    source: str = "<string>"
+
+
+class _Errors(list):
+    def add(self, path: str, message: str) -> None:
+        self.append(f"{path}: {message}")
+
+    def unknown_keys(self, path: str, table: dict, known) -> None:
+        for key in table:
+            if key not in known:
+                self.add(f"{path}.{key}" if path else str(key), "unknown key")
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the config file at `path`; ConfigError lists every problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read config file: {exc}"]) from None
+    return parse_config(text, source=str(path), base_dir=path.resolve().parent)
+
+
+def parse_config(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: invalid TOML: {exc}"]) from None
+    errors = _Errors()
+    errors.unknown_keys("", data, TOP_LEVEL_KEYS)
+    proxy = _table(data, "proxy", errors)
+    _, proxy_errors = parse_proxy_values(proxy)
+    for key, message in proxy_errors.items():
+        errors.add(f"proxy.{key}", message)
+    directors = {}
+    for name, table in _table(data, "directors", errors).items():
+        director = _director(name, table, errors, base_dir or Path.cwd())
+        if director is not None:
+            directors[name] = director
+    routes = _routes(data.get("routes", []), errors, set(_table(data, "directors", _Errors())))
+    if errors:
+        raise ConfigError(errors)
+    return Config(proxy=proxy, directors=directors, routes=routes, source=source)
+
+
+def _table(data: dict, key: str, errors: _Errors, path: str | None = None) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        errors.add(path or key, "must be a table")
+        return {}
+    return value
+
+
+def _director(name: str, table: Any, errors: _Errors, base_dir: Path) -> DirectorConfig | None:
+    path = f"directors.{name}"
+    try:
+        validation.NAME_RULE.clean(name)
+    except ValueError as exc:
+        errors.add(path, str(exc))
+    if not isinstance(table, dict):
+        errors.add(path, "must be a table")
+        return None
+    settings_in = {k: v for k, v in table.items() if k not in DIRECTOR_META_KEYS}
+    settings, setting_errors = validation.clean_values(validation.DIRECTOR_SETTINGS, settings_in)
+    for key, messages in setting_errors.items():
+        for message in messages:
+            errors.add(f"{path}.{key}", "unknown key" if message == validation.UNKNOWN_FIELD else message)
+    dynamic = table.get("dynamic", False)
+    if not isinstance(dynamic, bool):
+        errors.add(f"{path}.dynamic", "must be true or false")
+        dynamic = False
+    load = table.get("load")
+    if load is not None:
+        if not isinstance(load, str) or not load:
+            errors.add(f"{path}.load", "must be a file path")
+            load = None
+        elif not dynamic:
+            errors.add(f"{path}.load", "only a dynamic director (dynamic = true) has a load file")
+        else:
+            load = str(base_dir / load)
+    backends = ()
+    if "backends" in table:
+        if dynamic:
+            errors.add(f"{path}.backends", "a dynamic director's backends live in the database (or its load file), not in the config file")
+        else:
+            backends = _backends(_table(table, "backends", errors, f"{path}.backends"), errors, f"{path}.backends")
+    return DirectorConfig(name=name, dynamic=dynamic, load=load,
+                          settings={**validation.defaults(validation.DIRECTOR_SETTINGS), **settings},
+                          backends=backends)
+
+
+def _backends(table: dict, errors: _Errors, path: str) -> tuple[tuple[str, dict], ...]:
+    result = []
+    backend_defaults = validation.defaults(FILE_BACKEND_FIELDS)
+    for name, value in table.items():
+        bpath = f"{path}.{name}"
+        try:
+            validation.NAME_RULE.clean(name)
+        except ValueError as exc:
+            errors.add(bpath, str(exc))
+        if isinstance(value, str):
+            value = {"url": value}
+        elif not isinstance(value, dict):
+            errors.add(bpath, "must be a backend URL or an inline table with url")
+            continue
+        elif "url" not in value:
+            errors.add(f"{bpath}.url", "missing: every backend needs a url")
+        fields, field_errors = validation.clean_values(FILE_BACKEND_FIELDS, value)
+        for key, messages in field_errors.items():
+            for message in messages:
+                errors.add(f"{bpath}.{key}", "unknown key" if message == validation.UNKNOWN_FIELD else message)
+        result.append((name, {**backend_defaults, **fields}))
+    return tuple(result)
+
+
+def _routes(routes: Any, errors: _Errors, director_names: set[str]) -> tuple[RouteConfig, ...]:
+    if not isinstance(routes, list):
+        errors.add("routes", "must be an array of tables ([[routes]])")
+        return ()
+    result = []
+    for index, table in enumerate(routes):
+        path = f"routes[{index}]"
+        if not isinstance(table, dict):
+            errors.add(path, "must be a table")
+            continue
+        route = _route(table, path, errors, director_names)
+        if route is not None:
+            result.append(route)
+    return tuple(result)
+
+
+def _route(table: dict, path: str, errors: _Errors, director_names: set[str]) -> RouteConfig | None:
+    errors.unknown_keys(path, table, ROUTE_KEYS)
+    start = len(errors)
+    values: dict[str, Any] = {}
+    for key in ROUTE_KEYS:
+        if key in table and not isinstance(table[key], str):
+            errors.add(f"{path}.{key}", "must be a string")
+        elif key in table:
+            values[key] = table[key]
+    actions = [key for key in ROUTE_ACTIONS if key in table]
+    if len(actions) != 1:
+        errors.add(path, "needs exactly one of pass, http, fcgi" + (f" (has {', '.join(actions)})" if actions else ""))
+    host = values.get("host")
+    if host is not None and (not host or any(c.isspace() for c in host)):
+        errors.add(f"{path}.host", f"{host!r} is not a host name (use \"*\" or leave it out for any host)")
+    route_path = values.get("path", "/")
+    if not route_path.startswith("/"):
+        errors.add(f"{path}.path", f"{route_path!r} must start with '/'")
+    if "pass" in values and values["pass"] not in director_names:
+        errors.add(f"{path}.pass", f"unknown director {values['pass']!r}")
+    backend_from = _backend_from(values, path, errors)
+    for key, protocol in (("http", "http"), ("fcgi", "fastcgi")):
+        if key in values:
+            try:
+                parse_target(values[key], protocol)
+            except ValueError as exc:
+                errors.add(f"{path}.{key}", str(exc))
+    for key in ("document_root", "script_filename"):
+        if key in values and not values[key].startswith("/"):
+            errors.add(f"{path}.{key}", f"{values[key]!r} must be an absolute path")
+    if len(errors) > start:
+        return None
+    return RouteConfig(host=None if host in (None, "*") else host.lower(), path=route_path,
+                       pass_=values.get("pass"), backend_from=backend_from, http=values.get("http"),
+                       fcgi=values.get("fcgi"), document_root=values.get("document_root"),
+                       script_filename=values.get("script_filename"))
+
+
+def _backend_from(values: dict, path: str, errors: _Errors) -> tuple[str, str] | None:
+    text = values.get("backend_from")
+    if text is None:
+        return None
+    if "pass" not in values:
+        errors.add(f"{path}.backend_from", "only allowed together with pass")
+    source, _, name = text.partition(":")
+    if source not in BACKEND_SOURCES or not _HEADER_NAME.fullmatch(name):
+        errors.add(f"{path}.backend_from", f"{text!r} must be \"cookie:NAME\" or \"header:NAME\"")
+        return None
+    return source, name
