@@ -73,3 +73,5 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": "WARNING"},
     },
 }
+
+from director_site.rest import *  # noqa

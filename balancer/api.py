@@ -1,0 +1,179 @@
+"""Views of the JSON management API (SPEC §9): directors, backends, the audit log.
+
+Objects are looked up by name. Every write goes through `balancer.services` with actor
+`api:<username>`; the services validate again, lock, audit and announce the change.
+"""
+from __future__ import annotations
+
+from django.db.models import Prefetch
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import services
+from .api_errors import error_responses
+from .models import AuditRecord, Backend, Director
+from .serializers import (
+    AuditRecordSerializer, BackendCreateSerializer, BackendSerializer, BackendUpdateSerializer,
+    DirectorCreateSerializer, DirectorSerializer, DirectorUpdateSerializer,
+)
+
+STATIC_BACKEND_FIELDS = {"enabled"}  # the only backend field a static director lets change
+
+
+def _actor(request) -> str:
+    return f"api:{request.user.get_username()}"
+
+
+def _directors():
+    return Director.objects.prefetch_related(Prefetch("backends", queryset=Backend.objects.order_by("position", "id")))
+
+
+def _director(name: str, queryset=None) -> Director:
+    return get_object_or_404(queryset if queryset is not None else Director.objects.all(), name=name)
+
+
+def _backend(director_name: str, backend_name: str) -> Backend:
+    return get_object_or_404(Backend.objects.select_related("director"),
+                             director__name=director_name, name=backend_name)
+
+
+def _refuse_static(director: Director, data, allowed=frozenset()) -> None:
+    """A static director refuses changes before their values are even looked at."""
+    if director.dynamic:
+        return
+    if not allowed or not isinstance(data, dict) or set(data) - allowed:
+        raise services.Forbidden(f"director {director.name!r} {services.STATIC_REASON}")
+
+
+def _validated(serializer_class, data) -> dict:
+    serializer = serializer_class(data=data)
+    serializer.is_valid(raise_exception=True)
+    return serializer.validated_data
+
+
+def _director_response(name: str, code=status.HTTP_200_OK) -> Response:
+    return Response(DirectorSerializer(_director(name, _directors())).data, status=code)
+
+
+def _backend_response(backend: Backend, code=status.HTTP_200_OK) -> Response:
+    try:
+        backend.refresh_from_db()
+    except Backend.DoesNotExist:
+        pass  # removed already (drained at once): answer with the last known state
+    return Response(BackendSerializer(backend).data, status=code)
+
+
+class DirectorList(APIView):
+    @extend_schema(responses={200: DirectorSerializer(many=True), **error_responses()})
+    def get(self, request):
+        return Response(DirectorSerializer(_directors(), many=True).data)
+
+    @extend_schema(request=DirectorCreateSerializer,
+                   responses={201: DirectorSerializer, **error_responses(400, 409)})
+    def post(self, request):
+        data = dict(_validated(DirectorCreateSerializer, request.data))
+        director = services.create_director(data.pop("name"), data, actor=_actor(request))
+        return _director_response(director.name, status.HTTP_201_CREATED)
+
+
+class DirectorDetail(APIView):
+    @extend_schema(responses={200: DirectorSerializer, **error_responses(404)})
+    def get(self, request, director):
+        return _director_response(director)
+
+    @extend_schema(request=DirectorUpdateSerializer,
+                   responses={200: DirectorSerializer, **error_responses(400, 404)})
+    def patch(self, request, director):
+        instance = _director(director)
+        _refuse_static(instance, request.data)
+        services.update_director(instance, _validated(DirectorUpdateSerializer, request.data), actor=_actor(request))
+        return _director_response(director)
+
+    @extend_schema(responses={204: None, **error_responses(404)})
+    def delete(self, request, director):
+        services.delete_director(_director(director), actor=_actor(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class BackendList(APIView):
+    @extend_schema(responses={200: BackendSerializer(many=True), **error_responses(404)})
+    def get(self, request, director):
+        instance = _director(director)
+        backends = instance.backends.order_by("position", "id")
+        return Response(BackendSerializer(backends, many=True).data)
+
+    @extend_schema(request=BackendCreateSerializer,
+                   responses={201: BackendSerializer, **error_responses(400, 404, 409)})
+    def post(self, request, director):
+        instance = _director(director)
+        _refuse_static(instance, request.data)
+        data = _validated(BackendCreateSerializer, request.data)
+        backend = services.create_backend(instance, data, actor=_actor(request))
+        return _backend_response(backend, status.HTTP_201_CREATED)
+
+
+class BackendDetail(APIView):
+    @extend_schema(responses={200: BackendSerializer, **error_responses(404)})
+    def get(self, request, director, backend):
+        return _backend_response(_backend(director, backend))
+
+    @extend_schema(request=BackendUpdateSerializer,
+                   responses={200: BackendSerializer, **error_responses(400, 404)})
+    def patch(self, request, director, backend):
+        instance = _backend(director, backend)
+        _refuse_static(instance.director, request.data, allowed=STATIC_BACKEND_FIELDS)
+        changes = _validated(BackendUpdateSerializer, request.data)
+        return _backend_response(services.update_backend(instance, changes, actor=_actor(request)))
+
+    @extend_schema(
+        description="Drain the backend: it takes no new requests and is removed once its "
+                    "in-flight requests finish. Answers the backend with `terminating: true`.",
+        responses={202: BackendSerializer, **error_responses(404)})
+    def delete(self, request, director, backend):
+        instance = services.delete_backend(_backend(director, backend), actor=_actor(request))
+        return _backend_response(instance, status.HTTP_202_ACCEPTED)
+
+
+class BackendEnable(APIView):
+    """Enable the backend (x0 UNLOCK); allowed on static directors too. No request body."""
+
+    enabled = True
+
+    @extend_schema(request=None, responses={200: BackendSerializer, **error_responses(404)})
+    def post(self, request, director, backend):
+        instance = services.set_backend_enabled(_backend(director, backend), self.enabled, actor=_actor(request))
+        return _backend_response(instance)
+
+
+class BackendDisable(BackendEnable):
+    """Disable the backend (x0 LOCK); allowed on static directors too. No request body."""
+
+    enabled = False
+
+
+class AuditPagination(LimitOffsetPagination):
+    default_limit = 50
+    max_limit = 500
+
+
+class AuditList(generics.ListAPIView):
+    """The audit log, newest first; `?director=NAME` narrows it to one director."""
+
+    serializer_class = AuditRecordSerializer
+    pagination_class = AuditPagination
+
+    def get_queryset(self):
+        records = AuditRecord.objects.order_by("-at", "-id")
+        name = self.request.query_params.get("director")
+        return records.filter(director_name=name) if name else records
+
+    @extend_schema(
+        parameters=[OpenApiParameter("director", OpenApiTypes.STR, description="only this director's records")],
+        responses={200: AuditRecordSerializer(many=True), **error_responses()})
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)
