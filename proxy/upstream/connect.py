@@ -1,0 +1,42 @@
+"""Opening one transport to a backend address, with errors mapped to the upstream tree."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from proxy.addresses import BackendAddress
+from proxy.errors import ConnectError, ConnectTimeout
+
+
+async def open_connection(address: BackendAddress, protocol_factory, timeout: float) -> tuple[asyncio.Transport, asyncio.Protocol]:
+    """Connect over TCP (IP literal, or host name resolved now) or a UNIX socket.
+
+    Raises ConnectTimeout after `timeout` seconds, ConnectError on any other failure.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            if address.path is not None:
+                return await loop.create_unix_connection(protocol_factory, address.path)
+            transport, protocol = await loop.create_connection(protocol_factory, address.host, address.port)
+    except TimeoutError:
+        raise ConnectTimeout(f"connect timeout after {timeout:g}s to {address.url}") from None
+    except OSError as exc:
+        raise ConnectError(_describe(exc, address)) from exc
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return transport, protocol
+
+
+def _describe(exc: OSError, address: BackendAddress) -> str:
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host {address.host}"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"connection refused by {address.url}"
+    if isinstance(exc, FileNotFoundError):
+        return f"no such socket {address.path}"
+    if isinstance(exc, PermissionError) and address.path is not None:
+        return f"permission denied on socket {address.path}"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return f"cannot connect to {address.url}: {reason}"

@@ -1,0 +1,107 @@
+"""A keep-alive pool of upstream connections for one backend, protocol-agnostic.
+
+Idle connections are reused LIFO (the most recently used one is the most likely to be warm
+and still open on the backend side). A connection whose peer closed while idle reports
+`is_closing()` and is dropped instead of being handed out; ones idle longer than
+`idle_timeout` are closed lazily on `acquire`, so there is no timer per connection.
+One request at a time per connection: a connection is either idle or in use.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Awaitable, Callable, Protocol
+
+
+class PooledConnection(Protocol):
+    """What the pool needs from a connection object."""
+
+    reusable: bool
+
+    def is_closing(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class ConnectionPool:
+    def __init__(
+        self,
+        connect: Callable[[float], Awaitable[PooledConnection]],
+        *,
+        max_idle: int = 64,
+        idle_timeout: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self._connect = connect
+        self._max_idle = max_idle
+        self._idle_timeout = idle_timeout
+        self._clock = clock
+        self._idle: deque[tuple[PooledConnection, float]] = deque()  # (conn, idle since), oldest left
+        self._in_use: dict[PooledConnection, bool] = {}  # conn -> fresh (close after use)
+        self._opened = 0
+        self._closed = False
+
+    async def acquire(self, connect_timeout: float, *, fresh: bool = False, reuse: bool = True) -> tuple[PooledConnection, bool]:
+        """A connection and whether it was reused from the idle pool.
+
+        `fresh`: always a new connection, closed on release (health checks). `reuse=False`:
+        a new connection that may be pooled afterwards (retry after a stale one).
+        """
+        if not fresh and reuse:
+            conn = self._take_idle()
+            if conn is not None:
+                self._in_use[conn] = False
+                return conn, True
+        conn = await self._connect(connect_timeout)
+        self._opened += 1
+        self._in_use[conn] = fresh
+        return conn, False
+
+    def _take_idle(self) -> PooledConnection | None:
+        idle = self._idle
+        if not idle:
+            return None
+        expired = self._clock() - self._idle_timeout
+        while idle and idle[0][1] < expired:
+            idle.popleft()[0].close()
+        while idle:
+            conn = idle.pop()[0]
+            if not conn.is_closing():
+                return conn
+            conn.close()
+        return None
+
+    def release(self, conn: PooledConnection) -> None:
+        """Back to the idle pool when it can carry another request, else closed. Idempotent."""
+        fresh = self._in_use.pop(conn, None)
+        if fresh is None:
+            return
+        if fresh or self._closed or not conn.reusable or conn.is_closing():
+            conn.close()
+            return
+        if len(self._idle) >= self._max_idle:
+            self._idle.popleft()[0].close()
+        self._idle.append((conn, self._clock()))
+
+    def discard(self, conn: PooledConnection) -> None:
+        """Close it; it is never reused."""
+        self._in_use.pop(conn, None)
+        conn.close()
+
+    async def close(self) -> None:
+        """Close every idle connection; in-use ones are closed when released."""
+        self._closed = True
+        while self._idle:
+            self._idle.popleft()[0].close()
+
+    def stats(self) -> dict:
+        self._prune_closed()
+        return {"idle": len(self._idle), "in_use": len(self._in_use), "opened": self._opened}
+
+    def _prune_closed(self) -> None:
+        if any(conn.is_closing() for conn, _ in self._idle):
+            alive = [(conn, since) for conn, since in self._idle if not conn.is_closing()]
+            for conn, _ in self._idle:
+                if conn.is_closing():
+                    conn.close()
+            self._idle = deque(alive)
