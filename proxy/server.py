@@ -1,0 +1,257 @@
+"""daphne start-up for Director: traffic and management listeners in one process.
+
+`build_server(...)` returns a `DirectorServer` (a daphne `Server`); `run()` binds every
+listener first and raises `ListenError` naming the first one that cannot be bound, so
+nothing starts half-configured; `ready_callback(server)` then runs on the reactor's
+asyncio loop (start background tasks there: daphne has no ASGI lifespan).
+
+The protocol hardening (limits, timeouts, back-pressure, mid-response failures) lives in
+`proxy.server_protocol`. Import this module before anything imports
+`twisted.internet.reactor`: `daphne.server` installs the asyncio reactor at import.
+
+UNIX socket listeners: a stale socket file left by a dead process is removed at start
+(only a socket nobody accepts on; any other file, or a live socket, is a ListenError).
+The socket is made mode 0o666, like a loopback TCP port that every local user may reach:
+restrict access with the permissions of its directory. It is removed on stop.
+"""
+from __future__ import annotations
+
+import daphne.server  # isort:skip  # installs the asyncio reactor before anything else does
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+import stat
+import time
+
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketFactory
+from twisted.internet import defer, reactor
+from twisted.internet.error import CannotListenError
+from twisted.logger import STDLibLogObserver, globalLogBeginner
+
+from proxy.addresses import ListenAddress
+from proxy.server_protocol import ListenerFactory, ManagementRequest, TrafficRequest
+
+logger = logging.getLogger("director.server")
+
+BACKLOG = 1024
+UNIX_SOCKET_MODE = 0o666
+MAX_SWEEP_INTERVAL = 1.0  # header_timeout is enforced to within max(this, timeout/4)
+
+__all__ = ["DirectorServer", "ListenError", "build_server"]
+
+
+class ListenError(Exception):
+    """A listener could not be bound; the message is one line naming address and cause."""
+
+
+class DirectorServer(Server):
+    """daphne's Server with one factory per plane and Director's connection rules.
+
+    `connections` (daphne's per-protocol table) only holds management requests and
+    websockets: traffic requests keep their task in `traffic_tasks` instead, which spares
+    the hot path daphne's bookkeeping and its once-a-second polling of every request.
+    """
+
+    def __init__(self, *, traffic_app, management_app, traffic_listen, management_listen,
+                 max_request_body: int, header_timeout: float, ready_callback=None,
+                 server_name: str = "director", verbosity: int = 1):
+        self.traffic_app = traffic_app
+        self.traffic_listen = list(traffic_listen)
+        self.management_listen = list(management_listen)
+        if not self.traffic_listen and not self.management_listen:
+            raise ValueError("no listeners configured")
+        if max_request_body < 0 or header_timeout <= 0:
+            raise ValueError("max_request_body must be >= 0 and header_timeout > 0")
+        self.max_request_body = max_request_body
+        self.header_timeout = header_timeout
+        self.ready_callback = ready_callback
+        super().__init__(
+            application=management_app,
+            endpoints=[str(a) for a in self.traffic_listen + self.management_listen],
+            server_name=server_name,
+            verbosity=verbosity,
+        )
+        self.ports = []  # (kind, Twisted port) for every bound listener
+        self.channels = set()  # open DirectorChannels, swept for header timeouts
+        self.traffic_tasks = set()
+        self.loop = reactor._asyncioEventloop
+        self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4)
+
+    # -- start and stop ----------------------------------------------------------------
+
+    def run(self):
+        """Bind every listener, then run the reactor until stop(). Raises ListenError."""
+        self.connections = {}
+        self.http_factory = self._factory(ManagementRequest)
+        self.traffic_factory = self._factory(TrafficRequest, app=self.traffic_app)
+        self.ws_factory = WebSocketFactory(self, server=self.server_name)
+        self.ws_factory.setProtocolOptions(
+            autoPingTimeout=self.ping_timeout,
+            allowNullOrigin=True,
+            openHandshakeTimeout=self.websocket_handshake_timeout,
+            maxMessagePayloadSize=self.websocket_max_message_size,
+            maxFramePayloadSize=self.websocket_max_frame_size,
+        )
+        observers = [STDLibLogObserver("twisted")] if self.verbosity > 1 else [lambda _: None]
+        globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False, discardBuffer=True)
+
+        self._listen_all()
+        asyncio.set_event_loop(self.loop)
+        if self.verbosity >= 3:
+            self.loop.set_debug(True)
+        reactor.callLater(1, self.application_checker)
+        reactor.callLater(2, self.timeout_checker)
+        reactor.callLater(self._sweep_interval, self._sweep)
+        reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)
+        reactor.addSystemEventTrigger("before", "shutdown", self._stop_listening)
+        reactor.callWhenRunning(self._ready)
+        reactor.run(installSignalHandlers=self.signal_handlers)
+
+    def stop(self):
+        """Stop the reactor (safe from any thread); run() then returns."""
+        if reactor.running:
+            reactor.callFromThread(reactor.stop)
+        else:
+            self.abort_start = True
+
+    def _factory(self, request_class, app=None):
+        return ListenerFactory(self, request_class, app=app, max_request_body=self.max_request_body,
+                               header_timeout=self.header_timeout)
+
+    def _listen_all(self):
+        """Bind traffic then management listeners; on any failure close those already bound."""
+        try:
+            for address in self.traffic_listen:
+                self.ports.append(("traffic", self._listen(address, self.traffic_factory)))
+            for address in self.management_listen:
+                self.ports.append(("management", self._listen(address, self.http_factory)))
+        except ListenError:
+            self._stop_listening()
+            raise
+
+    def _listen(self, address: ListenAddress, factory):
+        try:
+            if address.path is not None:
+                _remove_stale_socket(address)
+                port = reactor.listenUNIX(address.path, factory, backlog=BACKLOG, mode=UNIX_SOCKET_MODE)
+            else:
+                port = reactor.listenTCP(address.port, factory, backlog=BACKLOG, interface=address.host)
+        except CannotListenError as exc:
+            raise ListenError(f"cannot listen on {address}: {_describe(exc.socketError)}") from None
+        host = port.getHost()
+        self.listening_addresses.append((getattr(host, "host", address.path), getattr(host, "port", None)))
+        logger.info("listening on %s", address)
+        return port
+
+    def _stop_listening(self):
+        """Close the listening sockets (Twisted unlinks UNIX socket files as it does)."""
+        ports, self.ports = self.ports, []
+        for _kind, port in ports:
+            port.stopListening()
+
+    def _ready(self):
+        if self.ready_callback is not None:
+            self.ready_callback(self)
+
+    def bound(self, kind: str) -> list:
+        """Addresses actually bound for `kind` ("traffic"/"management"): (host, port) or path."""
+        result = []
+        for port_kind, port in self.ports:
+            if port_kind == kind:
+                host = port.getHost()
+                result.append((host.host, host.port) if hasattr(host, "port") else host.name)
+        return result
+
+    # -- connection bookkeeping --------------------------------------------------------
+
+    def channel_opened(self, channel):
+        self.channels.add(channel)
+
+    def channel_closed(self, channel):
+        self.channels.discard(channel)
+
+    def _sweep(self):
+        """One periodic pass instead of a timer per request: time out overdue channels."""
+        now = time.monotonic()
+        for channel in [c for c in self.channels if c.deadline is not None and c.deadline <= now]:
+            channel.timed_out()
+        reactor.callLater(self._sweep_interval, self._sweep)
+
+    def create_application(self, protocol, scope):
+        """daphne's, plus a done-callback so a failing management app is answered at once."""
+        queue = super().create_application(protocol, scope)
+        task = self.connections.get(protocol, {}).get("application_instance")
+        if task is not None and hasattr(protocol, "app_done"):
+            task.add_done_callback(protocol.app_done)
+        return queue
+
+    async def handle_reply(self, protocol, message):
+        """daphne's, plus back-pressure: wait while the client's write buffer is full."""
+        await super().handle_reply(protocol, message)
+        channel = getattr(protocol, "channel", None)
+        if channel is not None and channel._waitingForTransport:
+            await channel.drain()
+
+    def application_checker(self):
+        """daphne's checker, which must survive: it stopped rescheduling after one error."""
+        try:
+            super().application_checker()
+        except Exception:
+            logger.exception("application checker failed; rescheduling")
+            reactor.callLater(1, self.application_checker)
+
+    def kill_all_applications(self):
+        """Cancel every application task, traffic and management, and wait for them.
+
+        Replaces daphne's, which fails on a connection entry without an application.
+        """
+        tasks = list(self.traffic_tasks)
+        tasks += [details.get("application_instance") for details in self.connections.values()]
+        pending = [task for task in tasks if task is not None and not task.done()]
+        for task in pending:
+            task.cancel()
+        logger.info("cancelled %d pending application tasks", len(pending))
+        waiting = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
+        waiting.addErrback(lambda _: None)
+        return waiting
+
+
+def _describe(error) -> str:
+    if isinstance(error, OSError) and error.errno is not None:
+        return os.strerror(error.errno).lower()
+    return str(error)
+
+
+def _remove_stale_socket(address: ListenAddress):
+    """Remove a socket file nobody accepts on; refuse any other existing file."""
+    try:
+        mode = os.lstat(address.path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ListenError(f"cannot listen on {address}: file exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(address.path)
+    except OSError:
+        os.unlink(address.path)
+    else:
+        raise ListenError(f"cannot listen on {address}: {os.strerror(errno.EADDRINUSE).lower()}")
+    finally:
+        probe.close()
+
+
+def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddress],
+                 management_listen: list[ListenAddress], max_request_body: int, header_timeout: float,
+                 ready_callback=None, server_name: str = "director", verbosity: int = 1) -> DirectorServer:
+    """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it."""
+    return DirectorServer(
+        traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,
+        management_listen=management_listen, max_request_body=max_request_body,
+        header_timeout=header_timeout, ready_callback=ready_callback, server_name=server_name,
+        verbosity=verbosity,
+    )
