@@ -73,11 +73,16 @@ def padding_for(length: int) -> int:
 
 
 def encode_record(type_: int, request_id: int, content: bytes = b"", padding: int | None = None) -> bytes:
+    return b"".join(encode_record_parts(type_, request_id, content, padding))
+
+
+def encode_record_parts(type_: int, request_id: int, content: bytes, padding: int | None = None) -> list[bytes]:
+    """[header, content, padding] of one record, for `writelines()` without copying content."""
     if len(content) > MAX_CONTENT:
         raise ValueError(f"FastCGI record content of {len(content)} bytes exceeds {MAX_CONTENT}")
     if padding is None:
         padding = padding_for(len(content))
-    return _HEADER.pack(VERSION_1, type_, request_id, len(content), padding) + content + b"\0" * padding
+    return [_HEADER.pack(VERSION_1, type_, request_id, len(content), padding), content, b"\0" * padding]
 
 
 def encode_stream(type_: int, request_id: int, data: bytes, chunk: int = MAX_STREAM_CHUNK) -> Iterator[bytes]:

@@ -1,0 +1,264 @@
+"""The async FastCGI client: one RESPONDER request at a time per pooled KEEP_CONN connection.
+
+The request body (STDIN) is written by a task of its own while STDOUT is read, so a backend
+that answers before reading the whole body never deadlocks us. STDOUT is parsed as a CGI
+response; its body is streamed to `read()` with back-pressure (see fastcgi_connection).
+
+Content-Length from the application is kept and enforced: a shorter body raises
+ConnectionClosed from `read()`, a longer one is cut at the declared length. Responses that
+carry no body (HEAD, 1xx, 204, 304) keep the header and deliver no body bytes.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from proxy.addresses import BackendAddress
+from proxy.errors import BackendOverloaded, ConnectionClosed, ProtocolError, RequestRejected, UpstreamError
+from proxy.upstream import fastcgi_records as fr
+from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.upstream.cgi import CGIHeadParser, build_params
+from proxy.upstream.connect import open_connection
+from proxy.upstream.fastcgi_connection import FastCGIConnection
+from proxy.upstream.pool import ConnectionPool
+
+logger = logging.getLogger("director.fastcgi")
+
+REQUEST_ID = 1
+SERVER_SOFTWARE = "Director"
+STDERR_LOG_LIMIT = 8 * 1024
+_REJECTIONS = {fr.CANT_MPX_CONN: "cannot multiplex connections (FCGI_CANT_MPX_CONN)",
+               fr.UNKNOWN_ROLE: "does not know the RESPONDER role (FCGI_UNKNOWN_ROLE)",
+               fr.OVERLOADED: "overloaded (FCGI_OVERLOADED)"}
+
+
+class FastCGIUpstream(Upstream):
+    """Client of one FastCGI backend (`fastcgi://H:P`, `fastcgi://[V6]:P`, `fastcgi+unix://`)."""
+
+    def __init__(self, address: BackendAddress, *, log_context: str = "", server_software: str = SERVER_SOFTWARE,
+                 max_idle: int = 64, idle_timeout: float = 30.0):
+        super().__init__(address)
+        self.log_context = log_context  # e.g. "director app backend php1", set by the dispatcher
+        self.server_software = server_software
+        self._pool = ConnectionPool(self._connect, max_idle=max_idle, idle_timeout=idle_timeout)
+
+    @property
+    def label(self) -> str:
+        return f"{self.log_context} ({self.address.url})" if self.log_context else self.address.url
+
+    async def _connect(self, timeout: float) -> FastCGIConnection:
+        label = self.address.url
+        _, conn = await open_connection(self.address, lambda: FastCGIConnection(label), timeout)
+        return conn
+
+    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False) -> FastCGIResponse:
+        params = build_params(request, server_software=self.server_software)  # BadRequestPath: before any I/O
+        preamble = fr.encode_begin_request(REQUEST_ID, fr.RESPONDER, fr.KEEP_CONN) + fr.encode_params(REQUEST_ID, params)
+        no_body = request.method == "HEAD"
+        conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
+        if reused and conn.has_unread_bytes:
+            self._pool.discard(conn)
+            conn, reused = await self._pool.acquire(timeouts.connect, reuse=False)
+        response = FastCGIResponse(self, conn, timeouts, no_body)
+        try:
+            await response.start(preamble, request.body)
+        except ConnectionClosed:
+            if not reused or response.received_anything:
+                raise
+            # A kept-alive connection the backend had closed: it never saw this request.
+            conn, _ = await self._pool.acquire(timeouts.connect, reuse=False)
+            response = FastCGIResponse(self, conn, timeouts, no_body)
+            await response.start(preamble, request.body)
+        return response
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    def stats(self) -> dict:
+        return self._pool.stats()
+
+
+class FastCGIResponse(UpstreamResponse):
+    """The response of one exchange; owns the connection until released."""
+
+    def __init__(self, upstream: FastCGIUpstream, conn: FastCGIConnection, timeouts: Timeouts, no_body: bool):
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.received_anything = False
+        self._upstream = upstream
+        self._conn = conn
+        self._timeouts = timeouts
+        self._no_body = no_body
+        self._writer: asyncio.Task | None = None
+        self._stdout_seen = False
+        self._pending = b""
+        self._remaining: int | None = None  # declared Content-Length still to deliver
+        self._done = False  # END_REQUEST(REQUEST_COMPLETE) received
+        self._released = False
+        self._stderr_logged = 0
+        self._stderr_dropped = 0
+
+    # -- exchange --------------------------------------------------------------------------
+    async def start(self, preamble: bytes, body: RequestBody) -> None:
+        """Write the request, start streaming STDIN, and read until the CGI head is parsed."""
+        try:
+            await self._conn.write([preamble], self._timeouts.write)
+            self._writer = asyncio.create_task(self._write_stdin(body))
+            parser = CGIHeadParser()
+            while True:
+                data = await self._next_stdout()
+                if data is None:
+                    parser.finish()
+                head = parser.feed(data)
+                if head is not None:
+                    break
+        except BaseException:
+            await self._discard()
+            raise
+        self.status, self.reason, self.headers = head.status, head.reason, head.headers
+        if self._no_body or head.status < 200 or head.status in (204, 304):
+            self._no_body = True
+        else:
+            self._remaining = head.content_length
+            self._pending = self._trim(parser.rest)
+
+    async def _write_stdin(self, body: RequestBody) -> None:
+        try:
+            async for chunk in body.chunks(fr.MAX_STREAM_CHUNK):
+                await self._conn.write(fr.encode_record_parts(fr.STDIN, REQUEST_ID, chunk), self._timeouts.write)
+            await self._conn.write([fr.encode_record(fr.STDIN, REQUEST_ID)], self._timeouts.write)
+        except UpstreamError as exc:
+            self._conn.fail(exc)
+        except Exception as exc:  # noqa: BLE001 - e.g. the spooled body file failed: end the exchange
+            self._conn.fail(UpstreamError(f"cannot send the request body: {exc!r}"))
+
+    async def _next_stdout(self) -> bytes | None:
+        """Content of the next non-empty STDOUT record; None after END_REQUEST(complete)."""
+        while True:
+            record = await self._conn.next_record(self._timeouts.read)
+            if record is None:
+                raise ConnectionClosed(f"{self._upstream.label} closed the connection before END_REQUEST"
+                                       + (" (truncated record)" if self._conn.truncated else ""))
+            self.received_anything = True
+            if record.request_id != REQUEST_ID:
+                raise ProtocolError(f"{self._upstream.label} sent a type {record.type} record for request "
+                                    f"{record.request_id}, expected {REQUEST_ID}")
+            if record.type == fr.STDOUT:
+                if record.content:
+                    self._stdout_seen = True
+                    return record.content
+            elif record.type == fr.STDERR:
+                self._log_stderr(record.content)
+            elif record.type == fr.END_REQUEST:
+                return self._end_request(record.content)
+            else:
+                raise ProtocolError(f"{self._upstream.label} sent an unexpected record of type {record.type}")
+
+    def _end_request(self, content: bytes) -> None:
+        try:
+            _, protocol_status = fr.decode_end_request(content)
+        except fr.RecordFormatError as exc:
+            raise ProtocolError(f"{self._upstream.label}: {exc}") from None
+        if protocol_status == fr.REQUEST_COMPLETE:
+            if self._writer is not None and not self._writer.done():
+                self._writer.cancel()  # the application answered without reading all of STDIN
+                self._conn.reusable = False
+            return None
+        description = _REJECTIONS.get(protocol_status, f"ended the request with protocol status {protocol_status}")
+        if protocol_status == fr.OVERLOADED and not self._stdout_seen:
+            raise BackendOverloaded(f"{self._upstream.label} is {description}")
+        raise RequestRejected(f"{self._upstream.label} {description}")
+
+    def _log_stderr(self, content: bytes) -> None:
+        room = STDERR_LOG_LIMIT - self._stderr_logged
+        shown = content[:max(room, 0)]
+        self._stderr_dropped += len(content) - len(shown)
+        if shown:
+            self._stderr_logged += len(shown)
+            text = shown.decode("utf-8", "replace").rstrip()
+            logger.error("%s stderr: %s", self._upstream.label, text)
+
+    def _trim(self, data: bytes) -> bytes:
+        if self._remaining is None:
+            return data
+        if len(data) > self._remaining:
+            logger.warning("%s sent more body than its Content-Length; the excess is dropped", self._upstream.label)
+            data = data[:self._remaining]
+        self._remaining -= len(data)
+        return data
+
+    # -- UpstreamResponse ------------------------------------------------------------------
+    async def read(self) -> bytes:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        while not self._done:
+            if self._released:
+                raise ConnectionClosed("response already released")
+            try:
+                data = await self._next_stdout()
+                if data is None:
+                    self._finish()
+                    return b""
+            except BaseException:
+                await self._discard()
+                raise
+            if not self._no_body:
+                data = self._trim(data)
+                if data:
+                    return data
+        return b""
+
+    def _finish(self) -> None:
+        if self._remaining:
+            raise ConnectionClosed(f"{self._upstream.label} ended the body {self._remaining} bytes "
+                                   "short of its Content-Length")
+        self._done = True
+        self.release()
+
+    def release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._summarise_stderr()
+        if self._done and (self._writer is None or self._writer.done()):
+            self._upstream._pool.release(self._conn)
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+        self._upstream._pool.discard(self._conn)
+
+    async def _discard(self) -> None:
+        self._conn.reusable = False
+        self.release()
+        if self._writer is not None:
+            with contextlib.suppress(BaseException):
+                await self._writer
+
+    async def abort(self, notify: bool = False) -> None:
+        if self._released:
+            return
+        if not notify or self._done:
+            await self._discard()
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(BaseException):
+                await self._writer
+        # The backend may leave ABORT_REQUEST unread (php-fpm does): never reuse this one.
+        self._conn.reusable = False
+        try:
+            await self._conn.write([fr.encode_record(fr.ABORT_REQUEST, REQUEST_ID)], self._timeouts.write)
+            async with asyncio.timeout(self._timeouts.read):
+                while await self._next_stdout() is not None:
+                    pass
+            self._done = True
+        except (UpstreamError, TimeoutError) as exc:
+            logger.info("%s: no END_REQUEST after ABORT_REQUEST: %s", self._upstream.label, exc)
+        self.release()
+
+    def _summarise_stderr(self) -> None:
+        if self._stderr_dropped:
+            logger.error("%s stderr: %d more bytes not logged", self._upstream.label, self._stderr_dropped)
