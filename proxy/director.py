@@ -96,6 +96,8 @@ class DirectorRuntime:
         self.load.increment()
         if backend.capacity and backend.load >= backend.capacity:
             self._refile(backend, was)
+        elif backend.pool is not None:
+            backend.pool.load_changed(backend)
 
     def release(self, backend: BackendRuntime) -> None:
         """Free the backend's slot and give it to the oldest waiter that can use it."""
@@ -104,6 +106,8 @@ class DirectorRuntime:
         self.load.decrement()
         if backend.capacity and backend.load == backend.capacity - 1:
             self._refile(backend, backend.available)
+        elif backend.pool is not None:
+            backend.pool.load_changed(backend)
         if self.queue:
             self.dispatch_waiters()
 

@@ -10,7 +10,10 @@ load crosses a boundary.
 from __future__ import annotations
 
 from bisect import bisect_left
+from heapq import heapify, heappop, heappush
 from typing import Iterable, Protocol
+
+UNLIMITED_FREE = 1 << 62  # capacity 0 counts as the most free slots (least_load)
 
 
 class Schedulable(Protocol):
@@ -25,7 +28,7 @@ class Schedulable(Protocol):
 class RolePool:
     """Backends of one role; `choose()` picks one by the director's scheduler."""
 
-    __slots__ = ("members", "_ready", "_available", "_cursor", "scheduler")
+    __slots__ = ("members", "_ready", "_available", "_cursor", "scheduler", "_heap")
 
     def __init__(self, members: Iterable[Schedulable], scheduler: str = "rr"):
         self.members = list(members)
@@ -39,6 +42,11 @@ class RolePool:
                 self._available += 1
                 if _has_slot(member):
                     self._ready.append(i)
+        # least_load keeps a heap of (-free, load, index) keys; entries go stale when a
+        # member's load changes and are dropped lazily when they surface.
+        self._heap = [_load_key(self.members[i]) for i in self._ready] if scheduler == "least_load" else None
+        if self._heap:
+            heapify(self._heap)
 
     @property
     def available_count(self) -> int:
@@ -55,6 +63,18 @@ class RolePool:
         if now_available != was_available:
             self._available += 1 if now_available else -1
         self._set_ready(member.index, now_available and _has_slot(member))
+        if self._heap is not None:
+            self.load_changed(member)
+
+    def load_changed(self, member: Schedulable) -> None:
+        """The member's load moved (least_load needs every change, the others none)."""
+        heap = self._heap
+        if heap is None or not (member.available and _has_slot(member)):
+            return
+        heappush(heap, _load_key(member))
+        if len(heap) > 2 * len(self.members) + 64:
+            self._heap = [_load_key(self.members[i]) for i in self._ready]
+            heapify(self._heap)
 
     def _set_ready(self, index: int, ready: bool) -> None:
         ready_list = self._ready
@@ -96,19 +116,28 @@ class RolePool:
         return None
 
     def _least_load(self, ready: list[int], exclude) -> Schedulable | None:
-        best = None
-        best_key = None
-        for index in ready:
-            member = self.members[index]
-            if member in exclude:
-                continue
-            # Unlimited capacity counts as the most free slots; ties go to the lower load,
-            # then to list order.
-            free = (1 << 62) if member.capacity == 0 else member.capacity - member.load
-            key = (free, -member.load)
-            if best_key is None or key > best_key:
-                best, best_key = member, key
-        return best
+        heap = self._heap
+        members = self.members
+        skipped = []
+        chosen = None
+        while heap:
+            key = heap[0]
+            member = members[key[2]]
+            if key != _load_key(member) or not (member.available and _has_slot(member)):
+                heappop(heap)  # stale entry
+            elif member in exclude:
+                skipped.append(heappop(heap))
+            else:
+                chosen = member
+                break
+        for key in skipped:
+            heappush(heap, key)
+        return chosen
+
+
+def _load_key(member: Schedulable) -> tuple[int, int, int]:
+    free = UNLIMITED_FREE if member.capacity == 0 else member.capacity - member.load
+    return (-free, member.load, member.index)
 
 
 def _has_slot(member: Schedulable) -> bool:

@@ -1,0 +1,116 @@
+"""Assembles one runproxy process: data plane, traffic app, health monitor, watcher, server.
+
+Start-up order matters: everything that can fail (config, database, listeners) fails before
+anything is served, with one line naming the cause (`StartupError`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from proxy.dispatch import HealthSink
+from proxy.headers import HeaderRules, TrustedProxies
+from proxy.state import DataPlane, LiveStats, read_rows, route_from_config
+from proxy.watcher import ConfigWatcher
+
+log = logging.getLogger("director.proxy")
+
+ACTIVITY_FLUSH = 1.0  # seconds between live-traffic reports to the health monitor
+
+
+class StartupError(Exception):
+    """One clear line for the operator; runproxy exits 1."""
+
+
+class MonitorLink(HealthSink):
+    """Passive health facts to an in-process HealthMonitor, or over the channel layer to a
+    monitor running elsewhere (`--no-health-monitor`)."""
+
+    def __init__(self, monitor=None, channel_layer=None):
+        self.monitor = monitor
+        self.layer = channel_layer
+        self._active: set[int] = set()
+
+    def failed(self, backend_id: int, reason: str) -> None:
+        if self.monitor is not None:
+            self.monitor.report_failure(backend_id, reason)
+        elif self.layer is not None:
+            message = {"type": "backend.failed", "backend": backend_id, "error": reason}
+            asyncio.get_running_loop().create_task(_send_quietly(self.layer, message))
+
+    def activity(self, backend_id: int) -> None:
+        self._active.add(backend_id)
+
+    async def flush_activity(self) -> None:
+        while True:
+            await asyncio.sleep(ACTIVITY_FLUSH)
+            if not self._active:
+                continue
+            ids, self._active = sorted(self._active), set()
+            if self.monitor is not None:
+                self.monitor.report_activity(ids)
+            elif self.layer is not None:
+                await _send_quietly(self.layer, {"type": "backend.activity", "backends": ids})
+
+
+async def _send_quietly(layer, message) -> None:
+    try:
+        await layer.send("director-health", message)
+    except Exception as exc:  # the monitor's own checks will still find the failure
+        log.debug("cannot reach the health worker: %s", exc)
+
+
+class ProxyService:
+    def __init__(self, config, settings, *, health_monitor: bool = True):
+        self.config = config
+        self.settings = settings
+        self.plane = DataPlane(tuple(route_from_config(r, i) for i, r in enumerate(config.routes)))
+        self.rules = HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies))
+        self.layer = _channel_layer()
+        self.monitor = None
+        if health_monitor:
+            from balancer.health.monitor import HealthMonitor
+
+            self.monitor = HealthMonitor(on_transition=self.plane.apply_health, channel_layer=self.layer)
+        self.link = MonitorLink(self.monitor, self.layer)
+        self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer)
+        self._tasks: list[asyncio.Task] = []
+
+    def load_initial_state(self) -> None:
+        """Read the database once before serving (blocking; before the loop runs)."""
+        version, directors, backends = read_rows()
+        self.plane.apply_rows(version, directors, backends)
+        from balancer import livestats
+
+        livestats.register(LiveStats(self.plane))
+
+    def traffic_app(self):
+        from proxy.app import ProxyApp
+
+        return ProxyApp(self.plane, self.rules, self.link)
+
+    async def start_background(self) -> None:
+        """Called on daphne's loop once every listener is bound."""
+        loop = asyncio.get_running_loop()
+        await self.watcher.start()
+        if self.monitor is not None:
+            await self.monitor.start()
+        self._tasks.append(loop.create_task(self.link.flush_activity()))
+
+    async def stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.monitor is not None:
+            await self.monitor.stop()
+        await self.watcher.stop()
+        await self.plane.close()
+
+
+def _channel_layer():
+    from channels.layers import get_channel_layer
+
+    try:
+        return get_channel_layer()
+    except Exception as exc:
+        raise StartupError(f"channel layer: {exc}") from None

@@ -1,0 +1,103 @@
+"""DirectorRuntime: slots, FIFO queue, queue limit/timeout, backup role, enqueue_on_unavailable."""
+import asyncio
+
+import pytest
+
+from proxy.addresses import BackendAddress
+from proxy.director import DirectorRuntime, Refused
+from proxy.runtime import BackendRuntime, DirectorSettings
+
+ADDRESS = BackendAddress("http", "127.0.0.1", 9)
+
+
+def make(settings=None, *specs):
+    director = DirectorRuntime(1, "app")
+    backends = []
+    for i, (name, capacity, role, health) in enumerate(specs):
+        b = BackendRuntime(i + 1, name, director, ADDRESS, upstream=None)
+        b.capacity, b.role, b.health, b.position = capacity, role, health, i
+        backends.append(b)
+    director.rebuild(settings or DirectorSettings(), backends)
+    return director, backends
+
+
+async def test_takes_slot_and_queues_when_full_then_fifo():
+    director, (a,) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"))
+    first = await director.acquire()
+    assert first is a and a.load == 1
+    w1 = asyncio.ensure_future(director.acquire())
+    w2 = asyncio.ensure_future(director.acquire())
+    await asyncio.sleep(0)
+    assert director.queued.current == 2
+    director.release(a)
+    assert await w1 is a
+    assert not w2.done()
+    director.release(a)
+    assert await w2 is a
+    assert director.queued.total == 2 and director.queued.current == 0
+
+
+async def test_queue_limit_refuses():
+    director, _ = make(DirectorSettings(queue_limit=1, queue_timeout=5), ("a", 1, "active", "online"))
+    await director.acquire()
+    waiter = asyncio.ensure_future(director.acquire())
+    await asyncio.sleep(0)
+    with pytest.raises(Refused, match="queue full"):
+        await director.acquire()
+    waiter.cancel()
+
+
+async def test_queue_timeout_refuses_and_cleans_up():
+    director, _ = make(DirectorSettings(queue_timeout=0.05), ("a", 1, "active", "online"))
+    await director.acquire()
+    with pytest.raises(Refused, match="queue timeout"):
+        await director.acquire()
+    assert director.queued.current == 0 and not director.queue
+
+
+async def test_nothing_online_refuses_at_once_or_queues_when_asked():
+    director, (a,) = make(DirectorSettings(), ("a", 0, "active", "offline"))
+    with pytest.raises(Refused, match="no backend online"):
+        await director.acquire()
+    director, (a,) = make(DirectorSettings(enqueue_on_unavailable=True, queue_timeout=5), ("a", 0, "active", "offline"))
+    waiter = asyncio.ensure_future(director.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    director.set_health(a, "online")
+    assert await waiter is a
+
+
+async def test_backup_only_when_no_active_online():
+    director, (a, b) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"), ("b", 0, "backup", "online"))
+    assert await director.acquire() is a
+    # active merely full: wait in the queue, backup is not used
+    waiter = asyncio.ensure_future(director.acquire())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    director.set_health(a, "offline")
+    director.release(a)
+    assert await waiter is b
+
+
+async def test_cancelled_waiter_leaves_queue_and_frees_nothing():
+    director, (a,) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"))
+    await director.acquire()
+    waiter = asyncio.ensure_future(director.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    assert director.queued.current == 0
+    director.release(a)
+    assert a.load == 0
+
+
+async def test_disabled_director_refuses():
+    director, _ = make(DirectorSettings(enabled=False), ("a", 0, "active", "online"))
+    with pytest.raises(Refused, match="disabled"):
+        await director.acquire()
+
+
+async def test_retry_with_every_candidate_tried_refuses():
+    director, (a, b) = make(DirectorSettings(), ("a", 0, "active", "online"), ("b", 0, "active", "online"))
+    with pytest.raises(Refused, match="no other backend"):
+        await director.acquire({a, b}, retrying=True)

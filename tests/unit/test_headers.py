@@ -1,0 +1,60 @@
+"""Header rules: hop-by-hop both ways, X-Forwarded-* with trusted proxies, Via."""
+from proxy.headers import HeaderRules, TrustedProxies
+
+
+def as_dict(headers):
+    out = {}
+    for name, value in headers:
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def test_request_hop_by_hop_and_connection_tokens_removed():
+    rules = HeaderRules("edge")
+    headers = [(b"host", b"shop"), (b"connection", b"keep-alive, X-Secret"), (b"x-secret", b"1"),
+               (b"keep-alive", b"timeout=5"), (b"te", b"trailers"), (b"transfer-encoding", b"chunked"),
+               (b"upgrade", b"websocket"), (b"proxy-connection", b"x"), (b"trailer", b"x"),
+               (b"content-length", b"3"), (b"expect", b"100-continue"), (b"x-app", b"ok")]
+    out, host, https = rules.request(headers, "10.0.0.9", "http", "1.1")
+    d = as_dict(out)
+    assert host == b"shop" and not https
+    for gone in (b"connection", b"x-secret", b"keep-alive", b"te", b"transfer-encoding", b"upgrade",
+                 b"proxy-connection", b"trailer", b"content-length", b"expect"):
+        assert gone not in d
+    assert d[b"x-app"] == [b"ok"]
+    assert d[b"via"] == [b"1.1 edge"]
+    assert d[b"x-forwarded-for"] == [b"10.0.0.9"]
+    assert d[b"x-forwarded-proto"] == [b"http"]
+    assert d[b"x-forwarded-host"] == [b"shop"]
+
+
+def test_untrusted_peer_forwarded_headers_replaced():
+    rules = HeaderRules("d", TrustedProxies(["192.0.2.0/24"]))
+    headers = [(b"host", b"h"), (b"x-forwarded-for", b"1.2.3.4"), (b"x-forwarded-proto", b"https"),
+               (b"x-forwarded-host", b"evil")]
+    out, _, https = rules.request(headers, "10.0.0.9", "http", "1.1")
+    d = as_dict(out)
+    assert d[b"x-forwarded-for"] == [b"10.0.0.9"]
+    assert d[b"x-forwarded-proto"] == [b"http"] and not https
+    assert d[b"x-forwarded-host"] == [b"h"]
+
+
+def test_trusted_peer_forwarded_headers_kept_and_appended():
+    rules = HeaderRules("d", TrustedProxies(["192.0.2.0/24"]))
+    headers = [(b"host", b"h"), (b"x-forwarded-for", b"1.2.3.4"), (b"x-forwarded-for", b"5.6.7.8"),
+               (b"x-forwarded-proto", b"https"), (b"x-forwarded-host", b"shop"), (b"via", b"1.1 cdn")]
+    out, _, https = rules.request(headers, "192.0.2.7", "http", "1.0")
+    d = as_dict(out)
+    assert d[b"x-forwarded-for"] == [b"1.2.3.4, 5.6.7.8, 192.0.2.7"]
+    assert d[b"x-forwarded-proto"] == [b"https"] and https
+    assert d[b"x-forwarded-host"] == [b"shop"]
+    assert d[b"via"] == [b"1.1 cdn, 1.0 d"]
+
+
+def test_response_hop_by_hop_removed_and_via_added():
+    rules = HeaderRules("d")
+    out = rules.response([(b"content-type", b"text/plain"), (b"connection", b"close, x-internal"),
+                          (b"x-internal", b"1"), (b"keep-alive", b"5"), (b"upgrade", b"h2c"),
+                          (b"via", b"1.0 app"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
+    d = as_dict(out)
+    assert d == {b"content-type": [b"text/plain"], b"set-cookie": [b"a=1", b"b=2"], b"via": [b"1.0 app, 1.1 d"]}
