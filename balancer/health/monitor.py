@@ -1,0 +1,337 @@
+"""The health monitor: one asyncio task per backend on the caller's event loop (SPEC §8).
+
+Inputs: active checks (its own timers), passive failures and live activity reported by the
+data plane (`report_failure`, `report_activity`, or channel messages via the worker), and
+configuration changes (`reload()`, a `config.changed` push, or a 1-second version poll).
+Output, per transition: one log line, `on_transition(backend_id, state, error)` for the data
+plane in this process, the database row (services.record_health), and a `health.changed`
+message to channel-layer group `director.health` for other processes and the status page.
+
+Database work runs in one dedicated thread, never on the event loop (the loop is shared with
+live traffic in runproxy); one thread keeps writes in order and holds one connection.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.db import connection
+from django.utils import timezone
+
+from balancer import services
+from balancer.models import Backend
+from proxy.addresses import parse_backend_url
+from proxy.upstream import Upstream, make_upstream
+
+from .probe import ProbeResult, probe
+from .session import OFFLINE, ONLINE, HealthSession, Transition
+from .targets import Target, load_targets, store_checks
+
+log = logging.getLogger("director.health")
+
+HEALTH_GROUP = "director.health"
+HEALTH_CHANGED = "health.changed"
+STICKY_ACTOR = "health-monitor"
+CONFIG_POLL = 1.0  # seconds between ConfigVersion polls (safety net for missed pushes)
+FLUSH_INTERVAL = 5.0  # seconds between batched last_checked writes
+STOP_GRACE = 5.0  # seconds stop() waits for pending database writes
+
+TransitionCallback = Callable[[int, str, str], None]
+
+
+class _Watch:
+    """Runtime of one checked backend: its target, session, client and timer task."""
+
+    __slots__ = ("target", "session", "upstream", "request", "wake", "task", "checks", "last_result")
+
+    def __init__(self, target: Target, session: HealthSession, upstream: Upstream):
+        self.target = target
+        self.session = session
+        self.upstream = upstream
+        self.request = target.request()
+        self.wake = asyncio.Event()
+        self.task: asyncio.Task | None = None
+        self.checks = 0
+        self.last_result: ProbeResult | None = None
+
+
+class HealthMonitor:
+    """Checks every non-terminating backend of every director; see the module docstring."""
+
+    def __init__(self, *, on_transition: TransitionCallback | None = None, channel_layer=None,
+                 clock: Callable[[], float] = time.monotonic, config_poll: float = CONFIG_POLL,
+                 flush_interval: float = FLUSH_INTERVAL):
+        self.on_transition = on_transition
+        self._layer = channel_layer
+        self._clock = clock
+        self._config_poll = config_poll
+        self._flush_interval = flush_interval
+        self._watches: dict[int, _Watch] = {}
+        self._version: int | None = None
+        self._checked: dict = {}  # backend id -> (wall time, error) since the last flush
+        self._pending: set[asyncio.Task] = set()  # persistence + publication of transitions
+        self._background: list[asyncio.Task] = []
+        self._reload_lock = asyncio.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        self.running = False
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the configuration (raises when the database is unusable) and start checking."""
+        if self.running:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="director-health-db")
+        if self._layer is None:
+            self._layer = get_channel_layer()
+        self.running = True
+        try:
+            await self.reload()
+        except BaseException:
+            await self.stop()
+            raise
+        self._background = [asyncio.ensure_future(self._poll_config()), asyncio.ensure_future(self._flush_loop())]
+
+    async def stop(self) -> None:
+        """Cancel every task, finish pending writes (bounded), close connections."""
+        if self._executor is None:
+            return
+        self.running = False
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self._background = []
+        await asyncio.gather(*(self._retire(w) for w in list(self._watches.values())), return_exceptions=True)
+        self._watches.clear()
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=STOP_GRACE)
+        try:
+            await self._flush()
+            await self._db(_close_connection)
+        finally:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+
+    # --- inputs ------------------------------------------------------------------------
+
+    def report_failure(self, backend_id: int, error: str) -> None:
+        """A live request to the backend failed: offline at once (SPEC §7.5)."""
+        watch = self._watches.get(backend_id)
+        if watch is None:
+            return
+        transition = watch.session.passive_failure(error)
+        if transition is not None:
+            self._publish(watch.target, transition)
+        watch.wake.set()
+
+    def report_activity(self, backend_ids: Iterable[int]) -> None:
+        """These backends served live traffic just now (opportunistic mode)."""
+        for backend_id in backend_ids:
+            watch = self._watches.get(backend_id)
+            if watch is not None:
+                watch.session.activity()
+
+    async def reload(self) -> None:
+        """Re-read directors and backends; start, stop or reconfigure checks. The state of a
+        backend that stays is kept."""
+        async with self._reload_lock:
+            version, targets = await self._db(load_targets)
+            if not self.running:
+                return
+            self._version = version
+            for backend_id in [i for i in self._watches if i not in targets]:
+                await self._retire(self._watches.pop(backend_id))
+            for backend_id, target in targets.items():
+                watch = self._watches.get(backend_id)
+                if watch is None:
+                    self._add(target)
+                elif not watch.target.same_checks(target):
+                    await self._reconfigure(watch, target)
+
+    def stats(self) -> dict[int, dict]:
+        """Per backend id: names, state, number of checks and the last result."""
+        return {
+            backend_id: {"director": w.target.director, "backend": w.target.backend, "state": w.session.state,
+                         "mode": w.session.policy.mode, "checks": w.checks,
+                         "last_status": w.last_result.status if w.last_result else None,
+                         "last_error": w.last_result.error if w.last_result else ""}
+            for backend_id, w in self._watches.items()
+        }
+
+    # --- per-backend tasks ---------------------------------------------------------------
+
+    def _add(self, target: Target) -> None:
+        try:
+            upstream = make_upstream(parse_backend_url(target.url))
+        except ValueError as exc:
+            log.error("director %s: backend %s not checked: %s", target.director, target.backend, exc)
+            return
+        session = HealthSession(target.policy, state=target.state, clock=self._clock)
+        self._start(_Watch(target, session, upstream))
+
+    def _start(self, watch: _Watch) -> None:
+        self._watches[watch.target.backend_id] = watch
+        watch.task = asyncio.ensure_future(self._run(watch))
+
+    async def _reconfigure(self, watch: _Watch, target: Target) -> None:
+        if target.url != watch.target.url:  # SPEC forbids it; a new client is still correct
+            await self._retire(watch)
+            upstream = make_upstream(parse_backend_url(target.url))
+            watch = _Watch(target, watch.session, upstream)
+            watch.session.reconfigure(target.policy)
+            self._start(watch)
+            return
+        watch.target = target
+        watch.request = target.request()
+        watch.session.reconfigure(target.policy)
+        watch.wake.set()
+
+    async def _retire(self, watch: _Watch) -> None:
+        if watch.task is not None:
+            watch.task.cancel()
+            await asyncio.gather(watch.task, return_exceptions=True)
+        try:
+            await watch.upstream.close()
+        except Exception:  # noqa: BLE001 - closing idle connections must not stop a reload
+            log.exception("closing the health-check client of %s", watch.target.url)
+
+    async def _run(self, watch: _Watch) -> None:
+        """Wait until the session says a check is due (or something wakes us), check, repeat."""
+        session = watch.session
+        while True:
+            watch.wake.clear()
+            due = session.due_at()
+            delay = None if due is None else due - self._clock()
+            if delay is not None and delay <= 0:
+                await self._check(watch)
+                continue
+            try:
+                await asyncio.wait_for(watch.wake.wait(), delay)
+            except TimeoutError:
+                pass
+
+    async def _check(self, watch: _Watch) -> None:
+        target = watch.target
+        try:
+            result = await probe(watch.upstream, watch.request, target.timeouts, target.expected)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - counted as a failed check, the task lives on
+            log.exception("health check of director %s backend %s raised", target.director, target.backend)
+            result = ProbeResult(False, None, f"health check error: {type(exc).__name__}: {exc}")
+        watch.checks += 1
+        watch.last_result = result
+        self._checked[target.backend_id] = (timezone.now(), result.error)
+        transition = watch.session.record(result.ok, result.error)
+        if transition is not None:
+            self._publish(target, transition)
+
+    # --- outputs -----------------------------------------------------------------------
+
+    def _publish(self, target: Target, transition: Transition) -> None:
+        """Log now; tell the data plane now (after the database when stickiness may apply, so
+        a backend that sticky mode disables never looks routable); persist and broadcast in
+        order in the background."""
+        if transition.new == OFFLINE:
+            suffix = f": {transition.error}" if transition.error else ""
+            log.warning("director %s: backend %s is now offline%s", target.director, target.backend, suffix)
+        else:
+            log.info("director %s: backend %s is now %s", target.director, target.backend, transition.new)
+        maybe_sticky = transition.old == OFFLINE and transition.new == ONLINE
+        if not maybe_sticky:
+            self._notify_local(target, transition)
+        checked_at = timezone.now()
+        stored = self._db(_persist, target, transition, checked_at)
+        task = asyncio.ensure_future(self._announce(stored, target, transition, maybe_sticky))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _announce(self, stored, target: Target, transition: Transition, notify_local: bool) -> None:
+        try:
+            await stored
+        except Exception:  # noqa: BLE001 - the next transition or reload writes again
+            log.exception("could not store health of director %s backend %s", target.director, target.backend)
+        if notify_local:
+            self._notify_local(target, transition)
+        if self._layer is None:
+            return
+        message = {"type": HEALTH_CHANGED, "backend": target.backend_id, "director": target.director,
+                   "backend_name": target.backend, "state": transition.new, "error": transition.error}
+        try:
+            await self._layer.group_send(HEALTH_GROUP, message)
+        except Exception as exc:  # noqa: BLE001 - other processes also poll the version
+            log.warning("could not broadcast health of director %s backend %s: %s", target.director, target.backend, exc)
+
+    def _notify_local(self, target: Target, transition: Transition) -> None:
+        if self.on_transition is None:
+            return
+        try:
+            self.on_transition(target.backend_id, transition.new, transition.error)
+        except Exception:  # noqa: BLE001 - a broken callback must not stop health checking
+            log.exception("on_transition failed for director %s backend %s", target.director, target.backend)
+
+    # --- database ------------------------------------------------------------------------
+
+    def _db(self, func, *args):
+        """Run `func(*args)` in the monitor's database thread; awaitable."""
+        return asyncio.ensure_future(
+            sync_to_async(_guarded, thread_sensitive=False, executor=self._executor)(func, *args))
+
+    async def _poll_config(self) -> None:
+        while True:
+            await asyncio.sleep(self._config_poll)
+            try:
+                version = await self._db(services.current_version)
+                if version != self._version:
+                    await self.reload()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - database down: keep checking what we know
+                log.warning("health monitor could not read the configuration: %s", exc)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_interval)
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - only "last checked" display is late
+                log.warning("health monitor could not store check times: %s", exc)
+
+    async def _flush(self) -> None:
+        results, self._checked = self._checked, {}
+        if results:
+            await self._db(store_checks, results)
+
+
+def _guarded(func, *args):
+    """Drop the thread's connection after a database error so the next call reconnects."""
+    try:
+        return func(*args)
+    except Exception:
+        connection.close()
+        raise
+
+
+def _close_connection() -> None:
+    connection.close()  # resolved in the database thread: that thread's connection
+
+
+def _persist(target: Target, transition: Transition, checked_at) -> None:
+    """Store the transition. services.record_health applies sticky offline mode atomically;
+    the explicit disable below is a no-op then and only guards the rule if the stored state
+    was stale (e.g. written by another monitor)."""
+    row = Backend.objects.filter(pk=target.backend_id).values("enabled", "director__sticky_offline_mode").first()
+    if row is None:
+        return
+    services.record_health(target.backend_id, transition.new, error=transition.error, checked_at=checked_at)
+    if row["enabled"] and transition.sticky_disables(row["director__sticky_offline_mode"]):
+        backend = Backend.objects.select_related("director").get(pk=target.backend_id)
+        services.set_backend_enabled(backend, False, actor=STICKY_ACTOR)
+        log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)

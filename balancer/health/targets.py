@@ -1,0 +1,98 @@
+"""What the monitor checks, read from the database (runs in the monitor's DB thread).
+
+A `Target` is an immutable view of one backend and its director's health settings. Invalid
+stored values (which validation should have refused) fall back to SPEC defaults with a log
+line instead of stopping the checks of every other backend.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+
+from balancer import services
+from balancer.models import Backend
+from proxy.upstream import Timeouts, UpstreamRequest
+
+from .expected import DEFAULT_EXPECTED, ExpectedStatus
+from .probe import build_request
+from .session import Policy
+
+log = logging.getLogger("director.health")
+
+
+@dataclass(frozen=True)
+class Target:
+    backend_id: int
+    director: str
+    backend: str
+    url: str
+    state: str  # stored state when loaded: the starting state of a new session only
+    policy: Policy = field(default_factory=Policy)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    expected: ExpectedStatus = DEFAULT_EXPECTED
+    host_header: str = "backend-healthcheck"
+    request_path: str = "/"
+    script_filename: str = ""
+
+    def request(self) -> UpstreamRequest:
+        return build_request(director=self.director, backend=self.backend, host_header=self.host_header,
+                             request_path=self.request_path, script_filename=self.script_filename)
+
+    def same_checks(self, other: "Target") -> bool:
+        """True when `other` checks the same way (the stored state does not matter)."""
+        return all(getattr(self, name) == getattr(other, name) for name in _CHECK_FIELDS)
+
+
+_CHECK_FIELDS = ("director", "backend", "url", "policy", "timeouts", "expected", "host_header",
+                 "request_path", "script_filename")
+
+
+def _policy(backend: Backend) -> Policy:
+    director = backend.director
+    try:
+        return Policy(mode=backend.health_check_mode, interval=float(backend.health_check_interval),
+                      success_threshold=director.health_check_success_threshold,
+                      failure_threshold=director.health_check_failure_threshold)
+    except (TypeError, ValueError) as exc:
+        log.error("director %s: backend %s: %s; using default health settings", director.name, backend.name, exc)
+        return Policy()
+
+
+def _expected(backend: Backend) -> ExpectedStatus:
+    text = backend.director.health_check_expected_status
+    try:
+        return ExpectedStatus(text)
+    except ValueError as exc:
+        log.error("director %s: health_check_expected_status %s; expecting 200", backend.director.name, exc)
+        return DEFAULT_EXPECTED
+
+
+def target_of(backend: Backend) -> Target:
+    director = backend.director
+    return Target(
+        backend_id=backend.pk, director=director.name, backend=backend.name, url=backend.url,
+        state=backend.health_state, policy=_policy(backend),
+        timeouts=Timeouts(connect=director.connect_timeout, read=director.read_timeout, write=director.write_timeout),
+        expected=_expected(backend), host_header=director.health_check_host_header,
+        request_path=director.health_check_request_path,
+        script_filename=director.health_check_fcgi_script_filename,
+    )
+
+
+def load_targets() -> tuple[int, dict[int, Target]]:
+    """(config version, targets by backend id). Terminating backends are not checked."""
+    with transaction.atomic():
+        version = services.current_version()
+        backends = Backend.objects.select_related("director").filter(terminating=False)
+        return version, {backend.pk: target_of(backend) for backend in backends}
+
+
+def store_checks(results: dict[int, tuple[datetime, str]]) -> None:
+    """last_checked / last_error of many backends in one statement (no version bump: nothing a
+    proxy routes on changed). Backends removed meanwhile are simply not matched."""
+    rows = [Backend(pk=pk, last_checked=at, last_error=error) for pk, (at, error) in results.items()]
+    if rows:
+        Backend.objects.bulk_update(rows, ["last_checked", "last_error"])
