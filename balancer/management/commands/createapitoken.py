@@ -1,0 +1,40 @@
+"""`manage.py createapitoken USER [--viewer]`: an API token for USER, created if missing.
+
+stdout carries only the token key, so scripts can do `TOKEN=$(manage.py createapitoken ci)`;
+everything else goes to stderr. Running it again prints the same key and sets the role
+given now (operator, or viewer with --viewer).
+"""
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
+from rest_framework.authtoken.models import Token
+
+from balancer.permissions import grant_role
+
+
+class Command(BaseCommand):
+    help = "Create USER if missing, give it operator (or --viewer: read-only) API rights, print its token."
+
+    def add_arguments(self, parser):
+        parser.add_argument("username")
+        parser.add_argument("--viewer", action="store_true", help="read-only rights instead of operator")
+
+    def handle(self, *args, username: str, viewer: bool, **options):
+        user_model = get_user_model()
+        try:
+            user_model._meta.get_field(user_model.USERNAME_FIELD).run_validators(username)
+        except ValidationError as exc:
+            raise CommandError(f"invalid user name {username!r}: {' '.join(exc.messages)}") from None
+        role = "viewer" if viewer else "operator"
+        with transaction.atomic():
+            user, created = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
+            if created:
+                user.set_unusable_password()  # API only; an admin login needs a password set separately
+                user.save(update_fields=["password"])
+            grant_role(user, role)
+            token, _ = Token.objects.get_or_create(user=user)
+        self.stderr.write(f"{'created' if created else 'existing'} user {username!r} has {role} rights")
+        self.stdout.write(token.key)
