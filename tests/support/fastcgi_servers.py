@@ -102,7 +102,7 @@ def start_fcgiwrap(workdir: Path) -> RealServer:
 OK_RESPONSE = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
 MODES = ("ok", "overloaded", "cant-mpx", "unknown-role", "unknown-type", "wrong-version", "truncated",
          "no-blank-line", "bad-status", "huge-head", "close-before-end", "close-at-once", "other-request-id",
-         "short-body", "stderr-flood", "abort")
+         "short-body", "stderr-flood", "abort", "stall")
 
 
 def _stdout(data: bytes, request_id: int = 1) -> bytes:
@@ -138,7 +138,7 @@ class FakeFastCGIServer:
 
     `received` lists every record type received, `params` the last request's params;
     `opened`/`closed` count connections. In "abort" mode it sends a response head and waits
-    for ABORT_REQUEST before END_REQUEST.
+    for ABORT_REQUEST before END_REQUEST; in "stall" mode it never reads nor answers.
     """
 
     def __init__(self, mode: str = "ok"):
@@ -150,6 +150,7 @@ class FakeFastCGIServer:
         self.opened = 0
         self.closed = 0
         self._server: asyncio.base_events.Server | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> "FakeFastCGIServer":
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -157,6 +158,7 @@ class FakeFastCGIServer:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
         self._server.close()
         await self._server.wait_closed()
 
@@ -164,6 +166,9 @@ class FakeFastCGIServer:
         self.opened += 1
         stream = _RecordReader(reader, self.received)
         try:
+            if self.mode == "stall":
+                await self._stopping.wait()
+                return
             while await self._read_request(stream):
                 if self.mode == "abort":
                     writer.write(_stdout(OK_RESPONSE)[:-fr.HEADER_LEN])
