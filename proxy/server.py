@@ -78,6 +78,7 @@ class DirectorServer(Server):
         self.ports = []  # (kind, Twisted port) for every bound listener
         self.channels = set()  # open DirectorChannels, swept for header timeouts
         self.traffic_tasks = set()
+        self._start_error = None
         self.loop = reactor._asyncioEventloop
         self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4)
 
@@ -110,6 +111,8 @@ class DirectorServer(Server):
         reactor.addSystemEventTrigger("before", "shutdown", self._stop_listening)
         reactor.callWhenRunning(self._ready)
         reactor.run(installSignalHandlers=self.signal_handlers)
+        if self._start_error is not None:
+            raise self._start_error
 
     def stop(self):
         """Stop the reactor (safe from any thread); run() then returns."""
@@ -154,8 +157,14 @@ class DirectorServer(Server):
             port.stopListening()
 
     def _ready(self):
+        """Run ready_callback on the loop; if it fails, stop and let run() raise its error."""
         if self.ready_callback is not None:
-            self.ready_callback(self)
+            try:
+                self.ready_callback(self)
+            except Exception as exc:
+                logger.exception("ready callback failed; stopping")
+                self._start_error = exc
+                reactor.stop()
 
     def bound(self, kind: str) -> list:
         """Addresses actually bound for `kind` ("traffic"/"management"): (host, port) or path."""
@@ -163,7 +172,7 @@ class DirectorServer(Server):
         for port_kind, port in self.ports:
             if port_kind == kind:
                 host = port.getHost()
-                result.append((host.host, host.port) if hasattr(host, "port") else host.name)
+                result.append((host.host, host.port) if hasattr(host, "port") else os.fsdecode(host.name))
         return result
 
     # -- connection bookkeeping --------------------------------------------------------

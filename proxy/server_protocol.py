@@ -175,20 +175,29 @@ class DirectorChannel(http.HTTPChannel):
     # -- closing -----------------------------------------------------------------------
 
     def reject(self, status: int):
-        """Answer a request the parser refused, then close. Nothing else was written yet."""
+        """Answer a request the parser refused, then close. Nothing else was written yet.
+
+        Lingering close: only our write side is shut, and what the client still sends is
+        read and discarded until it closes (or abortTimeout passes). Closing with unread
+        request bytes would make the kernel send a reset that can destroy the answer.
+        """
         if self.closing or self.lost:
             return
         self.transport.write(CHANNEL_REJECTIONS[status])
-        self.close()
+        self._closing()
+        self.transport.loseWriteConnection()
 
     def close(self):
-        """Flush what was written, close, and stop parsing; abort if the flush stalls."""
+        """Flush what was written, then close; stop parsing; abort if the flush stalls."""
         if self.closing or self.lost:
             return
+        self._closing()
+        self.loseConnection()
+
+    def _closing(self):
         self.closing = True
         self.persistent = False
         self.deadline = None
-        self.loseConnection()
         self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 
     def timed_out(self):

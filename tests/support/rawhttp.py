@@ -174,7 +174,7 @@ class RawHTTP:
     def _read_exactly(self, count: int, deadline: float) -> bytes:
         while len(self.buffer) < count:
             if not self._fill(deadline):
-                raise IncompleteBody(f"connection closed before {count} body bytes", self.buffer)
+                raise IncompleteBody(f"connection closed before {count} body bytes", self._take(count))
         return self._take(count)
 
     def _read_line(self, deadline: float, received: list) -> bytes:
@@ -199,7 +199,7 @@ class RawHTTP:
                 return b"".join(chunks)
             while len(self.buffer) < size + 2:
                 if not self._fill(deadline):
-                    raise IncompleteBody("connection closed inside a chunk", b"".join(chunks) + self.buffer)
+                    raise IncompleteBody("connection closed inside a chunk", b"".join(chunks) + self._take(size))
             chunk = self._take(size)
             if self._take(2) != CRLF:
                 raise ProtocolError("chunk data not followed by CRLF")

@@ -21,11 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
+import pytest
+
 from proxy.addresses import ListenAddress
+from tests.support.rawhttp import RawHTTP, request
 from tests.support.processes import Process, python_args
 from tests.support.waiting import wait_for
 
-STATS = {"cancelled": 0, "disconnect_messages": 0, "streamed": 0, "stream_done": 0}
+STATS = {"hanging": 0, "cancelled": 0, "disconnect_messages": 0, "streamed": 0, "stream_done": 0}
 STREAM_CHUNK = b"x" * 65536
 
 
@@ -124,6 +127,7 @@ async def hang(scope, receive, send):
         STATS["disconnect_messages"] += 1
 
     watcher = asyncio.ensure_future(watch())
+    STATS["hanging"] += 1
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
@@ -219,6 +223,25 @@ class ServerHandle:
         """The first traffic listener: (host, port)."""
         return tuple(self.traffic[0])
 
+    def connect(self, timeout: float = 5.0) -> RawHTTP:
+        return RawHTTP.tcp(*self.address, timeout=timeout)
+
+    def connect_management(self, timeout: float = 5.0) -> RawHTTP:
+        return RawHTTP.tcp(*self.management, timeout=timeout)
+
+    def stats(self) -> dict:
+        """The apps' counters, fetched over a fresh traffic connection."""
+        with self.connect() as conn:
+            conn.send(request("GET", "/stats", {"Host": "test"}))
+            return json.loads(conn.read_response().body)
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process (VmRSS), in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise AssertionError("no VmRSS in /proc status")
+
 
 @contextlib.contextmanager
 def start_server(log_dir: Path, *options: str):
@@ -230,6 +253,15 @@ def start_server(log_dir: Path, *options: str):
         yield ServerHandle(process, bound["traffic"], tuple(bound["management"][0]))
     finally:
         process.stop()
+
+
+def server_fixture(*options: str):
+    """A module-scoped pytest fixture running the harness with `options`."""
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory):
+        with start_server(tmp_path_factory.mktemp("server"), *options) as handle:
+            yield handle
+    return server
 
 
 def _ready_line(process: Process):
