@@ -148,6 +148,8 @@ def table(rows: list[Row]) -> str:
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {label} | {ratio(by_key, *keys)} |" for label, *keys in RATIOS]
     notes = [f"- row {n}: {row.note}" for n, row in enumerate(rows, 1) if row.note]
+    notes += [f"- row {n} errors: {row.result.describe_errors()}"
+              for n, row in enumerate(rows, 1) if row.result is not None and row.result.errors]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -83,7 +83,9 @@ def check(label: str, start: Callable[[], servers.Server]) -> str:
     try:
         server = start()
     except servers.ServerError as exc:
-        return f"| {label} | unavailable: {exc} | | | | | |"
+        line = f"| {label} | unavailable: {exc} | | | | | |"
+        print("   " + line, flush=True)
+        return line
     try:
         with PeakRss(server.pid) as rss:
             read = slow_read(server.port)

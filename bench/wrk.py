@@ -34,11 +34,16 @@ class WrkResult:
     p99_ms: float
     requests: int
     non_2xx: int  # wrk counts statuses above 399 here ("Non-2xx or 3xx responses")
-    socket_errors: int  # connect + read + write + timeout
+    socket_errors: tuple[int, int, int, int] = (0, 0, 0, 0)  # connect, read, write, timeout
 
     @property
     def errors(self) -> int:
-        return self.non_2xx + self.socket_errors
+        return self.non_2xx + sum(self.socket_errors)
+
+    def describe_errors(self) -> str:
+        connect, read, write, timeout = self.socket_errors
+        return (f"{self.non_2xx} responses >= 400; socket errors: connect {connect}, read {read}, "
+                f"write {write}, timeout {timeout}")
 
 
 class WrkError(RuntimeError):
@@ -60,7 +65,7 @@ def parse(output: str) -> WrkResult:
         p99_ms=percentiles[99],
         requests=int(requests.group(1)),
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
-        socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        socket_errors=tuple(int(n) for n in sockets.groups()) if sockets else (0, 0, 0, 0),
     )
 
 
