@@ -156,7 +156,7 @@ class DataPlane:
             upstream = self._upstreams.pop(address)
             _close_later(upstream)
 
-    def apply_health(self, backend_id: int, state: str) -> None:
+    def apply_health(self, backend_id: int, state: str, error: str = "") -> None:
         """A health transition decided by the monitor (this or another process)."""
         backend = self.backends.get(backend_id)
         if backend is not None and backend.pool is not None:
