@@ -13,6 +13,8 @@ class StatsProvider(Protocol):
 
     def director_stats(self, director_id: int) -> dict | None: ...
 
+    def snapshot(self) -> dict: ...
+
 
 _provider: StatsProvider | None = None
 
@@ -29,3 +31,14 @@ def get_backend_stats(backend_id: int) -> dict | None:
 
 def get_director_stats(director_id: int) -> dict | None:
     return _provider.director_stats(director_id) if _provider is not None else None
+
+
+def get_snapshot() -> dict | None:
+    """Every director and backend with live figures, or None without a data plane here.
+
+    {"directors": [{"id", "name", "enabled", "load": {current, max, total},
+      "queued": {current, max, total}, "dropped", "responses": {"1xx".."5xx", "failed"},
+      "backends": [{"id", "name", "role", "enabled", "health", "terminating", "capacity",
+                    "load": {...}, "failures", "responses": {...}}]}]}
+    """
+    return _provider.snapshot() if _provider is not None else None

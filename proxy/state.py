@@ -192,3 +192,21 @@ class LiveStats:
     def director_stats(self, director_id: int) -> dict | None:
         director = self.plane.director_by_id(director_id)
         return director.stats() if director is not None else None
+
+    def snapshot(self) -> dict:
+        directors = []
+        for director in sorted(self.plane.directors.values(), key=lambda d: d.name):
+            directors.append({
+                "id": director.id, "name": director.name, "enabled": director.settings.enabled,
+                **director.stats(), "responses": _responses(director.status_counts),
+                "backends": [{
+                    "id": b.id, "name": b.name, "role": b.role, "enabled": b.enabled, "health": b.health,
+                    "terminating": b.terminating, "capacity": b.capacity, "load": b.load_counter.as_dict(),
+                    "failures": b.failures, "responses": _responses(b.status_counts),
+                } for b in director.backends.values()],
+            })
+        return {"directors": directors}
+
+
+def _responses(counts: list[int]) -> dict:
+    return {"failed": counts[0], "1xx": counts[1], "2xx": counts[2], "3xx": counts[3], "4xx": counts[4], "5xx": counts[5]}
