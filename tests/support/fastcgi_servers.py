@@ -151,11 +151,17 @@ class FakeFastCGIServer:
         self.closed = 0
         self._server: asyncio.base_events.Server | None = None
         self._stopping = asyncio.Event()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> "FakeFastCGIServer":
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
+
+    def drop_connections(self) -> None:
+        """Close every open connection now, as a backend restarting its workers does."""
+        for writer in self._writers:
+            writer.close()
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -164,6 +170,7 @@ class FakeFastCGIServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.opened += 1
+        self._writers.add(writer)
         stream = _RecordReader(reader, self.received)
         try:
             if self.mode == "stall":
@@ -182,6 +189,7 @@ class FakeFastCGIServer:
         except (ConnectionError, EOFError):
             pass
         finally:
+            self._writers.discard(writer)
             writer.close()
             self.closed += 1
 
