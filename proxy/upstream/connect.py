@@ -7,6 +7,9 @@ import socket
 from proxy.addresses import BackendAddress
 from proxy.errors import ConnectError, ConnectTimeout
 
+UNIX_RETRY_FIRST = 0.001  # seconds between connect attempts to a UNIX socket with a full backlog
+UNIX_RETRY_MAX = 0.05
+
 
 async def open_connection(address: BackendAddress, protocol_factory, timeout: float) -> tuple[asyncio.Transport, asyncio.Protocol]:
     """Connect over TCP (IP literal, or host name resolved now) or a UNIX socket.
@@ -17,7 +20,8 @@ async def open_connection(address: BackendAddress, protocol_factory, timeout: fl
     try:
         async with asyncio.timeout(timeout):
             if address.path is not None:
-                return await loop.create_unix_connection(protocol_factory, address.path)
+                sock = await _connect_unix(address.path)
+                return await loop.create_unix_connection(protocol_factory, sock=sock)
             transport, protocol = await loop.create_connection(protocol_factory, address.host, address.port)
     except TimeoutError:
         raise ConnectTimeout(f"connect timeout after {timeout:g}s to {address.url}") from None
@@ -27,6 +31,26 @@ async def open_connection(address: BackendAddress, protocol_factory, timeout: fl
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return transport, protocol
+
+
+async def _connect_unix(path: str) -> socket.socket:
+    """A connected AF_UNIX socket. Linux answers EAGAIN when the listener's backlog is full
+    and does not complete the connect in the background (asyncio would then report a bogus
+    success), so retry with a short backoff until it succeeds or the caller's timeout hits."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    delay = UNIX_RETRY_FIRST
+    try:
+        while True:
+            try:
+                sock.connect(path)
+                return sock
+            except BlockingIOError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, UNIX_RETRY_MAX)
+    except BaseException:
+        sock.close()
+        raise
 
 
 def _describe(exc: OSError, address: BackendAddress) -> str:

@@ -365,8 +365,9 @@ class Misbehaving(_ServerThread):
             await writer.drain()
         if self.then == "reset":
             reset(writer)
-        elif self.then == "stall":
-            await asyncio.Event().wait()
+        elif self.then == "stall":  # never answer, but notice when the client goes away
+            while await reader.read(READ_CHUNK):
+                pass
 
 
 def _bind_args(host, path, port):
