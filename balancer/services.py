@@ -172,6 +172,23 @@ def clean_backend(data: dict, *, instance: Backend | None = None) -> dict:
     return cleaned
 
 
+def ensure_director_name_free(name: str) -> None:
+    if Director.objects.filter(name=name).exists():
+        raise Conflict(f"director {name!r} already exists")
+
+
+def ensure_backend_name_free(director: Director, name: str) -> None:
+    if director.backends.filter(name=name).exists():
+        raise Conflict(f"backend {name!r} already exists in director {director.name!r}")
+
+
+def check_backend_deletable(backend: Backend, *, allow_static: bool = False) -> None:
+    """Forbidden when the director is static (unless allow_static) or the backend is protected."""
+    _require_mutable(backend.director, allow_static)
+    if backend.terminate_protection:
+        raise Forbidden(f"backend {backend.name!r} has terminate_protection set")
+
+
 # --- directors --------------------------------------------------------------------------------
 
 def create_director(name: str, settings: dict, *, actor: str, dynamic: bool = True, load_path: str = "") -> Director:
@@ -179,8 +196,7 @@ def create_director(name: str, settings: dict, *, actor: str, dynamic: bool = Tr
     director = Director(dynamic=dynamic, load_path=load_path, **cleaned)
     _model_check(director)
     with transaction.atomic():
-        if Director.objects.filter(name=director.name).exists():
-            raise Conflict(f"director {director.name!r} already exists")
+        ensure_director_name_free(director.name)
         try:
             with transaction.atomic():
                 director.save()
@@ -231,8 +247,7 @@ def create_backend(director: Director, data: dict, *, actor: str, allow_static: 
     with transaction.atomic():
         locked = _locked_director(director.pk)
         _require_mutable(locked, allow_static)
-        if locked.backends.filter(name=cleaned["name"]).exists():
-            raise Conflict(f"backend {cleaned['name']!r} already exists in director {locked.name!r}")
+        ensure_backend_name_free(locked, cleaned["name"])
         if "position" not in cleaned:
             last = locked.backends.aggregate(last=Max("position"))["last"]
             cleaned["position"] = 0 if last is None else last + 1
@@ -293,9 +308,7 @@ def delete_backend(backend: Backend, *, actor: str, allow_static: bool = False) 
     """Drain: the backend takes no new requests; the data plane calls remove_backend when idle."""
     with transaction.atomic():
         locked = _locked_backend(backend.pk)
-        _require_mutable(locked.director, allow_static)
-        if locked.terminate_protection:
-            raise Forbidden(f"backend {locked.name!r} has terminate_protection set")
+        check_backend_deletable(locked, allow_static=allow_static)
         if locked.terminating:
             return locked
         before = backend_json(locked)

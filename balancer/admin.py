@@ -1,0 +1,331 @@
+"""Django admin for directors, backends and the audit log.
+
+Every save goes through `balancer.services`; the forms run the services' validation so its
+errors appear on the fields. Static directors are read-only except each backend's `enabled`.
+"""
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.forms.models import BaseInlineFormSet, construct_instance
+from django.utils.html import format_html
+
+from . import livestats, services, validation
+from .choices import HealthState
+from .models import AuditRecord, Backend, Director
+from .services import Conflict, ServiceError, ValidationFailed
+
+SETTINGS = list(validation.DIRECTOR_SETTINGS)
+BACKEND_EDITABLE = ["role", "capacity", "enabled", "health_check_mode", "health_check_interval", "terminate_protection"]
+BACKEND_FIELDS = ["name", "url", *BACKEND_EDITABLE]
+BACKEND_STATUS = ["health_state", "last_checked", "last_error", "load", "terminating"]
+STATIC_NOTE = "static: defined in the config file; only the backends' enabled flag can be changed here"
+DYNAMIC_NOTE = "dynamic: managed here and through the API"
+
+
+def actor(request) -> str:
+    return f"admin:{request.user.get_username()}"
+
+
+def is_static(director: Director | None) -> bool:
+    return director is not None and director.pk is not None and not director.dynamic
+
+
+class ServiceForm(forms.ModelForm):
+    """A model form validated by the services (not by a second copy of the rules)."""
+
+    def add_service_error(self, exc: ServiceError) -> None:
+        if isinstance(exc, ValidationFailed):
+            for field, messages_ in exc.errors.items():
+                for message in messages_:
+                    self.add_error(field if field in self.fields else None, message)
+        elif isinstance(exc, Conflict) and exc.field in self.fields:
+            self.add_error(exc.field, str(exc))
+        else:
+            self.add_error(None, str(exc))
+
+    def editable_values(self, names) -> dict:
+        return {n: self.cleaned_data[n] for n in names
+                if n in self.cleaned_data and n in self.fields and not self.fields[n].disabled}
+
+    def _post_clean(self):
+        # Values were validated by the services in clean(); only copy them onto the instance.
+        self.instance = construct_instance(self, self.instance, self._meta.fields, self._meta.exclude)
+
+
+class DirectorForm(ServiceForm):
+    class Meta:
+        model = Director
+        fields = ["name", *SETTINGS]
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors or is_static(self.instance):
+            return cleaned
+        adding = self.instance.pk is None
+        try:
+            services.clean_director(cleaned.get("name") if adding else None, self.editable_values(SETTINGS))
+            if adding:
+                services.ensure_director_name_free(cleaned["name"])
+        except ServiceError as exc:
+            self.add_service_error(exc)
+        return cleaned
+
+
+class BackendForm(ServiceForm):
+    class Meta:
+        model = Backend
+        fields = BACKEND_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk is not None:
+            for name in ("name", "url"):
+                if name in self.fields:
+                    self.fields[name].disabled = True
+                    self.fields[name].help_text = "cannot be changed after creation"
+
+    def clean(self):
+        cleaned = super().clean()
+        director = getattr(self.instance, "director", None) if self.instance.director_id else None
+        if self.errors or is_static(director) or cleaned.get("DELETE"):
+            return cleaned
+        try:
+            if self.instance.pk is None:
+                services.clean_backend(self.editable_values(BACKEND_FIELDS))
+                if director is not None and director.pk is not None:
+                    services.ensure_backend_name_free(director, cleaned["name"])
+            else:
+                services.clean_backend(self.editable_values(BACKEND_EDITABLE), instance=self.instance)
+        except ServiceError as exc:
+            self.add_service_error(exc)
+        return cleaned
+
+
+class BackendFormSet(BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        refusals = []
+        for form in self.deleted_forms:
+            if form.instance.pk is not None:
+                try:
+                    services.check_backend_deletable(form.instance)
+                except ServiceError as exc:
+                    refusals.append(str(exc))
+        if refusals:  # errors of forms marked for deletion are ignored: report them on the formset
+            raise forms.ValidationError(refusals)
+
+
+class StatusColumns:
+    """Read-only health and live-load columns shared by the inline and the backend list."""
+
+    @admin.display(description="load")
+    def load(self, backend: Backend) -> str:
+        stats = livestats.get_backend_stats(backend.pk) if backend.pk else None
+        if not stats:
+            return "–"
+        current = (stats.get("load") or {}).get("current", "?")
+        return f"{current} / {backend.capacity or '∞'}"
+
+
+class BackendInline(StatusColumns, admin.TabularInline):
+    model = Backend
+    form = BackendForm
+    formset = BackendFormSet
+    fields = [*BACKEND_FIELDS, *BACKEND_STATUS]
+    extra = 0
+
+    def get_readonly_fields(self, request, obj=None):
+        if is_static(obj):
+            return [f for f in self.fields if f != "enabled"]
+        return BACKEND_STATUS
+
+    def has_add_permission(self, request, obj=None):
+        return not is_static(obj) and super().has_add_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return not is_static(obj) and super().has_delete_permission(request, obj)
+
+
+@admin.register(Director)
+class DirectorAdmin(admin.ModelAdmin):
+    form = DirectorForm
+    inlines = [BackendInline]
+    list_display = ["name", "mutable_column", "enabled", "scheduler", "backends_online"]
+    list_filter = ["dynamic", "enabled", "scheduler"]
+    search_fields = ["name"]
+
+    def get_fieldsets(self, request, obj=None):
+        return [(None, {"fields": ["mutability", "name", *SETTINGS]})]
+
+    def get_readonly_fields(self, request, obj=None):
+        if is_static(obj):
+            return ["mutability", "name", *SETTINGS]
+        return ["mutability"] if obj is None else ["mutability", "name"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            online_count=Count("backends", filter=Q(backends__health_state=HealthState.ONLINE)),
+            backend_count=Count("backends"))
+
+    @admin.display(description="mutability")
+    def mutability(self, director: Director) -> str:
+        return STATIC_NOTE if is_static(director) else DYNAMIC_NOTE
+
+    @admin.display(description="mutable", boolean=True, ordering="dynamic")
+    def mutable_column(self, director: Director) -> bool:
+        return director.dynamic
+
+    @admin.display(description="online / total backends")
+    def backends_online(self, director: Director) -> str:
+        return f"{director.online_count} / {director.backend_count}"
+
+    def has_delete_permission(self, request, obj=None):
+        return not is_static(obj) and super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        try:
+            if not change:
+                created = services.create_director(form.cleaned_data["name"], form.editable_values(SETTINGS),
+                                                   actor=actor(request))
+                obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
+            elif obj.dynamic:
+                changes = {k: form.cleaned_data[k] for k in form.changed_data if k in SETTINGS}
+                if changes:
+                    services.update_director(obj, changes, actor=actor(request))
+        except ServiceError as exc:
+            messages.error(request, str(exc))
+
+    def save_formset(self, request, form, formset, change):
+        director = form.instance
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for backend_form in formset.forms:
+            backend = backend_form.instance
+            try:
+                if backend_form in formset.deleted_forms:
+                    if backend.pk is not None:
+                        services.delete_backend(backend, actor=actor(request))
+                        formset.deleted_objects.append(backend)
+                elif not backend_form.has_changed():
+                    continue
+                elif backend.pk is None:
+                    data = backend_form.editable_values(BACKEND_FIELDS)
+                    formset.new_objects.append(services.create_backend(director, data, actor=actor(request)))
+                else:
+                    changes = {k: backend_form.cleaned_data[k] for k in backend_form.changed_data if k in BACKEND_EDITABLE}
+                    formset.changed_objects.append((_save_backend(backend, changes, request), list(changes)))
+            except ServiceError as exc:
+                messages.error(request, f"backend {backend.name}: {exc}")
+
+    def delete_model(self, request, obj):
+        services.delete_director(obj, actor=actor(request))
+
+    def delete_queryset(self, request, queryset):
+        for director in queryset:
+            try:
+                services.delete_director(director, actor=actor(request))
+            except ServiceError as exc:
+                messages.error(request, f"director {director.name}: {exc}")
+
+
+def _save_backend(backend: Backend, changes: dict, request) -> Backend:
+    if is_static(backend.director):
+        if "enabled" in changes:
+            return services.set_backend_enabled(backend, changes["enabled"], actor=actor(request))
+        return backend
+    return services.update_backend(backend, changes, actor=actor(request))
+
+
+@admin.register(Backend)
+class BackendAdmin(StatusColumns, admin.ModelAdmin):
+    form = BackendForm
+    list_display = ["name", "director", "url", "role", "enabled", "health_state", "last_checked", "load",
+                    "terminating"]
+    list_filter = ["director", "health_state", "enabled", "role"]
+    search_fields = ["name", "url", "director__name"]
+    list_select_related = ["director"]
+    actions = ["enable_backends", "disable_backends", "drain_backends"]
+
+    def get_fields(self, request, obj=None):
+        return [*BACKEND_FIELDS, *BACKEND_STATUS]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and is_static(obj.director):
+            return [f for f in self.get_fields(request, obj) if f != "enabled"]
+        return BACKEND_STATUS
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        actions.pop("delete_selected", None)  # drain replaces the bulk delete
+        return actions
+
+    def has_add_permission(self, request):
+        return False  # backends are added on their director's page
+
+    def has_delete_permission(self, request, obj=None):
+        return obj is not None and not is_static(obj.director) and super().has_delete_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        changes = {k: form.cleaned_data[k] for k in form.changed_data if k in BACKEND_EDITABLE}
+        try:
+            _save_backend(Backend.objects.select_related("director").get(pk=obj.pk), changes, request)
+        except ServiceError as exc:
+            messages.error(request, str(exc))
+
+    def delete_model(self, request, obj):
+        try:
+            services.delete_backend(obj, actor=actor(request))
+        except ServiceError as exc:
+            messages.error(request, str(exc))
+
+    def _each(self, request, queryset, verb, call):
+        done = 0
+        for backend in queryset.select_related("director"):
+            try:
+                call(backend)
+                done += 1
+            except ServiceError as exc:
+                messages.error(request, f"{backend}: {exc}")
+        if done:
+            messages.success(request, f"{verb} {done} backend(s)")
+
+    @admin.action(description="Enable selected backends")
+    def enable_backends(self, request, queryset):
+        self._each(request, queryset, "enabled", lambda b: services.set_backend_enabled(b, True, actor=actor(request)))
+
+    @admin.action(description="Disable selected backends")
+    def disable_backends(self, request, queryset):
+        self._each(request, queryset, "disabled", lambda b: services.set_backend_enabled(b, False, actor=actor(request)))
+
+    @admin.action(description="Drain selected backends (remove once idle)")
+    def drain_backends(self, request, queryset):
+        self._each(request, queryset, "draining", lambda b: services.delete_backend(b, actor=actor(request)))
+
+
+@admin.register(AuditRecord)
+class AuditRecordAdmin(admin.ModelAdmin):
+    list_display = ["at", "actor", "action", "director_name", "backend_name"]
+    list_filter = ["action", "actor"]
+    search_fields = ["director_name", "backend_name", "actor"]
+    fields = ["at", "actor", "action", "director_name", "backend_name", "before_json", "after_json"]
+    readonly_fields = fields
+
+    @admin.display(description="before")
+    def before_json(self, record: AuditRecord):
+        return format_html("<pre>{}</pre>", json.dumps(record.before, indent=2, sort_keys=True))
+
+    @admin.display(description="after")
+    def after_json(self, record: AuditRecord):
+        return format_html("<pre>{}</pre>", json.dumps(record.after, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

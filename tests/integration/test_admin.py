@@ -1,0 +1,168 @@
+"""The admin through Django's test client: lists, static read-only forms, service errors, actions."""
+import pytest
+from django.utils.html import escape
+
+from balancer import services
+from balancer.admin import STATIC_NOTE
+from balancer.models import AuditRecord, Backend, Director
+from balancer.validation import DIRECTOR_SETTINGS
+
+pytestmark = pytest.mark.django_db
+URL1, URL2 = "http://127.0.0.1:3001", "http://127.0.0.1:3002"
+DIRECTORS = "/admin/balancer/director/"
+BACKENDS = "/admin/balancer/backend/"
+BACKEND_ROW_FIELDS = ["name", "url", "role", "capacity", "health_check_mode", "health_check_interval"]
+BOOLEANS = ("enabled", "terminate_protection")
+
+
+def _form_value(value):
+    return "on" if value is True else ("" if value is False else value)
+
+
+def director_post(director=None, backends=(), new_backends=(), **overrides) -> dict:
+    """POST data for the director change/add form with its backend inline."""
+    data = {} if director is None else {"name": director.name}
+    for name, rule in DIRECTOR_SETTINGS.items():
+        value = getattr(director, name) if director is not None else rule.default
+        if value is not False:
+            data[name] = _form_value(value)
+    rows = [{"id": b.pk, "director": b.director_id, **{f: getattr(b, f) for f in BACKEND_ROW_FIELDS + list(BOOLEANS)}}
+            for b in backends] + [dict(row) for row in new_backends]
+    data.update({"backends-TOTAL_FORMS": len(rows), "backends-INITIAL_FORMS": len(backends),
+                 "backends-MIN_NUM_FORMS": 0, "backends-MAX_NUM_FORMS": 1000})
+    for index, row in enumerate(rows):
+        for key, value in row.items():
+            if value is not False:
+                data[f"backends-{index}-{key}"] = _form_value(value)
+    for key, value in overrides.items():
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
+@pytest.fixture
+def dynamic():
+    director = services.create_director("pool", {}, actor="test")
+    for name, url in (("b1", URL1), ("b2", URL2)):
+        services.create_backend(director, {"name": name, "url": url}, actor="test")
+    return director
+
+
+@pytest.fixture
+def static():
+    director = services.create_director("app", {}, actor="config", dynamic=False)
+    services.create_backend(director, {"name": "app1", "url": URL1}, actor="config", allow_static=True)
+    return director
+
+
+def test_lists_show_health_and_counts(admin_client, dynamic, static):
+    services.record_health(dynamic.backends.get(name="b1").pk, "online")
+    services.record_health(dynamic.backends.get(name="b2").pk, "offline", error="connection refused")
+    page = admin_client.get(DIRECTORS).content.decode()
+    assert "1 / 2" in page and "0 / 1" in page
+    page = admin_client.get(BACKENDS).content.decode()
+    cells = [f'<td class="field-health_state">{state}</td>' for state in ("online", "offline", "undefined")]
+    assert [page.count(cell) for cell in cells] == [1, 1, 1]
+    change = admin_client.get(f"{DIRECTORS}{dynamic.pk}/change/").content.decode()
+    assert "connection refused" in change
+
+
+def test_static_director_is_read_only_except_enabled(admin_client, static):
+    page = admin_client.get(f"{DIRECTORS}{static.pk}/change/").content.decode()
+    assert escape(STATIC_NOTE) in page
+    assert 'name="backends-0-enabled"' in page
+    for absent in ('name="queue_limit"', 'name="backends-0-capacity"', 'name="backends-1-name"', "delete/"):
+        assert absent not in page, absent
+    backend = static.backends.get()
+    data = director_post(static, queue_limit="5", **{
+        "backends-0-id": backend.pk, "backends-0-director": static.pk, "backends-0-capacity": "9",
+        "backends-TOTAL_FORMS": 1, "backends-INITIAL_FORMS": 1})
+    response = admin_client.post(f"{DIRECTORS}{static.pk}/change/", data)  # enabled unchecked
+    assert response.status_code == 302, response.content.decode()[:2000]
+    backend.refresh_from_db()
+    static.refresh_from_db()
+    assert (backend.enabled, backend.capacity, static.queue_limit) == (False, 0, 128)
+    record = AuditRecord.objects.get(action="backend.disable")
+    assert (record.actor, record.director_name, record.backend_name) == ("admin:admin", "app", "app1")
+    assert admin_client.post(f"{DIRECTORS}{static.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+def test_service_validation_errors_appear_on_fields(admin_client, dynamic):
+    data = director_post(name="new", health_check_expected_status="abc", queue_timeout="-1",
+                         new_backends=[{"name": "x", "url": "ftp://x", "role": "active", "capacity": "0",
+                                        "health_check_mode": "paranoid", "health_check_interval": "2", "enabled": True}])
+    response = admin_client.post(f"{DIRECTORS}add/", data)
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert "'abc' is not a status code" in form.errors["health_check_expected_status"][0]
+    assert form.errors["queue_timeout"] == ["must be a number of seconds ≥ 0"]
+    (inline,) = response.context["inline_admin_formsets"]
+    assert "backend URL 'ftp://x'" in inline.formset.forms[0].errors["url"][0]
+    assert not Director.objects.filter(name="new").exists()
+
+    response = admin_client.post(f"{DIRECTORS}add/", director_post(name="pool"))
+    assert "director 'pool' already exists" in response.context["adminform"].form.errors["name"][0]
+    backends = list(dynamic.backends.all())
+    response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", director_post(
+        dynamic, backends, new_backends=[{"name": "b1", "url": URL2, "role": "active", "capacity": "0",
+                                          "health_check_mode": "paranoid", "health_check_interval": "2"}]))
+    (inline,) = response.context["inline_admin_formsets"]
+    assert any("already exists" in e for e in inline.formset.non_form_errors() + inline.formset.forms[2].errors.get("name", []))
+
+
+def test_add_and_change_go_through_services(admin_client, dynamic):
+    data = director_post(name="web", scheduler="least_load", new_backends=[
+        {"name": "w1", "url": "http://[::1]:4000", "role": "backup", "capacity": "3",
+         "health_check_mode": "lazy", "health_check_interval": "0.5", "enabled": True}])
+    version = services.current_version()
+    response = admin_client.post(f"{DIRECTORS}add/", data)
+    assert response.status_code == 302, response.context["adminform"].form.errors if response.context else ""
+    web = Director.objects.get(name="web")
+    w1 = web.backends.get()
+    assert (web.scheduler, w1.role, w1.capacity, w1.host, w1.health_check_interval) == ("least_load", "backup", 3, "::1", 0.5)
+    assert services.current_version() == version + 2
+    assert list(AuditRecord.objects.filter(actor="admin:admin").values_list("action", flat=True).order_by("id")) == [
+        "director.create", "backend.create"]
+
+    backends = list(dynamic.backends.all())
+    data = director_post(dynamic, backends, queue_limit="7", **{"backends-0-capacity": "5", "backends-1-DELETE": "on"})
+    response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", data)
+    assert response.status_code == 302
+    assert Director.objects.get(pk=dynamic.pk).queue_limit == 7
+    assert Backend.objects.get(name="b1").capacity == 5
+    assert Backend.objects.get(name="b2").terminating  # delete = drain
+    actions = list(AuditRecord.objects.filter(director_name="pool", actor="admin:admin").values_list("action", flat=True))
+    assert sorted(actions) == ["backend.delete", "backend.update", "director.update"]
+
+
+def test_protected_backend_cannot_be_deleted_inline(admin_client, dynamic):
+    services.update_backend(dynamic.backends.get(name="b2"), {"terminate_protection": True}, actor="test")
+    backends = list(dynamic.backends.all())
+    response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", director_post(dynamic, backends, **{"backends-1-DELETE": "on"}))
+    assert response.status_code == 200 and "terminate_protection" in response.content.decode()
+    assert not Backend.objects.get(name="b2").terminating
+
+
+def test_backend_actions_are_audited(admin_client, dynamic, static):
+    ids = list(Backend.objects.values_list("pk", flat=True))
+    response = admin_client.post(BACKENDS, {"action": "disable_backends", "_selected_action": ids})
+    assert response.status_code == 302 and not Backend.objects.filter(enabled=True).exists()
+    assert AuditRecord.objects.filter(action="backend.disable", actor="admin:admin").count() == 3
+    admin_client.post(BACKENDS, {"action": "enable_backends", "_selected_action": ids})
+    assert not Backend.objects.filter(enabled=False).exists()
+    response = admin_client.post(BACKENDS, {"action": "drain_backends", "_selected_action": ids}, follow=True)
+    page = response.content.decode()
+    assert "config file" in page  # the static backend refuses
+    assert set(Backend.objects.filter(terminating=True).values_list("name", flat=True)) == {"b1", "b2"}
+    assert AuditRecord.objects.filter(action="backend.delete", actor="admin:admin").count() == 2
+
+
+def test_audit_log_is_read_only(admin_client, dynamic):
+    record = AuditRecord.objects.first()
+    assert admin_client.get("/admin/balancer/auditrecord/").status_code == 200
+    assert admin_client.get("/admin/balancer/auditrecord/add/").status_code == 403
+    page = admin_client.get(f"/admin/balancer/auditrecord/{record.pk}/change/").content.decode()
+    assert "&quot;name&quot;" in page and 'name="_save"' not in page
+    assert admin_client.post(f"/admin/balancer/auditrecord/{record.pk}/delete/", {"post": "yes"}).status_code == 403
