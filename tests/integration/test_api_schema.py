@@ -1,0 +1,55 @@
+"""`/api/v1/schema/` (OpenAPI 3 of every SPEC §9 operation) and `/api/v1/docs/` (Swagger UI, no CDN)."""
+from __future__ import annotations
+
+import re
+
+from django.contrib.staticfiles import finders
+
+from tests.support.api import ApiTestBase
+
+DIRECTOR = "/api/v1/directors/{director}/"
+BACKEND = DIRECTOR + "backends/{backend}/"
+OPERATIONS = {
+    ("/api/v1/directors/", "get"): {"200"},
+    ("/api/v1/directors/", "post"): {"201", "400", "409"},
+    (DIRECTOR, "get"): {"200", "404"},
+    (DIRECTOR, "patch"): {"200", "400", "404"},
+    (DIRECTOR, "delete"): {"204", "404"},
+    (DIRECTOR + "backends/", "get"): {"200", "404"},
+    (DIRECTOR + "backends/", "post"): {"201", "400", "404", "409"},
+    (BACKEND, "get"): {"200", "404"},
+    (BACKEND, "patch"): {"200", "400", "404"},
+    (BACKEND, "delete"): {"202", "404"},
+    (BACKEND + "enable", "post"): {"200", "404"},
+    (BACKEND + "disable", "post"): {"200", "404"},
+    ("/api/v1/audit/", "get"): {"200"},
+}
+
+
+class TestSchema(ApiTestBase):
+    def test_schema_documents_every_operation_and_its_statuses(self):
+        schema = self.call("GET", "/api/v1/schema/?format=json", expect=200, client=self.viewer).json()
+        assert schema["openapi"].startswith("3.")
+        operations = {(path, method): set(op["responses"])
+                      for path, item in schema["paths"].items() for method, op in item.items()}
+        assert set(operations) == set(OPERATIONS)
+        for key, statuses in OPERATIONS.items():
+            assert operations[key] == statuses | {"401", "403"}, key
+        assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
+
+    def test_request_bodies_refuse_unknown_fields_and_fixed_ones(self):
+        components = self.call("GET", "/api/v1/schema/?format=json", expect=200).json()["components"]["schemas"]
+        for name in ("DirectorCreateRequest", "PatchedDirectorUpdateRequest", "BackendCreateRequest",
+                     "PatchedBackendUpdateRequest"):
+            assert components[name]["additionalProperties"] is False, name
+        assert {"name", "url"}.isdisjoint(components["PatchedBackendUpdateRequest"]["properties"])
+        assert components["BackendCreateRequest"]["required"] == ["name", "url"]
+        assert components["BackendCreateRequest"]["properties"]["name"]["pattern"] == "^[A-Za-z0-9_.-]{1,64}$"
+
+    def test_swagger_ui_is_served_from_local_static_files(self):
+        html = self.call("GET", "/api/v1/docs/", expect=200, client=self.viewer).content.decode()
+        assert "/api/v1/schema/" in html
+        sources = re.findall(r'(?:src|href)="([^"]+)"', html)
+        assert sources and not [s for s in sources if s.startswith(("http:", "https:", "//"))], sources
+        bundle = next(s for s in sources if s.endswith("swagger-ui-bundle.js"))
+        assert finders.find(bundle.removeprefix("/static/")), bundle
