@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connection
 
 from balancer import services
 from balancer.health.expected import ExpectedStatus
@@ -31,6 +32,14 @@ FAST = {"health_check_success_threshold": 2, "health_check_failure_threshold": 1
         "connect_timeout": 0.5, "read_timeout": 0.5, "write_timeout": 0.5}
 INTERVAL = 0.1
 
+
+
+@pytest.fixture(autouse=True)
+async def close_test_thread_connection():
+    """sync_to_async calls of this test share one thread whose connection pytest-django does
+    not know about; close it so the test database can be dropped."""
+    yield
+    await sync_to_async(lambda: connection.close())()  # resolved in that thread
 
 class HealthBackend:
     """An HTTP server that answers `status` and records every request it gets."""

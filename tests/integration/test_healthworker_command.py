@@ -26,6 +26,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 
 
+
+@pytest.fixture(autouse=True)
+async def close_test_thread_connection():
+    """sync_to_async calls of this test share one thread whose connection pytest-django does
+    not know about; close it so the test database can be dropped."""
+    yield
+    await sync_to_async(lambda: connection.close())()  # resolved in that thread
+
 def database_url() -> str:
     """The test database as a DATABASE_URL for a child process."""
     settings = connection.settings_dict
