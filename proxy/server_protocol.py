@@ -39,7 +39,9 @@ NO_BODY_STATUSES = frozenset({204, 304})
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
 
 
-REASONS = {**http.RESPONSES, 431: b"Request Header Fields Too Large"}
+REASONS = {  # RFC 9110 reason phrases where Twisted has older ones
+    **http.RESPONSES, 408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
+}
 
 
 def error_body(status: int) -> bytes:

@@ -29,6 +29,7 @@ from tests.support.processes import Process, python_args
 from tests.support.waiting import wait_for
 
 STATS = {"hanging": 0, "cancelled": 0, "disconnect_messages": 0, "streamed": 0, "stream_done": 0}
+WATCHERS = set()  # strong references to hang()'s side tasks
 STREAM_CHUNK = b"x" * 65536
 
 
@@ -120,21 +121,22 @@ async def show_scope(scope, receive, send):
 
 
 async def hang(scope, receive, send):
-    """Never answers; counts its cancellation. A side task waits for http.disconnect."""
+    """Never answers; counts its cancellation. A side task (outliving it) counts the
+    http.disconnect message receive() yields once the client has gone."""
     async def watch():
         while (await receive())["type"] != "http.disconnect":
             pass
         STATS["disconnect_messages"] += 1
 
     watcher = asyncio.ensure_future(watch())
+    WATCHERS.add(watcher)
+    watcher.add_done_callback(WATCHERS.discard)
     STATS["hanging"] += 1
     try:
         await asyncio.Event().wait()
     except asyncio.CancelledError:
         STATS["cancelled"] += 1
         raise
-    finally:
-        await asyncio.wait([watcher], timeout=5)
 
 
 async def stats(scope, receive, send):
