@@ -1,0 +1,86 @@
+"""Operator commands behind `make run`: ensureadmin and demobackends (a real process)."""
+import io
+import socket
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+
+from tests.support.processes import Process, python_args
+from tests.support.waiting import free_port, wait_for, wait_port
+
+REQUEST = b"GET /any/path?x=1 HTTP/1.1\r\nHost: demo\r\n\r\n"
+POST_CHUNKED = b"POST / HTTP/1.1\r\nHost: demo\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+REQUEST_CLOSE = b"HEAD / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n"
+
+
+def ensureadmin(monkeypatch, password=None) -> str:
+    if password is None:
+        monkeypatch.delenv("DIRECTOR_ADMIN_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("DIRECTOR_ADMIN_PASSWORD", password)
+    out = io.StringIO()
+    call_command("ensureadmin", stdout=out)
+    return out.getvalue()
+
+
+@pytest.mark.django_db
+def test_ensureadmin_generates_once_then_explains_reset(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no director.toml here: the default admin address is shown
+    first = ensureadmin(monkeypatch)
+    assert first.startswith("admin login: admin / ") and "at http://127.0.0.1:8081/admin/" in first
+    password = first.split(" / ")[1].split(" at ")[0]
+    user = get_user_model().objects.get(username="admin")
+    assert user.is_superuser and user.is_staff and user.check_password(password) and len(password) >= 16
+    second = ensureadmin(monkeypatch)
+    assert password not in second and "manage.py changepassword admin" in second
+    assert get_user_model().objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_ensureadmin_takes_password_from_environment(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "director.toml").write_text('[proxy]\nadmin_listen = "127.0.0.1:9181"\n')
+    out = ensureadmin(monkeypatch, "s3cret-one")
+    assert "s3cret-one" not in out and "http://127.0.0.1:9181/admin/" in out
+    assert get_user_model().objects.get(username="admin").check_password("s3cret-one")
+    ensureadmin(monkeypatch, "s3cret-two")
+    assert get_user_model().objects.get(username="admin").check_password("s3cret-two")
+
+
+def exchange(sock: socket.socket, request: bytes, expect_close: bool = False) -> bytes:
+    sock.sendall(request)
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+        head, sep, body = data.partition(b"\r\n\r\n")
+        if sep and not expect_close and b"Content-Length: " in head:
+            length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+            if len(body) >= length:
+                return data
+
+
+def test_demobackends_answer_with_keep_alive_and_stop_on_sigterm(tmp_path):
+    ports = [free_port(), free_port()]
+    proc = Process(python_args("manage.py", "demobackends", *[f"--listen=127.0.0.1:{p}" for p in ports]),
+                   tmp_path / "demo.log")
+    try:
+        for port in ports:
+            wait_port("127.0.0.1", port)
+        for name, port in zip(("app1", "app2"), ports):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                first = exchange(sock, REQUEST)
+                assert first.startswith(b"HTTP/1.1 200 OK\r\n")
+                assert first.endswith(b"\r\n\r\ndemo backend " + name.encode() + b"\n")
+                second = exchange(sock, POST_CHUNKED)  # same connection: keep-alive, body consumed
+                assert second == first
+                last = exchange(sock, REQUEST_CLOSE, expect_close=True)
+                assert last.startswith(b"HTTP/1.1 200 OK\r\n") and b"Connection: close" in last
+                assert last.endswith(b"\r\n\r\n")  # HEAD: no body
+        assert "demo backend app2 listening on 127.0.0.1:%d" % ports[1] in proc.output()
+    finally:
+        assert proc.stop() == 0
+    wait_for(lambda: not proc.alive(), what="demobackends to exit")
