@@ -23,6 +23,9 @@ DIRECTOR_HEADER = b"x-director"
 BACKEND_HEADER = b"x-director-backend"
 HEALTH_CHECK_VALUE = b"yes"
 MAX_BODY = 64 * 1024  # bytes read and discarded; the rest is dropped with the connection
+# A check comes from no listener. Like x0 (SERVER_PORT=0), still name one: FastCGI WSGI
+# servers (flup) log an error per request without SERVER_PORT. HTTP checks ignore it.
+NO_LISTENER = ("0.0.0.0", 0)
 
 
 class ProbeResult(NamedTuple):
@@ -41,7 +44,7 @@ def build_request(*, director: str, backend: str, host_header: str, request_path
         (BACKEND_HEADER, backend.encode("latin-1")),
     ]
     return UpstreamRequest(method="GET", target=request_path.encode("latin-1"), headers=headers,
-                           host=host_header, script_filename=script_filename or None)
+                           host=host_header, server=NO_LISTENER, script_filename=script_filename or None)
 
 
 def check_budget(timeouts: Timeouts) -> float:

@@ -17,13 +17,9 @@ from channels.layers import get_channel_layer
 from django.db import connection
 
 from balancer import services
-from balancer.health.expected import ExpectedStatus
 from balancer.health.monitor import HEALTH_GROUP, HealthMonitor
-from balancer.health.probe import ProbeResult, build_request, probe
 from balancer.health.worker import HEALTH_CHANNEL, serve
 from balancer.models import Backend, Director
-from proxy.addresses import parse_backend_url
-from proxy.upstream import Timeouts, Upstream
 from tests.support.waiting import async_wait_for, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -355,25 +351,6 @@ async def test_a_hanging_backend_fails_within_the_timeouts(monitors):
         await silent.wait_closed()
 
 
-class HangingUpstream(Upstream):
-    """A client that never answers and ignores its own timeouts: only probe()'s cap ends it."""
-
-    async def send(self, request, timeouts, *, fresh=False):
-        await asyncio.Event().wait()
-
-    async def close(self):
-        pass
-
-
-async def test_probe_is_capped_at_the_sum_of_the_timeouts_even_if_the_client_hangs():
-    upstream = HangingUpstream(parse_backend_url("http://127.0.0.1:9"))
-    request = build_request(director="app", backend="app1", host_header="h", request_path="/")
-    began = time.monotonic()
-    result = await probe(upstream, request, Timeouts(connect=0.05, read=0.1, write=0.05), ExpectedStatus("200"))
-    assert result == ProbeResult(False, None, "health check timed out after 0.2s")
-    assert 0.2 <= time.monotonic() - began < 0.5
-
-
 async def test_restart_keeps_stored_state_and_stop_cancels_everything(servers, monitors):
     server = await servers()
     director = await make_director()
@@ -388,3 +365,17 @@ async def test_restart_keeps_stored_state_and_stop_cancels_everything(servers, m
     seen = len(server.requests)
     await async_wait_for(lambda: len(server.requests) > seen, 2, what="a check after restart")
     assert restarted.transitions == []  # online stays online: no transition, no log line
+
+
+async def test_last_checked_is_stored_periodically_without_transitions(servers, monitors):
+    server = await servers()
+    director = await make_director()
+    backend = await make_backend(director, "app1", server.url)
+    await monitors(flush_interval=0.2)
+    first = (await wait_state(backend, "online")).last_checked
+
+    async def advanced():
+        row = await stored(backend)
+        return row.last_checked > first and row.health_state == "online"
+
+    await async_wait_for(advanced, 2, what="last_checked to advance while online")
