@@ -159,12 +159,12 @@ class DirectorAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
     def get_fieldsets(self, request, obj=None):
-        return [(None, {"fields": ["mutability", "name", *SETTINGS]})]
+        return [(None, {"fields": ["mutability", "name", "load_path", *SETTINGS]})]
 
     def get_readonly_fields(self, request, obj=None):
         if is_static(obj):
-            return ["mutability", "name", *SETTINGS]
-        return ["mutability"] if obj is None else ["mutability", "name"]
+            return ["mutability", "name", "load_path", *SETTINGS]
+        return ["mutability", "load_path"] if obj is None else ["mutability", "name", "load_path"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(

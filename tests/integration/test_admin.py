@@ -166,3 +166,24 @@ def test_audit_log_is_read_only(admin_client, dynamic):
     page = admin_client.get(f"/admin/balancer/auditrecord/{record.pk}/change/").content.decode()
     assert "&quot;name&quot;" in page and 'name="_save"' not in page
     assert admin_client.post(f"/admin/balancer/auditrecord/{record.pk}/delete/", {"post": "yes"}).status_code == 403
+
+
+class _Stats:
+    def backend_stats(self, backend_id):
+        return {"load": {"current": 3, "max": 5, "total": 99}, "failures": 0}
+
+    def director_stats(self, director_id):
+        return None
+
+
+def test_load_column_reads_live_stats(admin_client, dynamic):
+    from balancer import livestats
+
+    page = admin_client.get(BACKENDS).content.decode()
+    assert '<td class="field-load">–</td>' in page  # no data plane in this process
+    livestats.register(_Stats())
+    try:
+        page = admin_client.get(BACKENDS).content.decode()
+    finally:
+        livestats.register(None)
+    assert page.count('<td class="field-load">3 / ∞</td>') == 2
