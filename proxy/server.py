@@ -33,7 +33,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from proxy.addresses import ListenAddress
-from proxy.server_protocol import ListenerFactory, ManagementRequest, TrafficRequest
+from proxy.server_protocol import SEND_TIMEOUT, ListenerFactory, ManagementRequest, TrafficRequest
 
 logger = logging.getLogger("director.server")
 
@@ -58,16 +58,17 @@ class DirectorServer(Server):
 
     def __init__(self, *, traffic_app, management_app, traffic_listen, management_listen,
                  max_request_body: int, header_timeout: float, ready_callback=None,
-                 server_name: str = "director", verbosity: int = 1):
+                 server_name: str = "director", verbosity: int = 1, send_timeout: float = SEND_TIMEOUT):
         self.traffic_app = traffic_app
         self.traffic_listen = list(traffic_listen)
         self.management_listen = list(management_listen)
         if not self.traffic_listen and not self.management_listen:
             raise ValueError("no listeners configured")
-        if max_request_body < 0 or header_timeout <= 0:
-            raise ValueError("max_request_body must be >= 0 and header_timeout > 0")
+        if max_request_body < 0 or header_timeout <= 0 or send_timeout <= 0:
+            raise ValueError("max_request_body must be >= 0, header_timeout and send_timeout > 0")
         self.max_request_body = max_request_body
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         self.ready_callback = ready_callback
         super().__init__(
             application=management_app,
@@ -80,7 +81,7 @@ class DirectorServer(Server):
         self.traffic_tasks = set()
         self._start_error = None
         self.loop = reactor._asyncioEventloop
-        self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4)
+        self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4, send_timeout / 4)
 
     # -- start and stop ----------------------------------------------------------------
 
@@ -123,7 +124,7 @@ class DirectorServer(Server):
 
     def _factory(self, request_class, app=None):
         return ListenerFactory(self, request_class, app=app, max_request_body=self.max_request_body,
-                               header_timeout=self.header_timeout)
+                               header_timeout=self.header_timeout, send_timeout=self.send_timeout)
 
     def _listen_all(self):
         """Bind traffic then management listeners; on any failure close those already bound."""
@@ -256,11 +257,16 @@ def _remove_stale_socket(address: ListenAddress):
 
 def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddress],
                  management_listen: list[ListenAddress], max_request_body: int, header_timeout: float,
-                 ready_callback=None, server_name: str = "director", verbosity: int = 1) -> DirectorServer:
-    """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it."""
+                 ready_callback=None, server_name: str = "director", verbosity: int = 1,
+                 send_timeout: float = SEND_TIMEOUT) -> DirectorServer:
+    """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it.
+
+    `send_timeout`: a response blocked by a client that reads nothing for this long is
+    aborted (nginx's send_timeout; default 60 s).
+    """
     return DirectorServer(
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,
         management_listen=management_listen, max_request_body=max_request_body,
         header_timeout=header_timeout, ready_callback=ready_callback, server_name=server_name,
-        verbosity=verbosity,
+        verbosity=verbosity, send_timeout=send_timeout,
     )

@@ -31,6 +31,7 @@ HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
 MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversized head
 BODY_CHUNK = 64 * 1024  # size of the http.request messages receive() yields
 WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
+SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
 REJECTED_METHODS = frozenset({b"CONNECT", b"TRACE"})
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
@@ -66,8 +67,9 @@ class DirectorChannel(http.HTTPChannel):
 
     `phase` is IDLE (waiting for a request's first byte), HEAD (reading its head), BODY
     (reading its body) or BUSY (the application has it). `deadline` (monotonic seconds or
-    None) is checked by `DirectorServer`'s sweep: past it, IDLE closes silently and HEAD or
-    BODY answer 408. Twisted's own idle timer is off: it restarts on every byte, which is
+    None) is checked by `DirectorServer`'s sweep: past it, IDLE closes silently, HEAD or
+    BODY answer 408, and BUSY (set only while a response waits on a full send buffer,
+    for `send_timeout`) aborts the connection, which cancels the traffic app. Twisted's own idle timer is off: it restarts on every byte, which is
     exactly what a slowloris client exploits.
     """
 
@@ -206,6 +208,9 @@ class DirectorChannel(http.HTTPChannel):
         """Called by the server's sweep once `deadline` has passed."""
         if self.phase is IDLE:
             self.close()  # an idle keep-alive connection closes silently
+        elif self.phase is BUSY:  # a response blocked on a client that stopped reading
+            logger.warning("aborting a client that read nothing for %ss", self.factory.send_timeout)
+            self.transport.abortConnection()
         else:
             self.reject(408)
 
@@ -219,6 +224,8 @@ class DirectorChannel(http.HTTPChannel):
         waiter = self._write_waiter
         if waiter is not None:
             self._write_waiter = None
+            if self.phase is BUSY:
+                self.deadline = None
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -232,6 +239,7 @@ class DirectorChannel(http.HTTPChannel):
         while self._waitingForTransport and not self.lost:
             if self._write_waiter is None:
                 self._write_waiter = asyncio.get_running_loop().create_future()
+                self.deadline = time.monotonic() + self.factory.send_timeout
             await self._write_waiter
 
 
@@ -240,12 +248,14 @@ class ListenerFactory(HTTPFactory):
 
     protocol = DirectorChannel
 
-    def __init__(self, server, request_class, *, max_request_body: int, header_timeout: float, app=None):
+    def __init__(self, server, request_class, *, max_request_body: int, header_timeout: float,
+                 send_timeout: float = SEND_TIMEOUT, app=None):
         super().__init__(server)
         self.request_class = request_class
         self.app = app
         self.max_request_body = max_request_body
         self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
         self.timeOut = None
 
     def buildProtocol(self, addr):

@@ -5,7 +5,7 @@ import json
 import time
 
 from tests.support.rawhttp import request
-from tests.support.server_harness import server_fixture
+from tests.support.server_harness import server_fixture, start_server
 from tests.support.waiting import wait_for
 
 server = server_fixture("--max-request-body", str(64 << 20))
@@ -44,6 +44,17 @@ def test_client_that_stops_reading_pauses_the_app(server):
         body = conn.read_body(response, timeout=60)
     assert len(body) == STREAM_MIB << 20
     assert server.stats()["stream_done"] == before["stream_done"] + 1
+
+
+def test_client_that_reads_nothing_for_send_timeout_is_aborted(tmp_path):
+    with start_server(tmp_path, "--send-timeout", "1") as server:
+        with server.connect(timeout=30) as conn:
+            conn.send(request("GET", f"/stream?mib={STREAM_MIB}", {"Host": "test"}))
+            wait_for(lambda: server.stats()["stream_cancelled"] == 1, timeout=10,
+                     what="the blocked response to be aborted and its app cancelled")
+            received = conn.read_until_eof(timeout=10)
+        assert len(received) < STREAM_MIB << 20
+        assert server.stats()["stream_done"] == 0
 
 
 def test_request_body_reaches_the_app_in_chunks_and_as_a_file(server):

@@ -28,7 +28,8 @@ from tests.support.rawhttp import RawHTTP, request
 from tests.support.processes import Process, python_args
 from tests.support.waiting import wait_for
 
-STATS = {"hanging": 0, "cancelled": 0, "disconnect_messages": 0, "streamed": 0, "stream_done": 0}
+STATS = {"hanging": 0, "cancelled": 0, "disconnect_messages": 0, "streamed": 0, "stream_done": 0,
+         "stream_cancelled": 0}
 WATCHERS = set()  # strong references to hang()'s side tasks
 STREAM_CHUNK = b"x" * 65536
 
@@ -81,9 +82,13 @@ async def stream(scope, receive, send):
     """`?mib=N`: N MiB in 64 KiB chunks, chunked encoding; counts bytes whose send() returned."""
     mib = int(parse_qs(scope["query_string"].decode()).get("mib", ["1"])[0])
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    for _ in range(mib * 16):
-        await send({"type": "http.response.body", "body": STREAM_CHUNK, "more_body": True})
-        STATS["streamed"] += len(STREAM_CHUNK)
+    try:
+        for _ in range(mib * 16):
+            await send({"type": "http.response.body", "body": STREAM_CHUNK, "more_body": True})
+            STATS["streamed"] += len(STREAM_CHUNK)
+    except asyncio.CancelledError:
+        STATS["stream_cancelled"] += 1
+        raise
     await send({"type": "http.response.body", "body": b""})
     STATS["stream_done"] += 1
 
@@ -182,6 +187,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-request-body", type=int, default=1 << 20)
     parser.add_argument("--header-timeout", type=float, default=10.0)
+    parser.add_argument("--send-timeout", type=float, default=60.0)
     parser.add_argument("--unix", help="also serve traffic on this UNIX socket")
     parser.add_argument("--traffic-port", type=int, default=0)
     parser.add_argument("--ipv6", action="store_true", help="also serve traffic on [::1]:0")
@@ -204,6 +210,7 @@ def main(argv=None):
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic,
         management_listen=[ListenAddress(host="127.0.0.1", port=0)],
         max_request_body=args.max_request_body, header_timeout=args.header_timeout, ready_callback=ready,
+        send_timeout=args.send_timeout,
     )
     try:
         server.run()
