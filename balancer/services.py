@@ -127,7 +127,7 @@ def _locked_director(pk: int) -> Director:
 
 def _locked_backend(pk: int) -> Backend:
     try:
-        return Backend.objects.select_for_update().select_related("director").get(pk=pk)
+        return Backend.objects.select_for_update(of=("self",)).select_related("director").get(pk=pk)
     except Backend.DoesNotExist:
         raise NotFound("backend not found") from None
 
