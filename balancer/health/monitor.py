@@ -77,6 +77,7 @@ class HealthMonitor:
         self._pending: set[asyncio.Task] = set()  # persistence + publication of transitions
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
+        self._reload_wanted = False  # coalesces bursts of reload requests into one load
         self._executor: ThreadPoolExecutor | None = None
         self.running = False
 
@@ -139,7 +140,11 @@ class HealthMonitor:
     async def reload(self) -> None:
         """Re-read directors and backends; start, stop or reconfigure checks. The state of a
         backend that stays is kept."""
+        self._reload_wanted = True
         async with self._reload_lock:
+            if not self._reload_wanted:
+                return  # a reload that began after this request already covered it
+            self._reload_wanted = False
             version, targets = await self._db(load_targets)
             if not self.running:
                 return
@@ -234,9 +239,13 @@ class HealthMonitor:
     # --- outputs -----------------------------------------------------------------------
 
     def _publish(self, target: Target, transition: Transition) -> None:
-        """Log now; tell the data plane now (after the database when stickiness may apply, so
-        a backend that sticky mode disables never looks routable); persist and broadcast in
-        order in the background."""
+        """Log and tell the data plane now; persist, then broadcast, in the background.
+
+        offline -> online may be turned into "disabled" by sticky offline mode: then the data
+        plane is not told here at all. Its snapshot swap (the database change is announced
+        on commit) brings `online` and `enabled = False` together, so the backend never
+        looks routable in between.
+        """
         if transition.new == OFFLINE:
             suffix = f": {transition.error}" if transition.error else ""
             log.warning("director %s: backend %s is now offline%s", target.director, target.backend, suffix)
@@ -245,23 +254,24 @@ class HealthMonitor:
         maybe_sticky = transition.old == OFFLINE and transition.new == ONLINE
         if not maybe_sticky:
             self._notify_local(target, transition)
-        checked_at = timezone.now()
-        stored = self._db(_persist, target, transition, checked_at)
+        stored = self._db(_persist, target, transition, timezone.now())
         task = asyncio.ensure_future(self._announce(stored, target, transition, maybe_sticky))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _announce(self, stored, target: Target, transition: Transition, notify_local: bool) -> None:
+    async def _announce(self, stored, target: Target, transition: Transition, maybe_sticky: bool) -> None:
         try:
-            await stored
+            disabled = await stored
         except Exception:  # noqa: BLE001 - the next transition or reload writes again
             log.exception("could not store health of director %s backend %s", target.director, target.backend)
-        if notify_local:
+            disabled = False
+        if maybe_sticky and not disabled:
             self._notify_local(target, transition)
         if self._layer is None:
             return
         message = {"type": HEALTH_CHANGED, "backend": target.backend_id, "director": target.director,
-                   "backend_name": target.backend, "state": transition.new, "error": transition.error}
+                   "backend_name": target.backend, "state": transition.new, "error": transition.error,
+                   "sticky_disabled": disabled}
         try:
             await self._layer.group_send(HEALTH_GROUP, message)
         except Exception as exc:  # noqa: BLE001 - other processes also poll the version
@@ -323,15 +333,20 @@ def _close_connection() -> None:
     connection.close()  # resolved in the database thread: that thread's connection
 
 
-def _persist(target: Target, transition: Transition, checked_at) -> None:
-    """Store the transition. services.record_health applies sticky offline mode atomically;
-    the explicit disable below is a no-op then and only guards the rule if the stored state
-    was stale (e.g. written by another monitor)."""
+def _persist(target: Target, transition: Transition, checked_at) -> bool:
+    """Store the transition; True when sticky offline mode disabled the backend.
+
+    services.record_health applies sticky offline mode atomically with the state; the
+    explicit disable below is then a no-op, and only guards the rule should the stored
+    state have been stale (written by another monitor)."""
     row = Backend.objects.filter(pk=target.backend_id).values("enabled", "director__sticky_offline_mode").first()
     if row is None:
-        return
+        return False
     services.record_health(target.backend_id, transition.new, error=transition.error, checked_at=checked_at)
-    if row["enabled"] and transition.sticky_disables(row["director__sticky_offline_mode"]):
-        backend = Backend.objects.select_related("director").get(pk=target.backend_id)
+    if not (row["enabled"] and transition.sticky_disables(row["director__sticky_offline_mode"])):
+        return False
+    backend = Backend.objects.select_related("director").get(pk=target.backend_id)
+    if backend.enabled:
         services.set_backend_enabled(backend, False, actor=STICKY_ACTOR)
-        log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
+    log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
+    return True

@@ -156,7 +156,7 @@ async def test_goes_online_after_two_good_checks_logged_stored_and_published(ser
     assert monitor.transitions[0] == (backend.pk, "online", "")
     message = await asyncio.wait_for(layer.receive(listener), 2)
     assert message == {"type": "health.changed", "backend": backend.pk, "director": "app",
-                       "backend_name": "app1", "state": "online", "error": ""}
+                       "backend_name": "app1", "state": "online", "error": "", "sticky_disabled": False}
     await layer.group_discard(HEALTH_GROUP, listener)
 
 
@@ -251,18 +251,27 @@ async def test_sticky_offline_disables_a_returning_backend_and_keeps_checking(se
     server = await servers()
     director = await make_director(sticky_offline_mode=True)
     backend = await make_backend(director, "app1", server.url)
-    await monitors()
+    layer = get_channel_layer()
+    listener = await layer.new_channel()
+    await layer.group_add(HEALTH_GROUP, listener)
+    monitor = await monitors()
     assert (await wait_state(backend, "online")).enabled  # undefined -> online is not sticky
     server.status = 503
     await wait_state(backend, "offline")
     server.status = 200
-    row = await wait_state(backend, "online")
+    await wait_state(backend, "online")
     await async_wait_for(lambda: "director app: backend app1 disabled due to sticky offline mode" in lines(health_log),
                          2, what="the sticky log line")
     row = await stored(backend)
     assert row.enabled is False and row.health_state == "online"
+    messages = [await asyncio.wait_for(layer.receive(listener), 2) for _ in range(3)]
+    assert [(m["state"], m["sticky_disabled"]) for m in messages] == [("online", False), ("offline", False),
+                                                                     ("online", True)]
+    # the data plane learns online + disabled together from its snapshot, never "online" alone
+    assert [t[1] for t in monitor.transitions] == ["online", "offline"]
     seen = len(server.requests)
     await async_wait_for(lambda: len(server.requests) >= seen + 2, 2, what="checks to continue")
+    await layer.group_discard(HEALTH_GROUP, listener)
 
 
 async def test_config_push_adds_a_new_backend_within_a_second(servers, monitors):
