@@ -16,7 +16,7 @@ restrict access with the permissions of its directory. It is removed on stop.
 """
 from __future__ import annotations
 
-import daphne.server  # isort:skip  # installs the asyncio reactor before anything else does
+import daphne.server  # noqa: F401  # isort:skip  # installs the asyncio reactor before anything else does
 
 import asyncio
 import errno
@@ -33,7 +33,8 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from proxy.addresses import ListenAddress
-from proxy.server_protocol import SEND_TIMEOUT, ListenerFactory, ManagementRequest, TrafficRequest
+from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
+from proxy.server_protocol import ManagementRequest, TrafficRequest
 
 logger = logging.getLogger("director.server")
 

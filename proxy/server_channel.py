@@ -1,0 +1,257 @@
+"""Director's HTTP/1.1 connection: parse limits, timeouts, closing and back-pressure.
+
+Twisted parses HTTP for daphne; `DirectorChannel` (one per connection) closes the gaps
+DESIGN.md lists under "daphne: what it does to a proxy": every parse failure (400, 413,
+431, 408) gets a small plain-text answer and a lingering close instead of a dropped
+connection; `header_timeout` runs from a request's first byte (swept by the server, no
+per-request timer); and `drain()` makes the application wait while the client's send
+buffer is full. The request objects (`proxy.server_protocol`) build on it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from daphne.http_protocol import HTTPFactory
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.protocols.basic import LineReceiver
+from twisted.web import http
+
+logger = logging.getLogger("director.server")
+
+HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
+MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversized head
+WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
+SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
+ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
+
+IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
+
+
+REASONS = {  # RFC 9110 reason phrases where Twisted has older ones
+    **http.RESPONSES, 408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
+}
+
+
+def error_body(status: int) -> bytes:
+    return b"%d %s\n" % (status, REASONS[status])
+
+
+def closing_response(status: int) -> bytes:
+    """A complete HTTP/1.1 error response that announces the connection closes."""
+    body = error_body(status)
+    return (
+        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (status, REASONS[status], len(body), body)
+    )
+
+
+CHANNEL_REJECTIONS = {status: closing_response(status) for status in (400, 408, 413, 431)}
+
+
+class DirectorChannel(http.HTTPChannel):
+    """One client connection; `factory` is a `ListenerFactory` naming the plane it serves.
+
+    `phase` is IDLE (waiting for a request's first byte), HEAD (reading its head), BODY
+    (reading its body) or BUSY (the application has it). `deadline` (monotonic seconds or
+    None) is checked by `DirectorServer`'s sweep: past it, IDLE closes silently, HEAD or
+    BODY answer 408, and BUSY (set only while a response waits on a full send buffer,
+    for `send_timeout`) aborts the connection, which cancels the traffic app. Twisted's own idle timer is off: it restarts on every byte, which is
+    exactly what a slowloris client exploits.
+    """
+
+    MAX_LENGTH = HEAD_LIMIT  # one line longer than this -> lineLengthExceeded -> 431
+    totalHeadersSize = HEAD_LIMIT
+    maxHeaders = MAX_HEADERS
+    timeOut = None
+    abortTimeout = ABORT_AFTER
+
+    phase = IDLE
+    deadline: float | None = None
+    closing = False
+    lost = False
+    scope_client = None
+    scope_server = None
+    _head_size = 0
+    _write_waiter: asyncio.Future | None = None
+
+    def connectionMade(self):
+        super().connectionMade()
+        self.transport.bufferSize = WRITE_HIGH_WATER
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            self.scope_client = [peer.host, peer.port]
+            self.scope_server = [host.host, host.port]
+        self.deadline = time.monotonic() + self.factory.header_timeout
+        self.factory.server.channel_opened(self)
+
+    def connectionLost(self, reason):
+        self.lost = True
+        self.deadline = None
+        super().connectionLost(reason)
+        self.factory.server.channel_closed(self)
+        self._wake_writer()
+
+    # -- reading the request head and body ---------------------------------------------
+
+    def _start_head(self):
+        self.phase = HEAD
+        self.deadline = time.monotonic() + self.factory.header_timeout
+
+    def dataReceived(self, data):
+        """Start the head timer on a request's first byte; never restart it per byte."""
+        if self.closing:
+            return
+        if self.phase is IDLE:
+            self._start_head()
+        LineReceiver.dataReceived(self, data)  # skips HTTPChannel's per-byte resetTimeout
+
+    def lineReceived(self, line):
+        """Count the head, CRLFs included, and answer 431 once it passes HEAD_LIMIT."""
+        if self.closing:
+            return
+        if self.phase is IDLE:  # a pipelined request replayed from the buffer
+            self._start_head()
+        self._head_size += len(line) + 2
+        if self._head_size > HEAD_LIMIT:
+            self.reject(431)
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line):
+        """Twisted drops the connection without a word; a single huge line is a 431."""
+        self.reject(431)
+
+    def headerReceived(self, line):
+        if self._receivedHeaderCount >= self.maxHeaders:
+            self.reject(431)
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self):
+        """Refuse an announced body over the limit before reading any of it."""
+        self._head_size = 0
+        if self.length is not None and self.length > self.factory.max_request_body:
+            self.reject(413)
+            self.length = None  # HTTPChannel.lineReceived must not dispatch the request
+            return
+        self.phase = BODY
+        self.deadline = time.monotonic() + self.factory.header_timeout
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data):
+        if self.closing:
+            return
+        if not self._handlingRequest:  # body bytes: each chunk earns another header_timeout
+            self.deadline = time.monotonic() + self.factory.header_timeout
+        super().rawDataReceived(data)
+
+    def allContentReceived(self):
+        if self.closing:
+            return
+        self.phase = BUSY
+        self.deadline = None
+        super().allContentReceived()
+
+    def requestDone(self, request):
+        """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""
+        self.phase = IDLE
+        self.deadline = time.monotonic() + self.factory.header_timeout
+        super().requestDone(request)
+
+    def _respondToBadRequestAndDisconnect(self):
+        """Twisted writes a bare status line; answer a complete, closing 400 instead."""
+        self.reject(400)
+
+    # -- closing -----------------------------------------------------------------------
+
+    def reject(self, status: int):
+        """Answer a request the parser refused, then close. Nothing else was written yet.
+
+        Lingering close: only our write side is shut, and what the client still sends is
+        read and discarded until it closes (or abortTimeout passes). Closing with unread
+        request bytes would make the kernel send a reset that can destroy the answer.
+        """
+        if self.closing or self.lost:
+            return
+        self.transport.write(CHANNEL_REJECTIONS[status])
+        self._closing()
+        self.transport.loseWriteConnection()
+
+    def close(self):
+        """Flush what was written, then close; stop parsing; abort if the flush stalls."""
+        if self.closing or self.lost:
+            return
+        self._closing()
+        self.loseConnection()
+
+    def _closing(self):
+        self.closing = True
+        self.persistent = False
+        self.deadline = None
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+    def timed_out(self):
+        """Called by the server's sweep once `deadline` has passed."""
+        if self.phase is IDLE:
+            self.close()  # an idle keep-alive connection closes silently
+        elif self.phase is BUSY:  # a response blocked on a client that stopped reading
+            logger.warning("aborting a client that read nothing for %ss", self.factory.send_timeout)
+            self.transport.abortConnection()
+        else:
+            self.reject(408)
+
+    # -- back-pressure -----------------------------------------------------------------
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        self._wake_writer()
+
+    def _wake_writer(self):
+        waiter = self._write_waiter
+        if waiter is not None:
+            self._write_waiter = None
+            if self.phase is BUSY:
+                self.deadline = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self):
+        """Return once the transport's buffer is below WRITE_HIGH_WATER (or the peer is gone).
+
+        The channel is the transport's registered push producer: the transport calls
+        pauseProducing when its buffer passes `bufferSize` and resumeProducing when it has
+        drained, so no per-request producer registration is needed.
+        """
+        while self._waitingForTransport and not self.lost:
+            if self._write_waiter is None:
+                self._write_waiter = asyncio.get_running_loop().create_future()
+                self.deadline = time.monotonic() + self.factory.send_timeout
+            await self._write_waiter
+
+
+class ListenerFactory(HTTPFactory):
+    """HTTP factory for one plane: its request class, and the limits its channels apply."""
+
+    protocol = DirectorChannel
+
+    def __init__(self, server, request_class, *, max_request_body: int, header_timeout: float,
+                 send_timeout: float = SEND_TIMEOUT, app=None):
+        super().__init__(server)
+        self.request_class = request_class
+        self.app = app
+        self.max_request_body = max_request_body
+        self.header_timeout = header_timeout
+        self.send_timeout = send_timeout
+        self.timeOut = None
+
+    def buildProtocol(self, addr):
+        """A bare DirectorChannel: no TLS/ALPN wrapper, so no HTTP/2 switching to proxy."""
+        channel = http.HTTPFactory.buildProtocol(self, addr)
+        channel.requestFactory = self.request_class
+        return channel
+
+    def log(self, request):
+        """No Twisted access log: formatting it costs per request and nobody reads it."""
