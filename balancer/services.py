@@ -89,14 +89,21 @@ def current_version() -> int:
     return models.current_version()
 
 
-def _bump_version() -> None:
-    """Raise the version inside the caller's transaction; announce it once committed."""
+def _bump_version(changed: Director | None = None) -> None:
+    """Raise the version inside the caller's transaction; announce it once committed.
+
+    `changed`: the director whose definition changed; its x0 `load` file is rewritten on commit.
+    """
     if not ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1):
         _, created = ConfigVersion.objects.get_or_create(pk=1, defaults={"version": 1})
         if not created:
             ConfigVersion.objects.filter(pk=1).update(version=F("version") + 1)
     version = models.current_version()
     transaction.on_commit(partial(announce_config_changed, version), robust=True)
+    if changed is not None and changed.load_path:
+        from .x0 import sync_load_file  # x0 builds on the services
+
+        transaction.on_commit(partial(sync_load_file, changed.pk), robust=True)
 
 
 def _audit(actor: str, action: str, director_name: str, backend_name: str = "", *, before=None, after=None):
@@ -203,7 +210,7 @@ def create_director(name: str, settings: dict, *, actor: str, dynamic: bool = Tr
         except IntegrityError:
             raise Conflict(f"director {director.name!r} already exists") from None
         _audit(actor, "director.create", director.name, after=director_json(director))
-        _bump_version()
+        _bump_version(director)
     return director
 
 
@@ -226,7 +233,7 @@ def update_director(director: Director, changes: dict, *, actor: str, allow_stat
         _model_check(locked)
         locked.save()
         _audit(actor, "director.update", locked.name, before=before, after=after)
-        _bump_version()
+        _bump_version(locked)
     return locked
 
 
@@ -259,7 +266,7 @@ def create_backend(director: Director, data: dict, *, actor: str, allow_static: 
         except IntegrityError:
             raise Conflict(f"backend {backend.name!r} already exists in director {locked.name!r}") from None
         _audit(actor, "backend.create", locked.name, backend.name, after=backend_json(backend))
-        _bump_version()
+        _bump_version(locked)
     return backend
 
 
@@ -280,7 +287,7 @@ def update_backend(backend: Backend, changes: dict, *, actor: str, allow_static:
         locked.save()
         after = backend_json(locked)
         _audit(actor, "backend.update", locked.director.name, locked.name, before=before, after=after)
-        _bump_version()
+        _bump_version(locked.director)
     return locked
 
 
@@ -301,7 +308,7 @@ def _set_enabled_locked(locked: Backend, enabled: bool, actor: str) -> None:
     locked.save(update_fields=["enabled", "updated_at"])
     action = "backend.enable" if enabled else "backend.disable"
     _audit(actor, action, locked.director.name, locked.name, before=before, after=backend_json(locked))
-    _bump_version()
+    _bump_version(locked.director)
 
 
 def delete_backend(backend: Backend, *, actor: str, allow_static: bool = False) -> Backend:
@@ -315,7 +322,7 @@ def delete_backend(backend: Backend, *, actor: str, allow_static: bool = False) 
         locked.terminating = True
         locked.save(update_fields=["terminating", "updated_at"])
         _audit(actor, "backend.delete", locked.director.name, locked.name, before=before, after=backend_json(locked))
-        _bump_version()
+        _bump_version(locked.director)
     return locked
 
 
@@ -330,7 +337,7 @@ def remove_backend(backend_id: int, *, actor: str) -> None:
         before = backend_json(locked)
         locked.delete()
         _audit(actor, "backend.remove", locked.director.name, before["name"], before=before)
-        _bump_version()
+        _bump_version(locked.director)
 
 
 def record_health(backend_id: int, state: str, *, error: str = "", checked_at: datetime | None = None) -> bool:

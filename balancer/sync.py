@@ -2,7 +2,8 @@
 
 Static directors follow the file exactly, except each backend's `enabled` flag, which
 operators toggle at runtime: it is taken from the file only when a backend is new or its url
-changed. Dynamic directors are created when missing and otherwise belong to the database.
+changed. Dynamic directors are created when missing (seeded from their x0 `load` file when it exists)
+and otherwise belong to the database.
 Running the sync twice changes nothing the second time.
 """
 from __future__ import annotations
@@ -12,8 +13,8 @@ from pathlib import Path
 
 from django.db import transaction
 
-from . import services
-from .config import Config, DirectorConfig
+from . import services, x0
+from .config import Config, ConfigError, DirectorConfig
 from .models import Director
 
 log = logging.getLogger("director.config")
@@ -69,10 +70,19 @@ def _sync_backends(director: Director, wanted: tuple[tuple[str, dict], ...], act
 def _sync_dynamic(wanted: DirectorConfig, director: Director | None, actor: str) -> None:
     load_path = wanted.load or ""
     if director is None:
-        services.create_director(wanted.name, wanted.settings, actor=actor, dynamic=True, load_path=load_path)
         if load_path and Path(load_path).exists():
-            log.warning("director %s: created empty; seeding from load file %s is not supported by this build",
-                        wanted.name, load_path)
+            _seed_from_load_file(wanted, actor)
+        else:
+            services.create_director(wanted.name, wanted.settings, actor=actor, dynamic=True, load_path=load_path)
         return
     if not director.dynamic or director.load_path != load_path:
         services.update_director(director, {"dynamic": True, "load_path": load_path}, actor=actor, allow_static=True)
+
+
+def _seed_from_load_file(wanted: DirectorConfig, actor: str) -> None:
+    """First start with an existing x0 file: the file's settings and backends win."""
+    try:
+        x0.import_x0(wanted.name, wanted.load, actor=actor, load_path=wanted.load)
+    except x0.X0Error as exc:
+        raise ConfigError([f"directors.{wanted.name}.load: {error}" for error in exc.errors]) from None
+    log.info("director %s: seeded from load file %s", wanted.name, wanted.load)

@@ -1,10 +1,8 @@
 """sync_config: static directors follow the file, dynamic ones are only created, twice = no-op."""
-import logging
-
 import pytest
 
 from balancer import services
-from balancer.config import parse_config
+from balancer.config import ConfigError, parse_config
 from balancer.models import AuditRecord, Backend, Director
 from balancer.sync import sync_config
 
@@ -95,10 +93,39 @@ def test_static_and_dynamic_switch():
     assert not pool.dynamic
 
 
-def test_existing_load_file_is_logged(tmp_path, caplog):
+X0_FILE = """[director]
+queue-limit=7
+
+[backend=b1]
+protocol=http
+host=127.0.0.1
+port=3001
+capacity=2
+"""
+
+
+def test_dynamic_director_seeded_from_existing_load_file(tmp_path, django_capture_on_commit_callbacks):
     load = tmp_path / "pool.db"
-    load.write_text("[director]\n")
-    with caplog.at_level(logging.WARNING, logger="director.config"):
+    load.write_text(X0_FILE)
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_config(parse_config(f'[directors.pool]\ndynamic = true\nqueue_limit = 3\nload = "{load}"'))
+    pool = Director.objects.get(name="pool")
+    assert (pool.dynamic, pool.load_path, pool.queue_limit) == (True, str(load), 7)  # the file wins
+    assert [(b.name, b.url, b.capacity) for b in pool.backends.all()] == [("b1", "http://127.0.0.1:3001", 2)]
+    with django_capture_on_commit_callbacks(execute=True):
+        services.set_backend_enabled(pool.backends.get(), False, actor="api:ops")
+    assert "enabled=false" in load.read_text().replace(" ", "").lower()  # kept in sync on every change
+
+
+def test_missing_load_file_creates_it_and_bad_one_is_a_config_error(tmp_path, django_capture_on_commit_callbacks):
+    load = tmp_path / "new.db"
+    with django_capture_on_commit_callbacks(execute=True):
         sync_config(parse_config(f'[directors.pool]\ndynamic = true\nload = "{load}"'))
-    assert Director.objects.get(name="pool").load_path == str(load)
-    assert str(load) in caplog.text
+    assert Director.objects.get(name="pool").backends.count() == 0
+    assert "[director]" in load.read_text()
+    broken = tmp_path / "broken.db"
+    broken.write_text("[director]\nqueue-limit=many\n")
+    with pytest.raises(ConfigError) as info:
+        sync_config(parse_config(f'[directors.other]\ndynamic = true\nload = "{broken}"'))
+    assert info.value.errors[0].startswith("directors.other.load: [director] queue-limit")
+    assert not Director.objects.filter(name="other").exists()
