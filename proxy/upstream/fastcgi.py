@@ -28,6 +28,7 @@ logger = logging.getLogger("director.fastcgi")
 REQUEST_ID = 1
 SERVER_SOFTWARE = "Director"
 STDERR_LOG_LIMIT = 8 * 1024
+INLINE_BODY_LIMIT = 64 * 1024  # bodies up to this size go out with the params in one write
 _REJECTIONS = {fr.CANT_MPX_CONN: "cannot multiplex connections (FCGI_CANT_MPX_CONN)",
                fr.UNKNOWN_ROLE: "does not know the RESPONDER role (FCGI_UNKNOWN_ROLE)",
                fr.OVERLOADED: "overloaded (FCGI_OVERLOADED)"}
@@ -104,8 +105,12 @@ class FastCGIResponse(UpstreamResponse):
     async def start(self, preamble: bytes, body: RequestBody) -> None:
         """Write the request, start streaming STDIN, and read until the CGI head is parsed."""
         try:
-            await self._conn.write([preamble], self._timeouts.write)
-            self._writer = asyncio.create_task(self._write_stdin(body))
+            if body.length <= INLINE_BODY_LIMIT:  # one write, nothing to wait for: no writer task
+                stdin = fr.encode_stream(fr.STDIN, REQUEST_ID, body.read_all() if body.length else b"")
+                self._conn.write_nowait([preamble, *stdin, fr.encode_record(fr.STDIN, REQUEST_ID)])
+            else:
+                await self._conn.write([preamble], self._timeouts.write)
+                self._writer = asyncio.create_task(self._write_stdin(body))
             parser = CGIHeadParser()
             while True:
                 data = await self._next_stdout()

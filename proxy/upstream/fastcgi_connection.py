@@ -123,13 +123,17 @@ class FastCGIConnection(asyncio.Protocol):
             self.transport.resume_reading()
         return record
 
-    async def write(self, chunks: list[bytes], timeout: float) -> None:
-        """Queue `chunks` and wait until the transport's buffer is below its high mark."""
+    def write_nowait(self, chunks: list[bytes]) -> None:
+        """Queue `chunks` for sending; the transport flushes them as the backend reads."""
         if self._error is not None:
             raise self._error
         if self.is_closing():
             raise ConnectionClosed(f"connection to {self.label} closed while sending the request")
         self.transport.writelines(chunks)
+
+    async def write(self, chunks: list[bytes], timeout: float) -> None:
+        """Queue `chunks` and wait until the transport's buffer is below its high mark."""
+        self.write_nowait(chunks)
         while self._writing_paused:
             if self._error is not None:
                 raise self._error

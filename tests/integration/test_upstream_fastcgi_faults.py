@@ -12,7 +12,7 @@ from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
 from proxy.upstream.cgi import BadRequestPath
 from proxy.upstream.fastcgi import STDERR_LOG_LIMIT, FastCGIUpstream
-from tests.support.fastcgi_servers import FakeFastCGIServer
+from tests.support.fastcgi_servers import EARLY_BODY_SIZE, FakeFastCGIServer
 from tests.support.waiting import async_wait_for, free_port
 
 TIMEOUTS = Timeouts(connect=5, read=5, write=5)
@@ -122,6 +122,20 @@ async def test_empty_stdin_record_is_always_sent(fake):
     await response.drain()
     assert server.received == [fr.BEGIN_REQUEST, fr.PARAMS, fr.PARAMS, fr.STDIN]
     assert b"CONTENT_LENGTH" not in server.params
+
+
+@pytest.mark.parametrize("fake", ["early-answer"], indirect=True)
+async def test_answer_before_the_body_is_read_does_not_deadlock(fake):
+    """The backend writes its whole answer before reading STDIN: STDOUT must be read meanwhile."""
+    server, upstream = fake
+    request = UpstreamRequest(method="POST", target=b"/", headers=[], body=RequestBody(b"u" * (16 * 1024 * 1024)))
+    response = await upstream.send(request, Timeouts(connect=5, read=5, write=2))
+    received = 0
+    while chunk := await response.read():
+        received += len(chunk)
+    response.release()
+    assert (response.status, received) == (200, EARLY_BODY_SIZE)
+    assert upstream.stats()["in_use"] == 0
 
 
 @pytest.mark.parametrize("fake", ["abort"], indirect=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,12 @@ class RealServer:
         self.process.stop()
 
 
+def unix_socket_accepts(path: str) -> bool:
+    """A UNIX socket exists AND listens (servers create the file at bind(), before listen())."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        return probe.connect_ex(path) == 0
+
+
 def start_php_fpm(workdir: Path, port: int) -> RealServer:
     """php-fpm8.2 in the foreground with a pool on `workdir/php.sock` and one on 127.0.0.1:port."""
     binary = require_binary("php-fpm8.2", "php8.2-fpm")
@@ -63,7 +70,7 @@ def start_php_fpm(workdir: Path, port: int) -> RealServer:
     args = [binary, "-F", "-n", "-y", conf] + (["-R"] if root else [])
     server = RealServer(Process(args, workdir / "php-fpm.out"), socket_path=str(workdir / "php.sock"), port=port)
     try:
-        wait_for(lambda: os.path.exists(server.socket_path) or not server.process.alive(), what="php-fpm socket")
+        wait_for(lambda: unix_socket_accepts(server.socket_path) or not server.process.alive(), what="php-fpm socket")
         if not server.process.alive():
             raise AssertionError(f"php-fpm exited: {server.process.output()}{(workdir / 'php-fpm.log').read_text()}")
         wait_port("127.0.0.1", port)
@@ -90,7 +97,7 @@ def start_fcgiwrap(workdir: Path) -> RealServer:
     path = str(workdir / "fcgiwrap.sock")
     process = Process([binary, "-f", "-c", "2", "-s", f"unix:{path}"], workdir / "fcgiwrap.out")
     try:
-        wait_for(lambda: os.path.exists(path), what="fcgiwrap socket")
+        wait_for(lambda: unix_socket_accepts(path), what="fcgiwrap socket")
     except BaseException:
         process.stop()
         raise
@@ -102,7 +109,8 @@ def start_fcgiwrap(workdir: Path) -> RealServer:
 OK_RESPONSE = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
 MODES = ("ok", "overloaded", "cant-mpx", "unknown-role", "unknown-type", "wrong-version", "truncated",
          "no-blank-line", "bad-status", "huge-head", "close-before-end", "close-at-once", "other-request-id",
-         "short-body", "stderr-flood", "abort", "stall")
+         "short-body", "stderr-flood", "abort", "stall",
+         "early-answer")
 
 
 def _stdout(data: bytes, request_id: int = 1) -> bytes:
@@ -130,6 +138,7 @@ _CANNED = {
     "short-body": _stdout(b"Content-Length: 100\r\n\r\nshort") + _complete(),
     "stderr-flood": b"".join(fr.encode_stream(fr.STDERR, 1, b"e" * 20_000)) + _stdout(OK_RESPONSE) + _complete(),
 }
+EARLY_BODY_SIZE = 32 * 1024 * 1024  # more than loopback socket buffers hold
 _KEEPS_CONNECTION = {"ok", "stderr-flood", "short-body"}
 
 
@@ -138,7 +147,10 @@ class FakeFastCGIServer:
 
     `received` lists every record type received, `params` the last request's params;
     `opened`/`closed` count connections. In "abort" mode it sends a response head and waits
-    for ABORT_REQUEST before END_REQUEST; in "stall" mode it never reads nor answers.
+    for ABORT_REQUEST before END_REQUEST; in "stall" mode it never reads nor answers; in
+    "early-answer" mode it sends EARLY_BODY_SIZE bytes of STDOUT and END_REQUEST right after
+    the params, and reads STDIN only once all of that was taken (deadlocks a client that
+    does not read while it writes).
     """
 
     def __init__(self, mode: str = "ok"):
@@ -176,8 +188,10 @@ class FakeFastCGIServer:
             if self.mode == "stall":
                 await self._stopping.wait()
                 return
-            while await self._read_request(stream):
-                if self.mode == "abort":
+            while await self._read_request(stream, writer):
+                if self.mode == "early-answer":
+                    pass
+                elif self.mode == "abort":
                     writer.write(_stdout(OK_RESPONSE)[:-fr.HEADER_LEN])
                     await stream.next(fr.ABORT_REQUEST)
                     writer.write(_complete())
@@ -193,7 +207,7 @@ class FakeFastCGIServer:
             writer.close()
             self.closed += 1
 
-    async def _read_request(self, stream: "_RecordReader") -> bool:
+    async def _read_request(self, stream: "_RecordReader", writer: asyncio.StreamWriter) -> bool:
         try:
             begin = await stream.next()
         except EOFError:
@@ -203,10 +217,13 @@ class FakeFastCGIServer:
         while (record := await stream.next(fr.PARAMS)).content:
             params += record.content
         self.params = dict(fr.decode_name_values(params))
-        stdin = b""
+        if self.mode == "early-answer":
+            writer.write(_stdout(b"Status: 200 OK\r\n\r\n" + b"o" * EARLY_BODY_SIZE) + _complete())
+            await writer.drain()
+        stdin = bytearray()
         while (record := await stream.next(fr.STDIN)).content:
             stdin += record.content
-        self.stdin = stdin
+        self.stdin = bytes(stdin)
         return True
 
 
