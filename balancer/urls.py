@@ -1,12 +1,16 @@
-"""Management listener routes of the balancer app: the JSON API, its schema and docs (SPEC §9).
+"""Management listener routes of the balancer app (SPEC §9): the JSON API, its schema and
+docs; the operator views (live status page, /metrics, /haproxy/stats.csv, /-/ready); and the
+static files of the admin and the status page (served by Django from the app directories:
+the management listener is low-traffic and has no separate web server).
 
 Paths name directors and backends, never ids. enable/disable answer with and without a
 trailing slash; only the SPEC form is in the schema.
 """
-from django.urls import path
+from django.contrib.staticfiles.views import serve as serve_static
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import api
+from . import api, haproxy_csv, metrics, status
 
 API = "api/v1/"
 BACKEND = API + "directors/<str:director>/backends/<str:backend>/"
@@ -23,4 +27,9 @@ urlpatterns = [
     path(API + "audit/", api.AuditList.as_view(), name="api-audit-list"),
     path(API + "schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(API + "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("status/", status.status_page, name="status"),
+    path("metrics", metrics.metrics_view, name="metrics"),
+    path("haproxy/stats.csv", haproxy_csv.stats_csv, name="haproxy-stats-csv"),
+    path("-/ready", status.ready, name="ready"),
+    re_path(r"^static/(?P<path>.+)$", serve_static, {"insecure": True}, name="static"),
 ]

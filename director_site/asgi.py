@@ -15,20 +15,10 @@ django_application = get_asgi_application()
 from channels.routing import ChannelNameRouter, ProtocolTypeRouter  # noqa: E402
 
 from balancer.health.worker import channel_routes  # noqa: E402
+from balancer.routing import websocket_application  # noqa: E402
 
-
-def _websocket_application():
-    """Status-page websockets when that module is present in this build."""
-    try:
-        from balancer.routing import websocket_application
-    except ImportError:
-        return None
-    return websocket_application
-
-
-_routes = {"http": django_application, "channel": ChannelNameRouter(channel_routes)}
-_ws = _websocket_application()
-if _ws is not None:
-    _routes["websocket"] = _ws
-
-application = ProtocolTypeRouter(_routes)
+application = ProtocolTypeRouter({
+    "http": django_application,
+    "websocket": websocket_application,
+    "channel": ChannelNameRouter(channel_routes),
+})

@@ -1,0 +1,131 @@
+"""`/haproxy/stats.csv`: the overview in HAProxy's stats CSV layout, so dashboards and
+scripts written for HAProxy's `;csv` stats URI can read Director.
+
+Each director is shown like an HAProxy `listen` section: a FRONTEND row (requests from
+clients), one row per backend server, then the BACKEND summary row. Fields Director has no
+figure for are left empty, as HAProxy does for fields that do not apply. Names are limited
+to [A-Za-z0-9_.-], so no value needs quoting. Open on the management listener, like
+HAProxy's stats URI (it binds loopback by default).
+
+Server status: UP (online), DOWN (offline or not yet checked), MAINT (disabled by an
+operator), DRAIN (removed, finishing in-flight requests). check_status: L7OK, L7STS (wrong
+status), L7TOUT / L4CON (timeout / other failure), INI (not yet checked).
+"""
+from __future__ import annotations
+
+import time
+
+from django.http import HttpResponse
+
+from . import overview
+
+FIELDS = (
+    "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,"
+    "act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,"
+    "rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,"
+    "hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt"
+).split(",")
+HEADER = "# " + ",".join(FIELDS) + ",\n"
+TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER = 0, 1, 2
+PID = 1  # HAProxy's process number; Director serves from one process
+CONTENT_TYPE = "text/plain; charset=utf-8"
+
+SERVER_STATUS = {"online": "UP", "offline": "DOWN", "undefined": "DOWN", overview.STATE_DISABLED: "MAINT",
+                 overview.STATE_DRAINING: "DRAIN"}
+UNEXPECTED_STATUS = "unexpected status "  # prefix of the probe's error for a wrong status
+TIMED_OUT = "timed out"
+
+
+def render(view: dict, now: float | None = None) -> str:
+    """The whole CSV document of one overview (`balancer.overview.merge`)."""
+    now = time.time() if now is None else now
+    lines = [HEADER]
+    for iid, director in enumerate(view["directors"], start=1):
+        lines.append(_line(_frontend(director, iid)))
+        lines.extend(_line(_server(director, backend, iid, sid, now))
+                     for sid, backend in enumerate(director["backends"], start=1))
+        lines.append(_line(_backend(director, iid)))
+    return "".join(lines)
+
+
+def _line(row: dict) -> str:
+    return ",".join(_text(row.get(name)) for name in FIELDS) + ",\n"
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return str(int(value))
+    return str(value)
+
+
+def _http_responses(responses: dict) -> dict:
+    return {f"hrsp_{cls}": responses[cls] for cls in ("1xx", "2xx", "3xx", "4xx", "5xx")} | {"hrsp_other": 0}
+
+
+def _common(director: dict, svname: str, row_type: int, iid: int, sid: int) -> dict:
+    return {"pxname": director["name"], "svname": svname, "pid": PID, "iid": iid, "sid": sid, "type": row_type,
+            "bin": 0, "bout": 0, "cli_abrt": 0, "srv_abrt": 0}
+
+
+def _frontend(director: dict, iid: int) -> dict:
+    in_flight = director["load"]["current"] + director["queued"]["current"]
+    finished = overview.total_responses(director)
+    return {
+        **_common(director, "FRONTEND", TYPE_FRONTEND, iid, 0),
+        "scur": in_flight, "smax": director["load"]["max"] + director["queued"]["max"], "stot": finished + in_flight,
+        "dreq": 0, "dresp": 0, "ereq": 0, "status": "OPEN" if director["enabled"] else "STOP",
+        "req_tot": finished + in_flight, **_http_responses(director["responses"]),
+    }
+
+
+def _backend(director: dict, iid: int) -> dict:
+    backends = director["backends"]
+    capacities = [b["capacity"] for b in backends]
+    up = [b for b in backends if b["state"] == "online"]
+    return {
+        **_common(director, "BACKEND", TYPE_BACKEND, iid, 0),
+        "qcur": director["queued"]["current"], "qmax": director["queued"]["max"],
+        "scur": director["load"]["current"], "smax": director["load"]["max"],
+        "slim": sum(capacities) if capacities and all(capacities) else None,
+        "stot": director["load"]["total"], "lbtot": director["load"]["total"],
+        "dreq": 0, "dresp": 0, "econ": 0, "eresp": sum(b["failures"] for b in backends), "wretr": 0, "wredis": 0,
+        "status": "UP" if director["enabled"] and up else "DOWN", "weight": len(up),
+        "act": sum(1 for b in up if b["role"] != "backup"), "bck": sum(1 for b in up if b["role"] == "backup"),
+        "req_tot": overview.total_responses(director), **_http_responses(director["responses"]),
+    }
+
+
+def _server(director: dict, backend: dict, iid: int, sid: int, now: float) -> dict:
+    backup = backend["role"] == "backup"
+    check_status, check_code = _check(backend)
+    changed = backend["health_changed"]
+    return {
+        **_common(director, backend["name"], TYPE_SERVER, iid, sid),
+        "qcur": 0, "qmax": 0, "scur": backend["load"]["current"], "smax": backend["load"]["max"],
+        "slim": backend["capacity"] or None, "stot": backend["load"]["total"], "lbtot": backend["load"]["total"],
+        "dresp": 0, "econ": 0, "eresp": backend["failures"], "wretr": 0, "wredis": 0,
+        "status": SERVER_STATUS.get(backend["state"], "DOWN"), "weight": 1,
+        "act": 0 if backup else 1, "bck": 1 if backup else 0,
+        "lastchg": max(0, now - changed) if changed is not None else None,
+        "check_status": check_status, "check_code": check_code, **_http_responses(backend["responses"]),
+    }
+
+
+def _check(backend: dict) -> tuple[str, int | None]:
+    health, error = backend["health"], backend["last_error"]
+    if health == "online":
+        return "L7OK", None
+    if health == "undefined":
+        return "INI", None
+    if error.startswith(UNEXPECTED_STATUS):
+        code = error[len(UNEXPECTED_STATUS):].split()[0]
+        return "L7STS", int(code) if code.isdigit() else None
+    return ("L7TOUT" if TIMED_OUT in error else "L4CON"), None
+
+
+async def stats_csv(request):
+    response = HttpResponse(render(await overview.current()), content_type=CONTENT_TYPE)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,123 @@
+"""`/metrics`: Prometheus text exposition of every director and backend.
+
+Built per scrape from `balancer.overview` (live counters of the data plane in this process +
+stored health facts) by a custom Collector on a private CollectorRegistry, so nothing is
+double-bookkept in prometheus_client's global registry. Open on the management listener,
+like HAProxy's stats URI (it binds loopback by default).
+
+Health-check durations are not exported: the monitor does not time its probes yet. The
+figures it does store are exported instead (`*_last_check_timestamp_seconds`,
+`*_state_change_timestamp_seconds`).
+
+Several worker processes (`--workers > 1`): prometheus_client's multiprocess mode only
+aggregates its own Counter/Gauge objects (mmap files in PROMETHEUS_MULTIPROC_DIR), while
+these counters live in each worker's data plane. The equivalent is for each worker to
+publish its snapshot (a file per pid in the data directory, rewritten every second) and for
+this collector to sum counters and current gauges over the live workers' snapshots and take
+the maximum of the `*_max` gauges; health and facts come from the database and are shared.
+"""
+from __future__ import annotations
+
+from django.http import HttpResponse
+from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from . import overview
+
+D = ["director"]
+B = ["director", "backend"]
+
+
+class OverviewCollector(Collector):
+    """Metric families of one overview (see `balancer.overview.merge`)."""
+
+    def __init__(self, view: dict, database_up: bool = True):
+        self.view = view
+        self.database_up = database_up
+
+    def collect(self):
+        live = GaugeMetricFamily("director_live_stats", "1 when counters come from a data plane in this process")
+        live.add_metric([], 1 if self.view["live"] else 0)
+        database = GaugeMetricFamily("director_database_up", "1 when the stored health facts could be read")
+        database.add_metric([], 1 if self.database_up else 0)
+        yield live
+        yield database
+        yield from self._directors()
+        yield from self._backends()
+
+    def _directors(self):
+        f = {
+            "enabled": GaugeMetricFamily("director_enabled", "1 when the director accepts requests", labels=D),
+            "responses": CounterMetricFamily("director_responses", "Responses sent to clients by class, "
+                                             "including the director's own 503s", labels=[*D, "class"]),
+            "load": GaugeMetricFamily("director_load", "Requests being served by the director's backends", labels=D),
+            "load_max": GaugeMetricFamily("director_load_max", "Highest load seen", labels=D),
+            "queue": GaugeMetricFamily("director_queue_length", "Requests waiting for a free backend slot", labels=D),
+            "queue_max": GaugeMetricFamily("director_queue_length_max", "Longest queue seen", labels=D),
+            "queued": CounterMetricFamily("director_queued", "Requests that had to wait in the queue", labels=D),
+            "dropped": CounterMetricFamily("director_dropped", "Requests refused with 503 (queue full or timed out, "
+                                           "nothing available, director disabled)", labels=D),
+        }
+        for d in self.view["directors"]:
+            name = [d["name"]]
+            f["enabled"].add_metric(name, 1 if d["enabled"] else 0)
+            for cls, count in d["responses"].items():
+                if cls != "failed":
+                    f["responses"].add_metric([*name, cls], count)
+            f["load"].add_metric(name, d["load"]["current"])
+            f["load_max"].add_metric(name, d["load"]["max"])
+            f["queue"].add_metric(name, d["queued"]["current"])
+            f["queue_max"].add_metric(name, d["queued"]["max"])
+            f["queued"].add_metric(name, d["queued"]["total"])
+            f["dropped"].add_metric(name, d["dropped"])
+        yield from f.values()
+
+    def _backends(self):
+        f = {
+            "requests": CounterMetricFamily("director_requests", "Requests finished by a backend, by response "
+                                            "class; class=failed: upstream failures", labels=[*B, "class"]),
+            "dispatched": CounterMetricFamily("director_backend_dispatched", "Requests handed to the backend "
+                                              "(retries included)", labels=B),
+            "load": GaugeMetricFamily("director_backend_load", "Requests in flight on the backend", labels=B),
+            "load_max": GaugeMetricFamily("director_backend_load_max", "Highest load seen", labels=B),
+            "capacity": GaugeMetricFamily("director_backend_capacity", "Concurrent request limit (0 = unlimited)",
+                                          labels=B),
+            "up": GaugeMetricFamily("director_backend_up", "1 when the health state is online; state: online, "
+                                    "offline, undefined, disabled or draining", labels=[*B, "state"]),
+            "enabled": GaugeMetricFamily("director_backend_enabled", "1 unless an operator disabled it", labels=B),
+            "checked": GaugeMetricFamily("director_backend_last_check_timestamp_seconds",
+                                         "Time of the last stored health check", labels=B),
+            "changed": GaugeMetricFamily("director_backend_state_change_timestamp_seconds",
+                                         "Time of the last health state change", labels=B),
+        }
+        for d in self.view["directors"]:
+            for b in d["backends"]:
+                names = [d["name"], b["name"]]
+                for cls, count in b["responses"].items():
+                    f["requests"].add_metric([*names, cls], count)
+                f["dispatched"].add_metric(names, b["load"]["total"])
+                f["load"].add_metric(names, b["load"]["current"])
+                f["load_max"].add_metric(names, b["load"]["max"])
+                f["capacity"].add_metric(names, b["capacity"])
+                f["up"].add_metric([*names, b["state"]], 1 if b["health"] == "online" else 0)
+                f["enabled"].add_metric(names, 1 if b["enabled"] else 0)
+                if b["last_checked"] is not None:
+                    f["checked"].add_metric(names, b["last_checked"])
+                if b["health_changed"] is not None:
+                    f["changed"].add_metric(names, b["health_changed"])
+        yield from f.values()
+
+
+def exposition(view: dict, database_up: bool = True) -> bytes:
+    """The text format (version 0.0.4) of one overview."""
+    registry = CollectorRegistry()
+    registry.register(OverviewCollector(view, database_up))
+    return generate_latest(registry)
+
+
+async def metrics_view(request):
+    view = await overview.current()
+    response = HttpResponse(exposition(view, overview.FACTS.error is None), content_type=CONTENT_TYPE_PLAIN_0_0_4)
+    response["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,255 @@
+/* Director live status page: renders the frames of /ws/status/ (see balancer/status_feed.py),
+   keeps a requests-per-second history per director and backend for the small charts, and
+   reconnects with back-off when the socket closes (e.g. runproxy restarting). No libraries. */
+"use strict";
+(function () {
+  const body = document.body;
+  const INTERVAL_MS = (parseFloat(body.dataset.interval) || 1) * 1000;
+  const WINDOW = parseFloat(body.dataset.window) || 300;
+  const RETRY_MIN_MS = 250;
+  const RETRY_MAX_MS = 4000;
+  const STALE_MS = 3.5 * INTERVAL_MS;
+  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "chart", "checked", "error"];
+  const HEADINGS = ["Backend", "Role", "State", "Load cur / max / total", "Capacity", "Failures", "Req/s",
+                    "Last " + Math.round(WINDOW / 60) + " min", "Last check", "Last error"];
+
+  const directors = document.getElementById("directors");
+  const connection = document.getElementById("connection");
+  const updated = document.getElementById("updated");
+  const notice = document.getElementById("notice");
+  const history = new Map(); // "d:<id>" or "b:<id>" -> [[time, rate], ...]
+  let retryMs = RETRY_MIN_MS;
+  let lastFrameAt = 0;
+
+  function setConnection(state, text) {
+    body.dataset.connection = state;
+    connection.textContent = text;
+    connection.className = "connection connection-" + state;
+  }
+
+  function showNotice(text, link) {
+    notice.textContent = text || "";
+    if (link) {
+      const a = document.createElement("a");
+      a.href = link.href;
+      a.textContent = link.text;
+      notice.append(" ", a);
+    }
+    notice.hidden = !text;
+  }
+
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    const socket = new WebSocket(scheme + "//" + location.host + "/ws/status/");
+    socket.onopen = function () {
+      retryMs = RETRY_MIN_MS;
+      setConnection("live", "live");
+    };
+    socket.onmessage = function (event) {
+      const frame = JSON.parse(event.data);
+      if (frame.type === "history") loadHistory(frame);
+      else if (frame.type === "status") render(frame);
+    };
+    socket.onclose = function () {
+      setConnection("reconnecting", "reconnecting…");
+      checkSession();
+      setTimeout(connect, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    };
+  }
+
+  /* A refused socket looks like any other close: ask the page itself whether we are still
+     logged in (a redirect to the login page means no). */
+  function checkSession() {
+    fetch(location.pathname, {redirect: "manual", cache: "no-store"}).then(function (response) {
+      if (response.type === "opaqueredirect") {
+        showNotice("Your session has ended.", {href: location.pathname, text: "Log in again"});
+      }
+    }).catch(function () { /* server down: the reconnect loop goes on */ });
+  }
+
+  function watchStaleness() {
+    setInterval(function () {
+      if (body.dataset.connection === "live" && lastFrameAt && Date.now() - lastFrameAt > STALE_MS) {
+        setConnection("stale", "no data for " + Math.round((Date.now() - lastFrameAt) / 1000) + " s");
+      }
+    }, INTERVAL_MS);
+  }
+
+  function loadHistory(frame) {
+    history.clear();
+    for (const [kind, series] of [["d", frame.directors], ["b", frame.backends]]) {
+      for (const id of Object.keys(series)) history.set(kind + ":" + id, series[id]);
+    }
+  }
+
+  function remember(key, time, rate) {
+    if (rate === null || rate === undefined) return;
+    let points = history.get(key);
+    if (!points) history.set(key, points = []);
+    if (points.length && points[points.length - 1][0] >= time) return;
+    points.push([time, rate]);
+    while (points.length && points[0][0] < time - WINDOW) points.shift();
+  }
+
+  function render(frame) {
+    lastFrameAt = Date.now();
+    if (body.dataset.connection !== "live") setConnection("live", "live");
+    updated.textContent = "updated " + new Date(frame.time * 1000).toLocaleTimeString();
+    if (frame.error) showNotice(frame.error);
+    else if (!frame.live) showNotice("No data plane runs in this process: stored state only, no live figures.");
+    else showNotice("");
+    const keep = new Set();
+    frame.directors.forEach(function (director, index) {
+      const section = directorSection(director, index);
+      keep.add(section);
+      updateDirector(section, director, frame.time);
+    });
+    for (const section of Array.from(directors.children)) {
+      if (!keep.has(section)) section.remove();
+    }
+    if (!frame.directors.length) directors.textContent = "No directors configured.";
+  }
+
+  function directorSection(director, index) {
+    let section = directors.querySelector('section[data-director-id="' + director.id + '"]');
+    if (!section) {
+      section = document.createElement("section");
+      section.className = "director";
+      section.dataset.directorId = director.id;
+      section.innerHTML = '<h2><span class="director-name"></span> <span class="state director-state"></span></h2>' +
+        '<p class="summary"></p><table><thead><tr></tr></thead><tbody></tbody></table>';
+      const head = section.querySelector("thead tr");
+      HEADINGS.forEach(function (text) {
+        const th = document.createElement("th");
+        th.textContent = text;
+        head.append(th);
+      });
+      section.querySelector("tbody").append(row("total"));
+    }
+    if (directors.children[index] !== section) directors.insertBefore(section, directors.children[index] || null);
+    return section;
+  }
+
+  function row(kind) {
+    const tr = document.createElement("tr");
+    tr.className = kind;
+    for (const name of COLUMNS) {
+      const td = document.createElement("td");
+      td.className = name;
+      if (name === "chart") {
+        const canvas = document.createElement("canvas");
+        canvas.width = 160;
+        canvas.height = 28;
+        td.append(canvas);
+      }
+      tr.append(td);
+    }
+    return tr;
+  }
+
+  function set(tr, name, text, title) {
+    const td = tr.querySelector("td." + name);
+    if (td.textContent !== String(text)) td.textContent = text;
+    if (title !== undefined) td.title = title;
+    return td;
+  }
+
+  function counter(c) { return c.current + " / " + c.max + " / " + c.total; }
+
+  function rateText(rate) {
+    if (rate === null || rate === undefined) return "–";
+    return rate < 10 ? rate.toFixed(1) : String(Math.round(rate));
+  }
+
+  function ago(now, then) {
+    if (then === null || then === undefined) return "–";
+    const seconds = Math.max(0, Math.round(now - then));
+    return seconds < 120 ? seconds + " s ago" : Math.round(seconds / 60) + " min ago";
+  }
+
+  function updateDirector(section, director, now) {
+    section.dataset.director = director.name;
+    section.querySelector(".director-name").textContent = director.name;
+    const state = section.querySelector(".director-state");
+    state.textContent = director.enabled ? "enabled" : "disabled";
+    state.className = "state director-state state-" + (director.enabled ? "online" : "disabled");
+    section.querySelector(".summary").textContent = "queue " + counter(director.queued) + " (cur / max / total) · dropped " +
+      director.dropped + " · responses 2xx " + director.responses["2xx"] + ", 4xx " + director.responses["4xx"] +
+      ", 5xx " + director.responses["5xx"];
+    const tbody = section.querySelector("tbody");
+    const total = tbody.querySelector("tr.total");
+    const online = director.backends.filter(function (b) { return b.state === "online"; }).length;
+    set(total, "name", "all backends");
+    set(total, "state", online + " / " + director.backends.length + " online");
+    set(total, "load", counter(director.load));
+    setRate(total, "d:" + director.id, director.rate, now);
+
+    const keep = new Set([total]);
+    director.backends.forEach(function (backend, index) {
+      let tr = tbody.querySelector('tr[data-backend-id="' + backend.id + '"]');
+      if (!tr) {
+        tr = row("backend");
+        tr.dataset.backendId = backend.id;
+      }
+      if (tbody.children[index] !== tr) tbody.insertBefore(tr, tbody.children[index] || null);
+      keep.add(tr);
+      updateBackend(tr, director, backend, now);
+    });
+    for (const tr of Array.from(tbody.children)) {
+      if (!keep.has(tr)) tr.remove();
+    }
+    if (tbody.lastElementChild !== total) tbody.append(total);
+  }
+
+  function updateBackend(tr, director, backend, now) {
+    tr.dataset.backend = director.name + "/" + backend.name;
+    tr.dataset.state = backend.state;
+    set(tr, "name", backend.name);
+    set(tr, "role", backend.role);
+    set(tr, "state", backend.state).className = "state state-" + backend.state;
+    set(tr, "load", counter(backend.load));
+    set(tr, "capacity", backend.capacity || "∞");
+    set(tr, "failures", backend.failures);
+    setRate(tr, "b:" + backend.id, backend.rate, now);
+    const checked = backend.last_checked ? new Date(backend.last_checked * 1000).toISOString() : "";
+    set(tr, "checked", ago(now, backend.last_checked), checked);
+    set(tr, "error", backend.last_error || "", backend.last_error || "");
+  }
+
+  function setRate(tr, key, rate, now) {
+    const td = set(tr, "rate", rateText(rate));
+    td.dataset.rate = rate === null || rate === undefined ? "" : String(rate);
+    remember(key, now, rate);
+    drawChart(tr.querySelector("td.chart canvas"), history.get(key) || [], now);
+  }
+
+  function drawChart(canvas, points, now) {
+    const ctx = canvas.getContext("2d");
+    const w = canvas.width;
+    const h = canvas.height;
+    ctx.clearRect(0, 0, w, h);
+    if (!points.length) return;
+    let peak = 0;
+    for (const p of points) peak = Math.max(peak, p[1]);
+    const scale = Math.max(peak, 1);
+    const x = function (t) { return w - (now - t) / WINDOW * w; };
+    const y = function (r) { return h - 1 - r / scale * (h - 4); };
+    ctx.beginPath();
+    ctx.moveTo(x(points[0][0]), h);
+    for (const p of points) ctx.lineTo(x(p[0]), y(p[1]));
+    ctx.lineTo(x(points[points.length - 1][0]), h);
+    ctx.closePath();
+    ctx.fillStyle = "rgba(38, 110, 180, 0.18)";
+    ctx.fill();
+    ctx.beginPath();
+    points.forEach(function (p, i) { i ? ctx.lineTo(x(p[0]), y(p[1])) : ctx.moveTo(x(p[0]), y(p[1])); });
+    ctx.strokeStyle = "#266eb4";
+    ctx.lineWidth = 1.5;
+    ctx.stroke();
+    canvas.title = "peak " + rateText(peak) + " req/s in the last " + Math.round(WINDOW / 60) + " min";
+  }
+
+  watchStaleness();
+  connect();
+})();
