@@ -13,11 +13,14 @@ from urllib.parse import quote, urlsplit
 import pytest
 from aiohttp import web
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from channels.routing import ChannelNameRouter
+from channels.worker import Worker
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import connection
 
 from balancer import services
-from balancer.health.worker import HEALTH_CHANNEL
+from balancer.health.worker import HEALTH_CHANNEL, channel_routes
 from balancer.models import Backend
 from tests.support.processes import REPO, Process, python_args
 from tests.support.waiting import async_wait_for, free_port, port_open
@@ -105,3 +108,31 @@ async def test_healthworker_checks_takes_redis_reports_and_stops_on_sigterm(tmp_
     assert "director app: backend app1 is now online" in output
     assert "director app: backend app1 is now offline: read timeout" in output
     assert returncode == 0, output
+
+
+async def test_runworker_route_starts_its_own_monitor_on_the_first_message(tmp_path):
+    """What `manage.py runworker director-health` does with `channel_routes`, in-process."""
+    port = free_port()
+    runner = await start_backend(port)
+    director = await sync_to_async(services.create_director)("app", {}, actor="test")
+    backend = await sync_to_async(services.create_backend)(
+        director, {"name": "app1", "url": f"http://127.0.0.1:{port}", "health_check_interval": 60.0}, actor="test")
+    await sync_to_async(services.record_health)(backend.pk, "online")
+    layer = get_channel_layer()
+    worker = Worker(ChannelNameRouter(channel_routes), [HEALTH_CHANNEL], layer)
+    serving = asyncio.ensure_future(worker.arun())
+    try:
+        await layer.send(HEALTH_CHANNEL, {"type": "backend.failed", "backend": backend.pk, "error": "from runworker"})
+
+        async def offline():
+            row = await sync_to_async(Backend.objects.get)(pk=backend.pk)
+            return row.health_state == "offline" and row.last_error == "from runworker"
+
+        await async_wait_for(offline, 5, what="the routed consumer to take the passive failure")
+    finally:
+        serving.cancel()
+        instances = [d["future"] for d in worker.application_instances.values()]
+        for future in instances:
+            future.cancel()  # the consumer stops the monitor it started
+        await asyncio.gather(serving, *instances, return_exceptions=True)
+        await runner.cleanup()
