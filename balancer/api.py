@@ -6,7 +6,6 @@ Objects are looked up by name. Every write goes through `balancer.services` with
 from __future__ import annotations
 
 from django.db.models import Prefetch
-from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, status
@@ -34,12 +33,18 @@ def _directors():
 
 
 def _director(name: str, queryset=None) -> Director:
-    return get_object_or_404(queryset if queryset is not None else Director.objects.all(), name=name)
+    try:
+        return (queryset if queryset is not None else Director.objects).get(name=name)
+    except Director.DoesNotExist:
+        raise services.NotFound(f"director {name!r} not found") from None
 
 
 def _backend(director_name: str, backend_name: str) -> Backend:
-    return get_object_or_404(Backend.objects.select_related("director"),
-                             director__name=director_name, name=backend_name)
+    try:
+        return Backend.objects.select_related("director").get(director__name=director_name, name=backend_name)
+    except Backend.DoesNotExist:
+        _director(director_name)  # names the missing director when that is what is missing
+        raise services.NotFound(f"backend {backend_name!r} not found in director {director_name!r}") from None
 
 
 def _refuse_static(director: Director, data, allowed=frozenset()) -> None:

@@ -67,6 +67,8 @@ class TestBackendObjects(ApiTestBase):
                             ("POST", backend("pool", "nope") + "enable"), ("GET", backend("nope", "b1"))]:
             self.call(method, url, {} if method == "PATCH" else None, expect=404)
         self.call("POST", backends("nope"), {"name": "b2", "url": "http://127.0.0.1:1"}, expect=404)
+        assert self.call("GET", backend("nope", "b1"), expect=404).json() == {"detail": "director 'nope' not found"}
+        assert "backend 'zz' not found" in self.call("GET", backend("pool", "zz"), expect=404).json()["detail"]
 
 
 class TestBackendWrites(ApiTestBase):
@@ -80,6 +82,8 @@ class TestBackendWrites(ApiTestBase):
         ({"name": "b2", "url": "http://127.0.0.1:70000"}, {"url"}),
         ({"name": "b2", "url": "http://127.0.0.1:1", "capacity": -1}, {"capacity"}),
         ({"name": "b2", "url": "http://127.0.0.1:1", "capacity": 1.5}, {"capacity"}),
+        ({"name": "b2", "url": "http://127.0.0.1:1", "capacity": 2**63}, {"capacity"}),
+        ({"name": "b2", "url": "http+unix:///" + "s" * 5000}, {"url"}),
         ({"name": "b2", "url": "http://127.0.0.1:1", "role": "standby"}, {"role"}),
         ({"name": "b2", "url": "http://127.0.0.1:1", "health_check_interval": 0}, {"health_check_interval"}),
         ({"name": "b2", "url": "http://127.0.0.1:1", "weight": 3, "terminating": True}, {"weight", "terminating"}),

@@ -77,6 +77,9 @@ class TestDirectors(ApiTestBase):
         ({"name": "p", "health_check_expected_status": "2xx"}, {"health_check_expected_status"}),
         ({"name": "p", "health_check_request_path": "no-slash"}, {"health_check_request_path"}),
         ({"name": "p", "health_check_host_header": "a\x00b"}, {"health_check_host_header"}),
+        ({"name": "p", "health_check_host_header": "h" * 300}, {"health_check_host_header"}),
+        ({"name": "p", "queue_limit": 10**20}, {"queue_limit"}),
+        ({"name": "p" * 65}, {"name"}),
     ])
     def test_create_rejects_bad_values_naming_the_fields(self, data, fields):
         self.rejected("POST", LIST, data, fields=fields)
