@@ -36,7 +36,7 @@ def build_params(request: UpstreamRequest, *, server_software: str) -> list[tupl
     params: list[tuple[bytes, bytes]] = [
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
         (b"SERVER_SOFTWARE", server_software.encode()),
-        (b"SERVER_NAME", _server_name(request).encode("latin-1")),
+        (b"SERVER_NAME", _server_name(request).encode("utf-8", "replace")),
         (b"SERVER_PROTOCOL", f"HTTP/{request.http_version}".encode()),
         (b"REQUEST_METHOD", request.method.encode()),
         (b"REQUEST_URI", request.target),

@@ -79,9 +79,13 @@ class FastCGIConnection(asyncio.Protocol):
         return self.transport is None or self.transport.is_closing() or self._eof
 
     def close(self) -> None:
+        """Graceful close when idle; abort (dropping queued request bytes) mid-exchange."""
         self.reusable = False
         if self.transport is not None:
-            self.transport.abort()
+            if self.transport.get_write_buffer_size() or self._error is not None:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     # -- used by the exchange --------------------------------------------------------------
     @property

@@ -107,7 +107,7 @@ def start_fcgiwrap(workdir: Path) -> RealServer:
 # -- the fake server ------------------------------------------------------------------------
 
 OK_RESPONSE = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
-MODES = ("ok", "overloaded", "cant-mpx", "unknown-role", "unknown-type", "wrong-version", "truncated",
+MODES = ("ok", "overloaded", "cant-mpx", "unknown-role", "unknown-status", "unknown-type", "overlong", "wrong-version", "truncated",
          "no-blank-line", "bad-status", "huge-head", "close-before-end", "close-at-once", "other-request-id",
          "short-body", "stderr-flood", "abort", "stall",
          "early-answer")
@@ -126,7 +126,9 @@ _CANNED = {
     "overloaded": _complete(fr.OVERLOADED),
     "cant-mpx": _complete(fr.CANT_MPX_CONN),
     "unknown-role": _complete(fr.UNKNOWN_ROLE),
+    "unknown-status": _complete(7),
     "unknown-type": fr.encode_record(42, 1, b"?") + _complete(),
+    "overlong": fr.encode_record(fr.STDOUT, 1, OK_RESPONSE) + b"garbage!" + _complete(),
     "wrong-version": b"\x02" + fr.encode_record(fr.STDOUT, 1, OK_RESPONSE)[1:] + _complete(),
     "truncated": fr.encode_record(fr.STDOUT, 1, OK_RESPONSE)[:20],
     "no-blank-line": _stdout(b"Content-Type: text/plain\r\n") + _complete(),
