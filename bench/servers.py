@@ -23,6 +23,10 @@ HOST = "127.0.0.1"
 PHP_DIR = REPO / "bench" / "php"
 PHP_SCRIPT = "hello.php"
 DIRECTOR_NAME = "bench"
+PHP_CHILDREN = 4
+# nginx's cache of idle FastCGI connections. With fastcgi_keep_conn a php-fpm child stays bound
+# to one connection while nginx keeps it, so requests on other connections wait (README, row 6).
+NGINX_FASTCGI_KEEPALIVE = 8
 START_TIMEOUT = 20.0
 DIRECTOR_READY_TIMEOUT = 60.0
 
@@ -200,7 +204,7 @@ def nginx_proxy(workdir: Path, backend_port: int) -> Server:
 
 def nginx_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR) -> Server:
     """nginx fastcgi_pass with kept-alive FastCGI connections to php-fpm."""
-    upstream = f"    upstream php {{ server {HOST}:{fpm_port}; keepalive 8; }}"
+    upstream = f"    upstream php {{ server {HOST}:{fpm_port}; keepalive {NGINX_FASTCGI_KEEPALIVE}; }}"
     params = "\n".join(f"            fastcgi_param {k} {v};" for k, v in NGINX_FASTCGI_PARAMS.items())
     block = f"""        root {root};
         location / {{
@@ -243,7 +247,7 @@ backend nginx
 
 
 def php_fpm(workdir: Path) -> Server:
-    """One static php-fpm8.2 pool of 4 children on a loopback TCP port, in the foreground."""
+    """One static php-fpm8.2 pool of PHP_CHILDREN children on a loopback TCP port, in the foreground."""
     port = free_port(HOST)
     config = f"""[global]
 pid = {workdir}/php-fpm.pid
@@ -253,7 +257,7 @@ daemonize = no
 [bench]
 listen = {HOST}:{port}
 pm = static
-pm.max_children = 4
+pm.max_children = {PHP_CHILDREN}
 """
     path = workdir / "php-fpm.conf"
     path.write_text(config)
