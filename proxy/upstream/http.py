@@ -63,8 +63,17 @@ class HTTPConnection(asyncio.Protocol):
         self._closed = True
         if self._active:
             self._fail(ConnectionClosed("connection closed by the proxy"))
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        """Close now: unsent request bytes are dropped, not flushed to a backend that may
+        never read them (which would keep the transport open forever)."""
+        transport = self.transport
+        if transport is not None:
+            if transport.get_write_buffer_size():
+                transport.abort()
+            else:
+                transport.close()
 
     @property
     def received_any(self) -> bool:
@@ -147,8 +156,7 @@ class HTTPConnection(asyncio.Protocol):
         self._stop_timer()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
-        if self.transport is not None:
-            self.transport.close()
+        self._close_transport()
         waiter = self._head_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(self._error or error)

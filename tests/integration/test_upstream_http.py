@@ -259,6 +259,19 @@ async def test_close_delimited_body_is_complete_but_not_reused():
             assert up.stats()["idle"] == 0
 
 
+@pytest.mark.parametrize("raw", [
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi and bytes that belong to no response",
+], ids=["connection-close", "http10", "extra-bytes"])
+async def test_connections_the_backend_keeps_open_are_still_not_reused_when_they_must_not_be(raw):
+    with misbehaving_backend(raw, then="stall") as b:
+        async with upstream_for(b.address) as up:
+            response, body = await fetch(up)
+            assert body == b"hi"
+            assert up.stats() == {"idle": 0, "in_use": 0, "opened": 1}
+
+
 async def test_write_timeout_when_the_backend_stops_reading():
     with misbehaving_backend("deaf") as b:
         async with upstream_for(b.address) as up:
