@@ -114,6 +114,8 @@ class HealthMonitor:
         try:
             await self._flush()
             await self._db(_close_connection)
+        except Exception as exc:  # noqa: BLE001 - stopping must finish; only "last checked" is lost
+            log.warning("health monitor could not store check times at stop: %s", exc)
         finally:
             self._executor.shutdown(wait=False)
             self._executor = None
