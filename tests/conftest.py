@@ -23,3 +23,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     database.setdefault("TEST", {})["NAME"] = str(directory / "test.sqlite3")
     yield
     shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Tests create users; the production hasher is deliberately slow."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
