@@ -38,6 +38,8 @@ class HTTPConnection(asyncio.Protocol):
         self._parser = ResponseParser(self)
         self._closed = False
         self._active = False
+        self._reading_paused = False  # transport flow-control states outlive an exchange
+        self._writing_paused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -47,8 +49,6 @@ class HTTPConnection(asyncio.Protocol):
         self._complete = False
         self._error: UpstreamError | None = None
         self._body_waiter: asyncio.Future | None = None
-        self._reading_paused = False
-        self._writing_paused = False
         self._drain_waiter: asyncio.Future | None = None
         self._writer: asyncio.Task | None = None
         self._write_done = True
@@ -187,6 +187,7 @@ class HTTPConnection(asyncio.Protocol):
             and not self.transport.get_write_buffer_size()
         )
         if self._reading_paused and reusable:
+            self._reading_paused = False
             self.transport.resume_reading()
         self._reset()
         self.reusable = reusable

@@ -74,10 +74,6 @@ class ResponseParser:
     def done(self) -> bool:
         return self._state == _DONE
 
-    @property
-    def in_head(self) -> bool:
-        return self._state == _HEAD
-
     def feed(self, data: bytes) -> None:
         if not data:
             return

@@ -30,7 +30,7 @@ import os
 import socket
 import struct
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
 from proxy.addresses import BackendAddress, format_host
