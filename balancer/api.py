@@ -13,7 +13,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import services
+from . import services, validation
 from .api_errors import error_responses
 from .models import AuditRecord, Backend, Director
 from .serializers import (
@@ -32,8 +32,15 @@ def _directors():
     return Director.objects.prefetch_related(Prefetch("backends", queryset=Backend.objects.order_by("position", "id")))
 
 
+def _valid_name(name: str) -> bool:
+    """Names that cannot exist are not looked up (PostgreSQL refuses NUL bytes in queries)."""
+    return bool(validation.NAME_PATTERN.fullmatch(name))
+
+
 def _director(name: str, queryset=None) -> Director:
     try:
+        if not _valid_name(name):
+            raise Director.DoesNotExist
         return (queryset if queryset is not None else Director.objects).get(name=name)
     except Director.DoesNotExist:
         raise services.NotFound(f"director {name!r} not found") from None
@@ -41,6 +48,8 @@ def _director(name: str, queryset=None) -> Director:
 
 def _backend(director_name: str, backend_name: str) -> Backend:
     try:
+        if not (_valid_name(director_name) and _valid_name(backend_name)):
+            raise Backend.DoesNotExist
         return Backend.objects.select_related("director").get(director__name=director_name, name=backend_name)
     except Backend.DoesNotExist:
         _director(director_name)  # names the missing director when that is what is missing
@@ -175,7 +184,9 @@ class AuditList(generics.ListAPIView):
     def get_queryset(self):
         records = AuditRecord.objects.order_by("-at", "-id")
         name = self.request.query_params.get("director")
-        return records.filter(director_name=name) if name else records
+        if name is None:
+            return records
+        return records.filter(director_name=name) if _valid_name(name) else records.none()
 
     @extend_schema(
         parameters=[OpenApiParameter("director", OpenApiTypes.STR, description="only this director's records")],

@@ -29,6 +29,7 @@ class TestAuditLog(ApiTestBase):
         assert [(r["action"], r["backend_name"]) for r in body["results"]] == [
             ("backend.create", "b1"), ("director.create", "")]
         assert self.call("GET", AUDIT + "?director=nope", expect=200).json()["count"] == 0
+        assert self.call("GET", AUDIT + "?director=a%00b", expect=200).json()["count"] == 0
 
     def test_paginated_by_limit_and_offset(self):
         director = make_director("pool", backends={"b1": "http://127.0.0.1:1"})

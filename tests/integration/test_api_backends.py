@@ -68,6 +68,8 @@ class TestBackendObjects(ApiTestBase):
             self.call(method, url, {} if method == "PATCH" else None, expect=404)
         self.call("POST", backends("nope"), {"name": "b2", "url": "http://127.0.0.1:1"}, expect=404)
         assert self.call("GET", backend("nope", "b1"), expect=404).json() == {"detail": "director 'nope' not found"}
+        self.call("GET", backend("pool", "b%001"), expect=404)
+        self.call("GET", backend("po%00ol", "b1"), expect=404)
         assert "backend 'zz' not found" in self.call("GET", backend("pool", "zz"), expect=404).json()["detail"]
 
 
