@@ -28,7 +28,6 @@ ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is ab
 
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
 
-
 REASONS = {  # RFC 9110 reason phrases where Twisted has older ones
     **http.RESPONSES, 408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
 }
@@ -58,8 +57,9 @@ class DirectorChannel(http.HTTPChannel):
     (reading its body) or BUSY (the application has it). `deadline` (monotonic seconds or
     None) is checked by `DirectorServer`'s sweep: past it, IDLE closes silently, HEAD or
     BODY answer 408, and BUSY (set only while a response waits on a full send buffer,
-    for `send_timeout`) aborts the connection, which cancels the traffic app. Twisted's own idle timer is off: it restarts on every byte, which is
-    exactly what a slowloris client exploits.
+    for `send_timeout`) aborts the connection, which cancels the traffic app. An idle
+    keep-alive connection thus lives `header_timeout`. Twisted's own idle timer is off:
+    it restarts on every byte, which is exactly what a slowloris client exploits.
     """
 
     MAX_LENGTH = HEAD_LIMIT  # one line longer than this -> lineLengthExceeded -> 431
@@ -76,6 +76,7 @@ class DirectorChannel(http.HTTPChannel):
     scope_server = None
     _head_size = 0
     _write_waiter: asyncio.Future | None = None
+    _pending_at_check: int | None = None
 
     def connectionMade(self):
         super().connectionMade()
@@ -158,6 +159,7 @@ class DirectorChannel(http.HTTPChannel):
     def requestDone(self, request):
         """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""
         self.phase = IDLE
+        self._pending_at_check = None
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().requestDone(request)
 
@@ -194,14 +196,35 @@ class DirectorChannel(http.HTTPChannel):
         self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
 
     def timed_out(self):
-        """Called by the server's sweep once `deadline` has passed."""
-        if self.phase is IDLE:
+        """Called by the server's sweep once `deadline` has passed.
+
+        A connection still sending a response (IDLE with the last response's tail
+        buffered, or BUSY waiting in drain()) earns another send_timeout as long as the
+        client took some bytes since the last check: only a client that reads nothing
+        for send_timeout is cut off, as with nginx's send_timeout.
+        """
+        phase = self.phase
+        if phase is IDLE or phase is BUSY:
+            pending = self._pending_output()
+            if pending and pending != self._pending_at_check:
+                self._pending_at_check = pending
+                self.deadline = time.monotonic() + self.factory.send_timeout
+                return
+        if phase is IDLE:
             self.close()  # an idle keep-alive connection closes silently
-        elif self.phase is BUSY:  # a response blocked on a client that stopped reading
+        elif phase is BUSY:
             logger.warning("aborting a client that read nothing for %ss", self.factory.send_timeout)
             self.transport.abortConnection()
         else:
             self.reject(408)
+
+    def _pending_output(self) -> int:
+        """Bytes written but not yet taken by the kernel (Twisted FileDescriptor internals)."""
+        transport = self.transport
+        try:
+            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        except AttributeError:
+            return 0
 
     # -- back-pressure -----------------------------------------------------------------
 
@@ -215,6 +238,7 @@ class DirectorChannel(http.HTTPChannel):
             self._write_waiter = None
             if self.phase is BUSY:
                 self.deadline = None
+                self._pending_at_check = None
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -229,6 +253,7 @@ class DirectorChannel(http.HTTPChannel):
             if self._write_waiter is None:
                 self._write_waiter = asyncio.get_running_loop().create_future()
                 self.deadline = time.monotonic() + self.factory.send_timeout
+                self._pending_at_check = self._pending_output()
             await self._write_waiter
 
 
