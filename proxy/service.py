@@ -94,7 +94,11 @@ class ProxyService:
         loop = asyncio.get_running_loop()
         await self.watcher.start()
         if self.monitor is not None:
+            from balancer.health.worker import serve
+
             await self.monitor.start()
+            # Config pushes and passive facts from other processes reach the monitor at once.
+            self._tasks.append(loop.create_task(serve(self.monitor)))
         self._tasks.append(loop.create_task(self.link.flush_activity()))
 
     async def stop_background(self) -> None:

@@ -100,7 +100,8 @@ class ConfigWatcher:
                     kind = message.get("type")
                     if kind == "config.changed":
                         self._wake.set()
-                    elif kind == "health.changed":
+                    elif kind == "health.changed" and not message.get("sticky_disabled"):
+                        # A sticky comeback arrives disabled with the next reload instead.
                         self.plane.apply_health(message["backend"], message["state"])
             except asyncio.CancelledError:
                 raise
