@@ -97,7 +97,9 @@ def test_requests_by_class_per_backend_and_director(director):
 
 def test_health_state_and_enabled(director):
     dead = ("director_backend_up", (("backend", "dead"), ("director", "app"), ("state", "offline")))
-    samples = scrape_until(director, lambda s: dead in s, "backend dead offline")
+    checked = ("director_backend_last_check_timestamp_seconds", (("backend", "m1"), ("director", "app")))
+    # stored facts (last check) are read at most once a second: they may lag the live state
+    samples = scrape_until(director, lambda s: dead in s and checked in s, "dead offline, m1 checked")
     assert value(samples, "director_backend_up", director="app", backend="m1", state="online") == 1
     assert value(samples, "director_backend_up", director="app", backend="dead", state="offline") == 0
     off = [labels for name, labels in samples if name == "director_backend_up" and ("backend", "off") in labels]
