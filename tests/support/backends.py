@@ -12,8 +12,8 @@ Routes of `http_backend` (every answer carries `x-backend: <name>` and
   /echo                  200, body = request body; x-body-length, x-body-sha256
   /headers               200, JSON object of the request headers (lists of values)
   /status/NNN            that status (no body for 1xx/204/304); ?early=100 sends a 100 first
-  /bytes?size=N&framing=length|chunked|close&chunk=K
-                         N pattern bytes (PATTERN repeated) in writes of K bytes
+  /bytes?size=N&framing=length|chunked|close&chunk=K&interval=S
+                         N pattern bytes (PATTERN repeated) in writes of K bytes, S s apart
   /slow?delay=S          answers after S seconds
   /reject                413 + Connection: close at once, without reading the request body
   /close                 200 with Connection: close, then closes
@@ -268,7 +268,8 @@ class Backend(_ServerThread):
             await self._send(writer, number, status, body, [], head_only)
         elif url.path == "/bytes":
             await self._send_bytes(writer, number, int(query.get("size", "0")), query.get("framing", "length"),
-                                   int(query.get("chunk", str(READ_CHUNK))), head_only)
+                                   int(query.get("chunk", str(READ_CHUNK))), float(query.get("interval", "0")),
+                                   head_only)
             return query.get("framing") != "close"
         elif url.path == "/slow":
             await asyncio.sleep(float(query.get("delay", "1")))
@@ -287,13 +288,15 @@ class Backend(_ServerThread):
         writer.write(_head(status, fields) + (b"" if head_only else body))
         await writer.drain()
 
-    async def _send_bytes(self, writer, number, size, framing, chunk, head_only):
+    async def _send_bytes(self, writer, number, size, framing, chunk, interval, head_only):
         fields = [("x-backend", self.name), ("x-connection", str(number))]
         fields.append({"length": ("content-length", str(size)), "chunked": ("transfer-encoding", "chunked"),
                        "close": ("connection", "close")}[framing])
         writer.write(_head(200, fields))
         sent = 0
         while sent < size and not head_only:
+            if sent and interval:
+                await asyncio.sleep(interval)
             data = pattern_bytes(min(chunk, size - sent), sent)
             writer.write(b"%x\r\n%s\r\n" % (len(data), data) if framing == "chunked" else data)
             await writer.drain()
