@@ -10,10 +10,9 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from . import livestats, validation
-from .choices import HealthState, Protocol
+from .choices import HealthCheckMode, HealthState, Protocol
 from .models import AuditRecord, Backend, Director
-
-IMMUTABLE_MESSAGE = "cannot be changed after creation"
+from .services import IMMUTABLE_MESSAGE
 
 
 class RuleField(serializers.Field):
@@ -129,7 +128,7 @@ class DirectorStatsSerializer(serializers.Serializer):
 
 class HealthSerializer(serializers.Serializer):
     state = serializers.ChoiceField(HealthState.choices)
-    mode = serializers.CharField()
+    mode = serializers.ChoiceField(HealthCheckMode.choices)
     interval = serializers.FloatField()
     last_checked = serializers.DateTimeField(allow_null=True)
     last_error = serializers.CharField()

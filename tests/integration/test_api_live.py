@@ -59,6 +59,10 @@ def test_api_changes_reach_the_proxy_and_survive_a_restart(live):
                               {"name": "b1", "url": backend.url, "health_check_interval": 0.2})
         assert status == 201 and body["port"] == backend.port
         wait_for(lambda: proxied_by(live, "b1"), 10, what="the new backend to take traffic")
+        status, _, body = api(live, "GET", "/api/v1/directors/pool/", key)
+        assert status == 200 and body["stats"]["load"]["total"] >= 1  # live figures from the data plane
+        assert body["backends"][0]["stats"]["load"]["total"] >= 1
+        assert body["backends"][0]["health"]["state"] == "online"
 
         status, _, body = api(live, "POST", BACKENDS + "b1/disable", key)
         assert status == 200 and body["enabled"] is False
