@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import tempfile
+from io import BytesIO
 from urllib.parse import unquote
 
 from daphne.http_protocol import WebRequest
 from twisted.web import http
+from twisted.web.http_headers import Headers
 
 from proxy.server_channel import REASONS, error_body
 
 logger = logging.getLogger("director.server")
 
 BODY_CHUNK = 64 * 1024  # size of the http.request messages receive() yields
+SPOOL_LIMIT = 100_000  # request bodies up to this size stay in memory (Twisted's threshold)
+INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 5.5: no controls but HTAB
 REJECTED_METHODS = frozenset({b"CONNECT", b"TRACE"})
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -49,6 +55,16 @@ class RequestMixin:
         self.path, _, self.query_string = path.partition(b"?")
         self.content.seek(0)
         self.process()
+
+    def gotLength(self, length):
+        """Spool the body like Twisted (memory under SPOOL_LIMIT, else a temp file), but
+        a chunked body, of unknown length, starts in memory too instead of on disk."""
+        if length is not None and length >= SPOOL_LIMIT:
+            self.content = tempfile.TemporaryFile()
+        elif length is None:
+            self.content = tempfile.SpooledTemporaryFile(SPOOL_LIMIT)
+        else:
+            self.content = BytesIO()
 
     def handleContentChunk(self, data):
         """Count body bytes as they arrive: a chunked body over the limit answers 413."""
@@ -79,18 +95,20 @@ class RequestMixin:
         return True
 
     def respond_error(self, status: int, *, close: bool = False):
-        """A small plain-text response from the server itself, before any app response."""
+        """A small plain-text response from the server itself, replacing whatever response
+        the application started but had not written yet."""
         body = error_body(status)
         self._response_started = True
-        headers = self.responseHeaders
+        self.responseHeaders = headers = Headers()
         self.setResponseCode(status, REASONS[status])
         headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
         headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
         if status == 405:
             headers.setRawHeaders(b"Allow", [ALLOWED_METHODS])
         if close:
-            headers.setRawHeaders(b"Connection", [b"close"])
             self.channel.persistent = False
+        if not self.channel.persistent:
+            headers.setRawHeaders(b"Connection", [b"close"])
         self.write(body)
         self.finish()
 
@@ -151,7 +169,7 @@ class RequestMixin:
                 logger.error("Exception inside application: %s", failure, exc_info=failure)
         if self.finished or self._disconnected or self._aborted:
             return
-        if not self._response_started:
+        if not self.startedWriting:  # nothing on the wire yet: a clean 500 is still possible
             self.respond_error(500)
         else:
             self.abort("the application failed" if failure else "the application ended the response early")
@@ -176,6 +194,16 @@ class TrafficRequest(RequestMixin, http.Request):
     def process(self):
         if self.refuse():
             return
+        headers = []
+        for name, values in self.requestHeaders.getAllRawHeaders():
+            if b"_" in name:  # CVE-2015-0219: X_Foo must not pass as X-Foo
+                continue
+            name = name.lower()
+            for value in values:
+                if INVALID_VALUE.search(value):
+                    self.respond_error(400, close=True)
+                    return
+                headers.append((name, value))
         channel = self.channel
         factory = channel.factory
         scope = {
@@ -188,12 +216,7 @@ class TrafficRequest(RequestMixin, http.Request):
             "root_path": "",
             "scheme": "http",
             "query_string": self.query_string,
-            "headers": [
-                (name.lower(), value)
-                for name, values in self.requestHeaders.getAllRawHeaders()
-                if b"_" not in name  # CVE-2015-0219: X_Foo must not pass as X-Foo
-                for value in values
-            ],
+            "headers": headers,
             "client": channel.scope_client,
             "server": channel.scope_server,
             "extensions": {"director": {"body_file": self.content, "body_length": self._body_length}},
@@ -211,8 +234,7 @@ class TrafficRequest(RequestMixin, http.Request):
         pos = self._recv_pos
         if pos is not None and not (self.finished or self._disconnected):
             content = self.content
-            if pos:
-                content.seek(pos)
+            content.seek(pos)  # the app may have read body_file in between
             chunk = content.read(BODY_CHUNK)
             pos += len(chunk)
             more = pos < self._body_length
@@ -290,7 +312,7 @@ class ManagementRequest(RequestMixin, WebRequest):
 
     def basic_error(self, status, status_text, body):
         """daphne's own error page, replaced by a small plain-text response."""
-        if self._response_started:
+        if self.startedWriting:
             self.abort(body)
         else:
             self.respond_error(status, close=status == 400)

@@ -66,7 +66,7 @@ def test_body_longer_than_content_length_is_cut_and_closed(server):
 
 
 @pytest.mark.parametrize("plane", ["traffic", "management"])
-@pytest.mark.parametrize("path", ["/raise-before", "/return-without-response"])
+@pytest.mark.parametrize("path", ["/raise-before", "/return-without-response", "/start-then-raise"])
 def test_failure_before_response_start_answers_500_and_keeps_the_connection(server, plane, path):
     connect = server.connect if plane == "traffic" else server.connect_management
     with connect() as conn:
@@ -75,6 +75,7 @@ def test_failure_before_response_start_answers_500_and_keeps_the_connection(serv
         assert failed.status == 500
         assert failed.header("content-type").startswith("text/plain")
         assert failed.body == b"500 Internal Server Error\n"
+        assert failed.header("set-cookie") is None, "headers of the failed response leaked"
         assert conn.read_response().status == 200
 
 

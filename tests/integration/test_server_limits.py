@@ -26,6 +26,7 @@ MISSING_VERSION = b"GET /hello\r\nHost: test\r\n\r\n"
 BAD_VERSION = b"GET /hello HTTP/2.0\r\nHost: test\r\n\r\n"
 HEADER_WITHOUT_COLON = b"GET /hello HTTP/1.1\r\nHost: test\r\nbroken header\r\n\r\n"
 SPACE_IN_HEADER_NAME = b"GET /hello HTTP/1.1\r\nHost: test\r\nBad Name: x\r\n\r\n"
+CONTROL_IN_HEADER_VALUE = b"GET /hello HTTP/1.1\r\nHost: test\r\nX-Ctl: a\x0bb\r\n\r\n"
 LENGTH_AND_CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 BAD_CHUNK_SIZE = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
@@ -77,8 +78,10 @@ def test_http10_without_host_is_served(server):
 
 
 @pytest.mark.parametrize("data", [
-    MISSING_VERSION, BAD_VERSION, HEADER_WITHOUT_COLON, SPACE_IN_HEADER_NAME, LENGTH_AND_CHUNKED, BAD_CHUNK_SIZE,
-], ids=["missing-version", "bad-version", "no-colon", "space-in-name", "length-and-chunked", "bad-chunk-size"])
+    MISSING_VERSION, BAD_VERSION, HEADER_WITHOUT_COLON, SPACE_IN_HEADER_NAME, CONTROL_IN_HEADER_VALUE,
+    LENGTH_AND_CHUNKED, BAD_CHUNK_SIZE,
+], ids=["missing-version", "bad-version", "no-colon", "space-in-name", "control-in-value", "length-and-chunked",
+        "bad-chunk-size"])
 def test_malformed_requests_answer_400_and_close(server, data):
     assert_refused(*exchange(server, data), 400)
 

@@ -56,6 +56,11 @@ async def return_without_response(scope, receive, send):
     return
 
 
+async def start_then_raise(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"set-cookie", b"leak=1")]})
+    raise RuntimeError("failing before any body")
+
+
 async def chunked_then_raise(scope, receive, send):
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"partial", "more_body": True})
@@ -150,7 +155,7 @@ async def stats(scope, receive, send):
 
 TRAFFIC_ROUTES = {
     "/hello": hello, "/raise-before": raise_before, "/return-without-response": return_without_response,
-    "/chunked-then-raise": chunked_then_raise, "/length-then-raise": length_then_raise,
+    "/start-then-raise": start_then_raise, "/chunked-then-raise": chunked_then_raise, "/length-then-raise": length_then_raise,
     "/short": short_body, "/long": long_body, "/stream": stream, "/echo": echo, "/scope": show_scope,
     "/hang": hang, "/stats": stats,
 }
