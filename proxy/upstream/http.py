@@ -40,11 +40,12 @@ class HTTPConnection(asyncio.Protocol):
         self._active = False
         self._reading_paused = False  # transport flow-control states outlive an exchange
         self._writing_paused = False
+        self._body: deque[bytes] = deque()  # unread response body chunks
         self._reset()
 
     def _reset(self) -> None:
         self._head_waiter: asyncio.Future | None = None
-        self._body: deque[bytes] = deque()
+        self._body.clear()
         self._buffered = 0
         self._complete = False
         self._error: UpstreamError | None = None

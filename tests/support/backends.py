@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from proxy.addresses import BackendAddress, format_host
+from proxy.addresses import BackendAddress
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB of every byte value
 READ_CHUNK = 64 * 1024
@@ -152,11 +152,6 @@ class _ServerThread:
     @property
     def url(self) -> str:
         return self.address.url
-
-    @property
-    def authority(self) -> str:
-        """Value for a Host header."""
-        return "localhost" if self.path is not None else f"{format_host(self.host)}:{self.port}"
 
 
 def _must_reset(writer) -> bool:
@@ -373,18 +368,12 @@ class Misbehaving(_ServerThread):
                 pass
 
 
-def _bind_args(host, path, port):
-    if path is not None:
-        return None, 0, path
-    return host, port, None
-
-
 @contextlib.contextmanager
 def http_backend(name: str = "b1", *, host: str = "127.0.0.1", port: int = 0, path: str | None = None,
                  requests_per_connection: int | None = None, drop: str = "close"):
     """A well-behaved backend; with `requests_per_connection`, the request after that many
     on one connection is read and dropped (closed, or reset with drop="reset")."""
-    backend = Backend(name, *_bind_args(host, path, port), requests_per_connection, drop).start()
+    backend = Backend(name, host, port, path, requests_per_connection, drop).start()
     try:
         yield backend
     finally:
@@ -396,7 +385,7 @@ def misbehaving_backend(mode: str | bytes, *, then: str | None = None, host: str
                         port: int = 0, path: str | None = None):
     """A backend that misbehaves after each request head: `mode` is a MISBEHAVIOURS key,
     "deaf" (never reads anything), or raw bytes to send; `then` overrides the ending."""
-    backend = Misbehaving(mode, then, *_bind_args(host, path, port)).start()
+    backend = Misbehaving(mode, then, host, port, path).start()
     try:
         yield backend
     finally:
