@@ -75,10 +75,7 @@ def _director_response(name: str, code=status.HTTP_200_OK) -> Response:
 
 
 def _backend_response(backend: Backend, code=status.HTTP_200_OK) -> Response:
-    try:
-        backend.refresh_from_db()
-    except Backend.DoesNotExist:
-        pass  # removed already (drained at once): answer with the last known state
+    """The backend as the services left it (they return the saved, locked row)."""
     return Response(BackendSerializer(backend).data, status=code)
 
 
