@@ -111,7 +111,7 @@ class DirectorServer(Server):
         reactor.callLater(self._sweep_interval, self._sweep)
         reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)
         reactor.addSystemEventTrigger("before", "shutdown", self._stop_listening)
-        reactor.callWhenRunning(self._ready)
+        self.loop.call_soon(self._ready)  # first thing run_forever runs: the loop is running
         reactor.run(installSignalHandlers=self.signal_handlers)
         if self._start_error is not None:
             raise self._start_error

@@ -158,3 +158,16 @@ def test_unix_socket_peer_has_no_address(tmp_path):
             conn.send(request("GET", "/scope", {"Host": "test"}))
             scope = json.loads(conn.read_response().body)
     assert scope["client"] is None and scope["server"] is None
+
+
+def test_pipelined_requests_are_answered_in_order(server):
+    body = b"p" * 70_000
+    batch = (GET_HELLO + request("POST", "/echo", {"Host": "test", "Content-Length": len(body)}, body)
+             + request("GET", "/scope?n=3", {"Host": "test"})) * 5
+    with server.connect() as conn:
+        conn.send(batch)
+        for _ in range(5):
+            assert conn.read_response().body == b"hello"
+            assert json.loads(conn.read_response().body)["length"] == len(body)
+            assert json.loads(conn.read_response().body)["query_string"] == "n=3"
+        assert conn.at_eof(timeout=0.3) is False  # still open for more

@@ -208,6 +208,7 @@ def main(argv=None):
         traffic.append(ListenAddress(path=args.unix))
 
     def ready(server):
+        asyncio.get_running_loop()  # the callback runs on the running loop (raises otherwise)
         bound = {"traffic": server.bound("traffic"), "management": server.bound("management")}
         print("READY " + json.dumps(bound), flush=True)
 
