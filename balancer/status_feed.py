@@ -60,6 +60,7 @@ class RateTracker:
         previous = self._last.get(key)
         self._last[key] = (now, total)
         if previous is None or not 0 < now - previous[0] <= GAP * self.interval:
+            self.rates.pop(key, None)  # no made-up average over a gap
             return
         rate = max(0.0, (total - previous[1]) / (now - previous[0]))
         self.rates[key] = rate
