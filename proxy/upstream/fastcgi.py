@@ -7,6 +7,9 @@ response; its body is streamed to `read()` with back-pressure (see fastcgi_conne
 Content-Length from the application is kept and enforced: a shorter body raises
 ConnectionClosed from `read()`, a longer one is cut at the declared length. Responses that
 carry no body (HEAD, 1xx, 204, 304) keep the header and deliver no body bytes.
+
+php-fpm dedicates a worker to every open connection, so pooled connections are closed after
+IDLE_TIMEOUT seconds idle, and a `fresh` request (health check) first closes an idle one.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ logger = logging.getLogger("director.fastcgi")
 REQUEST_ID = 1
 SERVER_SOFTWARE = "Director"
 STDERR_LOG_LIMIT = 8 * 1024
+IDLE_TIMEOUT = 2.0  # seconds a pooled connection (= a php-fpm worker) may stay idle
 INLINE_BODY_LIMIT = 64 * 1024  # bodies up to this size go out with the params in one write
 _REJECTIONS = {fr.CANT_MPX_CONN: "cannot multiplex connections (FCGI_CANT_MPX_CONN)",
                fr.UNKNOWN_ROLE: "does not know the RESPONDER role (FCGI_UNKNOWN_ROLE)",
@@ -38,10 +42,11 @@ class FastCGIUpstream(Upstream):
     """Client of one FastCGI backend (`fastcgi://H:P`, `fastcgi://[V6]:P`, `fastcgi+unix://`)."""
 
     def __init__(self, address: BackendAddress, *, log_context: str = "", server_software: str = SERVER_SOFTWARE,
-                 max_idle: int = 64, idle_timeout: float = 30.0):
+                 max_idle: int = 64, idle_timeout: float = IDLE_TIMEOUT):
         super().__init__(address)
         self.log_context = log_context  # e.g. "director app backend php1", set by the dispatcher
         self.server_software = server_software
+        self.idle_timeout = idle_timeout
         self._pool = ConnectionPool(self._connect, max_idle=max_idle, idle_timeout=idle_timeout)
 
     @property
@@ -57,10 +62,7 @@ class FastCGIUpstream(Upstream):
         params = build_params(request, server_software=self.server_software)  # BadRequestPath: before any I/O
         preamble = fr.encode_begin_request(REQUEST_ID, fr.RESPONDER, fr.KEEP_CONN) + fr.encode_params(REQUEST_ID, params)
         no_body = request.method == "HEAD"
-        conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
-        if reused and conn.has_unread_bytes:
-            self._pool.discard(conn)
-            conn, reused = await self._pool.acquire(timeouts.connect, reuse=False)
+        conn, reused = await self._acquire(timeouts.connect, fresh)
         response = FastCGIResponse(self, conn, timeouts, no_body)
         try:
             await response.start(preamble, request.body)
@@ -72,6 +74,18 @@ class FastCGIUpstream(Upstream):
             response = FastCGIResponse(self, conn, timeouts, no_body)
             await response.start(preamble, request.body)
         return response
+
+    async def _acquire(self, connect_timeout: float, fresh: bool) -> tuple[FastCGIConnection, bool]:
+        conn, reused = await self._pool.acquire(connect_timeout)
+        if reused and (fresh or conn.has_unread_bytes):
+            # `fresh` (health checks) closes an idle connection first: with php-fpm it may
+            # hold the very worker that the new connection would otherwise wait for.
+            self._pool.discard(conn)
+            conn, reused = await self._pool.acquire(connect_timeout, fresh=fresh, reuse=False)
+        elif fresh:
+            conn.reusable = False  # a new connection, closed after this request
+        conn.busy()
+        return conn, reused
 
     async def close(self) -> None:
         await self._pool.close()
@@ -229,6 +243,8 @@ class FastCGIResponse(UpstreamResponse):
         self._released = True
         self._summarise_stderr()
         if self._done and (self._writer is None or self._writer.done()):
+            if self._conn.reusable:
+                self._conn.idle(self._upstream.idle_timeout)
             self._upstream._pool.release(self._conn)
             return
         if self._writer is not None:

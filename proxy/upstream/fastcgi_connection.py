@@ -32,6 +32,7 @@ class FastCGIConnection(asyncio.Protocol):
         self._read_waiter: asyncio.Future | None = None
         self._write_waiter: asyncio.Future | None = None
         self._writing_paused = False
+        self._idle_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport):
@@ -60,6 +61,7 @@ class FastCGIConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc):
+        self.busy()
         self._eof = True
         self.reusable = False
         if exc is not None and self._error is None:
@@ -86,6 +88,17 @@ class FastCGIConnection(asyncio.Protocol):
                 self.transport.abort()
             else:
                 self.transport.close()
+
+    def idle(self, timeout: float) -> None:
+        """Back in the pool: close after `timeout` s unless reused. php-fpm gives every open
+        connection a worker of its own, so an idle one must not hold a worker for long."""
+        self.busy()
+        self._idle_timer = asyncio.get_running_loop().call_later(timeout, self.close)
+
+    def busy(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     # -- used by the exchange --------------------------------------------------------------
     @property

@@ -152,6 +152,42 @@ async def test_health_check_request(php):
     assert php.stats()["idle"] == 0  # fresh connections are not pooled
 
 
+@pytest.fixture
+def own_php_fpm(tmp_path):
+    """A php-fpm no other test has left workers busy in."""
+    server = start_php_fpm(tmp_path, free_port())
+    yield server
+    server.stop()
+
+
+async def pin_both_workers(php_fpm, idle_timeout: float) -> FastCGIUpstream:
+    """A client whose two idle KEEP_CONN connections hold both workers of the TCP pool."""
+    upstream = FastCGIUpstream(BackendAddress("fastcgi", host="127.0.0.1", port=php_fpm.port), idle_timeout=idle_timeout)
+    await asyncio.gather(*(fetch(upstream, php_request(b"/slow.php?ms=100")) for _ in range(2)))
+    assert upstream.stats()["idle"] == 2
+    return upstream
+
+
+async def test_idle_connections_do_not_starve_other_clients(own_php_fpm):
+    """Each open connection holds a php-fpm worker: idle ones of one client (one proxy
+    process) are closed soon enough for another client to get a worker."""
+    first = await pin_both_workers(own_php_fpm, idle_timeout=0.3)
+    second = FastCGIUpstream(first.address)
+    _, body = await fetch(second, php_request(b"/hello.php"), Timeouts(read=5))
+    assert body == b"Hello, world!\n"
+    await async_wait_for(lambda: first.stats()["idle"] == 0, what="the other idle connection to expire")
+    await first.close()
+    await second.close()
+
+
+async def test_health_check_gets_a_worker_held_by_an_idle_connection(own_php_fpm):
+    upstream = await pin_both_workers(own_php_fpm, idle_timeout=60)
+    response = await upstream.send(php_request(b"/hello.php"), Timeouts(read=5), fresh=True)
+    await response.drain()
+    assert response.status == 200 and upstream.stats() == {"idle": 1, "in_use": 0, "opened": 3}
+    await upstream.close()
+
+
 async def test_100_mib_upload_streams_with_bounded_memory(php_fpm):
     upstream = FastCGIUpstream(BackendAddress("fastcgi", path=php_fpm.socket_path))
     digest = hashlib.sha256()

@@ -117,6 +117,25 @@ async def test_stale_pooled_connection_is_replaced_transparently(fake):
     assert server.opened == 2 and upstream.stats() == {"idle": 1, "in_use": 0, "opened": 2}
 
 
+async def test_idle_connection_is_closed_after_idle_timeout():
+    server = await FakeFastCGIServer("ok").start()
+    upstream = FastCGIUpstream(BackendAddress("fastcgi", host="127.0.0.1", port=server.port), idle_timeout=0.2)
+    await (await upstream.send(get(), TIMEOUTS)).drain()
+    assert upstream.stats()["idle"] == 1
+    await assert_discarded(server, upstream)
+    await upstream.close()
+    await server.stop()
+
+
+@pytest.mark.parametrize("fake", ["ok"], indirect=True)
+async def test_fresh_request_closes_an_idle_connection_first(fake):
+    server, upstream = fake
+    await (await upstream.send(get(), TIMEOUTS)).drain()
+    await (await upstream.send(get(), TIMEOUTS, fresh=True)).drain()
+    assert server.opened == 2
+    await assert_discarded(server, upstream)
+
+
 @pytest.mark.parametrize("fake", ["ok"], indirect=True)
 async def test_empty_stdin_record_is_always_sent(fake):
     server, upstream = fake
