@@ -1,11 +1,14 @@
 """Who may use the management API (SPEC §9).
 
-Two roles, held as Django groups created on demand:
+Two roles:
 
-- operators (group ``director-operators``, or any superuser): read and write;
-- viewers (group ``director-viewers``): read only.
+- operators: superusers, members of group ``director-operators``, and users whose admin
+  permissions let them change directors and backends: read and write;
+- viewers: members of group ``director-viewers`` and users with the admin permission to
+  view directors: read only.
 
-A staff flag alone grants nothing. Browser sessions additionally need ``is_staff`` (SPEC:
+The groups are created on demand (`grant_role`, `createapitoken`). A staff flag alone grants
+nothing: API rights follow the same model permissions as the admin. Browser sessions additionally need ``is_staff`` (SPEC:
 "a staff admin session"); API tokens do not. Anonymous requests get 401, authenticated
 users without the needed role 403.
 """
@@ -28,18 +31,26 @@ def _group_names(user) -> set[str]:
     return cached
 
 
+OPERATOR_PERMISSIONS = ("balancer.change_director", "balancer.change_backend")
+VIEWER_PERMISSION = "balancer.view_director"
+
+
+def _active(user) -> bool:
+    return bool(user and user.is_authenticated and user.is_active)
+
+
 def is_operator(user) -> bool:
     """May read and change directors and backends."""
-    if not (user and user.is_authenticated and user.is_active):
+    if not _active(user):
         return False
-    return user.is_superuser or OPERATORS_GROUP in _group_names(user)
+    return user.is_superuser or OPERATORS_GROUP in _group_names(user) or user.has_perms(OPERATOR_PERMISSIONS)
 
 
 def is_viewer(user) -> bool:
     """May read directors, backends and the audit log."""
-    return is_operator(user) or (
-        bool(user and user.is_authenticated and user.is_active) and VIEWERS_GROUP in _group_names(user)
-    )
+    if not _active(user):
+        return False
+    return VIEWERS_GROUP in _group_names(user) or is_operator(user) or user.has_perm(VIEWER_PERMISSION)
 
 
 def grant_role(user, role: str) -> None:

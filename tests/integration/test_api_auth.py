@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from balancer.permissions import grant_role
@@ -27,11 +28,13 @@ def pool(db):
     return make_director("pool", backends={"b1": "http://127.0.0.1:3001"})
 
 
-def session_client(*, staff: bool, role: str | None = None, superuser: bool = False) -> Client:
+def session_client(*, staff: bool, role: str | None = None, superuser: bool = False, perms=()) -> Client:
     """A browser-like client logged in to the admin, enforcing CSRF, holding a CSRF cookie."""
     user = get_user_model().objects.create_user("browser", password="pw", is_staff=staff, is_superuser=superuser)
     if role:
         grant_role(user, role)
+    for perm in perms:
+        user.user_permissions.add(Permission.objects.get(content_type__app_label="balancer", codename=perm))
     client = Client(enforce_csrf_checks=True)
     client.force_login(user)
     client.get("/admin/", follow=True)  # an admin page sets the csrftoken cookie, as in a browser
@@ -95,6 +98,15 @@ class TestSessions(ApiTestBase):
 
     def test_staff_without_a_role_is_403(self):
         self.call("GET", READS[0], expect=403, client=session_client(staff=True))
+
+    def test_admin_permissions_grant_the_matching_api_rights(self):
+        viewer = session_client(staff=True, perms=["view_director"])
+        self.call("GET", READS[0], expect=200, client=viewer)
+        self.call("PATCH", "/api/v1/directors/pool/", {"queue_limit": 2}, expect=403, client=viewer)
+        get_user_model().objects.filter(username="browser").delete()
+        editor = session_client(staff=True, perms=["change_director", "change_backend"])
+        response = editor.patch("/api/v1/directors/pool/", {"queue_limit": 2}, **csrf_headers(editor))
+        assert response.status_code == 200
 
     def test_staff_viewer_session_reads_only(self):
         client = session_client(staff=True, role="viewer")
