@@ -14,7 +14,6 @@ IDLE_TIMEOUT seconds idle, and a `fresh` request (health check) first closes an 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from proxy.addresses import BackendAddress
@@ -134,7 +133,7 @@ class FastCGIResponse(UpstreamResponse):
                 if head is not None:
                     break
         except BaseException:
-            await self._discard()
+            self._discard()
             raise
         self.status, self.reason, self.headers = head.status, head.reason, head.headers
         if self._no_body or head.status < 200 or head.status in (204, 304):
@@ -222,7 +221,7 @@ class FastCGIResponse(UpstreamResponse):
                     self._finish()
                     return b""
             except BaseException:
-                await self._discard()
+                self._discard()
                 raise
             if not self._no_body:
                 data = self._trim(data)
@@ -251,23 +250,20 @@ class FastCGIResponse(UpstreamResponse):
             self._writer.cancel()
         self._upstream._pool.discard(self._conn)
 
-    async def _discard(self) -> None:
+    def _discard(self) -> None:
+        """Close the connection. A cancelled writer never writes again (it is suspended
+        between whole records), so the body file is free for a retry at once."""
         self._conn.reusable = False
         self.release()
-        if self._writer is not None:
-            with contextlib.suppress(BaseException):
-                await self._writer
 
     async def abort(self, notify: bool = False) -> None:
         if self._released:
             return
         if not notify or self._done:
-            await self._discard()
+            self._discard()
             return
         if self._writer is not None:
-            self._writer.cancel()
-            with contextlib.suppress(BaseException):
-                await self._writer
+            self._writer.cancel()  # STDIN stays unfinished; ABORT_REQUEST follows a whole record
         # The backend may leave ABORT_REQUEST unread (php-fpm does): never reuse this one.
         self._conn.reusable = False
         try:
