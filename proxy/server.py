@@ -40,7 +40,7 @@ logger = logging.getLogger("director.server")
 
 BACKLOG = 1024
 UNIX_SOCKET_MODE = 0o666
-MAX_SWEEP_INTERVAL = 1.0  # header_timeout is enforced to within max(this, timeout/4)
+MAX_SWEEP_INTERVAL = 1.0  # timeouts fire at most min(this, timeout / 4) late
 
 __all__ = ["DirectorServer", "ListenError", "build_server"]
 
@@ -103,6 +103,9 @@ class DirectorServer(Server):
         globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False, discardBuffer=True)
 
         self._listen_all()
+        if self.abort_start:  # stop() came before run()
+            self._stop_listening()
+            return
         asyncio.set_event_loop(self.loop)
         if self.verbosity >= 3:
             self.loop.set_debug(True)

@@ -136,7 +136,6 @@ class DirectorChannel(http.HTTPChannel):
         self._head_size = 0
         if self.length is not None and self.length > self.factory.max_request_body:
             self.reject(413)
-            self.length = None  # HTTPChannel.lineReceived must not dispatch the request
             return
         self.phase = BODY
         self.deadline = time.monotonic() + self.factory.header_timeout

@@ -169,8 +169,8 @@ class RequestMixin:
                 logger.error("Exception inside application: %s", failure, exc_info=failure)
         if self.finished or self._disconnected or self._aborted:
             return
-        if not self.startedWriting:  # nothing on the wire yet: a clean 500 is still possible
-            self.respond_error(500)
+        if not self.startedWriting:  # nothing on the wire yet: a clean answer is still possible
+            self.respond_error(503 if task.cancelled() else 500)  # cancelled: shutting down
         else:
             self.abort("the application failed" if failure else "the application ended the response early")
 
@@ -178,8 +178,8 @@ class RequestMixin:
 class TrafficRequest(RequestMixin, http.Request):
     """A request to `proxy.app`: lean scope, lazy body, cancellation on disconnect.
 
-    The body, spooled by Twisted (memory under 100 kB, else a temp file), reaches the app
-    two ways: `receive()` reads it lazily in BODY_CHUNK pieces, and
+    The body, spooled as it arrives (memory up to SPOOL_LIMIT, else a temp file), reaches
+    the app two ways: `receive()` reads it lazily in BODY_CHUNK pieces, and
     `scope["extensions"]["director"]["body_file"]` hands over the file itself (seek before
     reading; receive() keeps its own position) so retries can replay it without a copy.
     """
