@@ -1,6 +1,6 @@
 # Director: `make run` serves the example setup, `make test` runs the whole suite.
 # Both work on a fresh machine with Python 3.11+ and make: they create .venv themselves.
-PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do command -v $$p >/dev/null && $$p 2>/dev/null -c 'import sys; sys.exit(sys.version_info < (3, 11))' && echo $$p && break; done)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= director.toml
