@@ -120,8 +120,9 @@
       section.innerHTML = '<h2><span class="director-name"></span> <span class="state director-state"></span></h2>' +
         '<p class="summary"></p><table><thead><tr></tr></thead><tbody></tbody></table>';
       const head = section.querySelector("thead tr");
-      HEADINGS.forEach(function (text) {
+      HEADINGS.forEach(function (text, i) {
         const th = document.createElement("th");
+        th.className = "col-" + COLUMNS[i];
         th.textContent = text;
         head.append(th);
       });
