@@ -29,6 +29,15 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # One stable component name per choice set, wherever it is used.
+    "ENUM_NAME_OVERRIDES": {
+        "SchedulerEnum": "balancer.choices.Scheduler",
+        "OnClientAbortEnum": "balancer.choices.ClientAbort",
+        "RoleEnum": "balancer.choices.Role",
+        "ProtocolEnum": "balancer.choices.Protocol",
+        "HealthCheckModeEnum": "balancer.choices.HealthCheckMode",
+        "HealthStateEnum": "balancer.choices.HealthState",
+    },
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "balancer.api_errors.forbid_unknown_request_fields",

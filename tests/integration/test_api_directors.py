@@ -100,6 +100,11 @@ class TestDirectors(ApiTestBase):
         assert (record.before["queue_limit"], record.after["queue_limit"]) == (128, 3)
         assert Director.objects.get(name="pool").queue_limit == 3
 
+    def test_patch_without_changes_answers_the_director_and_records_nothing(self):
+        make_director("pool", queue_limit=3)
+        assert self.call("PATCH", detail("pool"), {}, expect=200).json()["queue_limit"] == 3
+        assert self.call("PATCH", detail("pool"), {"queue_limit": 3}, expect=200).json()["queue_limit"] == 3
+
     @pytest.mark.parametrize("data, fields", [
         ({"name": "other"}, {"name"}),
         ({"read_timeout": -2}, {"read_timeout"}),

@@ -1,9 +1,11 @@
 """`/api/v1/schema/` (OpenAPI 3 of every SPEC §9 operation) and `/api/v1/docs/` (Swagger UI, no CDN)."""
 from __future__ import annotations
 
+import io
 import re
 
 from django.contrib.staticfiles import finders
+from django.core.management import call_command
 
 from tests.support.api import ApiTestBase
 
@@ -36,6 +38,11 @@ class TestSchema(ApiTestBase):
         for key, statuses in OPERATIONS.items():
             assert operations[key] == statuses | {"401", "403"}, key
         assert {"tokenAuth", "cookieAuth"} <= set(schema["components"]["securitySchemes"])
+
+    def test_schema_is_valid_openapi_and_generates_without_warnings(self):
+        out = io.StringIO()
+        call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out)
+        assert '"/api/v1/directors/"' in out.getvalue()
 
     def test_request_bodies_refuse_unknown_fields_and_fixed_ones(self):
         components = self.call("GET", "/api/v1/schema/?format=json", expect=200).json()["components"]["schemas"]
