@@ -4,6 +4,7 @@ import hashlib
 import json
 import time
 
+from proxy.server_protocol import BODY_CHUNK
 from tests.support.rawhttp import request
 from tests.support.server_harness import server_fixture
 from tests.support.waiting import wait_for
@@ -16,7 +17,6 @@ STREAM_MIB = 200
 SLOW_MIB = 8
 SLOW_READ_BYTES, SLOW_READ_PAUSE = 64 * 1024, 0.1  # 640 KiB/s
 RSS_GROWTH_LIMIT_KIB = 64 * 1024
-BODY_CHUNK = 64 * 1024
 
 
 def stalled(server, settle: float = 0.5):

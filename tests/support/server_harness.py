@@ -9,8 +9,6 @@ apps keep (cancellations, disconnect messages, bytes streamed) as JSON.
 """
 from __future__ import annotations
 
-import proxy.server  # isort:skip  # installs the asyncio reactor first
-
 import argparse
 import asyncio
 import contextlib
@@ -200,6 +198,8 @@ def parse_args(argv):
 
 
 def main(argv=None):
+    import proxy.server  # here, not at module level: only the server process needs a reactor
+
     args = parse_args(argv)
     traffic = [ListenAddress(host="127.0.0.1", port=args.traffic_port)]
     if args.ipv6:
