@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import tempfile
 
 import pytest
@@ -15,7 +14,8 @@ from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
 from proxy.upstream.cgi import health_check_request
 from proxy.upstream.fastcgi import FastCGIUpstream
 from proxy.upstream.fastcgi_connection import HIGH_WATER
-from tests.support.fastcgi_servers import CGI_ROOT, PHP_ROOT, start_fcgiwrap, start_flup, start_php_fpm
+from tests.support.fastcgi_servers import (CGI_ROOT, PHP_ROOT, fastcgi_log, start_fcgiwrap, start_flup,  # noqa: F401
+                                           start_php_fpm)
 from tests.support.waiting import async_wait_for, free_port
 
 MIB = 1024 * 1024
@@ -123,11 +123,10 @@ async def test_head_request_gets_no_body(php):
     assert (response.status, body) == (200, b"")
 
 
-async def test_php_stderr_is_logged_with_context(php, caplog):
-    caplog.set_level(logging.ERROR, "director.fastcgi")
+async def test_php_stderr_is_logged_with_context(php, fastcgi_log):
     response, body = await fetch(php, php_request(b"/stderr.php?tag=t42"))
     assert body == b"logged\n"
-    (record,) = [r for r in caplog.records if "director-test-stderr t42" in r.getMessage()]
+    (record,) = [r for r in fastcgi_log.records if "director-test-stderr t42" in r.getMessage()]
     assert "director app backend php1" in record.getMessage() and php.address.url in record.getMessage()
 
 
@@ -240,8 +239,7 @@ async def flup(request, tmp_path):
     server.stop()
 
 
-async def test_flup_wsgi_app(flup, caplog):
-    caplog.set_level(logging.ERROR, "director.fastcgi")
+async def test_flup_wsgi_app(flup, fastcgi_log):
     body = b"x" * 100_000
     request = UpstreamRequest(method="POST", target=b"/app/path?status=201+Created&stderr=flup-says-hi",
                               headers=[(b"host", b"flup.example")], body=RequestBody(body))
@@ -250,7 +248,7 @@ async def test_flup_wsgi_app(flup, caplog):
     assert response.status == 201 and response.reason == b"Created"
     assert (echo["body_length"], echo["body_sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
     assert echo["environ"]["SCRIPT_NAME"] == "/app/path" and echo["environ"]["HTTP_HOST"] == "flup.example"
-    assert any("flup-says-hi" in r.getMessage() for r in caplog.records)
+    assert any("flup-says-hi" in r.getMessage() for r in fastcgi_log.records)
     for _ in range(3):
         await fetch(flup, UpstreamRequest(method="GET", target=b"/", headers=[]))
     assert flup.stats()["opened"] == 1
@@ -265,14 +263,13 @@ async def fcgiwrap(tmp_path):
     server.stop()
 
 
-async def test_fcgiwrap_runs_a_cgi_script(fcgiwrap, caplog):
-    caplog.set_level(logging.ERROR, "director.fastcgi")
+async def test_fcgiwrap_runs_a_cgi_script(fcgiwrap, fastcgi_log):
     request = UpstreamRequest(method="POST", target=b"/echo.sh/extra?q=1", headers=[(b"host", b"cgi.example")],
                               body=RequestBody(b"body-bytes"), document_root=str(CGI_ROOT))
     response, body = await fetch(fcgiwrap, request)
     assert response.status == 200 and (b"content-type", b"text/plain") in response.headers
     assert body == b"script=/echo.sh path_info=/extra method=POST query=q=1 length=10\nbody-bytes"
-    assert any("stderr from /echo.sh" in r.getMessage() for r in caplog.records)
+    assert any("stderr from /echo.sh" in r.getMessage() for r in fastcgi_log.records)
 
 
 async def test_fcgiwrap_location_without_status_is_302(fcgiwrap):

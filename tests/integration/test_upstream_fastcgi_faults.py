@@ -1,7 +1,6 @@
 """FastCGIUpstream against a misbehaving FastCGI server (real sockets, fake application)."""
 from __future__ import annotations
 
-import logging
 
 import pytest
 
@@ -12,7 +11,7 @@ from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
 from proxy.upstream.cgi import BadRequestPath
 from proxy.upstream.fastcgi import STDERR_LOG_LIMIT, FastCGIUpstream
-from tests.support.fastcgi_servers import EARLY_BODY_SIZE, FakeFastCGIServer
+from tests.support.fastcgi_servers import EARLY_BODY_SIZE, FakeFastCGIServer, fastcgi_log  # noqa: F401
 from tests.support.waiting import async_wait_for, free_port
 
 TIMEOUTS = Timeouts(connect=5, read=5, write=5)
@@ -179,13 +178,12 @@ async def test_abort_without_notify_just_closes(fake):
 
 
 @pytest.mark.parametrize("fake", ["stderr-flood"], indirect=True)
-async def test_stderr_logging_is_bounded(fake, caplog):
-    caplog.set_level(logging.ERROR, "director.fastcgi")
+async def test_stderr_logging_is_bounded(fake, fastcgi_log):
     _, upstream = fake
     upstream.log_context = "director d backend fake"
     response = await upstream.send(get(), TIMEOUTS)
     await response.drain()
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in fastcgi_log.records]
     assert sum(m.count("e") for m in messages if "more bytes" not in m) <= STDERR_LOG_LIMIT + 100
     assert any(f"{20_000 - STDERR_LOG_LIMIT} more bytes not logged" in m for m in messages)
     assert all(m.startswith("director d backend fake (fastcgi://127.0.0.1:") for m in messages)

@@ -6,10 +6,13 @@ runs in the test's event loop and misbehaves on purpose, one `mode` per protocol
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import pytest
 
 from proxy.upstream import fastcgi_records as fr
 from tests.support.processes import REPO, Process, python_args, require_binary
@@ -102,6 +105,28 @@ def start_fcgiwrap(workdir: Path) -> RealServer:
         process.stop()
         raise
     return RealServer(process, socket_path=path)
+
+
+@pytest.fixture
+def fastcgi_log(caplog):
+    """caplog with the records of director.fastcgi (the `director` logger does not propagate)."""
+    logger = logging.getLogger("director.fastcgi")
+    caplog.set_level(logging.INFO, "director.fastcgi")
+    attach = not _reaches(logger, caplog.handler)
+    if attach:
+        logger.addHandler(caplog.handler)
+    yield caplog
+    if attach:
+        logger.removeHandler(caplog.handler)
+
+
+def _reaches(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether records of `logger` already get to `handler` (following propagation)."""
+    while logger is not None:
+        if handler in logger.handlers:
+            return True
+        logger = logger.parent if logger.propagate else None
+    return False
 
 
 # -- the fake server ------------------------------------------------------------------------
