@@ -29,8 +29,12 @@ class BadRequestPath(ValueError):
     """The request path or query cannot be turned into CGI params safely (answer 400)."""
 
 
-def build_params(request: UpstreamRequest, *, server_software: str) -> list[tuple[bytes, bytes]]:
-    """The FastCGI PARAMS of `request`, in the spirit of nginx's fastcgi_params and x0."""
+def build_params(request: UpstreamRequest, *, server_software: str, health_check: bool = False) -> list[tuple[bytes, bytes]]:
+    """The FastCGI PARAMS of `request`, in the spirit of nginx's fastcgi_params and x0.
+
+    `health_check` (SPEC §8): SCRIPT_NAME is the path as is, SCRIPT_FILENAME the configured
+    one only when set, no path-info split.
+    """
     raw_path, _, query = request.target.partition(b"?")
     path = _decoded_path(raw_path, query)
     params: list[tuple[bytes, bytes]] = [
@@ -49,7 +53,12 @@ def build_params(request: UpstreamRequest, *, server_software: str) -> list[tupl
         params += [(b"REMOTE_ADDR", request.client[0].encode()), (b"REMOTE_PORT", str(request.client[1]).encode())]
     if request.https:
         params.append((b"HTTPS", b"on"))
-    params += _script_params(path, request.document_root, request.script_filename)
+    if health_check:
+        params += [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
+        if request.script_filename:
+            params.append((b"SCRIPT_FILENAME", os.fsencode(request.script_filename)))
+    else:
+        params += _script_params(path, request.document_root, request.script_filename)
     params += _content_params(request)
     params += _header_params(request.headers)
     return params

@@ -58,7 +58,8 @@ class FastCGIUpstream(Upstream):
         return conn
 
     async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False) -> FastCGIResponse:
-        params = build_params(request, server_software=self.server_software)  # BadRequestPath: before any I/O
+        # BadRequestPath before any I/O. `fresh` requests are the health checks (see base.py).
+        params = build_params(request, server_software=self.server_software, health_check=fresh)
         preamble = fr.encode_begin_request(REQUEST_ID, fr.RESPONDER, fr.KEEP_CONN) + fr.encode_params(REQUEST_ID, params)
         no_body = request.method == "HEAD"
         conn, reused = await self._acquire(timeouts.connect, fresh)

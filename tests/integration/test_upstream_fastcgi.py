@@ -181,7 +181,8 @@ async def test_idle_connections_do_not_starve_other_clients(own_php_fpm):
 
 async def test_health_check_gets_a_worker_held_by_an_idle_connection(own_php_fpm):
     upstream = await pin_both_workers(own_php_fpm, idle_timeout=60)
-    response = await upstream.send(php_request(b"/hello.php"), Timeouts(read=5), fresh=True)
+    check = health_check_request("/hello.php", "app.example", "app", "php1", str(PHP_ROOT / "hello.php"))
+    response = await upstream.send(check, Timeouts(read=5), fresh=True)
     await response.drain()
     assert response.status == 200 and upstream.stats() == {"idle": 1, "in_use": 0, "opened": 3}
     await upstream.close()

@@ -126,14 +126,14 @@ def test_front_controller_outside_document_root():
 
 
 def test_health_check_params():
-    request = health_check_request("/status.php", "app.example", "app", "php1", "/srv/www/status.php")
-    p = dict(build_params(request, server_software="Director"))
-    assert p[b"REQUEST_METHOD"] == b"GET" and p[b"SCRIPT_NAME"] == b"/status.php"
-    assert p[b"SCRIPT_FILENAME"] == b"/srv/www/status.php"
+    request = health_check_request("/health/ping", "app.example", "app", "php1", "/srv/www/index.php")
+    p = dict(build_params(request, server_software="Director", health_check=True))
+    assert p[b"REQUEST_METHOD"] == b"GET" and p[b"SCRIPT_NAME"] == b"/health/ping" and p[b"PATH_INFO"] == b""
+    assert p[b"SCRIPT_FILENAME"] == b"/srv/www/index.php"
     assert p[b"HTTP_HOST"] == b"app.example" and p[b"HTTP_X_DIRECTOR_HEALTH_CHECK"] == b"yes"
     assert p[b"HTTP_X_DIRECTOR"] == b"app" and p[b"HTTP_X_DIRECTOR_BACKEND"] == b"php1"
     assert b"CONTENT_LENGTH" not in p
-    plain = dict(build_params(health_check_request("/", "h", "d", "b"), server_software="D"))
+    plain = dict(build_params(health_check_request("/", "h", "d", "b"), server_software="D", health_check=True))
     assert b"SCRIPT_FILENAME" not in plain and plain[b"SCRIPT_NAME"] == b"/"
 
 
