@@ -154,9 +154,12 @@ class StatusFeed:
                 await self._push()
 
     def _sample(self) -> None:
-        snapshot = self._snapshot()
-        if snapshot is not None:
-            self.rates.sample(snapshot["directors"], self._clock())
+        try:
+            snapshot = self._snapshot()
+            if snapshot is not None:
+                self.rates.sample(snapshot["directors"], self._clock())
+        except Exception:  # noqa: BLE001 - a bad sample must not end the ticker
+            log.exception("status feed could not sample request rates")
 
     async def _push(self) -> None:
         try:
