@@ -1,6 +1,6 @@
 """CGI params from an UpstreamRequest, and the CGI response head parser."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from proxy.errors import ProtocolError
 from proxy.upstream.base import RequestBody, UpstreamRequest
@@ -166,6 +166,7 @@ def test_headers_lower_case_and_body_after_blank_line():
     assert rest == b"hello\r\n\r\n"
 
 
+@settings(database=None)
 @given(st.binary(max_size=40), st.lists(st.integers(min_value=1, max_value=30), max_size=20))
 def test_head_found_whatever_the_split(body, sizes):
     raw = b"Status: 201 Created\r\nA: b\nC: d\r\n\r\n" + body

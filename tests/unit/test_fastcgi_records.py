@@ -18,7 +18,7 @@ def wire(record: fr.Record) -> bytes:
     return fr.encode_record(record.type, record.request_id, record.content, record.padding)
 
 
-@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(st.lists(records, max_size=8), st.data())
 def test_split_stream_parses_like_whole_stream(stream, data):
     raw = b"".join(wire(r) for r in stream)
@@ -78,6 +78,7 @@ def test_params_stream_round_trips_through_records():
     assert fr.decode_name_values(b"".join(r.content for r in parsed)) == pairs
 
 
+@settings(database=None)
 @given(st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300)), max_size=10))
 def test_name_values_round_trip(pairs):
     assert fr.decode_name_values(b"".join(fr.encode_name_value(n, v) for n, v in pairs)) == pairs
