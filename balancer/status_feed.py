@@ -137,6 +137,13 @@ class StatusFeed:
         self._poked = asyncio.Event()
         self._task = loop.create_task(self._run())
 
+    async def stop(self) -> None:
+        """Stop the ticker (subscribers stay; the next subscribe starts it again)."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def _run(self) -> None:
         next_tick = time.monotonic()
         while True:

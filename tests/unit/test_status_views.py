@@ -138,9 +138,26 @@ async def test_feed_fans_out_one_frame_per_tick_and_pushes_at_once_when_poked():
         assert loop.time() - poked < 0.1 and facts.invalidated == 1
         assert set(feed.history()["backends"]) == {"1"}
     finally:
-        for inbox in inboxes:
-            feed.unsubscribe(inbox.put)
-        feed._task.cancel()
+        await feed.stop()
+
+
+async def test_feed_survives_a_failing_snapshot():
+    calls = {"n": 0}
+
+    def flaky():
+        calls["n"] += 1
+        if calls["n"] <= 2:  # the first tick's sample and frame
+            raise RuntimeError("mid-reload")
+        return snapshot(live_backend())
+
+    feed = StatusFeed(interval=0.05, window=10, facts=FixedFacts(), snapshot=flaky)
+    inbox = asyncio.Queue()
+    feed.subscribe(inbox.put)
+    try:
+        frame = await asyncio.wait_for(inbox.get(), 2)
+        assert frame["directors"][0]["name"] == "app"
+    finally:
+        await feed.stop()
 
 
 def test_csv_check_status_and_limits():
