@@ -93,7 +93,10 @@ class FastCGIConnection(asyncio.Protocol):
         """Back in the pool: close after `timeout` s unless reused. php-fpm gives every open
         connection a worker of its own, so an idle one must not hold a worker for long."""
         self.busy()
-        self._idle_timer = asyncio.get_running_loop().call_later(timeout, self.close)
+        try:
+            self._idle_timer = asyncio.get_running_loop().call_later(timeout, self.close)
+        except RuntimeError:  # released outside the event loop: nothing could reuse it
+            self.close()
 
     def busy(self) -> None:
         if self._idle_timer is not None:
