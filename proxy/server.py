@@ -59,8 +59,10 @@ class DirectorServer(Server):
 
     def __init__(self, *, traffic_app, management_app, traffic_listen, management_listen,
                  max_request_body: int, header_timeout: float, ready_callback=None,
-                 server_name: str = "director", verbosity: int = 1, send_timeout: float = SEND_TIMEOUT):
+                 server_name: str = "director", verbosity: int = 1, send_timeout: float = SEND_TIMEOUT,
+                 sockets=None):
         self.traffic_app = traffic_app
+        self.sockets = dict(sockets or {})
         self.traffic_listen = list(traffic_listen)
         self.management_listen = list(management_listen)
         if not self.traffic_listen and not self.management_listen:
@@ -142,6 +144,9 @@ class DirectorServer(Server):
             raise
 
     def _listen(self, address: ListenAddress, factory):
+        inherited = self.sockets.get(address)
+        if inherited is not None:
+            return self._adopt(address, inherited, factory)
         try:
             if address.path is not None:
                 _remove_stale_socket(address)
@@ -153,6 +158,17 @@ class DirectorServer(Server):
         host = port.getHost()
         self.listening_addresses.append((getattr(host, "host", address.path), getattr(host, "port", None)))
         logger.info("listening on %s", address)
+        return port
+
+    def _adopt(self, address: ListenAddress, sock: socket.socket, factory):
+        """Serve a listening socket made by a parent process (`--workers`): every worker
+        accepts on the same socket, and stopping one worker must not affect the others."""
+        sock.setblocking(False)
+        port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
+        if sock.family == socket.AF_UNIX:  # Twisted 26 treats adopted UNIX ports like its own:
+            port._bindPath = b"\0"  # abstract-namespace marker: connectionLost skips the unlink
+            port._shouldShutdown = False  # and no shutdown(), which stops every worker's accepts
+        logger.info("serving inherited listener %s", address)
         return port
 
     def _stop_listening(self):
@@ -262,15 +278,17 @@ def _remove_stale_socket(address: ListenAddress):
 def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddress],
                  management_listen: list[ListenAddress], max_request_body: int, header_timeout: float,
                  ready_callback=None, server_name: str = "director", verbosity: int = 1,
-                 send_timeout: float = SEND_TIMEOUT) -> DirectorServer:
+                 send_timeout: float = SEND_TIMEOUT, sockets=None) -> DirectorServer:
     """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it.
 
     `send_timeout`: a response blocked by a client that reads nothing for this long is
     aborted (nginx's send_timeout; default 60 s).
+    `sockets`: {ListenAddress: listening socket} made by a parent process, adopted instead
+    of binding those addresses (so `--workers` processes share one accept queue).
     """
     return DirectorServer(
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,
         management_listen=management_listen, max_request_body=max_request_body,
         header_timeout=header_timeout, ready_callback=ready_callback, server_name=server_name,
-        verbosity=verbosity, send_timeout=send_timeout,
+        verbosity=verbosity, send_timeout=send_timeout, sockets=sockets,
     )

@@ -1,13 +1,16 @@
 """Listeners: every kind binds before ready, a failing one stops start-up with one line,
 UNIX socket files are cleaned up, and the management plane keeps daphne's websockets."""
+import contextlib
 import os
+import signal
 import socket
 import stat
+import subprocess
 
 import aiohttp
 import pytest
 
-from tests.support.processes import Process, python_args
+from tests.support.processes import REPO, Process, python_args
 from tests.support.rawhttp import RawHTTP, request
 from tests.support.server_harness import start_server
 from tests.support.waiting import wait_for
@@ -121,3 +124,39 @@ def test_sigterm_stops_with_status_zero(tmp_path):
             assert server.process.stop() == 0
             assert conn.at_eof(timeout=2)
         assert "STOPPED" in server.process.log_path.read_text()
+
+
+@contextlib.contextmanager
+def worker(log_path, *sockets):
+    """A harness process serving listening sockets it inherits (what --workers does)."""
+    fds = [sock.fileno() for sock in sockets]
+    options = [arg for fd in fds for arg in ("--inherit-fd", str(fd))]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(python_args("-m", "tests.support.server_harness", *options), pass_fds=fds,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
+                                start_new_session=True)
+    try:
+        wait_for(lambda: "READY" in log_path.read_text(), timeout=20, what="the worker to be ready")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_workers_share_inherited_listening_sockets(tmp_path):
+    path = tmp_path / "shared.sock"
+    with socket.create_server(("127.0.0.1", 0)) as tcp, socket.socket(socket.AF_UNIX) as unix:
+        unix.bind(str(path))
+        unix.listen()
+        port = tcp.getsockname()[1]
+        with worker(tmp_path / "w1.log", tcp, unix) as first, worker(tmp_path / "w2.log", tcp, unix):
+            tcp.close()  # only the workers accept now
+            for _ in range(4):
+                assert hello(RawHTTP.tcp("127.0.0.1", port)) == b"hello"
+                assert hello(RawHTTP.unix(str(path))) == b"hello"
+            os.killpg(first.pid, signal.SIGTERM)
+            assert first.wait(10) == 0
+            assert path.exists(), "a stopping worker removed the shared socket file"
+            assert hello(RawHTTP.tcp("127.0.0.1", port)) == b"hello"
+            assert hello(RawHTTP.unix(str(path))) == b"hello"

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,6 +195,8 @@ def parse_args(argv):
     parser.add_argument("--unix", help="also serve traffic on this UNIX socket")
     parser.add_argument("--traffic-port", type=int, default=0)
     parser.add_argument("--ipv6", action="store_true", help="also serve traffic on [::1]:0")
+    parser.add_argument("--inherit-fd", type=int, action="append", default=[],
+                        help="also serve traffic on this inherited listening socket")
     return parser.parse_args(argv)
 
 
@@ -206,6 +209,13 @@ def main(argv=None):
         traffic.append(ListenAddress(host="::1", port=0))
     if args.unix:
         traffic.append(ListenAddress(path=args.unix))
+    sockets = {}
+    for fd in args.inherit_fd:
+        sock = socket.socket(fileno=fd)
+        name = sock.getsockname()
+        address = ListenAddress(path=name) if sock.family == socket.AF_UNIX else ListenAddress(*name[:2])
+        traffic.append(address)
+        sockets[address] = sock
 
     def ready(server):
         asyncio.get_running_loop()  # the callback runs on the running loop (raises otherwise)
@@ -216,7 +226,7 @@ def main(argv=None):
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic,
         management_listen=[ListenAddress(host="127.0.0.1", port=0)],
         max_request_body=args.max_request_body, header_timeout=args.header_timeout, ready_callback=ready,
-        send_timeout=args.send_timeout,
+        send_timeout=args.send_timeout, sockets=sockets,
     )
     try:
         server.run()
