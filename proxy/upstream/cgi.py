@@ -152,17 +152,6 @@ def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     return list(merged.items())
 
 
-def health_check_request(path: str, host: str, director: str, backend: str,
-                         script_filename: str | None = None) -> UpstreamRequest:
-    """The UpstreamRequest of a FastCGI health check (SPEC §8): GET, no body."""
-    return UpstreamRequest(
-        method="GET", target=path.encode(), host=host,
-        headers=[(b"host", host.encode()), (b"x-director-health-check", b"yes"),
-                 (b"x-director", director.encode()), (b"x-director-backend", backend.encode())],
-        script_filename=script_filename or None,
-    )
-
-
 class CGIHead:
     """The parsed head of a CGI response: status, reason, lower-case headers."""
 

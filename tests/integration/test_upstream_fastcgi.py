@@ -11,7 +11,7 @@ import pytest
 from proxy.addresses import BackendAddress
 from proxy.errors import ReadTimeout
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
-from proxy.upstream.cgi import health_check_request
+from balancer.health.probe import build_request
 from proxy.upstream.fastcgi import FastCGIUpstream
 from proxy.upstream.fastcgi_connection import HIGH_WATER
 from tests.support.fastcgi_servers import (CGI_ROOT, PHP_ROOT, fastcgi_log, start_fcgiwrap, start_flup,  # noqa: F401
@@ -144,7 +144,7 @@ async def test_keep_alive_reuses_one_connection(php):
 
 
 async def test_health_check_request(php):
-    request = health_check_request("/hello.php", "app.example", "app", "php1", str(PHP_ROOT / "hello.php"))
+    request = build_request(request_path="/hello.php", host_header="app.example", director="app", backend="php1", script_filename=str(PHP_ROOT / "hello.php"))
     response = await php.send(request, Timeouts(), fresh=True)
     await response.drain()
     assert response.status == 200
@@ -181,7 +181,7 @@ async def test_idle_connections_do_not_starve_other_clients(own_php_fpm):
 
 async def test_health_check_gets_a_worker_held_by_an_idle_connection(own_php_fpm):
     upstream = await pin_both_workers(own_php_fpm, idle_timeout=60)
-    check = health_check_request("/hello.php", "app.example", "app", "php1", str(PHP_ROOT / "hello.php"))
+    check = build_request(request_path="/hello.php", host_header="app.example", director="app", backend="php1", script_filename=str(PHP_ROOT / "hello.php"))
     response = await upstream.send(check, Timeouts(read=5), fresh=True)
     await response.drain()
     assert response.status == 200 and upstream.stats() == {"idle": 1, "in_use": 0, "opened": 3}

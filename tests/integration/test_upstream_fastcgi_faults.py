@@ -9,7 +9,8 @@ from proxy.errors import (BackendOverloaded, ConnectError, ConnectionClosed, Pro
                           WriteTimeout)
 from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
-from proxy.upstream.cgi import BadRequestPath, health_check_request
+from balancer.health.probe import build_request
+from proxy.upstream.cgi import BadRequestPath
 from proxy.upstream.fastcgi import STDERR_LOG_LIMIT, FastCGIUpstream
 from tests.support.fastcgi_servers import EARLY_BODY_SIZE, FakeFastCGIServer, fastcgi_log  # noqa: F401
 from tests.support.waiting import async_wait_for, free_port
@@ -130,7 +131,7 @@ async def test_idle_connection_is_closed_after_idle_timeout():
 async def test_fresh_request_closes_an_idle_connection_first(fake):
     server, upstream = fake
     await (await upstream.send(get(), TIMEOUTS)).drain()
-    check = health_check_request("/health", "app.example", "app", "fake1", "/srv/www/index.php")
+    check = build_request(request_path="/health", host_header="app.example", director="app", backend="fake1", script_filename="/srv/www/index.php")
     await (await upstream.send(check, TIMEOUTS, fresh=True)).drain()
     assert server.opened == 2
     assert (server.params[b"SCRIPT_NAME"], server.params[b"SCRIPT_FILENAME"]) == (b"/health", b"/srv/www/index.php")

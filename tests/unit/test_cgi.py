@@ -4,7 +4,8 @@ from hypothesis import given, settings, strategies as st
 
 from proxy.errors import ProtocolError
 from proxy.upstream.base import RequestBody, UpstreamRequest
-from proxy.upstream.cgi import MAX_HEAD, BadRequestPath, CGIHeadParser, build_params, health_check_request
+from balancer.health.probe import build_request
+from proxy.upstream.cgi import MAX_HEAD, BadRequestPath, CGIHeadParser, build_params
 
 
 def params(**kwargs) -> dict[bytes, bytes]:
@@ -126,14 +127,14 @@ def test_front_controller_outside_document_root():
 
 
 def test_health_check_params():
-    request = health_check_request("/health/ping", "app.example", "app", "php1", "/srv/www/index.php")
+    request = build_request(request_path="/health/ping", host_header="app.example", director="app", backend="php1", script_filename="/srv/www/index.php")
     p = dict(build_params(request, server_software="Director", health_check=True))
     assert p[b"REQUEST_METHOD"] == b"GET" and p[b"SCRIPT_NAME"] == b"/health/ping" and p[b"PATH_INFO"] == b""
     assert p[b"SCRIPT_FILENAME"] == b"/srv/www/index.php"
     assert p[b"HTTP_HOST"] == b"app.example" and p[b"HTTP_X_DIRECTOR_HEALTH_CHECK"] == b"yes"
     assert p[b"HTTP_X_DIRECTOR"] == b"app" and p[b"HTTP_X_DIRECTOR_BACKEND"] == b"php1"
     assert b"CONTENT_LENGTH" not in p
-    plain = dict(build_params(health_check_request("/", "h", "d", "b"), server_software="D", health_check=True))
+    plain = dict(build_params(build_request(request_path="/", host_header="h", director="d", backend="b"), server_software="D", health_check=True))
     assert b"SCRIPT_FILENAME" not in plain and plain[b"SCRIPT_NAME"] == b"/"
 
 
