@@ -48,9 +48,10 @@ async def run_in_db_thread(func, *args):
 
 
 def _guarded(func, args):
-    from django.db import close_old_connections, connection
+    # The thread keeps its connection between calls (not closed per CONN_MAX_AGE: that is a
+    # per-request rule); an error drops it and the next call reconnects.
+    from django.db import connection
 
-    close_old_connections()
     try:
         return func(*args)
     except Exception:
