@@ -4,6 +4,7 @@ change pushed within one second of the monitor's decision, and /-/ready."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from datetime import datetime
@@ -14,11 +15,12 @@ from yarl import URL
 
 from tests.support.backends import http_backend
 from tests.support.director import Director
-from tests.support.waiting import wait_for
+from tests.support.waiting import free_port, port_open, wait_for
 
 PASSWORD = "status-pw"
 OFFLINE_LINE = re.compile(r"^(\S+ \S+) WARNING director\.health: director app: backend gone is now offline", re.M)
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
+PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 
 @pytest.fixture(scope="module")
@@ -218,3 +220,40 @@ def test_not_ready_without_a_data_plane(client):
     response = client.get("/-/ready")
     assert response.status_code == 503
     assert b"no data plane" in response.content
+
+
+def postgres_admin():
+    """An autocommit connection to PostgreSQL's maintenance database (skip/fail as usual)."""
+    if not port_open(PG_HOST, PG_PORT):
+        message = f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    import psycopg
+
+    return psycopg.connect(host=PG_HOST, port=PG_PORT, user="postgres", dbname="postgres", autocommit=True)
+
+
+def test_not_ready_when_the_database_goes_away(tmp_path):
+    name = f"director_ready_{os.getpid()}"
+    with postgres_admin() as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name}")
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            config = f"""
+                [directors.app]
+                backends = {{ b = "http://127.0.0.1:{free_port()}" }}
+            """
+            d = Director(tmp_path, config, database_url=f"postgres://postgres@{PG_HOST}:{PG_PORT}/{name}")
+            assert d.manage("migrate", "--noinput", "-v", "0").returncode == 0
+            d.start()
+            try:
+                assert d.get("/-/ready", port=d.admin_port)[0] == 200
+                admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+                wait_for(lambda: d.get("/-/ready", port=d.admin_port)[0] == 503, 10, what="/-/ready to answer 503")
+                status, _, body = d.get("/-/ready", port=d.admin_port)
+                assert status == 503 and body.startswith(b"not ready: database unreachable")
+            finally:
+                d.stop()
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
