@@ -124,6 +124,8 @@ class DataPlane:
             if backend is None:
                 address = parse_backend_url(row["url"])
                 backend = BackendRuntime(row["id"], row["name"], director, address, self.upstream_for(address))
+                if hasattr(backend.upstream, "log_context"):  # FastCGI stderr names its backend
+                    backend.upstream.log_context = f"director {director.name} backend {row['name']}"
             self._update_backend(backend, row)
             backends[row["id"]] = backend
             members[row["director_id"]].append(backend)

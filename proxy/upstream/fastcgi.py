@@ -221,6 +221,8 @@ class FastCGIResponse(UpstreamResponse):
                 if data is None:
                     self._finish()
                     return b""
+            except asyncio.CancelledError:
+                raise  # the caller decides: release() closes, abort(notify=True) ends the request
             except BaseException:
                 self._discard()
                 raise
