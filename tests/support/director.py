@@ -106,7 +106,7 @@ class Director:
 
     def shell(self, code: str) -> str:
         """Run Python in `manage.py shell` against this instance's database; returns stdout."""
-        result = self.manage("shell", "-c", textwrap.dedent(code))
+        result = self.manage("shell", "--no-imports", "-c", textwrap.dedent(code))
         if result.returncode != 0:
             raise AssertionError(f"manage.py shell failed:\n{result.stdout}\n{result.stderr}")
         return result.stdout
@@ -125,12 +125,3 @@ class Director:
 
     def get(self, path: str = "/", **kwargs):
         return self.request("GET", path, **kwargs)
-
-    def wait_online(self, director: str, count: int, timeout: float = 15):
-        """Until `count` backends of `director` answer through the proxy as online (DB state)."""
-        code = f"""
-            from balancer.models import Backend
-            print(Backend.objects.filter(director__name={director!r}, health_state="online").count())
-        """
-        wait_for(lambda: int(self.shell(code).strip() or 0) >= count, timeout, interval=0.3,
-                 what=f"{count} online backends in {director}")
