@@ -58,8 +58,9 @@ class DirectorRuntime:
         ordered = sorted(backends, key=lambda b: (b.position, b.id))
         self.backends = {b.id: b for b in ordered}
         self.by_name = {b.name: b for b in ordered}
-        self.active = RolePool([b for b in ordered if b.role != "backup"], settings.scheduler)
-        self.backup = RolePool([b for b in ordered if b.role == "backup"], settings.scheduler)
+        # Reloads happen on every config or health change anywhere: keep rr's rotation.
+        self.active = RolePool([b for b in ordered if b.role != "backup"], settings.scheduler, self.active.cursor)
+        self.backup = RolePool([b for b in ordered if b.role == "backup"], settings.scheduler, self.backup.cursor)
         for pool in (self.active, self.backup):
             for member in pool.members:
                 member.pool = pool

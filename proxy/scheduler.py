@@ -30,12 +30,12 @@ class RolePool:
 
     __slots__ = ("members", "_ready", "_available", "_cursor", "scheduler", "_heap")
 
-    def __init__(self, members: Iterable[Schedulable], scheduler: str = "rr"):
+    def __init__(self, members: Iterable[Schedulable], scheduler: str = "rr", cursor: int = 0):
         self.members = list(members)
         self.scheduler = scheduler
         self._ready: list[int] = []
         self._available = 0
-        self._cursor = 0
+        self._cursor = cursor  # rr: where the next search starts (kept across reloads)
         for i, member in enumerate(self.members):
             member.index = i
             if member.available:
@@ -47,6 +47,10 @@ class RolePool:
         self._heap = [_load_key(self.members[i]) for i in self._ready] if scheduler == "least_load" else None
         if self._heap:
             heapify(self._heap)
+
+    @property
+    def cursor(self) -> int:
+        return self._cursor
 
     @property
     def available_count(self) -> int:

@@ -19,8 +19,10 @@ LAUNCH_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu
 ARTIFACTS = REPO / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """Module-scoped: sync Playwright runs an event loop in this thread while it is open,
+    which must be gone before other modules' asyncio tests run."""
     if not os.path.exists(CHROMIUM):
         message = f"{CHROMIUM} not installed (Debian package chromium; .ci/run installs it)"
         if os.environ.get("CI") == "true":

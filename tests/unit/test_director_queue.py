@@ -101,3 +101,13 @@ async def test_retry_with_every_candidate_tried_refuses():
     director, (a, b) = make(DirectorSettings(), ("a", 0, "active", "online"), ("b", 0, "active", "online"))
     with pytest.raises(Refused, match="no other backend"):
         await director.acquire({a, b}, retrying=True)
+
+
+async def test_reload_keeps_round_robin_rotation():
+    director, (a, b_, c) = make(DirectorSettings(), ("a", 0, "active", "online"), ("b", 0, "active", "online"),
+                                ("c", 0, "active", "online"))
+    first = await director.acquire()
+    director.release(first)
+    director.rebuild(DirectorSettings(), [a, b_, c])  # e.g. another director's backend changed health
+    second = await director.acquire()
+    assert (first.name, second.name) == ("a", "b")
