@@ -197,11 +197,3 @@ class ProxySettings:
         if errors:
             raise ImproperlyConfigured("; ".join(f"proxy.{k}: {msg}" for k, msg in errors.items()))
         return cls(**parsed)
-
-    def is_trusted(self, ip: str) -> bool:
-        """Whether a peer address may supply X-Forwarded-* headers."""
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_proxies)

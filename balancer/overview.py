@@ -13,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import livestats
+from .dbthread import DatabaseThread
 
 log = logging.getLogger("director.views")
 
@@ -30,33 +30,12 @@ DIRECTOR_FACTS = ("id", "name", "enabled")
 BACKEND_FACTS = ("id", "director_id", "name", "role", "enabled", "terminating", "capacity", "health_state",
                  "last_checked", "last_error", "health_changed_at")
 
-_executor: ThreadPoolExecutor | None = None
-
-
-def _db_thread() -> ThreadPoolExecutor:
-    global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="director-views-db")
-    return _executor
+_database = DatabaseThread("director-views-db")
 
 
 async def run_in_db_thread(func, *args):
-    """`func(*args)` in the views' database thread, bounded by DB_TIMEOUT. A failed call drops
-    the thread's connection so the next one reconnects."""
-    loop = asyncio.get_running_loop()
-    return await asyncio.wait_for(loop.run_in_executor(_db_thread(), _guarded, func, args), DB_TIMEOUT)
-
-
-def _guarded(func, args):
-    # The thread keeps its connection between calls (not closed per CONN_MAX_AGE: that is a
-    # per-request rule); an error drops it and the next call reconnects.
-    from django.db import connection
-
-    try:
-        return func(*args)
-    except Exception:
-        connection.close()
-        raise
+    """`func(*args)` in the views' database thread, bounded by DB_TIMEOUT."""
+    return await asyncio.wait_for(_database.run(func, *args), DB_TIMEOUT)
 
 
 def ping_database() -> None:

@@ -15,15 +15,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
-from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
-from django.db import connection
 from django.utils import timezone
 
 from balancer import services
+from balancer.dbthread import DatabaseThread
 from balancer.models import Backend
 from proxy.addresses import parse_backend_url
 from proxy.upstream import Upstream, make_upstream
@@ -78,7 +76,7 @@ class HealthMonitor:
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False  # coalesces bursts of reload requests into one load
-        self._executor: ThreadPoolExecutor | None = None
+        self._database: DatabaseThread | None = None
         self.running = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -87,7 +85,7 @@ class HealthMonitor:
         """Load the configuration (raises when the database is unusable) and start checking."""
         if self.running:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="director-health-db")
+        self._database = DatabaseThread("director-health-db")
         if self._layer is None:
             self._layer = get_channel_layer()
         self.running = True
@@ -100,7 +98,7 @@ class HealthMonitor:
 
     async def stop(self) -> None:
         """Cancel every task, finish pending writes (bounded), close connections."""
-        if self._executor is None:
+        if self._database is None:
             return
         self.running = False
         for task in self._background:
@@ -113,12 +111,11 @@ class HealthMonitor:
             await asyncio.wait(list(self._pending), timeout=STOP_GRACE)
         try:
             await self._flush()
-            await self._db(_close_connection)
         except Exception as exc:  # noqa: BLE001 - stopping must finish; only "last checked" is lost
             log.warning("health monitor could not store check times at stop: %s", exc)
         finally:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            database, self._database = self._database, None
+            await database.close()
 
     # --- inputs ------------------------------------------------------------------------
 
@@ -291,8 +288,7 @@ class HealthMonitor:
 
     def _db(self, func, *args):
         """Run `func(*args)` in the monitor's database thread; awaitable."""
-        return asyncio.ensure_future(
-            sync_to_async(_guarded, thread_sensitive=False, executor=self._executor)(func, *args))
+        return self._database.run(func, *args)
 
     async def _poll_config(self) -> None:
         while True:
@@ -320,19 +316,6 @@ class HealthMonitor:
         results, self._checked = self._checked, {}
         if results:
             await self._db(store_checks, results)
-
-
-def _guarded(func, *args):
-    """Drop the thread's connection after a database error so the next call reconnects."""
-    try:
-        return func(*args)
-    except Exception:
-        connection.close()
-        raise
-
-
-def _close_connection() -> None:
-    connection.close()  # resolved in the database thread: that thread's connection
 
 
 def _persist(target: Target, transition: Transition, checked_at) -> bool:

@@ -6,6 +6,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from balancer.conf import ProxySettings, director_settings, parse_proxy_values, parse_size
 from proxy.addresses import ListenAddress
+from proxy.headers import TrustedProxies
 
 
 @pytest.mark.parametrize("text, size", [
@@ -38,8 +39,9 @@ def test_precedence_django_setting_file_then_flags(settings):
     assert (proxy.pseudonym, proxy.workers, proxy.header_timeout) == ("edge", 4, 5.0)
     assert proxy.listen == (ListenAddress("::1", 9000), ListenAddress(path="/tmp/d.sock"))
     assert proxy.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
-    assert proxy.is_trusted("10.1.2.3") and proxy.is_trusted("::1")
-    assert not proxy.is_trusted("192.168.0.1") and not proxy.is_trusted("garbage")
+    trusted = TrustedProxies(proxy.trusted_proxies)  # what the data plane builds from them
+    assert trusted.contains("10.1.2.3") and trusted.contains("::1")
+    assert not trusted.contains("192.168.0.1") and not trusted.contains("garbage")
     assert director_settings.pseudonym == "edge"
 
 
