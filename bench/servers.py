@@ -285,11 +285,12 @@ def _toml_table(values: dict) -> str:
     return "\n".join(f"{key} = {json.dumps(value)}" for key, value in values.items())
 
 
-def director_config(backend_url: str, director: dict | None = None, route: dict | None = None) -> str:
+def director_config(backend_url: str, director: dict | None = None, route: dict | None = None,
+                    capacity: int = 0) -> str:
     """A config with the static director `bench` (one backend) and a route `/` passing to it."""
     return f"""[directors.{DIRECTOR_NAME}]
 {_toml_table(director or {})}
-backends = {{ b1 = {{ url = {json.dumps(backend_url)}, capacity = 0, health_check_interval = 2 }} }}
+backends = {{ b1 = {{ url = {json.dumps(backend_url)}, capacity = {capacity}, health_check_interval = 2 }} }}
 
 [[routes]]
 path = "/"
@@ -336,5 +337,8 @@ def director_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR) -> Serv
         raise ServerError(f"FastCGI support has not landed yet ({FASTCGI_UPSTREAM.relative_to(REPO)})")
     health = {"health_check_request_path": f"/{PHP_SCRIPT}",
               "health_check_fcgi_script_filename": str(root / PHP_SCRIPT)}
-    config = director_config(f"fastcgi://{HOST}:{fpm_port}", health, {"document_root": str(root)})
+    # capacity = pm.max_children: php-fpm ties a worker to each open connection, so more
+    # concurrent requests than workers only wait in its backlog; Director queues them instead.
+    config = director_config(f"fastcgi://{HOST}:{fpm_port}", health, {"document_root": str(root)},
+                             capacity=PHP_CHILDREN)
     return director(workdir, "director-fastcgi", config, f"/{PHP_SCRIPT}")
