@@ -33,6 +33,20 @@ def get_director_stats(director_id: int) -> dict | None:
     return _provider.director_stats(director_id) if _provider is not None else None
 
 
+_health = None
+
+
+def register_health(monitor) -> None:
+    """Install (or with None, remove) this process's health monitor (its `stats()`)."""
+    global _health
+    _health = monitor
+
+
+def get_health_stats() -> dict | None:
+    """Per backend id: {"checks", "last_duration", ...} from the monitor, or None."""
+    return _health.stats() if _health is not None else None
+
+
 def get_snapshot() -> dict | None:
     """Every director and backend with live figures, or None without a data plane here.
 

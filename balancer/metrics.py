@@ -90,6 +90,10 @@ class OverviewCollector(Collector):
                                          "Time of the last stored health check", labels=B),
             "changed": GaugeMetricFamily("director_backend_state_change_timestamp_seconds",
                                          "Time of the last health state change", labels=B),
+            "checks": CounterMetricFamily("director_health_checks", "Health checks run by this process's monitor",
+                                          labels=B),
+            "duration": GaugeMetricFamily("director_health_check_duration_seconds",
+                                          "How long the last health check took", labels=B),
         }
         for d in self.view["directors"]:
             for b in d["backends"]:
@@ -106,6 +110,9 @@ class OverviewCollector(Collector):
                     f["checked"].add_metric(names, b["last_checked"])
                 if b["health_changed"] is not None:
                     f["changed"].add_metric(names, b["health_changed"])
+                f["checks"].add_metric(names, b.get("checks", 0))
+                if b.get("check_duration") is not None:
+                    f["duration"].add_metric(names, b["check_duration"])
         yield from f.values()
 
 

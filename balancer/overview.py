@@ -112,7 +112,7 @@ FACTS = FactsCache()
 async def current(facts: FactsCache = FACTS) -> dict:
     """The merged overview now (see `merge`)."""
     stored = await facts.get()
-    return merge(livestats.get_snapshot(), stored)
+    return merge(livestats.get_snapshot(), stored, livestats.get_health_stats())
 
 
 def display_state(enabled: bool, terminating: bool, health: str) -> str:
@@ -124,16 +124,18 @@ def display_state(enabled: bool, terminating: bool, health: str) -> str:
     return health
 
 
-def merge(snapshot: dict | None, facts: Facts) -> dict:
+def merge(snapshot: dict | None, facts: Facts, checks: dict | None = None) -> dict:
     """{"live": bool, "directors": [{id, name, enabled, load, queued, dropped, responses,
     backends: [{id, name, role, enabled, terminating, capacity, health, state, load, failures,
     responses, last_checked, last_error, health_changed}]}]} with times as epoch seconds or
-    None. Live figures and membership come from the snapshot when there is one."""
+    None. Live figures and membership come from the snapshot when there is one; `checks`
+    (the health monitor's stats, when it runs here) adds checks and check_duration."""
     stored = {row["id"]: row for row in facts.backends}
     if snapshot is None:
         directors = _directors_from_facts(facts)
     else:
-        directors = [_director(d, [_backend(b, stored.get(b["id"])) for b in d["backends"]])
+        checks = checks or {}
+        directors = [_director(d, [_backend(b, stored.get(b["id"]), checks.get(b["id"])) for b in d["backends"]])
                      for d in snapshot["directors"]]
     return {"live": snapshot is not None, "directors": directors}
 
@@ -144,8 +146,9 @@ def _director(live: dict, backends: list[dict]) -> dict:
             "backends": backends}
 
 
-def _backend(live: dict, row: dict | None) -> dict:
+def _backend(live: dict, row: dict | None, checks: dict | None = None) -> dict:
     row = row or {}
+    checks = checks or {}
     return {
         "id": live["id"], "name": live["name"], "role": live["role"], "enabled": live["enabled"],
         "terminating": live["terminating"], "capacity": live["capacity"], "health": live["health"],
@@ -153,6 +156,7 @@ def _backend(live: dict, row: dict | None) -> dict:
         "load": dict(live["load"]), "failures": live["failures"], "responses": _responses(live["responses"]),
         "last_checked": _epoch(row.get("last_checked")), "last_error": row.get("last_error") or "",
         "health_changed": _epoch(row.get("health_changed_at")),
+        "checks": checks.get("checks", 0), "check_duration": checks.get("last_duration"),
     }
 
 

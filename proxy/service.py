@@ -83,6 +83,7 @@ class ProxyService:
         from balancer import livestats
 
         livestats.register(LiveStats(self.plane))
+        livestats.register_health(self.monitor)
 
     def traffic_app(self):
         from proxy.app import ProxyApp

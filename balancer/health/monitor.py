@@ -45,7 +45,8 @@ TransitionCallback = Callable[[int, str, str], None]
 class _Watch:
     """Runtime of one checked backend: its target, session, client and timer task."""
 
-    __slots__ = ("target", "session", "upstream", "request", "wake", "task", "checks", "last_result")
+    __slots__ = ("target", "session", "upstream", "request", "wake", "task", "checks", "last_result",
+                 "last_duration")
 
     def __init__(self, target: Target, session: HealthSession, upstream: Upstream):
         self.target = target
@@ -55,6 +56,7 @@ class _Watch:
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
         self.checks = 0
+        self.last_duration: float | None = None  # seconds the last check took
         self.last_result: ProbeResult | None = None
 
 
@@ -163,7 +165,8 @@ class HealthMonitor:
             backend_id: {"director": w.target.director, "backend": w.target.backend, "state": w.session.state,
                          "mode": w.session.policy.mode, "checks": w.checks,
                          "last_status": w.last_result.status if w.last_result else None,
-                         "last_error": w.last_result.error if w.last_result else ""}
+                         "last_error": w.last_result.error if w.last_result else "",
+                         "last_duration": w.last_duration}
             for backend_id, w in self._watches.items()
         }
 
@@ -221,6 +224,7 @@ class HealthMonitor:
 
     async def _check(self, watch: _Watch) -> None:
         target = watch.target
+        started = self._clock()
         try:
             result = await probe(watch.upstream, watch.request, target.timeouts, target.expected)
         except asyncio.CancelledError:
@@ -229,6 +233,7 @@ class HealthMonitor:
             log.exception("health check of director %s backend %s raised", target.director, target.backend)
             result = ProbeResult(False, None, f"health check error: {type(exc).__name__}: {exc}")
         watch.checks += 1
+        watch.last_duration = self._clock() - started
         watch.last_result = result
         self._checked[target.backend_id] = (timezone.now(), result.error)
         transition = watch.session.record(result.ok, result.error)

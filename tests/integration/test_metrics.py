@@ -129,3 +129,14 @@ def test_load_queue_and_dropped_while_requests_are_held(director):
     assert value(after, "director_backend_capacity", backend="held", **narrow) == 1
     assert value(after, "director_dropped_total", **narrow) - value(before, "director_dropped_total", **narrow) == 1
     assert value(after, "director_queued_total", **narrow) - value(before, "director_queued_total", **narrow) == 1
+
+
+def test_health_check_count_and_duration(director):
+    m1 = {"director": "app", "backend": "m1"}
+    first = scrape_until(director, lambda s: ("director_health_check_duration_seconds", tuple(sorted(m1.items()))) in s,
+                         "a timed check of m1")
+    duration = value(first, "director_health_check_duration_seconds", **m1)
+    assert 0 < duration < 1  # a loopback check of a healthy test backend
+    later = scrape_until(director, lambda s: value(s, "director_health_checks_total", **m1)
+                         > value(first, "director_health_checks_total", **m1), "more checks of m1")
+    assert value(later, "director_health_checks_total", **m1) >= 2
