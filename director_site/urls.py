@@ -2,6 +2,10 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from balancer import login_throttle
+
+login_throttle.install(admin.site)  # failed admin logins are throttled (before the urls are built)
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("balancer.urls")),

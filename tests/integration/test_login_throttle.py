@@ -1,0 +1,115 @@
+"""Admin login throttling (balancer.login_throttle) through Django's test client: blocked per
+client IP and per username after MAX_FAILURES failures, without checking the password; reset
+on success; failures age out of the window."""
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import SESSION_KEY
+from django.core.cache import cache
+
+from balancer.login_throttle import MAX_FAILURES, THROTTLE, WINDOW_S
+
+pytestmark = pytest.mark.django_db
+LOGIN = "/admin/login/"
+PASSWORD = "right-horse-battery"
+IP_A, IP_B = "192.0.2.1", "198.51.100.7"
+BLOCKED_TEXT = "Too many failed login attempts; try again in"
+WRONG_CREDENTIALS_TEXT = "Please enter the correct username and password"
+
+
+class Clock:
+    """A settable wall clock for the throttle's sliding window."""
+
+    def __init__(self):
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    cache.clear()
+    fake = Clock()
+    monkeypatch.setattr(THROTTLE, "clock", fake)
+    yield fake
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def admins(django_user_model):
+    for name in ("admin", "other"):
+        django_user_model.objects.create_superuser(name, f"{name}@example.org", PASSWORD)
+
+
+def attempt(client, username: str, password: str, ip: str = IP_A):
+    return client.post(LOGIN, {"username": username, "password": password, "next": "/admin/"}, REMOTE_ADDR=ip)
+
+
+def logged_in(client) -> bool:
+    return SESSION_KEY in client.session
+
+
+def fail(client, times: int, username: str = "admin", ip: str = IP_A) -> None:
+    for _ in range(times):
+        response = attempt(client, username, "wrong", ip)
+        assert response.status_code == 200 and WRONG_CREDENTIALS_TEXT in response.content.decode()
+
+
+def assert_blocked(response, seconds: int | None = None) -> None:
+    body = response.content.decode()
+    assert response.status_code == 429, (response.status_code, body[:300])
+    assert BLOCKED_TEXT in body and 'name="password"' in body  # the login form again, with the error
+    wait = int(response["Retry-After"])
+    assert 0 < wait <= WINDOW_S and f"try again in {wait} s" in body
+    if seconds is not None:
+        assert wait == seconds
+
+
+def test_sixth_attempt_is_refused_even_with_the_right_password(client):
+    fail(client, MAX_FAILURES)
+    assert_blocked(attempt(client, "admin", PASSWORD), seconds=WINDOW_S)
+    assert not logged_in(client)
+
+
+def test_blocked_attempts_do_not_check_the_password(client, monkeypatch):
+    fail(client, MAX_FAILURES)
+    checked = []
+    monkeypatch.setattr("django.contrib.auth.authenticate", lambda *a, **k: checked.append(k))
+    monkeypatch.setattr("django.contrib.auth.forms.authenticate", lambda *a, **k: checked.append(k))
+    assert_blocked(attempt(client, "admin", PASSWORD))
+    assert checked == []
+
+
+def test_limits_apply_per_ip_and_per_username(client):
+    fail(client, MAX_FAILURES, username="admin", ip=IP_A)
+    assert_blocked(attempt(client, "other", PASSWORD, ip=IP_A))  # same IP, another user
+    assert_blocked(attempt(client, "admin", PASSWORD, ip=IP_B))  # same user, another IP
+    assert_blocked(attempt(client, "ADMIN", PASSWORD, ip=IP_B))  # usernames count case-insensitively
+    response = attempt(client, "other", PASSWORD, ip=IP_B)  # neither: unaffected
+    assert response.status_code == 302 and logged_in(client)
+
+
+def test_success_resets_the_count(client):
+    fail(client, MAX_FAILURES - 1)
+    assert attempt(client, "admin", PASSWORD).status_code == 302
+    client.logout()
+    fail(client, MAX_FAILURES - 1)  # would block at the 5th failure if the earlier ones still counted
+    assert attempt(client, "admin", PASSWORD).status_code == 302
+
+
+def test_failures_age_out_of_the_window(client, clock):
+    fail(client, MAX_FAILURES - 1)
+    clock.now += 100
+    fail(client, 1)
+    assert_blocked(attempt(client, "admin", PASSWORD), seconds=WINDOW_S - 100)  # until the oldest expires
+    clock.now += WINDOW_S - 101
+    assert_blocked(attempt(client, "admin", PASSWORD), seconds=1)
+    clock.now += 1  # the oldest four aged out: below the limit again
+    assert attempt(client, "admin", PASSWORD).status_code == 302
+
+
+def test_incomplete_forms_do_not_count(client):
+    for _ in range(MAX_FAILURES * 2):
+        assert client.post(LOGIN, {"username": "admin"}, REMOTE_ADDR=IP_A).status_code == 200
+    assert attempt(client, "admin", PASSWORD).status_code == 302
