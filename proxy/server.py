@@ -19,6 +19,7 @@ from __future__ import annotations
 import daphne.server  # noqa: F401  # isort:skip  # installs the asyncio reactor before anything else does
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -133,15 +134,25 @@ class DirectorServer(Server):
                                header_timeout=self.header_timeout, send_timeout=self.send_timeout)
 
     def _listen_all(self):
-        """Bind traffic then management listeners; on any failure close those already bound."""
+        """Bind traffic then management listeners; on any failure close those already bound
+        (and remove the UNIX socket files made: Twisted unlinks them only on a running
+        reactor). Listeners are logged once all are bound, so a failed start says one line."""
+        bound = []
         try:
-            for address in self.traffic_listen:
-                self.ports.append(("traffic", self._listen(address, self.traffic_factory)))
-            for address in self.management_listen:
-                self.ports.append(("management", self._listen(address, self.http_factory)))
+            for kind, addresses, factory in (("traffic", self.traffic_listen, self.traffic_factory),
+                                             ("management", self.management_listen, self.http_factory)):
+                for address in addresses:
+                    self.ports.append((kind, self._listen(address, factory)))
+                    bound.append(address)
         except ListenError:
             self._stop_listening()
+            for address in bound:
+                if address.path is not None and address not in self.sockets:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(address.path)
             raise
+        for address in bound:
+            logger.info("%s %s", "serving inherited listener" if address in self.sockets else "listening on", address)
 
     def _listen(self, address: ListenAddress, factory):
         inherited = self.sockets.get(address)
@@ -157,7 +168,6 @@ class DirectorServer(Server):
             raise ListenError(f"cannot listen on {address}: {_describe(exc.socketError)}") from None
         host = port.getHost()
         self.listening_addresses.append((getattr(host, "host", address.path), getattr(host, "port", None)))
-        logger.info("listening on %s", address)
         return port
 
     def _adopt(self, address: ListenAddress, sock: socket.socket, factory):
@@ -168,7 +178,6 @@ class DirectorServer(Server):
         if sock.family == socket.AF_UNIX:  # Twisted 26 treats adopted UNIX ports like its own:
             port._bindPath = b"\0"  # abstract-namespace marker: connectionLost skips the unlink
             port._shouldShutdown = False  # and no shutdown(), which stops every worker's accepts
-        logger.info("serving inherited listener %s", address)
         return port
 
     def _stop_listening(self):
