@@ -111,6 +111,7 @@ def _check_database() -> None:
         executor = MigrationExecutor(connection)
         pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     except Exception as exc:
-        raise StartupError(f"database unreachable ({connection.settings_dict['ENGINE'].rsplit('.', 1)[-1]}): {exc}".strip()) from None
+        detail = " ".join(str(exc).split())  # drivers' messages span lines (psycopg adds a hint)
+        raise StartupError(f"database unreachable ({connection.settings_dict['ENGINE'].rsplit('.', 1)[-1]}): {detail}") from None
     if pending:
         raise StartupError("database is not migrated: run `python manage.py migrate`")
