@@ -197,6 +197,7 @@ def test_changes_under_load_fail_no_request(live):
             wait_left_out(b, load)
             wait_gets_traffic(a, load)
             wait_gets_traffic(c, load)
+        print(f"\nrequests under changes: {dict(load.statuses)}, errors: {len(load.errors)}")
         assert load.errors == [], load.errors[:5]
         assert set(load.statuses) == {200}, load.statuses
         assert load.statuses[200] >= 100, load.statuses  # the changes happened under real load
