@@ -12,50 +12,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.integration.test_api_live import BACKENDS, CONFIG, EFFECTIVE_WITHIN_S, api
+from tests.support.live_api import BACKENDS, CONFIG, EFFECTIVE_WITHIN_S, LiveApi
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.waiting import wait_for
 
 SLOW_DELAY_S = 2
-CHECK_INTERVAL_S = 0.2
 LOAD_THREADS = 4
 LOAD_MAX_REQUESTS = 20_000  # per thread; the loop normally stops well before
 LOAD_MAX_SECONDS = 45
 QUIET_SPAN_REQUESTS = 60  # requests served by the others while a left-out backend gets none
-
-
-class LiveApi:
-    """A runproxy with the test_api_live CONFIG (dynamic director "pool") and an operator token."""
-
-    def __init__(self, director: Director):
-        self.director = director
-        created = director.manage("createapitoken", "ops")
-        assert created.returncode == 0, created.stderr
-        self.key = created.stdout.strip()
-
-    def call(self, method: str, path: str, data=None, *, expect: int | None = None):
-        status, _, body = api(self.director, method, path, self.key, data)
-        if expect is not None:
-            assert status == expect, (method, path, status, body)
-        return status, body
-
-    def add_backend(self, backend, **fields) -> dict:
-        data = {"name": backend.name, "url": backend.url, "health_check_interval": CHECK_INTERVAL_S, **fields}
-        return self.call("POST", BACKENDS, data, expect=201)[1]
-
-    def backend(self, name: str) -> tuple[int, dict | None]:
-        return self.call("GET", f"{BACKENDS}{name}/")
-
-    def backend_names(self) -> list[str]:
-        return [b["name"] for b in self.call("GET", BACKENDS, expect=200)[1]]
-
-    def wait_online(self, name: str, timeout: float = 10) -> None:
-        wait_for(lambda: self.backend(name)[1]["health"]["state"] == "online", timeout, interval=0.05,
-                 what=f"backend {name} to be online")
-
-    def wait_removed(self, name: str, timeout: float = 10) -> None:
-        wait_for(lambda: name not in self.backend_names(), timeout, interval=0.05, what=f"backend {name} to be removed")
 
 
 @pytest.fixture

@@ -16,8 +16,7 @@ import time
 
 import pytest
 
-from tests.integration.test_api_drain import LiveApi
-from tests.integration.test_api_live import CONFIG
+from tests.support.live_api import CONFIG, LiveApi
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.processes import REPO

@@ -2,26 +2,15 @@
 reach the proxy within a second and survive a restart, Swagger UI assets served locally."""
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
 from tests.support.backends import http_backend
 from tests.support.director import Director
+from tests.support.live_api import BACKENDS, CONFIG, EFFECTIVE_WITHIN_S, api
 from tests.support.waiting import wait_for
 
-CONFIG = """
-    [directors.pool]
-    dynamic = true
-    health_check_success_threshold = 1
-
-    [[routes]]
-    path = "/"
-    pass = "pool"
-"""
-BACKENDS = "/api/v1/directors/pool/backends/"
-EFFECTIVE_WITHIN_S = 1.0
 SWAGGER_BUNDLE = "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js"
 
 
@@ -32,15 +21,6 @@ def live(tmp_path):
         yield director
     finally:
         director.stop()
-
-
-def api(live: Director, method: str, path: str, key: str | None, data=None):
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["Authorization"] = f"Token {key}"
-    body = json.dumps(data).encode() if data is not None else None
-    status, response_headers, payload = live.request(method, path, body=body, headers=headers, port=live.admin_port)
-    return status, response_headers, json.loads(payload) if payload else None
 
 
 def proxied_by(live: Director, name: str) -> bool:
