@@ -10,7 +10,7 @@ import logging
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
-from proxy.relay import relay
+from proxy.relay import open_response, relay
 from proxy.responses import respond
 from proxy.routes import Route, find_route
 from proxy.runtime import DirectorSettings
@@ -95,13 +95,13 @@ class ProxyApp:
         """Straight to one address: no queue, no health checks, no retries (SPEC §7.4)."""
         upstream = self.plane.road_warriors[route.target]
         try:
-            response = await upstream.send(request, ROAD_WARRIOR.timeouts)
+            response, first = await open_response(upstream, request, ROAD_WARRIOR.timeouts)
         except UpstreamError as err:
             log.info("road warrior %s: %s", route.target, err.reason)
             await respond(send, err.status, ROAD_WARRIOR.retry_after_header if err.status == 503 else ())
             return
         try:
-            await relay(response, send, self.rules, request.method == "HEAD")
+            await relay(response, send, self.rules, request.method == "HEAD", first=first)
         finally:
             response.release()  # an unfinished body closes the connection (on_client_abort close)
 

@@ -10,7 +10,7 @@ import logging
 
 from proxy.director import DirectorRuntime, Refused
 from proxy.errors import UpstreamError
-from proxy.relay import finish_after_abort, relay
+from proxy.relay import finish_after_abort, first_chunk, open_response, relay
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
 from proxy.upstream import UpstreamRequest
@@ -66,7 +66,7 @@ class Dispatcher:
                     return
             self.health.activity(backend.id)
             try:
-                response = await self._send(director, backend, request)
+                response, first = await self._send(director, backend, request)
             except UpstreamError as err:
                 director.release(backend)
                 self.backend_failed(backend, err)
@@ -80,20 +80,26 @@ class Dispatcher:
             except BaseException:
                 director.release(backend)
                 raise
-            await self._relay(director, backend, response, request, send)
+            await self._relay(director, backend, response, first, request, send)
             return
 
     async def _send(self, director: DirectorRuntime, backend: BackendRuntime, request: UpstreamRequest):
         settings = director.settings
         if settings.on_client_abort == "close":
-            return await backend.upstream.send(request, settings.timeouts)
+            return await open_response(backend.upstream, request, settings.timeouts)
         # notify/ignore: the upstream exchange must outlive a client that goes away now.
         task = asyncio.get_running_loop().create_task(backend.upstream.send(request, settings.timeouts))
         try:
-            return await asyncio.shield(task)
+            response = await asyncio.shield(task)
         except asyncio.CancelledError:
             director.take_slot(backend)  # held by the background continuation below
             task.add_done_callback(lambda t: self._after_abandoned_send(director, backend, t))
+            raise
+        try:
+            return response, await first_chunk(response, request)
+        except asyncio.CancelledError:
+            director.take_slot(backend)  # held until the policy has finished the response
+            finish_after_abort(response, settings.on_client_abort, lambda: director.release(backend))
             raise
 
     def _after_abandoned_send(self, director, backend, task: asyncio.Task) -> None:
@@ -102,10 +108,10 @@ class Dispatcher:
             return
         finish_after_abort(task.result(), director.settings.on_client_abort, lambda: director.release(backend))
 
-    async def _relay(self, director, backend, response, request, send) -> None:
+    async def _relay(self, director, backend, response, first, request, send) -> None:
         released = False
         try:
-            status = await relay(response, send, self.rules, request.method == "HEAD")
+            status = await relay(response, send, self.rules, request.method == "HEAD", first=first)
             director.status_counts[status // 100] += 1
             backend.status_counts[status // 100] += 1
         except UpstreamError as err:

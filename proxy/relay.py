@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
-from proxy.upstream import UpstreamResponse
+from proxy.upstream import Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 
 log = logging.getLogger("director.proxy")
 
@@ -18,15 +19,43 @@ BODY_START = "http.response.start"
 BODY = "http.response.body"
 
 
-async def relay(response: UpstreamResponse, send, rules: HeaderRules, head_only: bool) -> int:
-    """Send head and body; returns the status. The caller releases the response."""
+async def open_response(upstream: Upstream, request: UpstreamRequest, timeouts: Timeouts) -> tuple[UpstreamResponse, bytes]:
+    """Send the request; return the response and its first body chunk (see first_chunk)."""
+    response = await upstream.send(request, timeouts)
+    try:
+        return response, await first_chunk(response, request)
+    except BaseException:
+        response.release()
+        raise
+
+
+async def first_chunk(response: UpstreamResponse, request: UpstreamRequest) -> bytes:
+    """The first body chunk (b"" for HEAD), read before anything goes to the client.
+
+    Nothing reaches the client before it (the server writes the head with the first body
+    bytes), so a backend failing up to here - a bad first chunk line, a timeout before any
+    body byte - still fails "before the response": the caller answers 502/504 or retries
+    (SPEC §7.5) instead of the server's 500. An UpstreamError releases the response.
+    """
+    if request.method == "HEAD":
+        return b""
+    try:
+        return await response.read()
+    except UpstreamError:
+        response.release()
+        raise
+
+
+async def relay(response: UpstreamResponse, send, rules: HeaderRules, head_only: bool, *, first: bytes) -> int:
+    """Send head and body, starting with `first` (from open_response); returns the status.
+    The caller releases the response."""
     status = response.status
     await send({"type": BODY_START, "status": status, "headers": rules.response(response.headers)})
     if head_only:
         await send({"type": BODY, "body": b"", "more_body": False})
         return status
     read = response.read
-    chunk = await read()
+    chunk = first
     if chunk and len(chunk) == _content_length(response.headers):
         # The whole length-delimited body arrived at once: one write for it and the end.
         rest = await read()
