@@ -1,9 +1,10 @@
 """Misbehaving HTTP backends through a real runproxy (SPEC §7.4-7.6).
 
-Before the response head: 502 (504 after a timeout), never a hang, and the client connection
-stays sound. After the head: the client connection is closed at once (a length-delimited body
-stops short, a chunked one has no final chunk) and a request pipelined behind it gets no
-answer. A director's backend that fails a live request goes offline and an idempotent request
+Before any response byte reached the client (which includes a valid head followed by a bad
+first chunk line: the head goes out with the first body bytes): 502 (504 after a timeout),
+never a hang, and the client connection stays sound. After that: the client connection is
+closed at once (a length-delimited body stops short, a chunked one has no final chunk) and a
+request pipelined behind it gets no answer. A director's backend that fails a live request goes offline and an idempotent request
 is retried on the next backend.
 
 Most faults come from road-warrior routes (no health checks). Those that need a director's
