@@ -172,8 +172,11 @@ def test_listen_addresses_come_from_the_config_file_without_flags(tmp_path, shor
         director = Director(tmp_path, config)
         process = Process(runproxy_args(director), tmp_path / "runproxy.log", env=director.env)
         try:
-            wait_for(lambda: process.alive() and port_open("127.0.0.1", port) and path.exists()
-                     and port_open("127.0.0.1", admin_port), 30, what="listeners from the config file")
+            try:
+                wait_for(lambda: port_open("127.0.0.1", port) and path.exists() and port_open("127.0.0.1", admin_port),
+                         30, what="listeners from the config file")
+            except AssertionError:
+                raise AssertionError(f"runproxy did not listen:\n{process.output()}") from None
             assert proxied(RawHTTP.tcp("127.0.0.1", port))[:2] == (200, b"fromconfig")
             assert proxied(RawHTTP.unix(str(path)))[:2] == (200, b"fromconfig")
             status, _, body = director.request("GET", "/-/ready", port=admin_port)
