@@ -20,6 +20,7 @@ from daphne.http_protocol import WebRequest
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
+from proxy.errors import UpstreamError
 from proxy.server_channel import REASONS, error_body
 
 logger = logging.getLogger("director.server")
@@ -165,14 +166,17 @@ class RequestMixin:
             failure = None
         else:
             failure = task.exception()
-            if failure is not None and self.log_failures:
+            if isinstance(failure, UpstreamError):
+                pass  # an expected backend failure mid-response: abort() below logs one line
+            elif failure is not None and self.log_failures:
                 logger.error("Exception inside application: %s", failure, exc_info=failure)
         if self.finished or self._disconnected or self._aborted:
             return
         if not self.startedWriting:  # nothing on the wire yet: a clean answer is still possible
             self.respond_error(503 if task.cancelled() else 500)  # cancelled: shutting down
         else:
-            self.abort("the application failed" if failure else "the application ended the response early")
+            self.abort(f"backend failed: {failure}" if isinstance(failure, UpstreamError)
+                       else "the application failed" if failure else "the application ended the response early")
 
 
 class TrafficRequest(RequestMixin, http.Request):
