@@ -4,6 +4,7 @@ Pure apart from `stat()` calls under the document root (path-info split, like x0
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -138,13 +139,18 @@ def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:
     return params
 
 
+@functools.lru_cache(maxsize=1024)
+def _http_key(name: bytes) -> bytes:
+    return b"HTTP_" + name.upper().replace(b"-", b"_")
+
+
 def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     merged: dict[bytes, bytes] = {}
     for name, value in headers:
         name = name.lower()
         if name in _SKIPPED_HEADERS or not _FORWARDABLE_NAME.match(name):
             continue
-        key = b"HTTP_" + name.upper().replace(b"-", b"_")
+        key = _http_key(name)
         if key in merged:
             merged[key] += (b"; " if name == b"cookie" else b", ") + value
         else:

@@ -106,7 +106,7 @@ def encode_unknown_type(type_: int) -> bytes:
 
 def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The PARAMS stream for `pairs`, including the terminating empty PARAMS record."""
-    body = b"".join(encode_name_value(name, value) for name, value in pairs)
+    body = b"".join([encode_name_value(name, value) for name, value in pairs])
     return b"".join(encode_stream(PARAMS, request_id, body)) + encode_record(PARAMS, request_id)
 
 
@@ -133,7 +133,10 @@ def _encode_length(length: int) -> bytes:
 
 
 def encode_name_value(name: bytes, value: bytes) -> bytes:
-    return _encode_length(len(name)) + _encode_length(len(value)) + name + value
+    name_length, value_length = len(name), len(value)
+    if name_length < 0x80 and value_length < 0x80:  # the common case: two 1-byte lengths
+        return bytes((name_length, value_length)) + name + value
+    return _encode_length(name_length) + _encode_length(value_length) + name + value
 
 
 def _decode_length(data: bytes, pos: int) -> tuple[int, int]:
