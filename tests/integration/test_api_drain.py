@@ -10,9 +10,9 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 
-from tests.support.live_api import BACKENDS, CONFIG, EFFECTIVE_WITHIN_S, LiveApi
+from tests.support.live_api import BACKENDS, EFFECTIVE_WITHIN_S
+from tests.support.live_api import live  # noqa: F401 - the fixture
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.waiting import wait_for
@@ -22,15 +22,6 @@ LOAD_THREADS = 4
 LOAD_MAX_REQUESTS = 20_000  # per thread; the loop normally stops well before
 LOAD_MAX_SECONDS = 45
 QUIET_SPAN_REQUESTS = 60  # requests served by the others while a left-out backend gets none
-
-
-@pytest.fixture
-def live(tmp_path):
-    director = Director(tmp_path, CONFIG).start()
-    try:
-        yield LiveApi(director)
-    finally:
-        director.stop()
 
 
 def proxied(director: Director, path: str = "/") -> tuple[int, str | None]:

@@ -14,11 +14,9 @@ import math
 import statistics
 import time
 
-import pytest
 
-from tests.support.live_api import CONFIG, LiveApi
+from tests.support.live_api import LiveApi, live  # noqa: F401 - live is the fixture
 from tests.support.backends import http_backend
-from tests.support.director import Director
 from tests.support.processes import REPO
 from tests.support.waiting import wait_for
 
@@ -28,15 +26,6 @@ EFFECT_TIMEOUT_S = 5.0  # one change not effective by then fails the test outrig
 POLL_INTERVAL_S = 0.002
 DIRECTOR = "/api/v1/directors/pool/"
 ARTIFACT = REPO / "test-artifacts" / "api_latency.txt"
-
-
-@pytest.fixture
-def live(tmp_path):
-    director = Director(tmp_path, CONFIG).start()
-    try:
-        yield LiveApi(director)
-    finally:
-        director.stop()
 
 
 class ProxyProbe:

@@ -18,7 +18,7 @@ from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.processes import REPO, Process
 from tests.support.rawhttp import RawHTTP, request
-from tests.support.waiting import free_port, port_open, wait_for
+from tests.support.waiting import ipv6_loopback, free_port, port_open, wait_for
 
 START_TIMEOUT = 60
 UNREACHABLE_POSTGRES = "postgres://postgres@127.0.0.1:1/x"
@@ -122,15 +122,6 @@ def test_unmigrated_database(tmp_path):
 def test_more_than_one_worker_is_refused(tmp_path):
     director = Director(tmp_path, "")
     assert_fails_with_one_line(run_to_exit(director, "--workers", "2"), "workers", "1 worker")
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def proxied(conn: RawHTTP) -> tuple[int, bytes, str | None]:

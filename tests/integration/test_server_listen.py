@@ -13,18 +13,9 @@ import pytest
 from tests.support.processes import REPO, Process, python_args
 from tests.support.rawhttp import RawHTTP, request
 from tests.support.server_harness import start_server
-from tests.support.waiting import wait_for
+from tests.support.waiting import ipv6_loopback, wait_for
 
 GET_HELLO = request("GET", "/hello", {"Host": "test"})
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as probe:
-            probe.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 def hello(conn: RawHTTP) -> bytes:

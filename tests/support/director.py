@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 from tests.support.processes import REPO, Process
-from tests.support.waiting import free_port, wait_for, wait_port
+from tests.support.waiting import free_port, wait_for
 
 _TEMPLATE: Path | None = None
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.support.director import Director
 from tests.support.waiting import wait_for
 
@@ -61,3 +63,13 @@ class LiveApi:
 
     def wait_removed(self, name: str, timeout: float = 10) -> None:
         wait_for(lambda: name not in self.backend_names(), timeout, interval=0.05, what=f"backend {name} to be removed")
+
+
+@pytest.fixture
+def live(tmp_path):
+    """A runproxy with CONFIG and an operator token: import this fixture where needed."""
+    director = Director(tmp_path, CONFIG).start()
+    try:
+        yield LiveApi(director)
+    finally:
+        director.stop()
