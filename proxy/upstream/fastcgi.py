@@ -35,6 +35,8 @@ INLINE_BODY_LIMIT = 64 * 1024  # bodies up to this size go out with the params i
 _REJECTIONS = {fr.CANT_MPX_CONN: "cannot multiplex connections (FCGI_CANT_MPX_CONN)",
                fr.UNKNOWN_ROLE: "does not know the RESPONDER role (FCGI_UNKNOWN_ROLE)",
                fr.OVERLOADED: "overloaded (FCGI_OVERLOADED)"}
+BEGIN_RESPONDER = fr.encode_begin_request(REQUEST_ID, fr.RESPONDER, fr.KEEP_CONN)
+END_OF_STDIN = fr.encode_record(fr.STDIN, REQUEST_ID)
 
 
 class FastCGIUpstream(Upstream):
@@ -53,14 +55,14 @@ class FastCGIUpstream(Upstream):
         return f"{self.log_context} ({self.address.url})" if self.log_context else self.address.url
 
     async def _connect(self, timeout: float) -> FastCGIConnection:
-        label = self.address.url
-        _, conn = await open_connection(self.address, lambda: FastCGIConnection(label), timeout)
+        label, loop = self.address.url, asyncio.get_running_loop()
+        _, conn = await open_connection(self.address, lambda: FastCGIConnection(label, loop), timeout)
         return conn
 
     async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False) -> FastCGIResponse:
         # BadRequestPath before any I/O. `fresh` requests are the health checks (see base.py).
         params = build_params(request, server_software=self.server_software, health_check=fresh)
-        preamble = fr.encode_begin_request(REQUEST_ID, fr.RESPONDER, fr.KEEP_CONN) + fr.encode_params(REQUEST_ID, params)
+        preamble = BEGIN_RESPONDER + fr.encode_params(REQUEST_ID, params)
         no_body = request.method == "HEAD"
         conn, reused = await self._acquire(timeouts.connect, fresh)
         response = FastCGIResponse(self, conn, timeouts, no_body)
@@ -119,9 +121,11 @@ class FastCGIResponse(UpstreamResponse):
     async def start(self, preamble: bytes, body: RequestBody) -> None:
         """Write the request, start streaming STDIN, and read until the CGI head is parsed."""
         try:
-            if body.length <= INLINE_BODY_LIMIT:  # one write, nothing to wait for: no writer task
-                stdin = fr.encode_stream(fr.STDIN, REQUEST_ID, body.read_all() if body.length else b"")
-                self._conn.write_nowait([preamble, *stdin, fr.encode_record(fr.STDIN, REQUEST_ID)])
+            if not body.length:
+                self._conn.write_nowait([preamble, END_OF_STDIN])
+            elif body.length <= INLINE_BODY_LIMIT:  # one write, nothing to wait for: no writer task
+                stdin = fr.encode_stream(fr.STDIN, REQUEST_ID, body.read_all())
+                self._conn.write_nowait([preamble, *stdin, END_OF_STDIN])
             else:
                 await self._conn.write([preamble], self._timeouts.write)
                 self._writer = asyncio.create_task(self._write_stdin(body))
@@ -147,7 +151,7 @@ class FastCGIResponse(UpstreamResponse):
         try:
             async for chunk in body.chunks(fr.MAX_STREAM_CHUNK):
                 await self._conn.write(fr.encode_record_parts(fr.STDIN, REQUEST_ID, chunk), self._timeouts.write)
-            await self._conn.write([fr.encode_record(fr.STDIN, REQUEST_ID)], self._timeouts.write)
+            await self._conn.write([END_OF_STDIN], self._timeouts.write)
         except UpstreamError as exc:
             self._conn.fail(exc)
         except Exception as exc:  # noqa: BLE001 - e.g. the spooled body file failed: end the exchange
@@ -155,11 +159,14 @@ class FastCGIResponse(UpstreamResponse):
 
     async def _next_stdout(self) -> bytes | None:
         """Content of the next non-empty STDOUT record; None after END_REQUEST(complete)."""
+        conn = self._conn
         while True:
-            record = await self._conn.next_record(self._timeouts.read)
-            if record is None:
-                raise ConnectionClosed(f"{self._upstream.label} closed the connection before END_REQUEST"
-                                       + (" (truncated record)" if self._conn.truncated else ""))
+            record = conn.pop_record()
+            if record is None:  # nothing queued: wait, then look again
+                if not await conn.wait_readable(self._timeouts.read):
+                    raise ConnectionClosed(f"{self._upstream.label} closed the connection before END_REQUEST"
+                                           + (" (truncated record)" if conn.truncated else ""))
+                continue
             self.received_anything = True
             if record.request_id != REQUEST_ID:
                 raise ProtocolError(f"{self._upstream.label} sent a type {record.type} record for request "

@@ -3,6 +3,10 @@
 Records queue up until the exchange pulls them; above HIGH_WATER unread content bytes the
 transport stops reading (the backend then blocks on its writes), below LOW_WATER it resumes.
 Writes wait for the transport's buffer to drain, bounded by the write timeout.
+
+Timing costs one timer handle per connection, not one per wait: the read (idle) timeout
+and the pool idle timeout are deadlines re-checked when the timer fires, which then re-arms
+itself at the current deadline. A state change only re-arms it when its deadline is earlier.
 """
 from __future__ import annotations
 
@@ -19,10 +23,11 @@ LOW_WATER = 64 * 1024
 class FastCGIConnection(asyncio.Protocol):
     """Pooled connection object (`reusable`, `is_closing()`, `close()`) and asyncio protocol."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, loop: asyncio.AbstractEventLoop):
         self.label = label
         self.reusable = True
         self.transport: asyncio.Transport | None = None
+        self._loop = loop
         self._parser = RecordParser()
         self._records: deque[Record] = deque()
         self._unread = 0
@@ -30,9 +35,14 @@ class FastCGIConnection(asyncio.Protocol):
         self._eof = False
         self._error: Exception | None = None
         self._read_waiter: asyncio.Future | None = None
+        self._read_timeout = 0.0  # of the current read wait
+        self._read_since = 0.0  # start of the current read wait
         self._write_waiter: asyncio.Future | None = None
         self._writing_paused = False
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_timeout: float | None = None  # set while idle in the pool
+        self._idle_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport):
@@ -46,12 +56,13 @@ class FastCGIConnection(asyncio.Protocol):
         except RecordFormatError as exc:
             self.fail(ProtocolError(f"invalid FastCGI stream from {self.label}: {exc}"))
             return
-        for record in records:
-            self._records.append(record)
-            self._unread += len(record.content)
-        if self._unread > HIGH_WATER and not self._reading_paused:
-            self._reading_paused = True
-            self.transport.pause_reading()
+        if records:
+            self._records.extend(records)
+            for record in records:
+                self._unread += len(record.content)
+            if self._unread > HIGH_WATER and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
         _wake(self._read_waiter)
 
     def eof_received(self):
@@ -62,6 +73,7 @@ class FastCGIConnection(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.busy()
+        self._stop_timer()
         self._eof = True
         self.reusable = False
         if exc is not None and self._error is None:
@@ -83,6 +95,7 @@ class FastCGIConnection(asyncio.Protocol):
     def close(self) -> None:
         """Graceful close when idle; abort (dropping queued request bytes) mid-exchange."""
         self.reusable = False
+        self._stop_timer()
         if self.transport is not None:
             if self.transport.get_write_buffer_size() or self._error is not None:
                 self.transport.abort()
@@ -92,16 +105,49 @@ class FastCGIConnection(asyncio.Protocol):
     def idle(self, timeout: float) -> None:
         """Back in the pool: close after `timeout` s unless reused. php-fpm gives every open
         connection a worker of its own, so an idle one must not hold a worker for long."""
-        self.busy()
-        try:
-            self._idle_timer = asyncio.get_running_loop().call_later(timeout, self.close)
-        except RuntimeError:  # released outside the event loop: nothing could reuse it
+        if not self._loop.is_running():  # released outside the event loop: nothing could reuse it
             self.close()
+            return
+        self._idle_timeout = timeout
+        self._idle_since = now = self._loop.time()
+        self._arm(now + timeout)
 
     def busy(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        self._idle_timeout = None  # the timer, if armed, finds nothing due and re-checks later
+
+    # -- the connection timer ----------------------------------------------------------------
+    def _arm(self, deadline: float) -> None:
+        """Make sure the timer fires no later than `deadline`."""
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.is_closing():
+            return
+        now = self._loop.time()
+        if self._idle_timeout is not None:
+            deadline = self._idle_since + self._idle_timeout
+            if now >= deadline:
+                self.close()
+                return
+        elif self._read_waiter is not None and not self._read_waiter.done():
+            deadline = self._read_since + self._read_timeout
+            if now >= deadline:  # raised by wait_readable; the exchange then drops us
+                self._read_waiter.set_exception(ReadTimeout(f"no data from {self.label} for {self._read_timeout:g}s"))
+                return
+        else:
+            return  # busy but not waiting for the backend: the next wait re-arms
+        self._arm(deadline)
 
     # -- used by the exchange --------------------------------------------------------------
     @property
@@ -121,27 +167,34 @@ class FastCGIConnection(asyncio.Protocol):
         _wake(self._read_waiter)
         _wake(self._write_waiter)
 
-    async def next_record(self, timeout: float) -> Record | None:
-        """The next record, or None at end of stream. Raises the stored error, ReadTimeout."""
-        while not self._records:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return None
-            self._read_waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._read_waiter
-            except TimeoutError:
-                raise ReadTimeout(f"no data from {self.label} for {timeout:g}s") from None
-            finally:
-                self._read_waiter = None
+    def pop_record(self) -> Record | None:
+        """The next queued record, or None when none is queued (see `wait_readable`)."""
+        if not self._records:
+            return None
         record = self._records.popleft()
         self._unread -= len(record.content)
         if self._reading_paused and self._unread < LOW_WATER and not self.is_closing():
             self._reading_paused = False
             self.transport.resume_reading()
         return record
+
+    async def wait_readable(self, timeout: float) -> bool:
+        """Wait until a record is queued: True, or False at end of stream. Raises the stored
+        error, or ReadTimeout when no data arrives for `timeout` seconds."""
+        while not self._records:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return False
+            self._read_waiter = waiter = self._loop.create_future()
+            self._read_timeout = timeout
+            self._read_since = now = self._loop.time()
+            self._arm(now + timeout)
+            try:
+                await waiter
+            finally:
+                self._read_waiter = None
+        return True
 
     def write_nowait(self, chunks: list[bytes]) -> None:
         """Queue `chunks` for sending; the transport flushes them as the backend reads."""
@@ -159,7 +212,7 @@ class FastCGIConnection(asyncio.Protocol):
                 raise self._error
             if self.is_closing():
                 raise ConnectionClosed(f"connection to {self.label} closed while sending the request")
-            self._write_waiter = asyncio.get_running_loop().create_future()
+            self._write_waiter = self._loop.create_future()
             try:
                 async with asyncio.timeout(timeout):
                     await self._write_waiter
