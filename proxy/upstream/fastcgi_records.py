@@ -6,8 +6,7 @@ the test servers, so both directions (encode and parse) of every record type liv
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 VERSION_1 = 1
 
@@ -49,14 +48,15 @@ _UNKNOWN_BODY = struct.Struct("!B7x")  # the unknown type
 _LONG_LENGTH = struct.Struct("!I")
 _LONG_FLAG = 0x80000000
 MAX_NV_LENGTH = 0x7FFFFFFF
+_SHORT_LENGTHS = [bytes((length,)) for length in range(0x80)]  # 1-byte name-value lengths
+_PADDING = [b"\0" * length for length in range(8)]
 
 
 class RecordFormatError(ValueError):
     """The bytes are not a valid FastCGI record stream."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     type: int
     request_id: int
     content: bytes
@@ -106,8 +106,19 @@ def encode_unknown_type(type_: int) -> bytes:
 
 def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The PARAMS stream for `pairs`, including the terminating empty PARAMS record."""
-    body = b"".join([encode_name_value(name, value) for name, value in pairs])
-    return b"".join(encode_stream(PARAMS, request_id, body)) + encode_record(PARAMS, request_id)
+    short, parts = _SHORT_LENGTHS, []
+    for name, value in pairs:  # encode_name_value inlined: this runs for every request
+        name_length, value_length = len(name), len(value)
+        parts += (short[name_length] if name_length < 0x80 else _encode_length(name_length),
+                  short[value_length] if value_length < 0x80 else _encode_length(value_length), name, value)
+    body = b"".join(parts)
+    end = _HEADER.pack(VERSION_1, PARAMS, request_id, 0, 0)
+    if len(body) > MAX_STREAM_CHUNK:
+        return b"".join(encode_stream(PARAMS, request_id, body)) + end
+    if not body:
+        return end
+    padding = -len(body) % 8
+    return b"".join((_HEADER.pack(VERSION_1, PARAMS, request_id, len(body), padding), body, _PADDING[padding], end))
 
 
 def decode_begin_request(content: bytes) -> tuple[int, int]:
@@ -181,18 +192,23 @@ class RecordParser:
 
     def feed(self, data: bytes) -> list[Record]:
         buffer = self._buffer
-        buffer += data
-        records, pos, size = [], 0, len(buffer)
+        if buffer:  # continue an incomplete record; parse from immutable bytes either way
+            buffer += data
+            data = bytes(buffer)
+            buffer.clear()
+        records, pos, size = [], 0, len(data)
+        unpack = _HEADER.unpack_from
         while size - pos >= HEADER_LEN:
-            version, type_, request_id, length, padding = _HEADER.unpack_from(buffer, pos)
+            version, type_, request_id, length, padding = unpack(data, pos)
             if version != VERSION_1:
+                buffer += memoryview(data)[pos:]  # the bad bytes stay pending, as received
                 raise RecordFormatError(f"FastCGI record version {version}, expected {VERSION_1}")
-            end = pos + HEADER_LEN + length + padding
+            start = pos + HEADER_LEN
+            end = start + length + padding
             if end > size:
                 break
-            start = pos + HEADER_LEN
-            records.append(Record(type_, request_id, bytes(buffer[start:start + length]), padding))
+            records.append(Record(type_, request_id, data[start:start + length], padding))
             pos = end
-        if pos:
-            del buffer[:pos]
+        if pos < size:
+            buffer += memoryview(data)[pos:]
         return records
