@@ -9,6 +9,7 @@ import os
 import re
 import socket
 import stat
+import time
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
@@ -24,6 +25,13 @@ _SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
 _FORWARDABLE_NAME = re.compile(rb"^[A-Za-z0-9-]+$")
 _TOKEN = re.compile(rb"^[!#$%&'*+.^`|~0-9A-Za-z_-]+$")
 _FORBIDDEN_PATH_BYTES = (b"\r", b"\n", b"\0")
+# Found files and directories under document roots are remembered this long (seconds), so
+# a hot script costs no stat() per request; a missing path is looked up every time.
+STAT_CACHE_TTL = 1.0
+STAT_CACHE_SIZE = 4096
+_stat_cache: dict[bytes, tuple[int, float]] = {}  # path -> (st_mode, expiry)
+HEADER_KEY_CACHE_SIZE = 1024
+_header_keys: dict[bytes, bytes | None] = {}  # header name as received -> HTTP_* name, None: not sent
 
 
 class BadRequestPath(ValueError):
@@ -42,7 +50,7 @@ def build_params(request: UpstreamRequest, *, server_software: str, health_check
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
         (b"SERVER_SOFTWARE", server_software.encode()),
         (b"SERVER_NAME", _server_name(request).encode("utf-8", "replace")),
-        (b"SERVER_PROTOCOL", f"HTTP/{request.http_version}".encode()),
+        (b"SERVER_PROTOCOL", _protocol(request.http_version)),
         (b"REQUEST_METHOD", request.method.encode()),
         (b"REQUEST_URI", request.target),
         (b"QUERY_STRING", query),
@@ -68,7 +76,7 @@ def build_params(request: UpstreamRequest, *, server_software: str, health_check
 def _decoded_path(raw_path: bytes, query: bytes) -> bytes:
     if not raw_path.startswith(b"/"):
         raise BadRequestPath(f"request path {raw_path[:100]!r} does not start with '/'")
-    path = unquote_to_bytes(raw_path)
+    path = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
     for bad in _FORBIDDEN_PATH_BYTES:
         if bad in path or bad in query:
             raise BadRequestPath(f"request path or query contains {bad!r}")
@@ -87,8 +95,18 @@ def _server_name(request: UpstreamRequest) -> str:
     return socket.gethostname()
 
 
+@functools.lru_cache(maxsize=16)
+def _protocol(http_version: str) -> bytes:
+    return f"HTTP/{http_version}".encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _root(document_root: str) -> bytes:
+    return os.fsencode(document_root.rstrip("/") or "/")
+
+
 def _script_params(path: bytes, document_root: str | None, script_filename: str | None) -> list[tuple[bytes, bytes]]:
-    root = os.fsencode(document_root.rstrip("/") or "/") if document_root else None
+    root = _root(document_root) if document_root else None
     if root is not None and b".." in path.split(b"/"):
         raise BadRequestPath("request path contains a '..' segment")
     params = []
@@ -118,15 +136,31 @@ def split_path_info(root: bytes, path: bytes) -> tuple[bytes, bytes]:
     while True:
         end = path.find(b"/", end + 1)
         prefix = path if end < 0 else path[:end]
-        try:
-            mode = os.stat(base + prefix).st_mode
-        except (OSError, ValueError):
+        mode = _stat_mode(base + prefix)
+        if mode is None:
             break
         if stat.S_ISREG(mode):
             return prefix, path[len(prefix):]
         if end < 0 or not stat.S_ISDIR(mode):
             break
     return path, b""
+
+
+def _stat_mode(path: bytes) -> int | None:
+    """st_mode of `path`, None when it does not exist (or cannot be looked up)."""
+    now = time.monotonic()
+    cached = _stat_cache.get(path)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        _stat_cache.pop(path, None)
+        return None
+    if len(_stat_cache) >= STAT_CACHE_SIZE:
+        _stat_cache.clear()
+    _stat_cache[path] = (mode, now + STAT_CACHE_TTL)
+    return mode
 
 
 def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:
@@ -139,20 +173,28 @@ def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:
     return params
 
 
-@functools.lru_cache(maxsize=1024)
-def _http_key(name: bytes) -> bytes:
-    return b"HTTP_" + name.upper().replace(b"-", b"_")
+def _http_key(name: bytes) -> bytes | None:
+    """HTTP_<NAME> for a header name, None for one that is not forwarded."""
+    key = _header_keys.get(name, b"")
+    if key != b"":
+        return key
+    lower = name.lower()
+    key = None if lower in _SKIPPED_HEADERS or not _FORWARDABLE_NAME.match(lower) else \
+        b"HTTP_" + lower.upper().replace(b"-", b"_")
+    if len(_header_keys) >= HEADER_KEY_CACHE_SIZE:
+        _header_keys.clear()
+    _header_keys[name] = key
+    return key
 
 
 def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     merged: dict[bytes, bytes] = {}
     for name, value in headers:
-        name = name.lower()
-        if name in _SKIPPED_HEADERS or not _FORWARDABLE_NAME.match(name):
-            continue
         key = _http_key(name)
+        if key is None:
+            continue
         if key in merged:
-            merged[key] += (b"; " if name == b"cookie" else b", ") + value
+            merged[key] += (b"; " if key == b"HTTP_COOKIE" else b", ") + value
         else:
             merged[key] = value
     return list(merged.items())
