@@ -1,5 +1,6 @@
 """Polling with deadlines instead of sleeps."""
 import asyncio
+import os
 import socket
 import time
 
@@ -42,11 +43,27 @@ def wait_port(host: str, port: int, timeout: float = 15.0):
     wait_for(lambda: port_open(host, port), timeout, what=f"{host}:{port} to accept connections")
 
 
+# Ports handed to processes that bind them later come from below the kernel's
+# ephemeral range (32768+ on Linux), so a socket bound to port 0 or an outgoing
+# connection in the meantime can never take one first. A per-process cursor keeps
+# one test session from handing out the same port twice.
+_FIXED_PORTS = range(20000, 32000)
+_cursor = [20000 + (os.getpid() * 97) % len(_FIXED_PORTS)]
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now and the kernel will not assign on its own."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(len(_FIXED_PORTS)):
+        port = _cursor[0]
+        _cursor[0] = port + 1 if port + 1 < _FIXED_PORTS.stop else _FIXED_PORTS.start
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port on {host} in {_FIXED_PORTS}")
 
 
 def ipv6_loopback() -> bool:

@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 from proxy.errors import ProtocolError
 from proxy.upstream.base import RequestBody, UpstreamRequest
 from balancer.health.probe import build_request
+from tests.support.waiting import wait_for
 from proxy.upstream.cgi import MAX_HEAD, BadRequestPath, CGIHeadParser, build_params
 
 
@@ -214,3 +215,28 @@ def test_oversized_head_raises_incrementally_and_at_once():
         CGIHeadParser().feed(line * 70 + b"\r\nbody")
     head, _ = head_of(b"X: " + b"a" * (MAX_HEAD - 10) + b"\r\n\r\n")
     assert head.status == 200
+
+
+def test_new_script_is_found_at_once_and_a_found_one_is_not_stat_again(docroot, monkeypatch):
+    from proxy.upstream import cgi
+    target = b"/fresh.php/tail"
+    assert params(target=target, document_root=str(docroot))[b"SCRIPT_NAME"] == target  # missing
+    (docroot / "fresh.php").write_text("<?php")
+    assert params(target=target, document_root=str(docroot))[b"SCRIPT_NAME"] == b"/fresh.php"
+    calls = []
+    real_stat = cgi.os.stat
+    monkeypatch.setattr(cgi.os, "stat", lambda path: calls.append(path) or real_stat(path))
+    for _ in range(5):
+        assert params(target=target, document_root=str(docroot))[b"PATH_INFO"] == b"/tail"
+    assert calls == []
+
+
+def test_removed_script_is_forgotten_after_the_cache_ttl(docroot, monkeypatch):
+    from proxy.upstream import cgi
+    monkeypatch.setattr(cgi, "STAT_CACHE_TTL", 0.05)
+    target = b"/gone.php/tail"
+    (docroot / "gone.php").write_text("<?php")
+    assert params(target=target, document_root=str(docroot))[b"SCRIPT_NAME"] == b"/gone.php"
+    (docroot / "gone.php").unlink()
+    wait_for(lambda: params(target=target, document_root=str(docroot))[b"SCRIPT_NAME"] == target,
+             2, what="the removed script to drop out of the stat cache")
