@@ -7,20 +7,9 @@ import pytest
 
 from tests.support.backends import http_backend
 from tests.support.director import Director
-from tests.support.live_api import BACKENDS, LiveApi, api as api_on
+from tests.support.live_api import BACKENDS, CONFIG, LiveApi, api as api_on
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
-
-CONFIG = """
-    [directors.pool]
-    dynamic = true
-    health_check_success_threshold = 1
-
-    [[routes]]
-    path = "/"
-    pass = "pool"
-"""
-
 
 @pytest.fixture
 def pair(tmp_path):
