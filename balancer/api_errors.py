@@ -7,6 +7,7 @@ documents those bodies in the OpenAPI schema.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import JsonResponse
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -32,6 +33,11 @@ def exception_handler(exc, context):
         errors = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return Response(_field_errors(errors), status=400)
     return drf_exception_handler(exc, context)
+
+
+def unknown_api_path(request, rest: str = ""):
+    """404 for a path under /api/ that names no endpoint, as JSON like every API error."""
+    return JsonResponse({"detail": f"No API endpoint at {request.path}."}, status=404)
 
 
 class ErrorSerializer(serializers.Serializer):

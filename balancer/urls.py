@@ -10,7 +10,7 @@ from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import api, haproxy_csv, metrics, status
+from . import api, api_errors, haproxy_csv, metrics, status
 
 API = "api/v1/"
 BACKEND = API + "directors/<str:director>/backends/<str:backend>/"
@@ -27,6 +27,7 @@ urlpatterns = [
     path(API + "audit/", api.AuditList.as_view(), name="api-audit-list"),
     path(API + "schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(API + "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/(?P<rest>.*)$", api_errors.unknown_api_path),
     path("status/", status.status_page, name="status"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("haproxy/stats.csv", haproxy_csv.stats_csv, name="haproxy-stats-csv"),

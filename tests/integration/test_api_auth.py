@@ -113,3 +113,11 @@ class TestSessions(ApiTestBase):
         self.call("GET", READS[0], expect=200, client=client)
         response = client.post("/api/v1/directors/pool/backends/b1/disable", **csrf_headers(client))
         assert response.status_code == 403
+
+
+@pytest.mark.parametrize("path", ["/api/", "/api/v1/", "/api/v1/nope/", "/api/v2/directors/", "/api/v1/directors/pool/backends/b1/x"])
+def test_unknown_api_paths_get_a_json_404(path):
+    response = token_client("operator").get(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"].startswith("No API endpoint")
