@@ -88,12 +88,16 @@ class Dispatcher:
         if settings.on_client_abort == "close":
             return await open_response(backend.upstream, request, settings.timeouts)
         # notify/ignore: the upstream exchange must outlive a client that goes away now.
-        task = asyncio.get_running_loop().create_task(backend.upstream.send(request, settings.timeouts))
+        notify = settings.on_client_abort == "notify"
+        task = asyncio.get_running_loop().create_task(
+            backend.upstream.send(request, settings.timeouts, notify_abort=notify))
         try:
             response = await asyncio.shield(task)
         except asyncio.CancelledError:
             director.take_slot(backend)  # held by the background continuation below
             task.add_done_callback(lambda t: self._after_abandoned_send(director, backend, t))
+            if notify:
+                task.cancel()  # FastCGI sends ABORT_REQUEST now and reads to END_REQUEST
             raise
         try:
             return response, await first_chunk(response, request)

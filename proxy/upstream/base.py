@@ -131,12 +131,15 @@ class Upstream(abc.ABC):
         self.address = address
 
     @abc.abstractmethod
-    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False) -> UpstreamResponse:
+    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False,
+                   notify_abort: bool = False) -> UpstreamResponse:
         """Send the request and return once the response head has arrived.
 
         Raises an `proxy.errors.UpstreamError` subclass. `fresh` uses a new connection that
         is closed afterwards (health checks). The request body is written while the response
-        is being read, so a backend that answers early never deadlocks us.
+        is being read, so a backend that answers early never deadlocks us. When the send is
+        cancelled before the head, the connection is closed; with `notify_abort` FastCGI
+        first sends ABORT_REQUEST and reads until END_REQUEST (HTTP has no such message).
         """
 
     @abc.abstractmethod

@@ -59,13 +59,14 @@ class FastCGIUpstream(Upstream):
         _, conn = await open_connection(self.address, lambda: FastCGIConnection(label, loop), timeout)
         return conn
 
-    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False) -> FastCGIResponse:
+    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False,
+                   notify_abort: bool = False) -> FastCGIResponse:
         # BadRequestPath before any I/O. `fresh` requests are the health checks (see base.py).
         params = build_params(request, server_software=self.server_software, health_check=fresh)
         preamble = BEGIN_RESPONDER + fr.encode_params(REQUEST_ID, params)
         no_body = request.method == "HEAD"
         conn, reused = await self._acquire(timeouts.connect, fresh)
-        response = FastCGIResponse(self, conn, timeouts, no_body)
+        response = FastCGIResponse(self, conn, timeouts, no_body, notify_abort)
         try:
             await response.start(preamble, request.body)
         except ConnectionClosed:
@@ -73,7 +74,7 @@ class FastCGIUpstream(Upstream):
                 raise
             # A kept-alive connection the backend had closed: it never saw this request.
             conn, _ = await self._pool.acquire(timeouts.connect, reuse=False)
-            response = FastCGIResponse(self, conn, timeouts, no_body)
+            response = FastCGIResponse(self, conn, timeouts, no_body, notify_abort)
             await response.start(preamble, request.body)
         return response
 
@@ -99,7 +100,8 @@ class FastCGIUpstream(Upstream):
 class FastCGIResponse(UpstreamResponse):
     """The response of one exchange; owns the connection until released."""
 
-    def __init__(self, upstream: FastCGIUpstream, conn: FastCGIConnection, timeouts: Timeouts, no_body: bool):
+    def __init__(self, upstream: FastCGIUpstream, conn: FastCGIConnection, timeouts: Timeouts, no_body: bool,
+                 notify_abort: bool = False):
         self.status = 0
         self.reason = b""
         self.headers: list[tuple[bytes, bytes]] = []
@@ -108,6 +110,7 @@ class FastCGIResponse(UpstreamResponse):
         self._conn = conn
         self._timeouts = timeouts
         self._no_body = no_body
+        self._notify_abort = notify_abort  # cancelled before the head: ABORT_REQUEST first
         self._writer: asyncio.Task | None = None
         self._stdout_seen = False
         self._pending = b""
@@ -137,6 +140,11 @@ class FastCGIResponse(UpstreamResponse):
                 head = parser.feed(data)
                 if head is not None:
                     break
+        except asyncio.CancelledError:
+            # The client went away while the application ran: with on_client_abort=notify
+            # tell it (a long PHP script stops at its next output) before giving up.
+            await self.abort(notify=self._notify_abort)
+            raise
         except BaseException:
             self._discard()
             raise

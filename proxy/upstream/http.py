@@ -327,7 +327,8 @@ class HTTPUpstream(Upstream):
         _, conn = await open_connection(self.address, lambda: HTTPConnection(loop), timeout)
         return conn
 
-    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False) -> UpstreamResponse:
+    async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False,
+                   notify_abort: bool = False) -> UpstreamResponse:
         head = request_head(request, fresh)
         head_request = request.method == "HEAD"
         conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)

@@ -9,6 +9,7 @@ import threading
 
 import pytest
 
+from proxy.upstream import fastcgi_records as fr
 from tests.support.director import Director
 from tests.support.fastcgi_servers import CGI_ROOT, PHP_ROOT, FakeFastCGIServer, start_fcgiwrap, start_flup, start_php_fpm
 from tests.support.rawhttp import RawHTTP, request as raw_request
@@ -252,9 +253,27 @@ def test_notify_sends_abort_request(director, servers):
     with RawHTTP.tcp("127.0.0.1", director.port) as conn:
         conn.send(raw_request("GET", "/", {"Host": "notify"}))
         assert conn.read_head().status == 200
-        assert 2 not in fake.server.received
+        assert fr.ABORT_REQUEST not in fake.server.received
     # client gone: the proxy sends FCGI_ABORT_REQUEST (type 2) and reads to END_REQUEST
-    wait_for(lambda: 2 in fake.server.received, 10, what="ABORT_REQUEST at the backend")
+    wait_for(lambda: fr.ABORT_REQUEST in fake.server.received, 10, what="ABORT_REQUEST at the backend")
+
+
+def test_notify_reaches_an_application_that_has_not_answered_yet(director, servers):
+    """A client leaving while the script still runs (no head yet) is notified at once,
+    not when the script finally prints; the slot comes back for the next request."""
+    fake = servers["fakes"]["abort"]
+    fake.server.mode = "abort-before-head"
+    fake.server.received.clear()
+    try:
+        with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+            conn.send(raw_request("GET", "/", {"Host": "notify"}))
+            wait_for(lambda: fr.STDIN in fake.server.received, 10, what="the request at the backend")
+        wait_for(lambda: fr.ABORT_REQUEST in fake.server.received, 10, what="ABORT_REQUEST at the backend")
+    finally:
+        fake.server.mode = "abort"
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(raw_request("GET", "/", {"Host": "notify"}))
+        assert conn.read_head().status == 200
 
 
 def test_fastcgi_health_checks_bring_php_online(director):

@@ -1,6 +1,7 @@
 """FastCGIUpstream against a misbehaving FastCGI server (real sockets, fake application)."""
 from __future__ import annotations
 
+import asyncio
 
 import pytest
 
@@ -178,6 +179,20 @@ async def test_abort_without_notify_just_closes(fake):
     await response.abort()
     await assert_discarded(server, upstream)
     assert fr.ABORT_REQUEST not in server.received
+
+
+@pytest.mark.parametrize("fake", ["abort-before-head"], indirect=True)
+@pytest.mark.parametrize("notify", [True, False])
+async def test_send_cancelled_before_the_head(fake, notify):
+    """The client leaves while the application still works: notify tells it at once."""
+    server, upstream = fake
+    send = asyncio.get_running_loop().create_task(upstream.send(get(), TIMEOUTS, notify_abort=notify))
+    await async_wait_for(lambda: fr.STDIN in server.received, what="the request at the backend")
+    send.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await send
+    assert (fr.ABORT_REQUEST in server.received) == notify
+    await assert_discarded(server, upstream)
 
 
 @pytest.mark.parametrize("fake", ["stderr-flood"], indirect=True)

@@ -134,7 +134,7 @@ def _reaches(logger: logging.Logger, handler: logging.Handler) -> bool:
 OK_RESPONSE = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
 MODES = ("ok", "overloaded", "cant-mpx", "unknown-role", "unknown-status", "unknown-type", "overlong", "wrong-version", "truncated",
          "no-blank-line", "bad-status", "huge-head", "close-before-end", "close-at-once", "other-request-id",
-         "short-body", "stderr-flood", "abort", "stall",
+         "short-body", "stderr-flood", "abort", "abort-before-head", "stall",
          "early-answer")
 
 
@@ -174,7 +174,8 @@ class FakeFastCGIServer:
 
     `received` lists every record type received, `params` the last request's params;
     `opened`/`closed` count connections. In "abort" mode it sends a response head and waits
-    for ABORT_REQUEST before END_REQUEST; in "stall" mode it never reads nor answers; in
+    for ABORT_REQUEST before END_REQUEST ("abort-before-head": sends nothing before it, like a
+    long-running script); in "stall" mode it never reads nor answers; in
     "early-answer" mode it sends EARLY_BODY_SIZE bytes of STDOUT and END_REQUEST right after
     the params, and reads STDIN only once all of that was taken (deadlocks a client that
     does not read while it writes).
@@ -220,6 +221,9 @@ class FakeFastCGIServer:
                     pass
                 elif self.mode == "abort":
                     writer.write(_stdout(OK_RESPONSE)[:-fr.HEADER_LEN])
+                    await stream.next(fr.ABORT_REQUEST)
+                    writer.write(_complete())
+                elif self.mode == "abort-before-head":
                     await stream.next(fr.ABORT_REQUEST)
                     writer.write(_complete())
                 else:
