@@ -36,6 +36,7 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from proxy.addresses import ListenAddress
 from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
 from proxy.server_protocol import ManagementRequest, TrafficRequest
+from proxy.server_transport import use_coalesced_writes
 
 logger = logging.getLogger("director.server")
 
@@ -155,6 +156,11 @@ class DirectorServer(Server):
             logger.info("%s %s", "serving inherited listener" if address in self.sockets else "listening on", address)
 
     def _listen(self, address: ListenAddress, factory):
+        port = self._open_port(address, factory)
+        use_coalesced_writes(port)
+        return port
+
+    def _open_port(self, address: ListenAddress, factory):
         inherited = self.sockets.get(address)
         if inherited is not None:
             return self._adopt(address, inherited, factory)
@@ -256,7 +262,13 @@ class DirectorServer(Server):
         logger.info("cancelled %d pending application tasks", len(pending))
         waiting = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
         waiting.addErrback(lambda _: None)
+        waiting.addCallback(lambda _: self._close_channels())
         return waiting
+
+    def _close_channels(self):
+        """Hand the kernel what the cancelled requests answered (503s), then close."""
+        for channel in list(self.channels):
+            channel.close()
 
 
 def _describe(error) -> str:

@@ -10,7 +10,10 @@ buffer is full. The request objects (`proxy.server_protocol`) build on it.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import sys
+import termios
 import time
 
 from daphne.http_protocol import HTTPFactory
@@ -24,6 +27,7 @@ HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
 MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversized head
 WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
 SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
+_OUTQ = bytes(4)  # ioctl(TIOCOUTQ) buffer: an int
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
 
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
@@ -74,6 +78,7 @@ class DirectorChannel(http.HTTPChannel):
     lost = False
     scope_client = None
     scope_server = None
+    _host = None
     _head_size = 0
     _write_waiter: asyncio.Future | None = None
     _pending_at_check: int | None = None
@@ -82,11 +87,16 @@ class DirectorChannel(http.HTTPChannel):
         super().connectionMade()
         self.transport.bufferSize = WRITE_HIGH_WATER
         peer, host = self.transport.getPeer(), self.transport.getHost()
+        self._host = host  # Twisted asks for it on every request: one getsockname() per connection
         if isinstance(peer, (IPv4Address, IPv6Address)):
             self.scope_client = [peer.host, peer.port]
             self.scope_server = [host.host, host.port]
         self.deadline = time.monotonic() + self.factory.header_timeout
         self.factory.server.channel_opened(self)
+
+    def getHost(self):
+        host = self._host
+        return host if host is not None else super().getHost()
 
     def connectionLost(self, reason):
         self.lost = True
@@ -218,12 +228,19 @@ class DirectorChannel(http.HTTPChannel):
             self.reject(408)
 
     def _pending_output(self) -> int:
-        """Bytes written but not yet taken by the kernel (Twisted FileDescriptor internals)."""
+        """Bytes written but not yet taken by the client: Twisted's buffer (FileDescriptor
+        internals) plus the socket's send queue, which moves even when the kernel is too
+        full to take more from Twisted (it asks again only once half its queue is free)."""
         transport = self.transport
         try:
-            return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+            buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
         except AttributeError:
             return 0
+        try:
+            queued = fcntl.ioctl(transport.fileno(), termios.TIOCOUTQ, _OUTQ)
+        except (OSError, ValueError):
+            return buffered
+        return buffered + int.from_bytes(queued, sys.byteorder, signed=True)
 
     # -- back-pressure -----------------------------------------------------------------
 

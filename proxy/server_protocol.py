@@ -173,7 +173,10 @@ class RequestMixin:
         if self.finished or self._disconnected or self._aborted:
             return
         if not self.startedWriting:  # nothing on the wire yet: a clean answer is still possible
-            self.respond_error(503 if task.cancelled() else 500)  # cancelled: shutting down
+            if task.cancelled():  # the server is shutting down
+                self.respond_error(503, close=True)
+            else:
+                self.respond_error(500)
         else:
             self.abort(f"backend failed: {failure}" if isinstance(failure, UpstreamError)
                        else "the application failed" if failure else "the application ended the response early")

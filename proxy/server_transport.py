@@ -1,0 +1,81 @@
+"""Coalesced, eager writes for the connections of our listeners.
+
+Twisted buffers every write and sends it on a later reactor turn after registering the
+socket for writability: two epoll_ctl calls and a loop turn per response, and a response's
+head, body and last chunk often leave in separate send() calls. Here the writes of one
+loop step are gathered and sent with one send() at the end of the step (call_soon), as
+asyncio's transports would; only what the kernel does not take goes to Twisted's buffer,
+so back-pressure, ordering and error handling stay Twisted's (a step that writes FLUSH_AT
+bytes or more flushes on the spot, so a writer that never yields still meets them).
+"""
+from __future__ import annotations
+
+import asyncio
+
+from twisted.internet import tcp, unix
+
+FLUSH_AT = 64 * 1024  # gathered bytes that are sent at once rather than at the end of the step
+
+
+class CoalescingWriteMixin:
+    """`write`/`writeSequence` gathered per loop step and sent directly when possible."""
+
+    _gathered: list[bytes] | None = None  # writes waiting for this step's flush
+    _gathered_size = 0
+
+    def write(self, data: bytes) -> None:
+        if not data or not self.connected or self._writeDisconnected:
+            return
+        gathered = self._gathered
+        if gathered is None:
+            if self.TLS or self.dataBuffer or self._tempDataBuffer:
+                super().write(data)  # Twisted is sending already: keep the order behind it
+                return
+            self._gathered, self._gathered_size = [data], len(data)
+            asyncio.get_running_loop().call_soon(self._flush)
+        else:
+            gathered.append(data)
+            self._gathered_size += len(data)
+        if self._gathered_size >= FLUSH_AT:  # a writer that never yields still hits the socket
+            self._flush()
+
+    def writeSequence(self, iovec) -> None:
+        for data in iovec:
+            self.write(data)
+
+    def _flush(self) -> None:
+        gathered, self._gathered = self._gathered, None
+        if not gathered or not self.connected:
+            return
+        data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
+        try:
+            sent = self.socket.send(data)
+        except OSError:
+            sent = 0  # BlockingIOError, or an error Twisted's own write path meets again and closes
+        if sent < len(data):
+            super().write(data[sent:])
+
+    def loseConnection(self, *args, **kwargs):
+        self._flush()  # Twisted closes at once when its own buffer is empty
+        return super().loseConnection(*args, **kwargs)
+
+    def loseWriteConnection(self):
+        self._flush()
+        return super().loseWriteConnection()
+
+    def abortConnection(self):
+        self._gathered = None
+        return super().abortConnection()
+
+
+class CoalescingTCPServer(CoalescingWriteMixin, tcp.Server):
+    pass
+
+
+class CoalescingUNIXServer(CoalescingWriteMixin, unix.Server):
+    pass
+
+
+def use_coalesced_writes(port) -> None:
+    """Make the listening `port` wrap the sockets it accepts in the transports above."""
+    port.transport = CoalescingUNIXServer if issubclass(port.transport, unix.Server) else CoalescingTCPServer
