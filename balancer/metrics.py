@@ -5,9 +5,9 @@ stored health facts) by a custom Collector on a private CollectorRegistry, so no
 double-bookkept in prometheus_client's global registry. Open on the management listener,
 like HAProxy's stats URI (it binds loopback by default).
 
-Health-check durations are not exported: the monitor does not time its probes yet. The
-figures it does store are exported instead (`*_last_check_timestamp_seconds`,
-`*_state_change_timestamp_seconds`).
+Health-check figures come from the monitor when it runs in this process: checks done and
+the last check's duration (`director_health_check_duration_seconds`), besides the stored
+`*_last_check_timestamp_seconds` and `*_state_change_timestamp_seconds`.
 
 Several worker processes (`--workers > 1`): prometheus_client's multiprocess mode only
 aggregates its own Counter/Gauge objects (mmap files in PROMETHEUS_MULTIPROC_DIR), while
