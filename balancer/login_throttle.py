@@ -6,8 +6,9 @@ anywhere, are refused with 429, `Retry-After` and the login form saying "Too man
 login attempts; try again in N s" — without the password being checked. A failure falls out
 of the count `WINDOW_S` after it happened. A successful login clears the counts of its IP and
 its username. Only attempts that reach authentication count (a form without username or
-password does not). Counts live in Django's default cache: per process unless a shared cache
-is configured, so with `--workers N` each worker counts on its own.
+password does not). Counts live in Django's default cache: Redis when `REDIS_URL` is set,
+shared by every runproxy process (`director_site.environment.caches`), else each process
+counts on its own.
 
 `install(admin.site)` wires it in; it must run before `admin.site.urls` is read.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import math
 import time
 
@@ -22,6 +24,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
 
+log = logging.getLogger("director.admin")
 MAX_FAILURES = 5
 WINDOW_S = 300
 TOO_MANY_MESSAGE = "Too many failed login attempts; try again in %(seconds)d s"
@@ -46,24 +49,38 @@ class LoginThrottle:
     def _recent(self, key: str, now: float) -> list[float]:
         return [at for at in self.store.get(key, []) if now - at < self.window]
 
+    def _store_failed(self, exc: Exception) -> None:
+        """The shared cache (Redis) is unreachable: logins go on, unthrottled, and say so."""
+        log.warning("login throttling is off while its cache fails: %s", exc)
+
     def blocked_for(self, ip: str, username: str) -> int:
         """Seconds until an attempt for (ip, username) is allowed again; 0: allowed now."""
         now = self.clock()
         wait = 0.0
-        for key in self.keys(ip, username):
-            recent = self._recent(key, now)
-            if len(recent) >= self.limit:
-                wait = max(wait, recent[-self.limit] + self.window - now)
+        try:
+            for key in self.keys(ip, username):
+                recent = self._recent(key, now)
+                if len(recent) >= self.limit:
+                    wait = max(wait, recent[-self.limit] + self.window - now)
+        except Exception as exc:  # noqa: BLE001 - any cache backend error
+            self._store_failed(exc)
+            return 0
         return math.ceil(wait) if wait > 0 else 0
 
     def failed(self, ip: str, username: str) -> None:
         now = self.clock()
-        for key in self.keys(ip, username):
-            recent = self._recent(key, now)[-(self.limit - 1):] if self.limit > 1 else []
-            self.store.set(key, [*recent, now], timeout=math.ceil(self.window))
+        try:
+            for key in self.keys(ip, username):
+                recent = self._recent(key, now)[-(self.limit - 1):] if self.limit > 1 else []
+                self.store.set(key, [*recent, now], timeout=math.ceil(self.window))
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(exc)
 
     def succeeded(self, ip: str, username: str) -> None:
-        self.store.delete_many(self.keys(ip, username))
+        try:
+            self.store.delete_many(self.keys(ip, username))
+        except Exception as exc:  # noqa: BLE001
+            self._store_failed(exc)
 
 
 THROTTLE = LoginThrottle()

@@ -64,3 +64,13 @@ def channel_layers() -> dict:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     return {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
                         "CONFIG": {"hosts": [redis_url]}}}
+
+
+def caches() -> dict:
+    """Process memory unless `REDIS_URL` is set; then Redis, so that what the cache counts
+    (failed admin logins) is shared by every runproxy process and node."""
+    redis_url = os.environ.get("REDIS_URL")
+    if not redis_url:
+        return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    return {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+                        "LOCATION": redis_url, "KEY_PREFIX": "director"}}

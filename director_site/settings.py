@@ -53,6 +53,7 @@ TEMPLATES = [
 DATABASES = {"default": env.database_from_url(env.database_url())}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = env.channel_layers()
+CACHES = env.caches()
 
 AUTH_PASSWORD_VALIDATORS = []
 LANGUAGE_CODE = "en-us"

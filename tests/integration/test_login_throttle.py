@@ -3,9 +3,11 @@ client IP and per username after MAX_FAILURES failures, without checking the pas
 on success; failures age out of the window."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.contrib.auth import SESSION_KEY
-from django.core.cache import cache
+from django.core.cache.backends.locmem import LocMemCache
 
 from balancer.login_throttle import MAX_FAILURES, THROTTLE, WINDOW_S
 
@@ -29,11 +31,13 @@ class Clock:
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch):
-    cache.clear()
+    """A fake clock, and counts in a private store (the default cache may be a shared Redis)."""
     fake = Clock()
     monkeypatch.setattr(THROTTLE, "clock", fake)
-    yield fake
-    cache.clear()
+    store = LocMemCache("login-throttle-tests", {})  # shares its storage with same-named ones
+    store.clear()
+    monkeypatch.setattr(THROTTLE, "store", store)
+    return fake
 
 
 @pytest.fixture(autouse=True)
@@ -113,3 +117,20 @@ def test_incomplete_forms_do_not_count(client):
     for _ in range(MAX_FAILURES * 2):
         assert client.post(LOGIN, {"username": "admin"}, REMOTE_ADDR=IP_A).status_code == 200
     assert attempt(client, "admin", PASSWORD).status_code == 302
+
+
+class _UnreachableStore:
+    """A cache whose server is down (as Redis behind REDIS_URL can be)."""
+
+    def __getattr__(self, name):
+        def fail(*args, **kwargs):
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+        return fail
+
+
+def test_an_unreachable_cache_leaves_logins_working_and_says_so(client, monkeypatch, caplog):
+    monkeypatch.setattr(THROTTLE, "store", _UnreachableStore())
+    with caplog.at_level(logging.WARNING, logger="director.admin"):
+        fail(client, MAX_FAILURES + 1)
+        assert attempt(client, "admin", PASSWORD).status_code == 302 and logged_in(client)
+    assert "login throttling is off while its cache fails" in caplog.text

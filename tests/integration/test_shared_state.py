@@ -1,7 +1,13 @@
 """Two runproxy processes sharing PostgreSQL and Redis (SPEC §2: several processes or
 nodes): a change made through one reaches the other's data plane within a second, and a
-health transition decided by the one monitor is applied by the proxy that runs none."""
+health transition decided by the one monitor is applied by the proxy that runs none; failed
+admin logins counted by one process block the next attempt on the other."""
+import re
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookiejar import CookieJar
 
 import pytest
 
@@ -10,6 +16,8 @@ from tests.support.director import Director
 from tests.support.live_api import BACKENDS, CONFIG, LiveApi, api as api_on
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
+
+from balancer.login_throttle import CACHE_PREFIX, MAX_FAILURES
 
 @pytest.fixture
 def pair(tmp_path):
@@ -62,3 +70,44 @@ def test_health_transition_from_the_monitor_reaches_the_other_process(pair):
 
 def metrics(director: Director) -> str:
     return director.get("/metrics", port=director.admin_port)[2].decode()
+
+
+@pytest.fixture
+def clean_login_counts():
+    """Throttle counts of 127.0.0.1 live in the shared Redis: none before, none left after."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url())
+
+    def clear():
+        for key in client.scan_iter(f"director:*:{CACHE_PREFIX}*"):
+            client.delete(key)
+    clear()
+    yield
+    clear()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # a 302 is the answer under test, not a page to follow
+
+
+def admin_login(director: Director, username: str, password: str) -> int:
+    """Status of one admin login through the form, CSRF token included."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), _NoRedirect)
+    base = f"http://127.0.0.1:{director.admin_port}/admin/login/"
+    page = opener.open(base, timeout=30).read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    form = urllib.parse.urlencode({"username": username, "password": password,
+                                   "csrfmiddlewaretoken": token, "next": "/admin/"}).encode()
+    try:
+        return opener.open(base, data=form, timeout=30).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_failed_logins_on_one_process_block_the_other(pair, clean_login_counts):
+    api, plain, _, _ = pair
+    statuses = [admin_login(api.director, "nobody", "wrong") for _ in range(MAX_FAILURES)]
+    assert statuses == [200] * MAX_FAILURES  # the form again, saying the login failed
+    assert admin_login(plain, "nobody", "wrong") == 429
