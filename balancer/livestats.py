@@ -1,11 +1,14 @@
 """Live load figures from the data plane, for pages that run in the same process (admin).
 
 The data plane registers a provider at start; without one every lookup returns None, so the
-admin still works when the proxy is not running in this process.
+admin still works when the proxy is not running in this process. Under `runproxy --workers`
+the figures of the other workers are added (`balancer.worker_stats`).
 """
 from __future__ import annotations
 
 from typing import Protocol
+
+from balancer import worker_stats
 
 
 class StatsProvider(Protocol):
@@ -26,11 +29,19 @@ def register(provider: StatsProvider | None) -> None:
 
 
 def get_backend_stats(backend_id: int) -> dict | None:
-    return _provider.backend_stats(backend_id) if _provider is not None else None
+    if _provider is None:
+        return None
+    own = _provider.backend_stats(backend_id)
+    others = worker_stats.peers().backends.get(backend_id)
+    return worker_stats.merge_counts(own, others) if own is not None and others else own
 
 
 def get_director_stats(director_id: int) -> dict | None:
-    return _provider.director_stats(director_id) if _provider is not None else None
+    if _provider is None:
+        return None
+    own = _provider.director_stats(director_id)
+    others = worker_stats.peers().directors.get(director_id)
+    return worker_stats.merge_counts(own, others) if own is not None and others else own
 
 
 _health = None
@@ -43,8 +54,17 @@ def register_health(monitor) -> None:
 
 
 def get_health_stats() -> dict | None:
-    """Per backend id: {"checks", "last_duration", ...} from the monitor, or None."""
-    return _health.stats() if _health is not None else None
+    """Per backend id: {"checks", "last_duration", ...} from the monitor (in this worker or
+    another one), or None."""
+    if _health is not None:
+        return _health.stats()
+    return worker_stats.peers().health or None
+
+
+def local_figures() -> tuple[dict | None, dict | None]:
+    """(snapshot, health stats) of this process alone: what a worker publishes."""
+    snapshot = _provider.snapshot() if _provider is not None else None
+    return snapshot, (_health.stats() if _health is not None else None)
 
 
 def get_snapshot() -> dict | None:
@@ -55,4 +75,6 @@ def get_snapshot() -> dict | None:
       "backends": [{"id", "name", "role", "enabled", "health", "terminating", "capacity",
                     "load": {...}, "failures", "responses": {...}}]}]}
     """
-    return _provider.snapshot() if _provider is not None else None
+    if _provider is None:
+        return None
+    return worker_stats.merge_snapshots(_provider.snapshot(), worker_stats.peers())

@@ -5,16 +5,17 @@ stored health facts) by a custom Collector on a private CollectorRegistry, so no
 double-bookkept in prometheus_client's global registry. Open on the management listener,
 like HAProxy's stats URI (it binds loopback by default).
 
-Health-check figures come from the monitor when it runs in this process: checks done and
+Health-check figures come from the monitor (in this process, or worker 0's published ones under
+`--workers`): checks done and
 the last check's duration (`director_health_check_duration_seconds`), besides the stored
 `*_last_check_timestamp_seconds` and `*_state_change_timestamp_seconds`.
 
 Several worker processes (`--workers > 1`): prometheus_client's multiprocess mode only
-aggregates its own Counter/Gauge objects (mmap files in PROMETHEUS_MULTIPROC_DIR), while
-these counters live in each worker's data plane. The equivalent is for each worker to
-publish its snapshot (a file per pid in the data directory, rewritten every second) and for
-this collector to sum counters and current gauges over the live workers' snapshots and take
-the maximum of the `*_max` gauges; health and facts come from the database and are shared.
+aggregates its own Counter/Gauge objects, while these counters live in each worker's data
+plane. The equivalent is in `balancer.worker_stats`: each worker publishes its figures every
+second and `livestats` adds the other workers' to its own, so whichever worker answers the
+scrape reports the whole process group (counters and current gauges summed, `*_max` the
+largest); health and facts come from the database and are shared.
 """
 from __future__ import annotations
 

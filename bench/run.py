@@ -86,7 +86,7 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
 
 
 def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
-    """The seven rows in order; shared servers start once and stop with `stack`."""
+    """The rows in order; shared servers start once and stop with `stack`."""
     shared: dict[str, servers.Server] = {}
 
     def once(name: str, start: Callable[[], servers.Server]) -> servers.Server:
@@ -107,6 +107,8 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
         RowSpec("nginx", "nginx proxy_pass → nginx", lambda: servers.nginx_proxy(workdir, backend().port)),
         RowSpec("director", "Director (1 worker) → nginx",
                 lambda: servers.director_http(workdir, backend().port), optional=True),
+        RowSpec("director-2", "Director (2 workers, Redis) → nginx",
+                lambda: servers.director_http(workdir, backend().port, workers=2), optional=True),
         RowSpec("daphne", "daphne hello-world (ceiling)", lambda: servers.daphne_hello(workdir)),
         RowSpec("nginx-fastcgi", "nginx fastcgi_pass → php-fpm",
                 lambda: servers.nginx_fastcgi(workdir, fpm().port)),
@@ -121,6 +123,7 @@ RATIOS = (
     ("Director / HAProxy (req/s)", "director", "haproxy", "requests_per_sec"),
     ("Director / nginx proxy_pass (req/s)", "director", "nginx", "requests_per_sec"),
     ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
+    ("Director 2 workers / 1 worker (req/s)", "director-2", "director", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("php: Director / nginx fastcgi_pass (req/s)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
 )

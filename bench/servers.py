@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -299,8 +301,9 @@ pass = {json.dumps(DIRECTOR_NAME)}
 """
 
 
-def director(workdir: Path, name: str, config: str, path: str = "/") -> Server:
-    """`manage.py migrate`, then `runproxy` (1 worker, health monitor on) with `config`.
+def director(workdir: Path, name: str, config: str, path: str = "/", workers: int = 1) -> Server:
+    """`manage.py migrate`, then `runproxy` (health monitor on) with `config`; `workers` > 1
+    needs Redis (REDIS_URL, default 127.0.0.1:6379).
 
     Returns once a GET of `path` through it answers 200, i.e. the backend is online.
     """
@@ -311,6 +314,8 @@ def director(workdir: Path, name: str, config: str, path: str = "/") -> Server:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DIRECTOR_CONFIG")}
     env.update(DATABASE_URL=f"sqlite:///{home}/bench.sqlite3", DIRECTOR_DATA_DIR=str(home),
                PYTHONUNBUFFERED="1")
+    if workers > 1:
+        env["REDIS_URL"] = _reachable_redis()
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if migrate.returncode != 0:
@@ -318,7 +323,7 @@ def director(workdir: Path, name: str, config: str, path: str = "/") -> Server:
     (home / "director.toml").write_text(config)
     port, admin_port = free_port(HOST), free_port(HOST)
     args = [sys.executable, "manage.py", "runproxy", "--config", home / "director.toml",
-            "--listen", f"{HOST}:{port}", "--admin-listen", f"{HOST}:{admin_port}"]
+            "--listen", f"{HOST}:{port}", "--admin-listen", f"{HOST}:{admin_port}", "--workers", str(workers)]
     server = _start(workdir, name, args, port, path, env=env)
     try:
         server.wait_ok(DIRECTOR_READY_TIMEOUT)
@@ -328,8 +333,19 @@ def director(workdir: Path, name: str, config: str, path: str = "/") -> Server:
     return server
 
 
-def director_http(workdir: Path, backend_port: int) -> Server:
-    return director(workdir, "director-http", director_config(f"http://{HOST}:{backend_port}"))
+def _reachable_redis() -> str:
+    url = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    parts = urlsplit(url)
+    try:
+        socket.create_connection((parts.hostname or HOST, parts.port or 6379), timeout=2).close()
+    except OSError as exc:
+        raise ServerError(f"--workers needs Redis, none at {url}: {exc}") from None
+    return url
+
+
+def director_http(workdir: Path, backend_port: int, workers: int = 1) -> Server:
+    return director(workdir, f"director-http-{workers}", director_config(f"http://{HOST}:{backend_port}"),
+                    workers=workers)
 
 
 def director_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR) -> Server:

@@ -44,7 +44,7 @@ BACKLOG = 1024
 UNIX_SOCKET_MODE = 0o666
 MAX_SWEEP_INTERVAL = 1.0  # timeouts fire at most min(this, timeout / 4) late
 
-__all__ = ["DirectorServer", "ListenError", "build_server"]
+__all__ = ["DirectorServer", "ListenError", "bind_sockets", "build_server", "close_sockets"]
 
 
 class ListenError(Exception):
@@ -275,6 +275,50 @@ def _describe(error) -> str:
     if isinstance(error, OSError) and error.errno is not None:
         return os.strerror(error.errno).lower()
     return str(error)
+
+
+def bind_sockets(addresses: list[ListenAddress]) -> dict[ListenAddress, socket.socket]:
+    """Listening sockets for `addresses`, made once by the `--workers` supervisor and
+    inherited by every worker (one accept queue per listener). On a failure those already
+    made are closed (UNIX socket files removed) and ListenError names the address."""
+    made: dict[ListenAddress, socket.socket] = {}
+    try:
+        for address in addresses:
+            made[address] = _bind(address)
+    except BaseException:
+        close_sockets(made)
+        raise
+    return made
+
+
+def close_sockets(sockets: dict[ListenAddress, socket.socket]) -> None:
+    """Close sockets from bind_sockets and remove their UNIX socket files."""
+    for address, sock in sockets.items():
+        sock.close()
+        if address.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(address.path)
+
+
+def _bind(address: ListenAddress) -> socket.socket:
+    if address.path is not None:
+        _remove_stale_socket(address)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target = address.path
+    else:
+        sock = socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        target = (address.host, address.port)
+    try:
+        sock.bind(target)
+        if address.path is not None:
+            os.chmod(address.path, UNIX_SOCKET_MODE)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ListenError(f"cannot listen on {address}: {_describe(exc)}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _remove_stale_socket(address: ListenAddress):

@@ -45,6 +45,13 @@ def _remove_backend(backend_id: int) -> None:
         close_old_connections()
 
 
+def _in_flight_in_other_workers(backend_id: int) -> int:
+    """Requests on the backend in the other `--workers` processes (as last published)."""
+    from balancer import worker_stats
+
+    return sum(b["load"]["current"] for b in worker_stats.peers().backends.get(backend_id, []))
+
+
 class ConfigWatcher:
     def __init__(self, plane: DataPlane, *, poll_interval: float = 0.5, channel_layer=None):
         self.plane = plane
@@ -111,7 +118,8 @@ class ConfigWatcher:
 
     async def _reap_drained(self) -> None:
         for backend in list(self.plane.backends.values()):
-            if backend.terminating and backend.load == 0 and backend.id not in self._removing:
+            if (backend.terminating and backend.load == 0 and backend.id not in self._removing
+                    and not _in_flight_in_other_workers(backend.id)):
                 self._removing.add(backend.id)
                 try:
                     await sync_to_async(_remove_backend, thread_sensitive=False)(backend.id)

@@ -18,6 +18,7 @@ from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.processes import REPO, Process
 from tests.support.rawhttp import RawHTTP, request
+from tests.support.shared_services import redis_url
 from tests.support.waiting import ipv6_loopback, free_port, port_open, wait_for
 
 START_TIMEOUT = 60
@@ -109,6 +110,19 @@ def test_failed_listener_leaves_no_unix_socket_file(tmp_path, short_dir):
     assert not path.exists()
 
 
+def test_supervisor_listen_failure_is_one_line_and_leaves_no_unix_socket_file(tmp_path, short_dir):
+    """`--workers 2` binds in the supervisor: same one line, same cleanup, no worker started."""
+    director = Director(tmp_path, "", env={"REDIS_URL": redis_url()})
+    path = short_dir / "traffic.sock"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_to_exit(director, "--workers", "2", "--listen", f"unix:{path}", "--listen", f"127.0.0.1:{port}")
+    assert_fails_with_one_line(result, f"cannot listen on 127.0.0.1:{port}", "address already in use")
+    assert not path.exists()
+
+
 def test_unreachable_database(tmp_path):
     director = Director(tmp_path, "", database_url=UNREACHABLE_POSTGRES)
     assert_fails_with_one_line(run_to_exit(director), "database unreachable", "127.0.0.1")
@@ -119,9 +133,9 @@ def test_unmigrated_database(tmp_path):
     assert_fails_with_one_line(run_to_exit(director), "not migrated", "manage.py migrate")
 
 
-def test_more_than_one_worker_is_refused(tmp_path):
-    director = Director(tmp_path, "")
-    assert_fails_with_one_line(run_to_exit(director, "--workers", "2"), "workers", "1 worker")
+def test_workers_without_redis_are_refused(tmp_path):
+    director = Director(tmp_path, "")  # the test environment has no REDIS_URL
+    assert_fails_with_one_line(run_to_exit(director, "--workers", "2"), "workers = 2 needs REDIS_URL")
 
 
 def proxied(conn: RawHTTP) -> tuple[int, bytes, str | None]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand
@@ -25,15 +26,25 @@ class Command(BaseCommand):
         from proxy import server as proxy_server
 
         from balancer.config import ConfigError
+        from balancer.worker_stats import worker_index
         from proxy.service import StartupError
 
+        supervisor = server = None
         try:
-            service, server = self._prepare(options, proxy_server)
+            config, settings = self._load(options)
+            if settings.workers > 1 and worker_index() is None:
+                supervisor = self._supervisor(options, config, settings, proxy_server)
+            else:
+                server = self._prepare(options, config, settings, proxy_server)
         except ConfigError as exc:
             self._fail(f"invalid config {self._config_path(options)}: {exc.errors[0]}"
                        + (f" (and {len(exc.errors) - 1} more; run manage.py checkconfig)" if len(exc.errors) > 1 else ""))
-        except (StartupError, ImproperlyConfigured) as exc:
+        except (StartupError, ImproperlyConfigured, proxy_server.ListenError) as exc:
             self._fail(str(exc))
+        if supervisor is not None:
+            code = supervisor.run()
+            proxy_server.close_sockets(supervisor.sockets)
+            sys.exit(code)
         try:
             server.run()
         except proxy_server.ListenError as exc:
@@ -48,14 +59,10 @@ class Command(BaseCommand):
         sys.stderr.flush()
         sys.exit(1)
 
-    def _prepare(self, options, proxy_server):
-        import asyncio
-
+    def _load(self, options):
         from balancer.conf import ProxySettings
         from balancer.config import load_config
-        from balancer.sync import sync_config
-        from director_site.asgi import application as management_app
-        from proxy.service import ProxyService, StartupError
+        from proxy.service import StartupError
 
         path = self._config_path(options)
         if not os.path.exists(path):
@@ -64,28 +71,69 @@ class Command(BaseCommand):
         settings = ProxySettings.build(config.proxy, {
             "listen": options["listen"], "admin_listen": options["admin_listen"], "workers": options["workers"],
         })
-        if settings.workers != 1:
-            raise StartupError(f"workers = {settings.workers}: this version serves with exactly 1 worker process")
+        return config, settings
+
+    @staticmethod
+    def _serving(settings, path: str) -> str:
+        listening = ", ".join(str(a) for a in settings.listen)
+        return f"{listening} (management http://{settings.admin_listen}/admin/), config {path}"
+
+    def _supervisor(self, options, config, settings, proxy_server):
+        """`--workers N`: bind the listeners here and run N copies of this command on them."""
+        from django.conf import settings as django_settings
+        from django.db import connections
+
+        from balancer.sync import sync_config
+        from proxy.service import StartupError
+        from proxy.supervisor import Supervisor
+
+        if not os.environ.get("REDIS_URL"):
+            raise StartupError(f"workers = {settings.workers} needs REDIS_URL: the workers share health "
+                               "reports and config pushes through Redis")
         _check_database()
         sync_config(config)
-        monitor = settings.health_monitor and not options["no_health_monitor"]
+        sockets = proxy_server.bind_sockets([*settings.listen, settings.admin_listen])
+        connections.close_all()  # the workers open their own
+        workers_dir = Path(django_settings.DATA_DIR) / "workers" / str(os.getpid())
+        self.stdout.write(f"Director serving {self._serving(settings, self._config_path(options))} "
+                          f"with {settings.workers} workers")
+        self.stdout.flush()
+        return Supervisor([sys.executable, *sys.argv], settings.workers, sockets, workers_dir)
+
+    def _prepare(self, options, config, settings, proxy_server):
+        """One serving process: the whole of runproxy, or one worker of a supervisor."""
+        import asyncio
+
+        from balancer import livestats, worker_stats
+        from balancer.sync import sync_config
+        from director_site.asgi import application as management_app
+        from proxy.service import ProxyService
+        from proxy.supervisor import inherited_sockets, stop_with_supervisor
+
+        index = worker_stats.worker_index()
+        _check_database()
+        if index is None:
+            sync_config(config)  # a supervisor has done it once for all its workers
+        monitor = settings.health_monitor and not options["no_health_monitor"] and index in (None, 0)
         service = ProxyService(config, settings, health_monitor=monitor)
         service.load_initial_state()
+        who = "Director" if index is None else f"Director worker {index}"
 
         def ready(server):
             from twisted.internet import defer, reactor
 
             loop = asyncio.get_event_loop()
             loop.create_task(service.start_background())
+            if index is not None:
+                loop.create_task(worker_stats.publish_forever(worker_stats.directory(), index, livestats.local_figures))
+                loop.create_task(stop_with_supervisor(server.stop))
             reactor.addSystemEventTrigger(
                 "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(service.stop_background())))
-            listening = ", ".join(str(a) for a in settings.listen)
-            self.stdout.write(
-                f"Director serving {listening} (management http://{settings.admin_listen}/admin/), "
-                f"config {path}, {len(service.plane.directors)} directors, {len(service.plane.routes)} routes")
+            self.stdout.write(f"{who} serving {self._serving(settings, self._config_path(options))}, "
+                              f"{len(service.plane.directors)} directors, {len(service.plane.routes)} routes")
             self.stdout.flush()
 
-        server = proxy_server.build_server(
+        return proxy_server.build_server(
             traffic_app=service.traffic_app(),
             management_app=management_app,
             traffic_listen=list(settings.listen),
@@ -94,8 +142,8 @@ class Command(BaseCommand):
             header_timeout=settings.header_timeout,
             ready_callback=ready,
             server_name=settings.pseudonym,
+            sockets=inherited_sockets(),
         )
-        return service, server
 
 
 def _check_database() -> None:

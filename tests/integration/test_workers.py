@@ -1,0 +1,141 @@
+"""`runproxy --workers 2` on PostgreSQL and Redis: both workers serve the shared listeners,
+the API and /metrics count every worker's requests, a killed worker is started again,
+and SIGTERM to the supervisor stops them all (without Redis: test_runproxy_startup)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.support.backends import http_backend
+from tests.support.director import Director
+from tests.support.live_api import api as api_on
+from tests.support.rawhttp import RawHTTP, request as raw_request
+from tests.support.shared_services import postgres_database, redis_url
+from tests.support.waiting import wait_for
+
+CONFIG = """
+    [directors.pool]
+    health_check_success_threshold = 1
+    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.2 }}, two = {{ url = "http://127.0.0.1:{two}", health_check_interval = 0.2 }} }}
+
+    [[routes]]
+    path = "/"
+    pass = "pool"
+"""
+REQUESTS = 200
+
+
+def worker_pids(supervisor_pid: int) -> set[int]:
+    found = subprocess.run(["pgrep", "-P", str(supervisor_pid)], capture_output=True, text=True).stdout
+    return {int(pid) for pid in found.split()}
+
+
+def served_by_workers(director: Director) -> dict[int, int]:
+    """Requests each worker has published (worker index -> total dispatched)."""
+    totals = {}
+    for path in (director.dir / "workers").glob("*/*.json"):
+        payload = json.loads(path.read_text())
+        totals[payload["worker"]] = sum(d["load"]["total"] for d in payload["snapshot"]["directors"])
+    return totals
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    with postgres_database() as database, http_backend("one") as one, http_backend("two") as two:
+        director = Director(tmp_path, CONFIG.format(one=one.port, two=two.port), database_url=database,
+                            env={"REDIS_URL": redis_url()}, extra_args=["--workers", "2"])
+        migrated = director.manage("migrate", "--noinput", "-v", "0", timeout=120)
+        assert migrated.returncode == 0, migrated.stderr
+        director.start()
+        try:
+            wait_for(lambda: len(worker_pids(director.process.proc.pid)) == 2, 20, what="two workers")
+            director.key = director.manage("createapitoken", "viewer", "--viewer").stdout.strip()
+            wait_for(lambda: stored_health(director) == {"one": "online", "two": "online"}, 20,
+                     what="both backends stored online")
+            wait_for(lambda: {director.get("/")[2] for _ in range(6)} == {b"one", b"two"}, 20,
+                     what="both backends in use")
+            yield director
+        finally:
+            director.stop()
+
+
+def stored_health(director: Director) -> dict[str, str]:
+    status, _, body = api_on(director, "GET", "/api/v1/directors/pool/backends/", director.key)
+    assert status == 200, body
+    return {b["name"]: b["health"]["state"] for b in body}
+
+
+def test_both_workers_serve_and_every_request_is_counted(cluster):
+    key = cluster.key
+    before = wait_for(settled(lambda: director_total(cluster, key)), 10, what="the counts to settle")
+    for _ in range(REQUESTS):  # a new connection each: the kernel spreads them over the workers
+        assert cluster.get("/")[0] == 200
+    wait_for(lambda: director_total(cluster, key) == before + REQUESTS, 5,
+             what="the API to count the requests of both workers")
+    served = served_by_workers(cluster)
+    assert len(served) == 2 and all(served.values()), served
+    # /metrics, from whichever worker answers, adds up both workers' responses too
+    wait_for(lambda: answered_2xx(cluster) == before + REQUESTS, 5, what="/metrics to count both workers")
+
+
+def answered_2xx(director: Director) -> float:
+    metrics = director.get("/metrics", port=director.admin_port)[2].decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith("director_requests_total{backend=") and 'class="2xx"' in line)
+
+
+def settled(read, quiet: float = 1.5):
+    """A wait_for predicate: the value of `read()` once it has not changed for `quiet` seconds
+    (the workers publish their figures every second); None until then."""
+    last = {"value": None, "since": time.monotonic()}
+
+    def check():
+        value = read()
+        if value != last["value"]:
+            last.update(value=value, since=time.monotonic())
+            return None
+        return value if time.monotonic() - last["since"] >= quiet else None
+    return check
+
+
+def director_total(director: Director, key: str) -> int:
+    status, _, body = api_on(director, "GET", "/api/v1/directors/pool/", key)
+    assert status == 200, body
+    return body["stats"]["load"]["total"]
+
+
+def test_a_killed_worker_is_started_again_while_the_other_serves(cluster):
+    supervisor = cluster.process.proc.pid
+    victim = min(worker_pids(supervisor))
+    os.kill(victim, signal.SIGKILL)
+    for _ in range(20):  # meanwhile the other worker answers every connection
+        status, headers, body = cluster.get("/")
+        assert status == 200, (body, cluster.output()[-3000:])
+    wait_for(lambda: len(worker_pids(supervisor) - {victim}) == 2, 10, what="a new worker")
+    assert "exited with status -9" in cluster.output() and "started again" in cluster.output()
+
+
+def test_sigterm_to_the_supervisor_stops_every_worker(cluster):
+    supervisor = cluster.process.proc
+    workers = worker_pids(supervisor.pid)
+    with RawHTTP.tcp("127.0.0.1", cluster.port) as conn:  # an idle keep-alive client
+        conn.send(raw_request("GET", "/", {"Host": "x"}))
+        assert conn.read_response().status == 200
+        os.kill(supervisor.pid, signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+        assert conn.at_eof(timeout=5)
+    assert not [pid for pid in workers if _alive(pid)]
+    assert not list((cluster.dir / "workers").glob("*/*.json"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

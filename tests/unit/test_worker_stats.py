@@ -1,0 +1,65 @@
+"""Merging the live figures of `--workers` processes (balancer.worker_stats)."""
+import json
+import time
+
+from balancer import worker_stats
+from balancer.worker_stats import Peers, merge_counts, merge_snapshots
+
+
+def load(current, high, total):
+    return {"current": current, "max": high, "total": total}
+
+
+def snapshot(director_load, backend_load, responses_2xx, dropped=0):
+    responses = {"failed": 0, "1xx": 0, "2xx": responses_2xx, "3xx": 0, "4xx": 0, "5xx": 0}
+    return {"directors": [{
+        "id": 1, "name": "app", "enabled": True, "load": director_load, "queued": load(0, 0, 0),
+        "dropped": dropped, "responses": responses,
+        "backends": [{"id": 7, "name": "b", "role": "active", "enabled": True, "health": "online",
+                      "terminating": False, "capacity": 4, "load": backend_load, "failures": 1,
+                      "responses": responses}],
+    }]}
+
+
+def test_counts_add_up_and_peaks_take_the_largest():
+    own = {"load": load(2, 5, 100), "dropped": 1, "failures": 0}
+    merged = merge_counts(own, [{"load": load(1, 9, 50), "dropped": 2, "failures": 3}])
+    assert merged == {"load": load(3, 9, 150), "dropped": 3, "failures": 3}
+    assert own["load"] == load(2, 5, 100)  # the worker's own figures are left alone
+
+
+def test_settings_and_states_are_this_workers_own():
+    own = {"enabled": True, "capacity": 4, "health": "online", "load": load(0, 0, 1)}
+    other = {"enabled": False, "capacity": 99, "health": "offline", "load": load(0, 0, 1)}
+    assert merge_counts(own, [other]) == {**own, "load": load(0, 0, 2)}
+
+
+def test_snapshots_merge_by_director_and_backend_id():
+    own = snapshot(load(1, 2, 10), load(1, 2, 10), 10)
+    peers = Peers([{"worker": 1, "snapshot": snapshot(load(3, 4, 30), load(3, 4, 30), 30, dropped=5),
+                    "health": {"7": {"checks": 12}}}])
+    merged = merge_snapshots(own, peers)["directors"][0]
+    assert merged["load"] == load(4, 4, 40) and merged["dropped"] == 5 and merged["responses"]["2xx"] == 40
+    assert merged["backends"][0]["load"] == load(4, 4, 40) and merged["backends"][0]["failures"] == 2
+    assert peers.health == {7: {"checks": 12}}
+    assert merge_snapshots(own, Peers([])) is own
+
+
+def test_peers_are_the_other_workers_fresh_files(tmp_path, monkeypatch):
+    monkeypatch.setenv(worker_stats.DIRECTORY_ENV, str(tmp_path))
+    monkeypatch.setenv(worker_stats.INDEX_ENV, "0")
+    monkeypatch.setattr(worker_stats, "_cache", None)
+    now = time.time()
+    worker_stats.write_payload(tmp_path, 0, snapshot(load(0, 0, 1), load(0, 0, 1), 1), None)  # ourselves
+    worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 2), load(0, 0, 2), 2), None)
+    stale = {"worker": 2, "written_at": now - worker_stats.STALE_AFTER - 1, "snapshot": snapshot(load(0, 0, 3), load(0, 0, 3), 3)}
+    (tmp_path / "2.json").write_text(json.dumps(stale))  # a worker that died
+    (tmp_path / "3.json").write_text("{half a fi")  # never parsed: skipped
+    found = worker_stats.peers(now)
+    assert [p["worker"] for p in found.payloads] == [1]
+    assert [b["load"]["total"] for b in found.backends[7]] == [2]
+
+
+def test_outside_workers_there_are_no_peers(monkeypatch):
+    monkeypatch.delenv(worker_stats.DIRECTORY_ENV, raising=False)
+    assert worker_stats.peers().payloads == []
