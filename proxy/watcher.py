@@ -4,7 +4,8 @@ A change committed anywhere (admin, API, `manage.py shell`, another runproxy) bu
 config version and is announced on the channel layer group "director.config"; the watcher
 reloads on that push at once and, as a safety net for lost pushes, compares the version
 every `poll_interval` seconds. Health transitions announced on "director.health" are applied
-straight away. Drained backends (terminating, no request in flight) are removed here.
+straight away. Drained backends (terminating, no request in flight) are removed here (under
+`--workers`, by worker 0 once no worker has a request on them).
 """
 from __future__ import annotations
 
@@ -117,6 +118,10 @@ class ConfigWatcher:
                 await asyncio.sleep(1)
 
     async def _reap_drained(self) -> None:
+        from balancer.worker_stats import worker_index
+
+        if worker_index() not in (None, 0):
+            return  # under --workers, worker 0 removes them for the group
         for backend in list(self.plane.backends.values()):
             if (backend.terminating and backend.load == 0 and backend.id not in self._removing
                     and not _in_flight_in_other_workers(backend.id)):

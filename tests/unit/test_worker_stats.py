@@ -63,3 +63,32 @@ def test_peers_are_the_other_workers_fresh_files(tmp_path, monkeypatch):
 def test_outside_workers_there_are_no_peers(monkeypatch):
     monkeypatch.delenv(worker_stats.DIRECTORY_ENV, raising=False)
     assert worker_stats.peers().payloads == []
+
+
+async def test_worker_0_removes_a_drained_backend_only_once_no_worker_has_a_request_on_it(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from proxy import watcher
+
+    monkeypatch.setenv(worker_stats.DIRECTORY_ENV, str(tmp_path))
+    monkeypatch.setenv(worker_stats.INDEX_ENV, "0")
+    removed = []
+    monkeypatch.setattr(watcher, "_remove_backend", removed.append)
+    backend = SimpleNamespace(id=7, name="b", terminating=True, load=0, director=SimpleNamespace(name="app"))
+    reaper = watcher.ConfigWatcher(SimpleNamespace(backends={7: backend}))
+
+    def worker_1_has(in_flight: int):
+        worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 0), load(in_flight, 1, 1), 0), None)
+        monkeypatch.setattr(worker_stats, "_cache", None)
+
+    worker_1_has(1)
+    await reaper._reap_drained()
+    assert removed == []  # idle here, busy in worker 1
+    worker_1_has(0)
+    await reaper._reap_drained()
+    assert removed == [7]
+
+    monkeypatch.setenv(worker_stats.INDEX_ENV, "1")
+    removed.clear()
+    await reaper._reap_drained()
+    assert removed == []  # other workers leave it to worker 0
