@@ -23,12 +23,13 @@ class Refused(Exception):
 
 
 class _Waiter:
-    __slots__ = ("future", "exclude", "timer")
+    __slots__ = ("future", "exclude", "deadline", "queued")
 
-    def __init__(self, future: asyncio.Future, exclude):
+    def __init__(self, future: asyncio.Future, exclude, deadline: float):
         self.future = future
         self.exclude = exclude
-        self.timer = None
+        self.deadline = deadline
+        self.queued = True  # still in DirectorRuntime.queue
 
 
 class DirectorRuntime:
@@ -44,6 +45,7 @@ class DirectorRuntime:
         self.active = RolePool([])
         self.backup = RolePool([])
         self.queue: deque[_Waiter] = deque()
+        self._expiry: asyncio.TimerHandle | None = None  # one timer for the earliest deadline
         self.load = Counter()
         self.queued = Counter()
         self.dropped = 0
@@ -137,10 +139,14 @@ class DirectorRuntime:
 
     async def _wait(self, exclude) -> BackendRuntime:
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), exclude)
-        waiter.timer = loop.call_later(self.settings.queue_timeout, self._expire, waiter)
+        waiter = _Waiter(loop.create_future(), exclude, loop.time() + self.settings.queue_timeout)
         self.queue.append(waiter)
         self.queued.increment()
+        expiry = self._expiry
+        if expiry is None or expiry.when() > waiter.deadline:  # later only after a timeout cut
+            if expiry is not None:
+                expiry.cancel()
+            self._expiry = loop.call_at(waiter.deadline, self._expire_due)
         try:
             return await waiter.future
         except asyncio.CancelledError:
@@ -150,14 +156,30 @@ class DirectorRuntime:
                 self.release(future.result())
             raise
         finally:
-            waiter.timer.cancel()
-            if waiter in self.queue:
-                self.queue.remove(waiter)
-                self.queued.decrement()
+            if waiter.queued:
+                self._unqueue(waiter)
 
-    def _expire(self, waiter: _Waiter) -> None:
-        if not waiter.future.done():
-            waiter.future.set_exception(Refused("queue timeout"))
+    def _unqueue(self, waiter: _Waiter) -> None:
+        self.queue.remove(waiter)
+        waiter.queued = False
+        self.queued.decrement()
+
+    def _expire_due(self) -> None:
+        """Fail every waiter whose queue_timeout has passed; re-arm for the next deadline.
+        (One timer per director instead of one per queued request.)"""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        next_deadline = None
+        for waiter in self.queue:
+            if waiter.future.done():
+                continue
+            if waiter.deadline <= now:
+                waiter.future.set_exception(Refused("queue timeout"))
+            elif next_deadline is None or waiter.deadline < next_deadline:
+                next_deadline = waiter.deadline
+        if next_deadline is not None:
+            self._expiry = loop.call_at(next_deadline, self._expire_due)
 
     def dispatch_waiters(self) -> None:
         """Hand free slots to waiters in FIFO order (a waiter whose candidates are all
@@ -173,8 +195,7 @@ class DirectorRuntime:
                 if not (self.active.ready_count or self.backup.ready_count):
                     break
                 continue
-            queue.remove(waiter)
-            self.queued.decrement()
+            self._unqueue(waiter)
             self.take_slot(backend)
             waiter.future.set_result(backend)
 

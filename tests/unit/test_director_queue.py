@@ -55,6 +55,34 @@ async def test_queue_timeout_refuses_and_cleans_up():
     assert director.queued.current == 0 and not director.queue
 
 
+async def test_each_waiter_times_out_at_its_own_deadline_even_after_a_shorter_timeout_is_set():
+    """One timer per director: waiters expire in turn, and a reload that shortens
+    queue_timeout makes a later waiter expire before the earlier, longer ones."""
+    loop = asyncio.get_running_loop()
+    director, (a,) = make(DirectorSettings(queue_timeout=0.3), ("a", 1, "active", "online"))
+    await director.acquire()
+    started = loop.time()
+    ended = {}
+
+    async def wait(name):
+        try:
+            await director.acquire()
+        except Refused:
+            ended[name] = loop.time() - started
+
+    first = asyncio.ensure_future(wait("first"))
+    await asyncio.sleep(0.1)
+    second = asyncio.ensure_future(wait("second"))
+    await asyncio.sleep(0)
+    director.rebuild(DirectorSettings(queue_timeout=0.05), [a])
+    third = asyncio.ensure_future(wait("third"))
+    await asyncio.gather(first, second, third)
+    assert list(ended) == ["third", "first", "second"]
+    assert ended["third"] >= 0.14 and ended["first"] >= 0.3 and ended["second"] >= 0.4  # never early
+    assert ended["second"] < 2  # and not forgotten
+    assert director.queued.current == 0 and not director.queue
+
+
 async def test_nothing_online_refuses_at_once_or_queues_when_asked():
     director, (a,) = make(DirectorSettings(), ("a", 0, "active", "offline"))
     with pytest.raises(Refused, match="no backend online"):
