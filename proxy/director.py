@@ -185,15 +185,12 @@ class DirectorRuntime:
         """Hand free slots to waiters in FIFO order (a waiter whose candidates are all
         excluded does not block the ones behind it)."""
         queue = self.queue
-        if not queue:
-            return
-        for waiter in list(queue):
-            if waiter.future.done():
-                continue
-            backend = self._pick(waiter.exclude)
+        index = 0
+        while index < len(queue) and (self.active.ready_count or self.backup.ready_count):
+            waiter = queue[index]
+            backend = None if waiter.future.done() else self._pick(waiter.exclude)
             if backend is None:
-                if not (self.active.ready_count or self.backup.ready_count):
-                    break
+                index += 1  # expired or cancelled (leaves by itself), or all its candidates excluded
                 continue
             self._unqueue(waiter)
             self.take_slot(backend)
