@@ -84,3 +84,17 @@ def test_demobackends_answer_with_keep_alive_and_stop_on_sigterm(tmp_path):
     finally:
         assert proc.stop() == 0
     wait_for(lambda: not proc.alive(), what="demobackends to exit")
+
+
+def test_demobackends_stop_quietly_with_kept_alive_connections_open(tmp_path):
+    """runproxy keeps pooled connections to the demo backends; stopping must not print tracebacks."""
+    port = free_port()
+    proc = Process(python_args("manage.py", "demobackends", f"--listen=127.0.0.1:{port}"), tmp_path / "demo.log")
+    try:
+        wait_port("127.0.0.1", port)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert exchange(sock, REQUEST).startswith(b"HTTP/1.1 200 OK\r\n")
+            assert proc.stop() == 0  # the connection is still open, its handler waiting for a request
+    finally:
+        proc.stop()
+    assert "Traceback" not in proc.output(), proc.output()

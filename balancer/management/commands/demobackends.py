@@ -88,7 +88,10 @@ async def serve_connection(name: str, reader, writer) -> None:
 
 async def start(name: str, address: ListenAddress) -> asyncio.AbstractServer:
     async def handle(reader, writer):
-        await serve_connection(name, reader, writer)
+        try:
+            await serve_connection(name, reader, writer)
+        except asyncio.CancelledError:
+            pass  # stopping with kept-alive connections open (Python 3.11 would log the cancel)
     if address.path is not None:
         return await asyncio.start_unix_server(handle, address.path, limit=MAX_HEAD)
     return await asyncio.start_server(handle, address.host, address.port, limit=MAX_HEAD, reuse_address=True)
