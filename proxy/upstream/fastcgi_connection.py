@@ -202,7 +202,10 @@ class FastCGIConnection(asyncio.Protocol):
             raise self._error
         if self.is_closing():
             raise ConnectionClosed(f"connection to {self.label} closed while sending the request")
-        self.transport.writelines(chunks)
+        # One write() of the joined chunks, not writelines(): CPython 3.12.0-3.12.7 and
+        # 3.13.0-3.13.1 skip flow control in writelines (gh-127655), so pause_writing would
+        # never come and a backend that stops reading would fill our memory.
+        self.transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     async def write(self, chunks: list[bytes], timeout: float) -> None:
         """Queue `chunks` and wait until the transport's buffer is below its high mark."""

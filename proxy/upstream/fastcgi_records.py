@@ -77,7 +77,7 @@ def encode_record(type_: int, request_id: int, content: bytes = b"", padding: in
 
 
 def encode_record_parts(type_: int, request_id: int, content: bytes, padding: int | None = None) -> list[bytes]:
-    """[header, content, padding] of one record, for `writelines()` without copying content."""
+    """[header, content, padding] of one record, joined once by the connection's write."""
     if len(content) > MAX_CONTENT:
         raise ValueError(f"FastCGI record content of {len(content)} bytes exceeds {MAX_CONTENT}")
     if padding is None:

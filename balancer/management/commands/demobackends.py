@@ -86,12 +86,15 @@ async def serve_connection(name: str, reader, writer) -> None:
         writer.close()
 
 
-async def start(name: str, address: ListenAddress) -> asyncio.AbstractServer:
+async def start(name: str, address: ListenAddress, connections: set) -> asyncio.AbstractServer:
     async def handle(reader, writer):
+        connections.add(writer)
         try:
             await serve_connection(name, reader, writer)
         except asyncio.CancelledError:
             pass  # stopping with kept-alive connections open (Python 3.11 would log the cancel)
+        finally:
+            connections.discard(writer)
     if address.path is not None:
         return await asyncio.start_unix_server(handle, address.path, limit=MAX_HEAD)
     return await asyncio.start_server(handle, address.host, address.port, limit=MAX_HEAD, reuse_address=True)
@@ -102,15 +105,18 @@ async def run(addresses: list[ListenAddress], report) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    servers = []
+    servers, connections = [], set()
     try:
         for index, address in enumerate(addresses, 1):
-            servers.append(await start(f"app{index}", address))
+            servers.append(await start(f"app{index}", address, connections))
             report(f"demo backend app{index} listening on {address}")
         await stop.wait()
     finally:
         for server in servers:
             server.close()
+        for writer in list(connections):  # kept-alive clients (runproxy's pool): since
+            writer.close()                # Python 3.12 wait_closed() waits for them
+        for server in servers:
             await server.wait_closed()
 
 
