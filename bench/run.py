@@ -114,6 +114,8 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.nginx_fastcgi(workdir, fpm().port)),
         RowSpec("director-fastcgi", "Director (1 worker) → php-fpm",
                 lambda: servers.director_fastcgi(workdir, fpm().port), optional=True),
+        RowSpec("director-fastcgi-2", "Director (2 workers, Redis) → php-fpm",
+                lambda: servers.director_fastcgi(workdir, fpm().port, workers=2), optional=True),
     ]
 
 
@@ -126,6 +128,7 @@ RATIOS = (
     ("Director 2 workers / 1 worker (req/s)", "director-2", "director", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("php: Director / nginx fastcgi_pass (req/s)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
+    ("php: Director 2 workers / nginx fastcgi_pass (req/s)", "director-fastcgi-2", "nginx-fastcgi", "requests_per_sec"),
 )
 
 
