@@ -32,6 +32,20 @@ CACHE_PREFIX = "director:login-failures:"
 BLOCKED_ATTRIBUTE = "director_login_blocked_for"  # set on the request by a refused form
 
 
+def _unless_the_store_fails(default):
+    """The shared cache (Redis) is unreachable: logins go on, unthrottled, and say so."""
+    def decorate(method):
+        @functools.wraps(method)
+        def guarded(*args, **kwargs):
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - any cache backend error
+                log.warning("login throttling is off while its cache fails: %s", exc)
+                return default
+        return guarded
+    return decorate
+
+
 class LoginThrottle:
     """Failure timestamps per key in a cache, with a sliding window."""
 
@@ -49,38 +63,27 @@ class LoginThrottle:
     def _recent(self, key: str, now: float) -> list[float]:
         return [at for at in self.store.get(key, []) if now - at < self.window]
 
-    def _store_failed(self, exc: Exception) -> None:
-        """The shared cache (Redis) is unreachable: logins go on, unthrottled, and say so."""
-        log.warning("login throttling is off while its cache fails: %s", exc)
-
+    @_unless_the_store_fails(0)
     def blocked_for(self, ip: str, username: str) -> int:
         """Seconds until an attempt for (ip, username) is allowed again; 0: allowed now."""
         now = self.clock()
         wait = 0.0
-        try:
-            for key in self.keys(ip, username):
-                recent = self._recent(key, now)
-                if len(recent) >= self.limit:
-                    wait = max(wait, recent[-self.limit] + self.window - now)
-        except Exception as exc:  # noqa: BLE001 - any cache backend error
-            self._store_failed(exc)
-            return 0
+        for key in self.keys(ip, username):
+            recent = self._recent(key, now)
+            if len(recent) >= self.limit:
+                wait = max(wait, recent[-self.limit] + self.window - now)
         return math.ceil(wait) if wait > 0 else 0
 
+    @_unless_the_store_fails(None)
     def failed(self, ip: str, username: str) -> None:
         now = self.clock()
-        try:
-            for key in self.keys(ip, username):
-                recent = self._recent(key, now)[-(self.limit - 1):] if self.limit > 1 else []
-                self.store.set(key, [*recent, now], timeout=math.ceil(self.window))
-        except Exception as exc:  # noqa: BLE001
-            self._store_failed(exc)
+        for key in self.keys(ip, username):
+            recent = self._recent(key, now)[-(self.limit - 1):] if self.limit > 1 else []
+            self.store.set(key, [*recent, now], timeout=math.ceil(self.window))
 
+    @_unless_the_store_fails(None)
     def succeeded(self, ip: str, username: str) -> None:
-        try:
-            self.store.delete_many(self.keys(ip, username))
-        except Exception as exc:  # noqa: BLE001
-            self._store_failed(exc)
+        self.store.delete_many(self.keys(ip, username))
 
 
 THROTTLE = LoginThrottle()

@@ -106,22 +106,20 @@ def peers(now: float | None = None) -> Peers:
 
 # -- merging ---------------------------------------------------------------------------------
 
+_COUNTED = ("load", "queued", "dropped", "failures", "responses")  # the rest is this worker's
+
+
 def merge_counts(own: dict, others: list[dict]) -> dict:
-    """Sum numbers and nested count dicts key by key; a `max` is the largest, not a sum."""
+    """Sum the counted figures key by key; a `max` is the largest, not a sum."""
     merged = dict(own)
     for other in others:
-        for key, value in other.items():
-            mine = merged.get(key)
-            if isinstance(value, bool) or key not in _COUNTED:
-                continue
+        for key in _COUNTED:
+            value = other.get(key)
             if isinstance(value, dict):
-                merged[key] = _merge_load(mine or {}, value)
+                merged[key] = _merge_load(merged.get(key) or {}, value)
             elif isinstance(value, int):
-                merged[key] = (mine or 0) + value
+                merged[key] = merged.get(key, 0) + value
     return merged
-
-
-_COUNTED = frozenset({"load", "queued", "dropped", "failures", "responses"})
 
 
 def _merge_load(mine: dict, other: dict) -> dict:

@@ -66,12 +66,10 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(self, command: list[str], count: int, sockets: dict[ListenAddress, socket.socket],
-                 workers_dir: Path, *, env: dict | None = None):
+    def __init__(self, command: list[str], count: int, sockets: dict[ListenAddress, socket.socket], workers_dir: Path):
         self.command = command
         self.sockets = sockets
         self.workers_dir = workers_dir
-        self.env = dict(os.environ if env is None else env)
         self.workers = [_Worker(i) for i in range(count)]
         self._stopping = False
         self._failed: str | None = None
@@ -102,7 +100,7 @@ class Supervisor:
         self._stopping = True
 
     def _start(self, worker: _Worker) -> None:
-        env = dict(self.env)
+        env = dict(os.environ)
         env[INDEX_ENV] = str(worker.index)
         env[DIRECTORY_ENV] = str(self.workers_dir)
         env[SOCKETS_ENV] = json.dumps([[sock.fileno(), str(address)] for address, sock in self.sockets.items()])
