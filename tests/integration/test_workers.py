@@ -35,13 +35,23 @@ def worker_pids(supervisor_pid: int) -> set[int]:
     return {int(pid) for pid in found.split()}
 
 
+def published(director: Director) -> dict[int, dict]:
+    """Each worker's latest published figures (worker index -> snapshot)."""
+    return {payload["worker"]: payload["snapshot"] for payload in
+            (json.loads(path.read_text()) for path in (director.dir / "workers").glob("*/*.json"))}
+
+
 def served_by_workers(director: Director) -> dict[int, int]:
     """Requests each worker has published (worker index -> total dispatched)."""
-    totals = {}
-    for path in (director.dir / "workers").glob("*/*.json"):
-        payload = json.loads(path.read_text())
-        totals[payload["worker"]] = sum(d["load"]["total"] for d in payload["snapshot"]["directors"])
-    return totals
+    return {worker: sum(d["load"]["total"] for d in snapshot["directors"])
+            for worker, snapshot in published(director).items()}
+
+
+def every_worker_sees_both_online(director: Director) -> bool:
+    """The connections a test makes may all land on one worker: ask the workers themselves."""
+    views = published(director)
+    return len(views) == 2 and all({b["name"]: b["health"] for d in snapshot["directors"] for b in d["backends"]}
+                                   == {"one": "online", "two": "online"} for snapshot in views.values())
 
 
 @pytest.fixture
@@ -57,6 +67,7 @@ def cluster(tmp_path):
             director.key = director.manage("createapitoken", "viewer", "--viewer").stdout.strip()
             wait_for(lambda: stored_health(director) == {"one": "online", "two": "online"}, 20,
                      what="both backends stored online")
+            wait_for(lambda: every_worker_sees_both_online(director), 20, what="both workers to see both backends online")
             wait_for(lambda: {director.get("/")[2] for _ in range(6)} == {b"one", b"two"}, 20,
                      what="both backends in use")
             yield director
