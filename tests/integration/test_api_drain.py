@@ -33,11 +33,19 @@ def served(backend, path: str = "/") -> int:
     return sum(1 for seen in list(backend.requests_seen) if seen.target.startswith(path))
 
 
+def wait_proxied_by(live, *names: str) -> None:
+    """Stored online (wait_online) is applied by the proxy up to a second later: wait for it."""
+    expected = {(200, name) for name in names}
+    wait_for(lambda: {proxied(live.director) for _ in names} == expected, EFFECTIVE_WITHIN_S * 3,
+             what=f"the proxy to use {', '.join(names)}")
+
+
 def test_deleted_backend_finishes_its_request_and_is_removed_once_idle(live):
     with http_backend("a") as a, http_backend("b") as b, ThreadPoolExecutor(2) as pool:
         for backend in (a, b):
             live.add_backend(backend)
             live.wait_online(backend.name)
+        wait_proxied_by(live, "a", "b")
         slow = []
         while not served(b, "/slow"):  # round robin: at most two tries land one on b
             assert len(slow) < 2, "no slow request reached b"
@@ -140,6 +148,7 @@ def test_changes_under_load_fail_no_request(live):
         for backend in (a, b):
             live.add_backend(backend)
             live.wait_online(backend.name)
+        wait_proxied_by(live, "a", "b")
         with LoadLoop(live.director.port) as load:
             wait_gets_traffic(a, load)
             live.add_backend(c, capacity=0)
@@ -164,6 +173,7 @@ def test_terminate_protection_refuses_delete_and_keeps_serving(live):
     with http_backend("p") as p:
         live.add_backend(p, terminate_protection=True)
         live.wait_online("p")
+        wait_proxied_by(live, "p")
         status, body = live.call("DELETE", f"{BACKENDS}p/")
         assert status == 403 and "terminate_protection" in body["detail"]
         status, body = live.backend("p")
