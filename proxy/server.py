@@ -7,7 +7,7 @@ asyncio loop (start background tasks there: daphne has no ASGI lifespan).
 
 The protocol hardening (limits, timeouts, back-pressure, mid-response failures) lives in
 `proxy.server_protocol`. Import this module before anything imports
-`twisted.internet.reactor`: `daphne.server` installs the asyncio reactor at import.
+`twisted.internet.reactor`: it installs `proxy.reactor` (uvloop) at import.
 
 UNIX socket listeners: a stale socket file left by a dead process is removed at start
 (only a socket nobody accepts on; any other file, or a live socket, is a ListenError).
@@ -16,7 +16,10 @@ restrict access with the permissions of its directory. It is removed on stop.
 """
 from __future__ import annotations
 
-import daphne.server  # noqa: F401  # isort:skip  # installs the asyncio reactor before anything else does
+from proxy.reactor import install as _install_reactor  # isort:skip
+
+_install_reactor()  # isort:skip  # before daphne.server, which would install a stock one
+import daphne.server  # noqa: E402, F401  # isort:skip
 
 import asyncio
 import contextlib
