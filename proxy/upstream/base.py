@@ -115,6 +115,12 @@ class UpstreamResponse(abc.ABC):
         """The client went away: close the connection. With `notify`, FastCGI sends
         ABORT_REQUEST and reads until END_REQUEST before releasing; HTTP just closes."""
 
+    @property
+    def body_complete(self) -> bool:
+        """True when the rest of the body has arrived already: `read()` then returns it
+        without waiting, and b"" after it. False when more is to come (or unknown)."""
+        return False
+
     async def drain(self) -> None:
         """Read and discard the rest of the body, then release (on_client_abort=ignore)."""
         try:

@@ -247,6 +247,10 @@ class FastCGIResponse(UpstreamResponse):
                     return data
         return b""
 
+    @property
+    def body_complete(self) -> bool:
+        return self._done or self._released or self._conn.end_queued
+
     def _finish(self) -> None:
         if self._remaining:
             raise ConnectionClosed(f"{self._upstream.label} ended the body {self._remaining} bytes "

@@ -14,7 +14,7 @@ import asyncio
 from collections import deque
 
 from proxy.errors import ConnectionClosed, ProtocolError, ReadTimeout, WriteTimeout
-from proxy.upstream.fastcgi_records import Record, RecordFormatError, RecordParser
+from proxy.upstream.fastcgi_records import END_REQUEST, Record, RecordFormatError, RecordParser
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -154,6 +154,11 @@ class FastCGIConnection(asyncio.Protocol):
     def has_unread_bytes(self) -> bool:
         """Anything left over from a previous exchange makes the connection unusable."""
         return bool(self._records) or self._parser.pending > 0
+
+    @property
+    def end_queued(self) -> bool:
+        """An END_REQUEST record is queued: the exchange can finish without waiting."""
+        return any(record.type == END_REQUEST for record in self._records)
 
     @property
     def truncated(self) -> bool:

@@ -196,6 +196,11 @@ class HTTPConnection(asyncio.Protocol):
 
     # -- body consumption ----------------------------------------------------------------------
 
+    @property
+    def body_complete(self) -> bool:
+        """The parser has seen the end of the body: what is left is buffered."""
+        return self._complete
+
     async def read(self) -> bytes:
         while True:
             body = self._body
@@ -299,6 +304,10 @@ class HTTPResponse(UpstreamResponse):
         if self._released:
             return b""
         return await self._conn.read()
+
+    @property
+    def body_complete(self) -> bool:
+        return self._released or self._conn.body_complete
 
     def release(self) -> None:
         if self._released:
