@@ -54,7 +54,7 @@ def servers(tmp_path_factory):
         wrap = start_fcgiwrap(work)
         started.append(wrap)
         fakes = {name: FakeInThread(mode) for name, mode in (
-            ("over", "ok"), ("fine", "ok"), ("trunc", "ok"), ("short-body", "short-body"), ("abort", "ok"))}
+            ("over", "ok"), ("fine", "ok"), ("trunc", "ok"), ("short-body", "short-body"), ("abort", "ok"), ("late", "ok"))}
         yield dict(php=php, flup4=flup4, flup6=flup6, wrap=wrap, fakes=fakes)
         for fake in fakes.values():
             fake.stop()
@@ -88,6 +88,11 @@ def director(servers, tmp_path_factory):
         max_retry_count = 0
         backends = {{ trunc = {{ url = "{fakes['trunc'].url}", health_check_interval = 60 }} }}
 
+        [directors.late]
+        health_check_success_threshold = 1
+        max_retry_count = 0
+        backends = {{ late = {{ url = "{fakes['late'].url}", health_check_interval = 60 }} }}
+
         [directors.notify]
         on_client_abort = "notify"
         health_check_success_threshold = 1
@@ -107,6 +112,9 @@ def director(servers, tmp_path_factory):
         host = "faulty"
         pass = "faulty"
         [[routes]]
+        host = "late"
+        pass = "late"
+        [[routes]]
         host = "notify"
         pass = "notify"
         [[routes]]
@@ -123,7 +131,7 @@ def director(servers, tmp_path_factory):
     """
     d = Director(tmp_path_factory.mktemp("proxy-fcgi"), config).start()
     try:
-        for host, path in (("php", "/hello.php"), ("flup", "/"), ("busy", "/"), ("faulty", "/"), ("notify", "/")):
+        for host, path in (("php", "/hello.php"), ("flup", "/"), ("busy", "/"), ("faulty", "/"), ("late", "/"), ("notify", "/")):
             wait_for(lambda: d.get(path, headers={"Host": host})[0] == 200, 20, what=f"{host} online")
         yield d
     finally:
@@ -170,6 +178,20 @@ def test_both_php_pools_serve_and_upload_checksum(director):
 def test_php_status_codes(director, mode, status, body):
     got = director.get(f"/status.php?mode={mode}", headers={"Host": "php"})
     assert (got[0], got[2]) == (status, body)
+
+
+def test_body_already_complete_gets_content_length_streamed_one_stays_chunked(director):
+    """php-fpm sends no Content-Length: a body that arrived whole with the head goes out
+    with one; a body still being produced is streamed, chunked, both on one connection."""
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(raw_request("GET", "/status.php", {"Host": "php"}))
+        small = conn.read_response()
+        assert small.status == 200 and small.body == b"plain\n"
+        assert small.header("content-length") == "6" and not small.is_chunked
+        conn.send(raw_request("GET", "/large.php?mib=2", {"Host": "php"}))
+        large = conn.read_response(timeout=20)
+        assert large.is_chunked and large.header("content-length") is None
+        assert large.body == b"0123456789abcdef" * (2 * MIB // 16)
 
 
 def test_php_location_without_status_is_302(director):
@@ -235,6 +257,17 @@ def test_broken_backend_gives_502_and_goes_offline(director, servers):
     assert status == 502
     wait_for(lambda: "director faulty: backend trunc is now offline" in director.output(), 5, what="offline")
     assert director.get("/", headers={"Host": "faulty"})[0] == 503  # nothing online now
+
+
+def test_rejection_after_a_whole_answer_gives_502(director, servers):
+    """Output, then END_REQUEST refusing the request: nothing reached the client yet (the
+    body was read ahead to the end), so the client gets a clean 502, not a cut response."""
+    servers["fakes"]["late"].server.mode = "rejected-after-output"
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(raw_request("GET", "/", {"Host": "late"}))
+        response = conn.read_response()
+    assert response.status == 502
+    wait_for(lambda: "director late: backend late is now offline" in director.output(), 5, what="offline")
 
 
 def test_mid_response_failure_closes_client_connection(director):

@@ -135,7 +135,7 @@ OK_RESPONSE = b"Status: 200 OK\r\nContent-Type: text/plain\r\n\r\nhello"
 MODES = ("ok", "overloaded", "cant-mpx", "unknown-role", "unknown-status", "unknown-type", "overlong", "wrong-version", "truncated",
          "no-blank-line", "bad-status", "huge-head", "close-before-end", "close-at-once", "other-request-id",
          "short-body", "stderr-flood", "abort", "abort-before-head", "stall",
-         "early-answer")
+         "early-answer", "rejected-after-output")
 
 
 def _stdout(data: bytes, request_id: int = 1) -> bytes:
@@ -163,6 +163,7 @@ _CANNED = {
     "close-at-once": b"",
     "other-request-id": _stdout(OK_RESPONSE, request_id=2) + _complete(),
     "short-body": _stdout(b"Content-Length: 100\r\n\r\nshort") + _complete(),
+    "rejected-after-output": _stdout(OK_RESPONSE) + _complete(fr.CANT_MPX_CONN),
     "stderr-flood": b"".join(fr.encode_stream(fr.STDERR, 1, b"e" * 20_000)) + _stdout(OK_RESPONSE) + _complete(),
 }
 EARLY_BODY_SIZE = 32 * 1024 * 1024  # more than loopback socket buffers hold
