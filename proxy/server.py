@@ -23,11 +23,9 @@ import daphne.server  # noqa: E402, F401  # isort:skip
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
-import stat
 import time
 
 from daphne.server import Server
@@ -37,21 +35,16 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from proxy.addresses import ListenAddress
+from proxy.listeners import BACKLOG, UNIX_SOCKET_MODE, ListenError, ListenerSockets, describe_error, remove_stale_socket
 from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
 from proxy.server_protocol import ManagementRequest, TrafficRequest
 from proxy.server_transport import use_coalesced_writes
 
 logger = logging.getLogger("director.server")
 
-BACKLOG = 1024
-UNIX_SOCKET_MODE = 0o666
 MAX_SWEEP_INTERVAL = 1.0  # timeouts fire at most min(this, timeout / 4) late
 
-__all__ = ["DirectorServer", "ListenError", "bind_sockets", "build_server", "close_sockets"]
-
-
-class ListenError(Exception):
-    """A listener could not be bound; the message is one line naming address and cause."""
+__all__ = ["DirectorServer", "ListenError", "ListenerSockets", "build_server"]
 
 
 class DirectorServer(Server):
@@ -169,19 +162,19 @@ class DirectorServer(Server):
             return self._adopt(address, inherited, factory)
         try:
             if address.path is not None:
-                _remove_stale_socket(address)
+                remove_stale_socket(address)
                 port = reactor.listenUNIX(address.path, factory, backlog=BACKLOG, mode=UNIX_SOCKET_MODE)
             else:
                 port = reactor.listenTCP(address.port, factory, backlog=BACKLOG, interface=address.host)
         except CannotListenError as exc:
-            raise ListenError(f"cannot listen on {address}: {_describe(exc.socketError)}") from None
+            raise ListenError(f"cannot listen on {address}: {describe_error(exc.socketError)}") from None
         host = port.getHost()
         self.listening_addresses.append((getattr(host, "host", address.path), getattr(host, "port", None)))
         return port
 
     def _adopt(self, address: ListenAddress, sock: socket.socket, factory):
-        """Serve a listening socket made by a parent process (`--workers`): every worker
-        accepts on the same socket, and stopping one worker must not affect the others."""
+        """Serve a listening socket made by a parent process (`--workers`, see
+        proxy.listeners); stopping one worker must not affect the others."""
         sock.setblocking(False)
         port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
         if sock.family == socket.AF_UNIX:  # Twisted 26 treats adopted UNIX ports like its own:
@@ -274,75 +267,6 @@ class DirectorServer(Server):
             channel.close()
 
 
-def _describe(error) -> str:
-    if isinstance(error, OSError) and error.errno is not None:
-        return os.strerror(error.errno).lower()
-    return str(error)
-
-
-def bind_sockets(addresses: list[ListenAddress]) -> dict[ListenAddress, socket.socket]:
-    """Listening sockets for `addresses`, made once by the `--workers` supervisor and
-    inherited by every worker (one accept queue per listener). On a failure those already
-    made are closed (UNIX socket files removed) and ListenError names the address."""
-    made: dict[ListenAddress, socket.socket] = {}
-    try:
-        for address in addresses:
-            made[address] = _bind(address)
-    except BaseException:
-        close_sockets(made)
-        raise
-    return made
-
-
-def close_sockets(sockets: dict[ListenAddress, socket.socket]) -> None:
-    """Close sockets from bind_sockets and remove their UNIX socket files."""
-    for address, sock in sockets.items():
-        sock.close()
-        if address.path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(address.path)
-
-
-def _bind(address: ListenAddress) -> socket.socket:
-    if address.path is not None:
-        _remove_stale_socket(address)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target = address.path
-    else:
-        sock = socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        target = (address.host, address.port)
-    try:
-        sock.bind(target)
-        if address.path is not None:
-            os.chmod(address.path, UNIX_SOCKET_MODE)
-        sock.listen(BACKLOG)
-    except OSError as exc:
-        sock.close()
-        raise ListenError(f"cannot listen on {address}: {_describe(exc)}") from None
-    sock.set_inheritable(True)
-    return sock
-
-
-def _remove_stale_socket(address: ListenAddress):
-    """Remove a socket file nobody accepts on; refuse any other existing file."""
-    try:
-        mode = os.lstat(address.path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ListenError(f"cannot listen on {address}: file exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(address.path)
-    except OSError:
-        os.unlink(address.path)
-    else:
-        raise ListenError(f"cannot listen on {address}: {os.strerror(errno.EADDRINUSE).lower()}")
-    finally:
-        probe.close()
-
-
 def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddress],
                  management_listen: list[ListenAddress], max_request_body: int, header_timeout: float,
                  ready_callback=None, server_name: str = "director", verbosity: int = 1,
@@ -352,7 +276,7 @@ def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddr
     `send_timeout`: a response blocked by a client that reads nothing for this long is
     aborted (nginx's send_timeout; default 60 s).
     `sockets`: {ListenAddress: listening socket} made by a parent process, adopted instead
-    of binding those addresses (so `--workers` processes share one accept queue).
+    of binding those addresses (`--workers`: see proxy.listeners).
     """
     return DirectorServer(
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,

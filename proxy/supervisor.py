@@ -1,9 +1,10 @@
 """`runproxy --workers N`: one supervisor process, N worker processes sharing the listeners.
 
-The supervisor binds every listener once (`proxy.server.bind_sockets`) and starts N copies
-of its own command line with the sockets inherited, their file descriptors and addresses
-in DIRECTOR_INHERITED_SOCKETS and the worker's number in DIRECTOR_WORKER_INDEX. The kernel
-spreads connections over the workers' accept calls. Worker 0 runs the health monitor; the
+The supervisor binds every listener (`proxy.listeners.ListenerSockets`: a SO_REUSEPORT
+socket per worker for TCP) and starts N copies of its own command line with their sockets
+inherited, file descriptors and addresses in DIRECTOR_INHERITED_SOCKETS and the worker's
+number in DIRECTOR_WORKER_INDEX. The kernel spreads connections over the workers' sockets;
+a worker started again gets the sockets of the one it replaces. Worker 0 runs the health monitor; the
 workers share health reports and config pushes through Redis and publish their live figures
 for each other (`balancer.worker_stats`).
 
@@ -26,6 +27,7 @@ import time
 from pathlib import Path
 
 from proxy.addresses import ListenAddress, parse_listen
+from proxy.listeners import ListenerSockets
 
 log = logging.getLogger("director.workers")
 
@@ -66,9 +68,9 @@ class _Worker:
 
 
 class Supervisor:
-    def __init__(self, command: list[str], count: int, sockets: dict[ListenAddress, socket.socket], workers_dir: Path):
+    def __init__(self, command: list[str], count: int, listeners: ListenerSockets, workers_dir: Path):
         self.command = command
-        self.sockets = sockets
+        self.listeners = listeners
         self.workers_dir = workers_dir
         self.workers = [_Worker(i) for i in range(count)]
         self._stopping = False
@@ -100,11 +102,12 @@ class Supervisor:
         self._stopping = True
 
     def _start(self, worker: _Worker) -> None:
+        sockets = self.listeners.for_worker(worker.index)
         env = dict(os.environ)
         env[INDEX_ENV] = str(worker.index)
         env[DIRECTORY_ENV] = str(self.workers_dir)
-        env[SOCKETS_ENV] = json.dumps([[sock.fileno(), str(address)] for address, sock in self.sockets.items()])
-        worker.process = subprocess.Popen(self.command, env=env, pass_fds=[s.fileno() for s in self.sockets.values()])
+        env[SOCKETS_ENV] = json.dumps([[sock.fileno(), str(address)] for address, sock in sockets.items()])
+        worker.process = subprocess.Popen(self.command, env=env, pass_fds=[s.fileno() for s in sockets.values()])
         worker.started = time.monotonic()
         worker.restart_at = None
 

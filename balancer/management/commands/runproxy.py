@@ -43,7 +43,7 @@ class Command(BaseCommand):
             self._fail(str(exc))
         if supervisor is not None:
             code = supervisor.run()
-            proxy_server.close_sockets(supervisor.sockets)
+            supervisor.listeners.close()
             sys.exit(code)
         try:
             server.run()
@@ -92,13 +92,13 @@ class Command(BaseCommand):
                                "reports and config pushes through Redis")
         _check_database()
         sync_config(config)
-        sockets = proxy_server.bind_sockets([*settings.listen, settings.admin_listen])
+        listeners = proxy_server.ListenerSockets([*settings.listen, settings.admin_listen], settings.workers)
         connections.close_all()  # the workers open their own
         workers_dir = Path(django_settings.DATA_DIR) / "workers" / str(os.getpid())
         self.stdout.write(f"Director serving {self._serving(settings, self._config_path(options))} "
                           f"with {settings.workers} workers")
         self.stdout.flush()
-        return Supervisor([sys.executable, *sys.argv], settings.workers, sockets, workers_dir)
+        return Supervisor([sys.executable, *sys.argv], settings.workers, listeners, workers_dir)
 
     def _prepare(self, options, config, settings, proxy_server):
         """One serving process: the whole of runproxy, or one worker of a supervisor."""
