@@ -2,7 +2,7 @@
 
 daphne installs `AsyncioSelectorReactor` on a stock asyncio loop when it is imported,
 unless a reactor of that class is installed already; `install()` does that first. Two
-changes, both measured on the proxy's hot path (bench/, php-fpm row: about +8% and +3%):
+changes, both measured on the proxy's hot path (bench/, php-fpm row: about +8% and +5%):
 
 - uvloop runs the loop and every upstream connection (asyncio transports in C);
 - a ready socket calls `_readOrWrite` directly. Twisted wraps every read event in
