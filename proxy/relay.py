@@ -51,41 +51,35 @@ async def relay(response: UpstreamResponse, send, rules: HeaderRules, head_only:
     The caller releases the response."""
     status = response.status
     headers = rules.response(response.headers)
-    chunk = first
-    declared = _content_length(response.headers)
-    if chunk and declared < 0 and not head_only and response.body_complete:
-        # The whole body has arrived already: one write with a Content-Length, not chunked.
-        chunk = await _rest_of_body(response, chunk)
-        headers.append((b"content-length", b"%d" % len(chunk)))
-        await send({"type": BODY_START, "status": status, "headers": headers})
-        await send({"type": BODY, "body": chunk, "more_body": False})
-        return status
-    await send({"type": BODY_START, "status": status, "headers": headers})
+    start = {"type": BODY_START, "status": status, "headers": headers}
     if head_only:
+        await send(start)
         await send({"type": BODY, "body": b"", "more_body": False})
         return status
     read = response.read
-    if chunk and len(chunk) == declared:
-        # The whole length-delimited body arrived at once: one write for it and the end.
+    chunk = first
+    declared = _content_length(response.headers)
+    if chunk and (len(chunk) == declared or (declared < 0 and response.body_complete)):
+        # All of the body, most likely: then it goes out in one write with the end, with a
+        # Content-Length where the backend sent none (php-fpm usually does not), not chunked.
+        # (The head reaches the wire with the first body bytes, so waiting here costs nothing.)
         rest = await read()
         if not rest:
+            if declared < 0:
+                headers.append((b"content-length", b"%d" % len(chunk)))
+            await send(start)
             await send({"type": BODY, "body": chunk, "more_body": False})
             return status
+        await send(start)
         await send({"type": BODY, "body": chunk, "more_body": True})
         chunk = rest
+    else:
+        await send(start)
     while chunk:
         await send({"type": BODY, "body": chunk, "more_body": True})
         chunk = await read()
     await send({"type": BODY, "body": b"", "more_body": False})
     return status
-
-
-async def _rest_of_body(response: UpstreamResponse, first: bytes) -> bytes:
-    """`first` and the rest of a body that `body_complete` says has arrived (no waiting)."""
-    parts = [first]
-    while chunk := await response.read():
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _content_length(headers) -> int:

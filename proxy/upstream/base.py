@@ -117,8 +117,8 @@ class UpstreamResponse(abc.ABC):
 
     @property
     def body_complete(self) -> bool:
-        """True when the rest of the body has arrived already: `read()` then returns it
-        without waiting, and b"" after it. False when more is to come (or unknown)."""
+        """True when the rest of the body has arrived: `read()` returns what is left, then
+        b"", without waiting. False when more is to come (or unknown)."""
         return False
 
     async def drain(self) -> None:

@@ -249,7 +249,7 @@ class FastCGIResponse(UpstreamResponse):
 
     @property
     def body_complete(self) -> bool:
-        return self._done or self._released or self._conn.end_queued
+        return self._done or (not self._released and self._conn.end_queued)
 
     def _finish(self) -> None:
         if self._remaining:
