@@ -40,10 +40,10 @@ class ListenerSockets:
         self.addresses = list(addresses)
         self._unix: dict[ListenAddress, socket.socket] = {}
         self._ports: dict[ListenAddress, int] = {}  # the bound port of each TCP listener (resolves port 0)
-        self._workers: list[dict[ListenAddress, socket.socket] | None] = [None] * workers
+        self._workers: list[dict[ListenAddress, socket.socket]] = []
         try:
-            for index in range(workers):
-                self._workers[index] = self._bind_set()
+            for _ in range(workers):
+                self._workers.append(self._bind_set())
         except BaseException:
             self.close()
             raise
@@ -53,8 +53,8 @@ class ListenerSockets:
 
     def close(self) -> None:
         for sockets in self._workers:
-            _close_tcp(sockets or {})
-        self._workers = [None] * len(self._workers)
+            _close_tcp(sockets)
+        self._workers.clear()
         for address, sock in self._unix.items():
             sock.close()
             with contextlib.suppress(FileNotFoundError):

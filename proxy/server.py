@@ -35,7 +35,7 @@ from twisted.internet.error import CannotListenError
 from twisted.logger import STDLibLogObserver, globalLogBeginner
 
 from proxy.addresses import ListenAddress
-from proxy.listeners import BACKLOG, UNIX_SOCKET_MODE, ListenError, ListenerSockets, describe_error, remove_stale_socket
+from proxy.listeners import BACKLOG, UNIX_SOCKET_MODE, ListenError, describe_error, remove_stale_socket
 from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
 from proxy.server_protocol import ManagementRequest, TrafficRequest
 from proxy.server_transport import use_coalesced_writes
@@ -44,7 +44,7 @@ logger = logging.getLogger("director.server")
 
 MAX_SWEEP_INTERVAL = 1.0  # timeouts fire at most min(this, timeout / 4) late
 
-__all__ = ["DirectorServer", "ListenError", "ListenerSockets", "build_server"]
+__all__ = ["DirectorServer", "ListenError", "build_server"]
 
 
 class DirectorServer(Server):

@@ -4,9 +4,9 @@ The supervisor binds every listener (`proxy.listeners.ListenerSockets`: a SO_REU
 socket per worker for TCP) and starts N copies of its own command line with their sockets
 inherited, file descriptors and addresses in DIRECTOR_INHERITED_SOCKETS and the worker's
 number in DIRECTOR_WORKER_INDEX. The kernel spreads connections over the workers' sockets;
-a worker started again gets the sockets of the one it replaces. Worker 0 runs the health monitor; the
-workers share health reports and config pushes through Redis and publish their live figures
-for each other (`balancer.worker_stats`).
+a worker started again gets the sockets of the one it replaces. Worker 0 runs the health
+monitor; the workers share health reports and config pushes through Redis and publish their
+live figures for each other (`balancer.worker_stats`).
 
 A worker that exits unexpectedly is started again after RESTART_DELAY; one that fails
 FAILING_STARTS times in a row within SHORT_LIFE seconds of its start stops the whole group

@@ -84,6 +84,7 @@ class Command(BaseCommand):
         from django.db import connections
 
         from balancer.sync import sync_config
+        from proxy.listeners import ListenerSockets
         from proxy.service import StartupError
         from proxy.supervisor import Supervisor
 
@@ -92,7 +93,7 @@ class Command(BaseCommand):
                                "reports and config pushes through Redis")
         _check_database()
         sync_config(config)
-        listeners = proxy_server.ListenerSockets([*settings.listen, settings.admin_listen], settings.workers)
+        listeners = ListenerSockets([*settings.listen, settings.admin_listen], settings.workers)
         connections.close_all()  # the workers open their own
         workers_dir = Path(django_settings.DATA_DIR) / "workers" / str(os.getpid())
         self.stdout.write(f"Director serving {self._serving(settings, self._config_path(options))} "
