@@ -30,17 +30,26 @@ async def open_response(upstream: Upstream, request: UpstreamRequest, timeouts: 
 
 
 async def first_chunk(response: UpstreamResponse, request: UpstreamRequest) -> bytes:
-    """The first body chunk (b"" for HEAD), read before anything goes to the client.
+    """The first body chunk (b"" for HEAD), read before anything goes to the client; the
+    whole body when all of it is here already (`body_complete`, or a first chunk as long as
+    the Content-Length), so that `relay` sends it in one write.
 
     Nothing reaches the client before it (the server writes the head with the first body
     bytes), so a backend failing up to here - a bad first chunk line, a timeout before any
-    body byte - still fails "before the response": the caller answers 502/504 or retries
-    (SPEC §7.5) instead of the server's 500. An UpstreamError releases the response.
+    body byte, a FastCGI end other than "complete" after the output - still fails "before
+    the response": the caller answers 502/504 or retries (SPEC §7.5) instead of the
+    server's 500. An UpstreamError releases the response.
     """
     if request.method == "HEAD":
         return b""
     try:
-        return await response.read()
+        first = await response.read()
+        if first and (response.body_complete or len(first) == _content_length(response.headers)):
+            parts = [first]
+            while more := await response.read():
+                parts.append(more)
+            first = parts[0] if len(parts) == 1 else b"".join(parts)
+        return first
     except UpstreamError:
         response.release()
         raise
@@ -60,10 +69,9 @@ async def relay(response: UpstreamResponse, send, rules: HeaderRules, head_only:
     chunk = first
     declared = _content_length(response.headers)
     if chunk and (len(chunk) == declared or (declared < 0 and response.body_complete)):
-        # All of the body, most likely: then it goes out in one write with the end, with a
-        # Content-Length where the backend sent none (php-fpm usually does not), not chunked.
-        # (The head reaches the wire with the first body bytes, so waiting here costs nothing.)
-        rest = await read()
+        # All of the body (see first_chunk): one write with the end, with a Content-Length
+        # where the backend sent none (php-fpm usually does not) instead of chunks.
+        rest = await read()  # b"" at once
         if not rest:
             if declared < 0:
                 headers.append((b"content-length", b"%d" % len(chunk)))

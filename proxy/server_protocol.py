@@ -175,8 +175,6 @@ class RequestMixin:
         if not self.startedWriting:  # nothing on the wire yet: a clean answer is still possible
             if task.cancelled():  # the server is shutting down
                 self.respond_error(503, close=True)
-            elif isinstance(failure, UpstreamError):  # e.g. a backend failing in a body read ahead
-                self.respond_error(failure.status)
             else:
                 self.respond_error(500)
         else:

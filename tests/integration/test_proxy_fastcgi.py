@@ -54,7 +54,7 @@ def servers(tmp_path_factory):
         wrap = start_fcgiwrap(work)
         started.append(wrap)
         fakes = {name: FakeInThread(mode) for name, mode in (
-            ("over", "ok"), ("fine", "ok"), ("trunc", "ok"), ("short-body", "short-body"), ("abort", "ok"), ("late", "ok"))}
+            ("over", "ok"), ("fine", "ok"), ("trunc", "ok"), ("short-body", "short-body"), ("abort", "ok"), ("late", "ok"), ("late2", "ok"))}
         yield dict(php=php, flup4=flup4, flup6=flup6, wrap=wrap, fakes=fakes)
         for fake in fakes.values():
             fake.stop()
@@ -90,8 +90,7 @@ def director(servers, tmp_path_factory):
 
         [directors.late]
         health_check_success_threshold = 1
-        max_retry_count = 0
-        backends = {{ late = {{ url = "{fakes['late'].url}", health_check_interval = 60 }} }}
+        backends = {{ late = {{ url = "{fakes['late'].url}", health_check_interval = 60 }}, late2 = {{ url = "{fakes['late2'].url}", health_check_interval = 60 }} }}
 
         [directors.notify]
         on_client_abort = "notify"
@@ -259,15 +258,17 @@ def test_broken_backend_gives_502_and_goes_offline(director, servers):
     assert director.get("/", headers={"Host": "faulty"})[0] == 503  # nothing online now
 
 
-def test_rejection_after_a_whole_answer_gives_502(director, servers):
-    """Output, then END_REQUEST refusing the request: nothing reached the client yet (the
-    body was read ahead to the end), so the client gets a clean 502, not a cut response."""
+def test_rejection_after_a_whole_answer_is_retried_on_another_backend(director, servers):
+    """Output, then END_REQUEST refusing the request: the body is read to its end before the
+    head goes out, so no byte reached the client and the request goes to the other backend
+    (SPEC §7.5), while the refusing one goes offline."""
+    wait_for(lambda: all(f"director late: backend {name} is now online" in director.output() for name in ("late", "late2")),
+             10, what="both backends online")
     servers["fakes"]["late"].server.mode = "rejected-after-output"
-    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
-        conn.send(raw_request("GET", "/", {"Host": "late"}))
-        response = conn.read_response()
-    assert response.status == 502
-    wait_for(lambda: "director late: backend late is now offline" in director.output(), 5, what="offline")
+    for _ in range(2):  # round robin: one of the two requests is sent to `late` first
+        status, _, body = director.get("/", headers={"Host": "late"})
+        assert (status, body) == (200, b"hello")
+    assert "director late: backend late is now offline" in director.output()
 
 
 def test_mid_response_failure_closes_client_connection(director):

@@ -162,12 +162,15 @@ _CANNED = {
     "close-before-end": _stdout(OK_RESPONSE)[:-fr.HEADER_LEN],
     "close-at-once": b"",
     "other-request-id": _stdout(OK_RESPONSE, request_id=2) + _complete(),
-    "short-body": _stdout(b"Content-Length: 100\r\n\r\nshort") + _complete(),
+    "short-body": _stdout(b"Content-Length: 100\r\n\r\nshort"),  # END_REQUEST follows late: see _LATE_END
     "rejected-after-output": _stdout(OK_RESPONSE) + _complete(fr.CANT_MPX_CONN),
     "stderr-flood": b"".join(fr.encode_stream(fr.STDERR, 1, b"e" * 20_000)) + _stdout(OK_RESPONSE) + _complete(),
 }
 EARLY_BODY_SIZE = 32 * 1024 * 1024  # more than loopback socket buffers hold
 _KEEPS_CONNECTION = {"ok", "stderr-flood", "short-body"}
+# Modes whose END_REQUEST comes this long after their output, so that a proxy has sent the
+# response head by then: the failure it carries is one after the response started.
+_LATE_END = {"short-body": 0.2}
 
 
 class FakeFastCGIServer:
@@ -176,7 +179,7 @@ class FakeFastCGIServer:
     `received` lists every record type received, `params` the last request's params;
     `opened`/`closed` count connections. In "abort" mode it sends a response head and waits
     for ABORT_REQUEST before END_REQUEST ("abort-before-head": sends nothing before it, like a
-    long-running script); in "stall" mode it never reads nor answers; in
+    long-running script); "short-body" ends its output late (_LATE_END); in "stall" mode it never reads nor answers; in
     "early-answer" mode it sends EARLY_BODY_SIZE bytes of STDOUT and END_REQUEST right after
     the params, and reads STDIN only once all of that was taken (deadlocks a client that
     does not read while it writes).
@@ -229,6 +232,10 @@ class FakeFastCGIServer:
                     writer.write(_complete())
                 else:
                     writer.write(_CANNED[self.mode])
+                if self.mode in _LATE_END:
+                    await writer.drain()
+                    await asyncio.sleep(_LATE_END[self.mode])
+                    writer.write(_complete())
                 await writer.drain()
                 if self.mode not in _KEEPS_CONNECTION:
                     break
