@@ -67,13 +67,12 @@ async def relay(response: UpstreamResponse, send, rules: HeaderRules, head_only:
         return status
     read = response.read
     chunk = first
-    declared = _content_length(response.headers)
-    if chunk and (len(chunk) == declared or (declared < 0 and response.body_complete)):
-        # All of the body (see first_chunk): one write with the end, with a Content-Length
-        # where the backend sent none (php-fpm usually does not) instead of chunks.
+    if chunk and response.body_complete:
+        # All of the body (first_chunk read it to its end): one write with the end, with a
+        # Content-Length where the backend sent none (php-fpm usually does not), not chunked.
         rest = await read()  # b"" at once
         if not rest:
-            if declared < 0:
+            if _content_length(response.headers) < 0:
                 headers.append((b"content-length", b"%d" % len(chunk)))
             await send(start)
             await send({"type": BODY, "body": chunk, "more_body": False})
