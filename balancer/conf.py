@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "header_timeout": 10,
     "workers": 1,
     "health_monitor": True,
+    "shutdown_timeout": 30,
 }
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
@@ -109,6 +110,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "header_timeout": _parse_seconds,
     "workers": _parse_workers,
     "health_monitor": _parse_bool,
+    "shutdown_timeout": _parse_seconds,
 }
 
 
@@ -184,6 +186,7 @@ class ProxySettings:
     header_timeout: float
     workers: int
     health_monitor: bool
+    shutdown_timeout: float
 
     @classmethod
     def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":

@@ -111,6 +111,11 @@ def _audit(actor: str, action: str, director_name: str, backend_name: str = "", 
                                backend_name=backend_name, before=before, after=after)
 
 
+def record_reload(actor: str, source: str) -> None:
+    """Audit a config-file reload (the changes it made have records of their own)."""
+    _audit(actor, "reload", "", after={"config": source})
+
+
 def _model_check(obj, exclude=()) -> None:
     try:
         obj.full_clean(exclude=list(exclude), validate_unique=False, validate_constraints=False)

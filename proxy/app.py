@@ -30,6 +30,10 @@ class ProxyApp:
         self.rules = rules or HeaderRules()
         self.dispatcher = Dispatcher(self.rules, health)
 
+    def set_rules(self, rules: HeaderRules) -> None:
+        """Reloaded `[proxy]` settings (pseudonym, trusted proxies) for requests from now on."""
+        self.rules = self.dispatcher.rules = rules
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
@@ -93,7 +97,7 @@ class ProxyApp:
 
     async def _road_warrior(self, route: Route, request: UpstreamRequest, send) -> None:
         """Straight to one address: no queue, no health checks, no retries (SPEC §7.4)."""
-        upstream = self.plane.road_warriors[route.target]
+        upstream = self.plane.upstream_for(route.target)  # the route may have been reloaded meanwhile
         try:
             response, first = await open_response(upstream, request, ROAD_WARRIOR.timeouts)
         except UpstreamError as err:

@@ -43,6 +43,8 @@ from proxy.server_transport import use_coalesced_writes
 logger = logging.getLogger("director.server")
 
 MAX_SWEEP_INTERVAL = 1.0  # timeouts fire at most min(this, timeout / 4) late
+SHUTDOWN_TIMEOUT = 30.0  # default [proxy] shutdown_timeout
+DRAIN_POLL = 0.05
 
 __all__ = ["DirectorServer", "ListenError", "build_server"]
 
@@ -58,7 +60,9 @@ class DirectorServer(Server):
     def __init__(self, *, traffic_app, management_app, traffic_listen, management_listen,
                  max_request_body: int, header_timeout: float, ready_callback=None,
                  server_name: str = "director", verbosity: int = 1, send_timeout: float = SEND_TIMEOUT,
-                 sockets=None):
+                 sockets=None, shutdown_timeout: float = SHUTDOWN_TIMEOUT):
+        self.shutdown_timeout = shutdown_timeout
+        self.draining = False
         self.traffic_app = traffic_app
         self.sockets = dict(sockets or {})
         self.traffic_listen = list(traffic_listen)
@@ -77,7 +81,7 @@ class DirectorServer(Server):
             server_name=server_name,
             verbosity=verbosity,
         )
-        self.ports = []  # (kind, Twisted port) for every bound listener
+        self.ports = []  # (kind, address, Twisted port) for every bound listener
         self.channels = set()  # open DirectorChannels, swept for header timeouts
         self.traffic_tasks = set()
         self._start_error = None
@@ -112,8 +116,7 @@ class DirectorServer(Server):
         reactor.callLater(1, self.application_checker)
         reactor.callLater(2, self.timeout_checker)
         reactor.callLater(self._sweep_interval, self._sweep)
-        reactor.addSystemEventTrigger("before", "shutdown", self.kill_all_applications)
-        reactor.addSystemEventTrigger("before", "shutdown", self._stop_listening)
+        reactor.addSystemEventTrigger("before", "shutdown", self._graceful_stop)
         self.loop.call_soon(self._ready)  # first thing run_forever runs: the loop is running
         reactor.run(installSignalHandlers=self.signal_handlers)
         if self._start_error is not None:
@@ -139,7 +142,7 @@ class DirectorServer(Server):
             for kind, addresses, factory in (("traffic", self.traffic_listen, self.traffic_factory),
                                              ("management", self.management_listen, self.http_factory)):
                 for address in addresses:
-                    self.ports.append((kind, self._listen(address, factory)))
+                    self.ports.append((kind, address, self._listen(address, factory)))
                     bound.append(address)
         except ListenError:
             self._stop_listening()
@@ -185,8 +188,42 @@ class DirectorServer(Server):
     def _stop_listening(self):
         """Close the listening sockets (Twisted unlinks UNIX socket files as it does)."""
         ports, self.ports = self.ports, []
-        for _kind, port in ports:
+        for _kind, _address, port in ports:
             port.stopListening()
+
+    def reconfigure(self, *, traffic_listen: list[ListenAddress], management_listen: list[ListenAddress],
+                    max_request_body: int, header_timeout: float, server_name: str, shutdown_timeout: float):
+        """Apply reloaded `[proxy]` settings without closing a listener that stays.
+
+        New listeners are bound first: if one fails, ListenError and nothing has changed.
+        Listeners no longer wanted stop accepting; their open connections finish.
+        """
+        wanted = [("traffic", a, self.traffic_factory) for a in traffic_listen]
+        wanted += [("management", a, self.http_factory) for a in management_listen]
+        current = {(kind, address) for kind, address, _ in self.ports}
+        added = []
+        try:
+            for kind, address, factory in wanted:
+                if (kind, address) not in current:
+                    added.append((kind, address, self._listen(address, factory)))
+        except ListenError:
+            for _kind, _address, port in added:
+                port.stopListening()
+            raise
+        keep = {(kind, address) for kind, address, _ in wanted}
+        for kind, address, port in [p for p in self.ports if (p[0], p[1]) not in keep]:
+            port.stopListening()
+            logger.info("stopped listening on %s", address)
+        self.ports = [p for p in self.ports if (p[0], p[1]) in keep] + added
+        for _kind, address, _port in added:
+            logger.info("listening on %s", address)
+        self.traffic_listen, self.management_listen = list(traffic_listen), list(management_listen)
+        for factory in (self.traffic_factory, self.http_factory):
+            factory.max_request_body, factory.header_timeout = max_request_body, header_timeout
+        self.max_request_body, self.header_timeout = max_request_body, header_timeout
+        self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4, self.send_timeout / 4)
+        self.server_name = server_name
+        self.shutdown_timeout = shutdown_timeout
 
     def _ready(self):
         """Run ready_callback on the loop; if it fails, stop and let run() raise its error."""
@@ -201,7 +238,7 @@ class DirectorServer(Server):
     def bound(self, kind: str) -> list:
         """Addresses actually bound for `kind` ("traffic"/"management"): (host, port) or path."""
         result = []
-        for port_kind, port in self.ports:
+        for port_kind, _address, port in self.ports:
             if port_kind == kind:
                 host = port.getHost()
                 result.append((host.host, host.port) if hasattr(host, "port") else os.fsdecode(host.name))
@@ -245,8 +282,34 @@ class DirectorServer(Server):
             logger.exception("application checker failed; rescheduling")
             reactor.callLater(1, self.application_checker)
 
+    def _graceful_stop(self):
+        """Shutdown (SIGTERM, SIGINT, stop()): stop accepting, let what is in flight finish
+        for up to `shutdown_timeout` seconds, then cancel what is left. A Deferred: Twisted
+        waits for it before the reactor stops."""
+        self.draining = True
+        self._stop_listening()
+        for protocol in list(self.connections):
+            if hasattr(protocol, "serverClose"):  # management websockets (status page): 1001 going away
+                protocol.serverClose(code=1001)
+        for channel in list(self.channels):
+            channel.close_when_done()
+        logger.info("stopped accepting; waiting up to %gs for %d connections", self.shutdown_timeout, len(self.channels))
+        waiting = defer.Deferred.fromFuture(self.loop.create_task(self._drained()))
+        waiting.addErrback(lambda failure: logger.error("draining failed: %s", failure.getErrorMessage()))
+        waiting.addCallback(lambda _: self.kill_all_applications())
+        return waiting
+
+    async def _drained(self) -> None:
+        deadline = time.monotonic() + self.shutdown_timeout
+        while (self.channels or self.traffic_tasks) and time.monotonic() < deadline:
+            await asyncio.sleep(DRAIN_POLL)
+        if self.channels or self.traffic_tasks:
+            logger.warning("shutdown_timeout (%gs) passed with %d requests in flight; closing them",
+                           self.shutdown_timeout, len(self.traffic_tasks))
+
     def kill_all_applications(self):
-        """Cancel every application task, traffic and management, and wait for them.
+        """Cancel every application task still running, traffic and management, wait for
+        them, then close every connection left.
 
         Replaces daphne's, which fails on a connection entry without an application.
         """
@@ -255,32 +318,33 @@ class DirectorServer(Server):
         pending = [task for task in tasks if task is not None and not task.done()]
         for task in pending:
             task.cancel()
-        logger.info("cancelled %d pending application tasks", len(pending))
+        if pending:
+            logger.info("cancelled %d pending application tasks", len(pending))
         waiting = defer.Deferred.fromFuture(asyncio.gather(*pending, return_exceptions=True))
         waiting.addErrback(lambda _: None)
         waiting.addCallback(lambda _: self._close_channels())
         return waiting
 
     def _close_channels(self):
-        """Hand the kernel what the cancelled requests answered (503s), then close."""
         for channel in list(self.channels):
             channel.close()
-
 
 def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddress],
                  management_listen: list[ListenAddress], max_request_body: int, header_timeout: float,
                  ready_callback=None, server_name: str = "director", verbosity: int = 1,
-                 send_timeout: float = SEND_TIMEOUT, sockets=None) -> DirectorServer:
+                 send_timeout: float = SEND_TIMEOUT, sockets=None,
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> DirectorServer:
     """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it.
 
     `send_timeout`: a response blocked by a client that reads nothing for this long is
     aborted (nginx's send_timeout; default 60 s).
     `sockets`: {ListenAddress: listening socket} made by a parent process, adopted instead
     of binding those addresses (`--workers`: see proxy.listeners).
+    `shutdown_timeout`: how long a stopping server lets in-flight requests finish.
     """
     return DirectorServer(
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,
         management_listen=management_listen, max_request_body=max_request_body,
         header_timeout=header_timeout, ready_callback=ready_callback, server_name=server_name,
-        verbosity=verbosity, send_timeout=send_timeout, sockets=sockets,
+        verbosity=verbosity, send_timeout=send_timeout, sockets=sockets, shutdown_timeout=shutdown_timeout,
     )

@@ -29,6 +29,7 @@ WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more t
 SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
 _OUTQ = bytes(4)  # ioctl(TIOCOUTQ) buffer: an int
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
+DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send one request
 
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
 
@@ -171,12 +172,32 @@ class DirectorChannel(http.HTTPChannel):
         self._pending_at_check = None
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().requestDone(request)
+        if self.factory.server.draining:
+            self.close_when_done()
 
     def _respondToBadRequestAndDisconnect(self):
         """Twisted writes a bare status line; answer a complete, closing 400 instead."""
         self.reject(400)
 
     # -- closing -----------------------------------------------------------------------
+
+    def checkPersistence(self, request, version):
+        """Twisted's rule, except that a draining server ends every connection after the
+        response it is writing (`Connection: close`), so no client sends a request into a
+        connection the server is about to close."""
+        if self.factory.server.draining:
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+            return False
+        return super().checkPersistence(request, version)
+
+    def close_when_done(self, idle_until: float | None = None):
+        """The server is stopping: finish the current request, then close. A connection
+        between requests gets until `idle_until` to send one more (answered with
+        `Connection: close`): closing it at once would race a request already on its way."""
+        if idle_until is None:
+            idle_until = time.monotonic() + DRAIN_IDLE_GRACE
+        if self.phase is IDLE and not self.closing:
+            self.deadline = min(self.deadline or idle_until, idle_until)
 
     def reject(self, status: int):
         """Answer a request the parser refused, then close. Nothing else was written yet.

@@ -173,8 +173,8 @@ class RequestMixin:
         if self.finished or self._disconnected or self._aborted:
             return
         if not self.startedWriting:  # nothing on the wire yet: a clean answer is still possible
-            if task.cancelled():  # the server is shutting down
-                self.respond_error(503, close=True)
+            if task.cancelled():  # shutdown_timeout passed: the request may have reached a backend
+                self.channel.close()
             else:
                 self.respond_error(500)
         else:

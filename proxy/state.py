@@ -90,16 +90,20 @@ class DataPlane:
     """Everything the request path reads. Mutated only on the event loop."""
 
     def __init__(self, routes: tuple[Route, ...] = ()):
-        self.routes = tuple(routes)
         self.version = -1
         self.directors: dict[str, DirectorRuntime] = {}
         self._directors_by_id: dict[int, DirectorRuntime] = {}
         self.backends: dict[int, BackendRuntime] = {}
         self._upstreams: dict[BackendAddress, Upstream] = {}
+        self.routes: tuple[Route, ...] = ()
         self.road_warriors: dict[BackendAddress, Upstream] = {}
-        for route in self.routes:
-            if route.target is not None:
-                self.road_warriors[route.target] = self.upstream_for(route.target)
+        self.set_routes(routes)
+
+    def set_routes(self, routes: tuple[Route, ...]) -> None:
+        """Swap the route table (and the road-warrior clients it needs) in one assignment."""
+        self.road_warriors = {r.target: self.upstream_for(r.target) for r in routes if r.target is not None}
+        self.routes = tuple(routes)
+        self._close_unused_upstreams()
 
     def upstream_for(self, address: BackendAddress) -> Upstream:
         upstream = self._upstreams.get(address)

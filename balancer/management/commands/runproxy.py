@@ -1,7 +1,13 @@
-"""`manage.py runproxy`: serve traffic and management on daphne from one process (SPEC §2)."""
+"""`manage.py runproxy`: serve traffic and management on daphne from one process (SPEC §2, §11).
+
+The process an operator signals writes `<data dir>/runproxy.pid`: the single runproxy, or
+the supervisor under `--workers`. SIGHUP reloads the config file (in place here, by
+replacing workers one at a time under a supervisor); SIGTERM and SIGINT drain and stop.
+"""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -25,66 +31,57 @@ class Command(BaseCommand):
         # Imported first: daphne installs Twisted's asyncio reactor on import.
         from proxy import server as proxy_server
 
-        from balancer.config import ConfigError
+        from balancer.reload import ReloadError, config_path
         from balancer.worker_stats import worker_index
         from proxy.service import StartupError
 
+        path = config_path(options["config"])
+        overrides = {"listen": options["listen"], "admin_listen": options["admin_listen"],
+                     "workers": options["workers"]}
         supervisor = server = None
         try:
-            config, settings = self._load(options)
+            config, settings = _read(path, overrides)
             if settings.workers > 1 and worker_index() is None:
-                supervisor = self._supervisor(options, config, settings, proxy_server)
+                supervisor = self._supervisor(path, overrides, config, settings)
             else:
-                server = self._prepare(options, config, settings, proxy_server)
-        except ConfigError as exc:
-            self._fail(f"invalid config {self._config_path(options)}: {exc.errors[0]}"
-                       + (f" (and {len(exc.errors) - 1} more; run manage.py checkconfig)" if len(exc.errors) > 1 else ""))
+                server = self._prepare(path, overrides, options, config, settings, proxy_server)
+        except ReloadError as exc:
+            more = len(exc.errors) - 1
+            self._fail(f"invalid config {path}: {exc.errors[0]}"
+                       + (f" (and {more} more; run manage.py checkconfig)" if more else ""))
         except (StartupError, ImproperlyConfigured, proxy_server.ListenError) as exc:
             self._fail(str(exc))
         if supervisor is not None:
-            code = supervisor.run()
+            with _pid_file():
+                code = supervisor.run()
             supervisor.listeners.close()
             sys.exit(code)
         try:
-            server.run()
+            if worker_index() is None:
+                with _pid_file():
+                    server.run()
+            else:
+                server.run()
         except proxy_server.ListenError as exc:
             self._fail(str(exc))
-
-    @staticmethod
-    def _config_path(options) -> str:
-        return options["config"] or os.environ.get("DIRECTOR_CONFIG") or "director.toml"
 
     def _fail(self, message: str):
         self.stderr.write(f"runproxy: {message}")
         sys.stderr.flush()
         sys.exit(1)
 
-    def _load(self, options):
-        from balancer.conf import ProxySettings
-        from balancer.config import load_config
-        from proxy.service import StartupError
-
-        path = self._config_path(options)
-        if not os.path.exists(path):
-            raise StartupError(f"config file {path} not found (copy director.example.toml)")
-        config = load_config(path)
-        settings = ProxySettings.build(config.proxy, {
-            "listen": options["listen"], "admin_listen": options["admin_listen"], "workers": options["workers"],
-        })
-        return config, settings
-
     @staticmethod
     def _serving(settings, path: str) -> str:
         listening = ", ".join(str(a) for a in settings.listen)
         return f"{listening} (management http://{settings.admin_listen}/admin/), config {path}"
 
-    def _supervisor(self, options, config, settings, proxy_server):
+    def _supervisor(self, path, overrides, config, settings):
         """`--workers N`: bind the listeners here and run N copies of this command on them."""
         from django.conf import settings as django_settings
         from django.db import connections
 
-        from balancer.sync import sync_config
-        from proxy.listeners import ListenerSockets
+        from balancer.reload import store_config
+        from proxy.listeners import ListenerSockets, ensure_not_served
         from proxy.service import StartupError
         from proxy.supervisor import Supervisor
 
@@ -92,32 +89,37 @@ class Command(BaseCommand):
             raise StartupError(f"workers = {settings.workers} needs REDIS_URL: the workers share health "
                                "reports and config pushes through Redis")
         _check_database()
-        sync_config(config)
-        listeners = ListenerSockets([*settings.listen, settings.admin_listen], settings.workers)
+        addresses = [*settings.listen, settings.admin_listen]
+        ensure_not_served(addresses)
+        store_config(config)
+        listeners = ListenerSockets(addresses, settings.workers)
         connections.close_all()  # the workers open their own
         workers_dir = Path(django_settings.DATA_DIR) / "workers" / str(os.getpid())
-        self.stdout.write(f"Director serving {self._serving(settings, self._config_path(options))} "
-                          f"with {settings.workers} workers")
+        self.stdout.write(f"Director serving {self._serving(settings, path)} with {settings.workers} workers")
         self.stdout.flush()
-        return Supervisor([sys.executable, *sys.argv], settings.workers, listeners, workers_dir)
+        return Supervisor([sys.executable, *sys.argv], settings.workers, listeners, workers_dir,
+                          reader=lambda: _read(path, overrides), storer=_store_for_supervisor,
+                          shutdown_timeout=settings.shutdown_timeout)
 
-    def _prepare(self, options, config, settings, proxy_server):
+    def _prepare(self, path, overrides, options, config, settings, proxy_server):
         """One serving process: the whole of runproxy, or one worker of a supervisor."""
         import asyncio
 
         from balancer import livestats, worker_stats
-        from balancer.sync import sync_config
+        from balancer.live_reload import InProcessReload
+        from balancer.reload import store_config
         from director_site.asgi import application as management_app
         from proxy.service import ProxyService
-        from proxy.supervisor import inherited_sockets, stop_with_supervisor
+        from proxy.supervisor import inherited_sockets, report_ready, stop_with_supervisor
 
         index = worker_stats.worker_index()
         _check_database()
         if index is None:
-            sync_config(config)  # a supervisor has done it once for all its workers
+            store_config(config)  # a supervisor has done it once for all its workers
         monitor = settings.health_monitor and not options["no_health_monitor"] and index in (None, 0)
         service = ProxyService(config, settings, health_monitor=monitor)
         service.load_initial_state()
+        traffic_app = service.traffic_app()
         who = "Director" if index is None else f"Director worker {index}"
 
         def ready(server):
@@ -125,17 +127,23 @@ class Command(BaseCommand):
 
             loop = asyncio.get_event_loop()
             loop.create_task(service.start_background())
-            if index is not None:
+            if index is None:
+                reloader = InProcessReload(path, overrides, settings, service, server, traffic_app)
+                loop.add_signal_handler(signal.SIGHUP, reloader.request)
+            else:
+                loop.add_signal_handler(signal.SIGHUP, lambda: None)  # the supervisor reloads the group
                 loop.create_task(worker_stats.publish_forever(worker_stats.directory(), index, livestats.local_figures))
                 loop.create_task(stop_with_supervisor(server.stop))
+            # "during": after the server has drained its requests ("before"), which still need them
             reactor.addSystemEventTrigger(
-                "before", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(service.stop_background())))
-            self.stdout.write(f"{who} serving {self._serving(settings, self._config_path(options))}, "
+                "during", "shutdown", lambda: defer.Deferred.fromFuture(loop.create_task(service.stop_background())))
+            self.stdout.write(f"{who} serving {self._serving(settings, path)}, "
                               f"{len(service.plane.directors)} directors, {len(service.plane.routes)} routes")
             self.stdout.flush()
+            report_ready()
 
         return proxy_server.build_server(
-            traffic_app=service.traffic_app(),
+            traffic_app=traffic_app,
             management_app=management_app,
             traffic_listen=list(settings.listen),
             management_listen=[settings.admin_listen],
@@ -144,7 +152,45 @@ class Command(BaseCommand):
             ready_callback=ready,
             server_name=settings.pseudonym,
             sockets=inherited_sockets(),
+            shutdown_timeout=settings.shutdown_timeout,
         )
+
+
+def _read(path: str, overrides: dict):
+    from balancer.reload import read_config
+
+    return read_config(path, overrides)
+
+
+def _store_for_supervisor(config) -> None:
+    """A supervisor's reload stores the file once for the workers it is about to start."""
+    from django.db import connections
+
+    from balancer.reload import store_config
+
+    try:
+        _check_database()
+        store_config(config, reload=True)
+    finally:
+        connections.close_all()
+
+
+class _pid_file:
+    """`<data dir>/runproxy.pid` for as long as this process serves."""
+
+    def __enter__(self):
+        from django.conf import settings as django_settings
+
+        from proxy import pidfile
+
+        self.path = pidfile.path_in(django_settings.DATA_DIR)
+        pidfile.write(self.path)
+        return self
+
+    def __exit__(self, *exc_info):
+        from proxy import pidfile
+
+        pidfile.remove(self.path)
 
 
 def _check_database() -> None:

@@ -1,0 +1,144 @@
+"""Reload without losing a request (SPEC §11): SIGHUP or `manage.py reloadproxy` while wrk
+keeps 16 connections busy and a probe opens a new connection every 20 ms.
+
+The reload adds a static backend and a route; the assertions are what a client sees: no
+response other than 2xx, no socket error, no refused probe, and the new route answering
+within 2 s of the signal. A broken file changes nothing and says why.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from tests.support.backends import http_backend
+from tests.support.director import Director
+from tests.support.load import probing, wrk_through
+from tests.support.shared_services import postgres_database, redis_url
+from tests.support.waiting import wait_for
+
+LOAD_SECONDS = 30
+RELOAD_AFTER = 8
+
+BEFORE = """
+    [proxy]
+    shutdown_timeout = 10
+
+    [directors.app]
+    health_check_success_threshold = 1
+    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.5 }} }}
+
+    [[routes]]
+    path = "/"
+    pass = "app"
+"""
+AFTER = """
+    [proxy]
+    shutdown_timeout = 10
+
+    [directors.app]
+    health_check_success_threshold = 1
+    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.5 }}, two = {{ url = "http://127.0.0.1:{two}", health_check_interval = 0.5 }} }}
+
+    [[routes]]
+    path = "/added/"
+    http = "127.0.0.1:{two}"
+
+    [[routes]]
+    path = "/"
+    pass = "app"
+"""
+
+
+def pid_of(director: Director) -> int:
+    return int((director.dir / "runproxy.pid").read_text())
+
+
+def reload_under_load(director: Director, one, two, reload) -> None:
+    wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
+    with wrk_through(director.url + "/", 16, LOAD_SECONDS) as wrk, probing(director.port) as probe:
+        time.sleep(RELOAD_AFTER)  # load before the reload, measured by wrk
+        director.config_path.write_text(AFTER.format(one=one.port, two=two.port).replace("\n    ", "\n"))
+        signalled = time.monotonic()
+        reload(director)
+        wait_for(lambda: director.get("/added/x")[0] == 200, 2.0, what="the new route to answer")
+        route_after = time.monotonic() - signalled
+        wait_for(lambda: any(r.target == "/" for r in two.requests_seen), 10, what="the new static backend in use")
+        result = wrk.result()
+        failures = probe.stop()
+    assert result.errors == 0, result.describe_errors()
+    assert result.requests > 1000, result
+    assert failures == [], f"{len(failures)} of {probe.attempts} new connections failed: {failures[:5]}"
+    assert route_after < 2.0
+    assert "applied" in director.output()
+
+
+def sighup(director: Director) -> None:
+    os.kill(pid_of(director), signal.SIGHUP)
+
+
+def reloadproxy(director: Director) -> None:
+    done = director.manage("reloadproxy")
+    assert done.returncode == 0, done.stderr
+
+
+def test_reload_of_one_process_loses_no_request(tmp_path):
+    with http_backend("one") as one, http_backend("two") as two:
+        director = Director(tmp_path, BEFORE.format(one=one.port)).start()
+        try:
+            reload_under_load(director, one, two, reloadproxy)
+        finally:
+            director.stop()
+
+
+def test_reload_of_two_workers_replaces_them_one_at_a_time_losing_no_request(tmp_path):
+    with postgres_database() as database, http_backend("one") as one, http_backend("two") as two:
+        director = Director(tmp_path, BEFORE.format(one=one.port), database_url=database,
+                            env={"REDIS_URL": redis_url()}, extra_args=["--workers", "2"])
+        assert director.manage("migrate", "--noinput", "-v", "0", timeout=120).returncode == 0
+        director.start()
+        try:
+            old_workers = workers_of(director)
+            reload_under_load(director, one, two, sighup)
+            wait_for(lambda: not workers_of(director) & old_workers, 20, what="the old workers to exit")
+            assert len(workers_of(director)) == 2
+        finally:
+            director.stop()
+
+
+def workers_of(director: Director) -> set[int]:
+    import subprocess
+
+    found = subprocess.run(["pgrep", "-P", str(director.process.pid)], capture_output=True, text=True).stdout
+    return {int(pid) for pid in found.split()}
+
+
+def test_a_broken_file_changes_nothing_and_says_why(tmp_path):
+    with http_backend("one") as one:
+        director = Director(tmp_path, BEFORE.format(one=one.port)).start()
+        try:
+            wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
+            director.config_path.write_text(director.config_path.read_text() + "\n[[routes]]\npath = \"/x\"\npass = \"nowhere\"\n")
+            sighup(director)
+            wait_for(lambda: "nothing changed" in director.output(), 10, what="the reload to be refused")
+            assert "routes[1].pass" in director.output() and "nowhere" in director.output()
+            assert director.get("/")[2] == b"one"
+            assert director.process.alive()
+        finally:
+            director.stop()
+
+
+def test_reloadproxy_without_a_running_proxy_says_so(tmp_path):
+    director = Director(tmp_path, BEFORE.format(one=1))
+    done = director.manage("reloadproxy")
+    assert done.returncode == 1
+    assert "no pid file" in done.stderr and str(tmp_path) in done.stderr
+
+
+def test_the_pid_file_names_the_process_and_goes_with_it(tmp_path):
+    director = Director(tmp_path, BEFORE.format(one=1)).start()
+    assert pid_of(director) == director.process.pid
+    assert director.stop() == 0
+    assert not (director.dir / "runproxy.pid").exists()
