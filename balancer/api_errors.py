@@ -7,6 +7,7 @@ documents those bodies in the OpenAPI schema.
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
@@ -32,6 +33,8 @@ def exception_handler(exc, context):
     if isinstance(exc, DjangoValidationError):
         errors = exc.message_dict if hasattr(exc, "error_dict") else exc.messages
         return Response(_field_errors(errors), status=400)
+    if isinstance(exc, (OperationalError, InterfaceError)):  # SPEC §11: the proxy serves on; say so
+        return Response({"detail": "database unavailable"}, status=503)
     return drf_exception_handler(exc, context)
 
 

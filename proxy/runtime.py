@@ -57,6 +57,9 @@ class DirectorSettings:
         return [(b"retry-after", text.encode())]
 
 
+NOT_LOADED = object()  # BackendRuntime.health_stamp before any row was applied
+
+
 class BackendRuntime:
     """One backend of one director as the data plane sees it."""
 
@@ -76,7 +79,7 @@ class BackendRuntime:
         self.capacity = 0
         self.enabled = True
         self.health = "undefined"
-        self.health_stamp = None
+        self.health_stamp = NOT_LOADED  # a new backend takes the state of its first row
         self.terminating = False
         self.position = 0
         self.index = 0  # slot in its RolePool, set by the pool

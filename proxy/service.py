@@ -61,8 +61,12 @@ async def _send_quietly(layer, message) -> None:
 
 
 class ProxyService:
-    def __init__(self, config, settings, *, health_monitor: bool = True):
+    def __init__(self, config, settings, *, health_monitor: bool = True, snapshot=None, on_database_back=None):
+        """`snapshot`: a proxy.snapshot.SnapshotStore (the last rows applied, for starting
+        without the database); `on_database_back()`: blocking, run once the database
+        answers again after this process started without it."""
         self.config = config
+        self.snapshot = snapshot
         self.settings = settings
         self.plane = DataPlane(tuple(route_from_config(r, i) for i, r in enumerate(config.routes)))
         self.rules = HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies))
@@ -73,13 +77,26 @@ class ProxyService:
 
             self.monitor = HealthMonitor(on_transition=self.plane.apply_health, channel_layer=self.layer)
         self.link = MonitorLink(self.monitor, self.layer)
-        self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer)
+        self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer, snapshot=snapshot,
+                                     on_database_back=on_database_back)
         self._tasks: list[asyncio.Task] = []
 
     def load_initial_state(self) -> None:
-        """Read the database once before serving (blocking; before the loop runs)."""
-        version, directors, backends = read_rows()
-        self.plane.apply_rows(version, directors, backends)
+        """Read the database once before serving (blocking; before the loop runs); when it
+        does not answer, the last snapshot, else StartupError."""
+        try:
+            rows = read_rows()
+        except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the database is away
+            rows = self.snapshot.load() if self.snapshot is not None else None
+            if rows is None:
+                raise StartupError(f"database unreachable and no configuration snapshot to serve from: {exc}") from None
+            log.warning("database unreachable (%s): serving the configuration saved at %s in %s until it answers",
+                        " ".join(str(exc).split()), self.snapshot.saved_at(), self.snapshot.path)
+            self.watcher.database_away = True
+        else:
+            if self.snapshot is not None:
+                self.snapshot.save(rows)
+        self.plane.apply_rows(*rows)
         from balancer import livestats
 
         livestats.register(LiveStats(self.plane))

@@ -98,6 +98,9 @@ class DataPlane:
         self.routes: tuple[Route, ...] = ()
         self.road_warriors: dict[BackendAddress, Upstream] = {}
         self.set_routes(routes)
+        self._rows: tuple = (self.version, [], [])
+        self._backend_rows: dict[int, dict] = {}
+        self.rows_changed = False
 
     def set_routes(self, routes: tuple[Route, ...]) -> None:
         """Swap the route table (and the road-warrior clients it needs) in one assignment."""
@@ -111,8 +114,16 @@ class DataPlane:
             upstream = self._upstreams[address] = make_upstream(address)
         return upstream
 
+    def applied_rows(self) -> tuple:
+        """The rows last applied, with health changes applied since (what a snapshot keeps)."""
+        self.rows_changed = False
+        return self._rows
+
     def apply_rows(self, version: int, director_rows: list[dict], backend_rows: list[dict]) -> None:
         """Reconcile database rows into runtime objects and swap the lookup tables."""
+        self._rows = (version, director_rows, backend_rows)
+        self._backend_rows = {row["id"]: row for row in backend_rows}
+        self.rows_changed = True
         by_id: dict[int, DirectorRuntime] = {}
         for row in director_rows:
             director = self._directors_by_id.get(row["id"]) or DirectorRuntime(row["id"], row["name"])
@@ -167,6 +178,10 @@ class DataPlane:
         backend = self.backends.get(backend_id)
         if backend is not None and backend.pool is not None:
             backend.director.set_health(backend, state)
+            row = self._backend_rows.get(backend_id)
+            if row is not None and row["health_state"] != state:
+                row["health_state"] = state
+                self.rows_changed = True
 
     def director_by_id(self, director_id: int) -> DirectorRuntime | None:
         return self._directors_by_id.get(director_id)

@@ -43,12 +43,13 @@ SOCKETS_ENV = "DIRECTOR_INHERITED_SOCKETS"
 INDEX_ENV = "DIRECTOR_WORKER_INDEX"
 DIRECTORY_ENV = "DIRECTOR_WORKERS_DIR"
 READY_ENV = "DIRECTOR_READY_FD"
-RESTART_DELAY = 1.0
+RESTART_DELAY = 0.5
 MAX_RESTART_DELAY = 30.0
 SHORT_LIFE = 5.0
 READY_TIMEOUT = 60.0  # a new worker of a reload must serve within this, else the reload stops
 KILL_MARGIN = 5.0  # beyond the shutdown timeout, before a stopping worker is killed
 TICK = 0.2
+STORE_RETRY = 2.0  # seconds between attempts to store a file the database was away for
 
 
 def inherited_sockets() -> dict[ListenAddress, socket.socket]:
@@ -90,9 +91,10 @@ class _Worker:
 
 class Supervisor:
     def __init__(self, command: list[str], count: int, listeners: ListenerSockets, workers_dir: Path, *,
-                 reader=None, storer=None, shutdown_timeout: float = 30.0):
+                 reader=None, storer=None, shutdown_timeout: float = 30.0, unstored=None):
         """`reader()` -> (config, settings) re-reads the config file (raises on a broken one);
-        `storer(config)` stores it in the database. Without them SIGHUP is refused."""
+        `storer(config)` stores it in the database. Without them SIGHUP is refused.
+        `unstored`: a config the database was away for at start, stored once it answers."""
         self.command = command
         self.listeners = listeners
         self.workers_dir = workers_dir
@@ -103,6 +105,8 @@ class Supervisor:
         self.stopping: list[subprocess.Popen] = []  # old workers finishing their requests
         self._stopping = False
         self._reload_wanted = False
+        self.unstored = unstored
+        self._store_at = 0.0
 
     def run(self) -> int:
         """Start the workers and watch them until SIGTERM/SIGINT; the exit code."""
@@ -119,6 +123,7 @@ class Supervisor:
                     self._reload_wanted = False
                     self.reload()
                 self._watch()
+                self._store_unstored()
                 time.sleep(TICK)
         finally:
             self._stop_all()
@@ -177,6 +182,18 @@ class Supervisor:
             log.info("runproxy: old worker pid %d finished its requests and exited", process.pid)
         if not self.stopping:
             self.listeners.close_retired()
+
+    def _store_unstored(self) -> None:
+        """Started while the database was away: store the file once it answers."""
+        if self.unstored is None or time.monotonic() < self._store_at:
+            return
+        try:
+            self.storer(self.unstored)
+        except Exception:  # noqa: BLE001 - still away: try again later
+            self._store_at = time.monotonic() + STORE_RETRY
+            return
+        log.info("runproxy: database reachable again; the config file is stored")
+        self.unstored = None
 
     # -- reloading ---------------------------------------------------------------------
 

@@ -54,10 +54,14 @@ def _in_flight_in_other_workers(backend_id: int) -> int:
 
 
 class ConfigWatcher:
-    def __init__(self, plane: DataPlane, *, poll_interval: float = 0.5, channel_layer=None):
+    def __init__(self, plane: DataPlane, *, poll_interval: float = 0.5, channel_layer=None, snapshot=None,
+                 on_database_back=None):
         self.plane = plane
         self.poll_interval = poll_interval
         self.layer = channel_layer
+        self.snapshot = snapshot
+        self.on_database_back = on_database_back
+        self.database_away = False
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._removing: set[int] = set()
@@ -75,10 +79,17 @@ class ConfigWatcher:
         self._tasks.clear()
 
     async def reload(self) -> None:
-        version, directors, backends = await sync_to_async(read_rows, thread_sensitive=False)()
-        if version != self.plane.version:
-            self.plane.apply_rows(version, directors, backends)
-            log.debug("config version %d loaded", version)
+        rows = await sync_to_async(read_rows, thread_sensitive=False)()
+        if rows[0] != self.plane.version:
+            self.plane.apply_rows(*rows)
+            log.debug("config version %d loaded", rows[0])
+        await self._save_snapshot()
+
+    async def _save_snapshot(self) -> None:
+        """Keep the local snapshot as current as the data plane (health changes included)."""
+        if self.snapshot is not None and self.plane.rows_changed:
+            rows = self.plane.applied_rows()
+            await asyncio.get_running_loop().run_in_executor(None, self.snapshot.save, rows)
 
     async def _poll_loop(self) -> None:
         while True:
@@ -87,15 +98,26 @@ class ConfigWatcher:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            await self._save_snapshot()
             try:
                 version = await sync_to_async(_read_version, thread_sensitive=False)()
+                if self.database_away:
+                    await self._database_back()
                 if version != self.plane.version:
                     await self.reload()
                 await self._reap_drained()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # database away for a moment: keep serving the last view
-                log.warning("config reload failed: %s", exc)
+            except Exception as exc:  # database away: keep serving the last view, say so once
+                if not self.database_away:
+                    log.warning("database unreachable, serving the last configuration: %s", " ".join(str(exc).split()))
+                    self.database_away = True
+
+    async def _database_back(self) -> None:
+        log.info("database reachable again")
+        if self.on_database_back is not None:
+            await sync_to_async(self.on_database_back, thread_sensitive=False)()
+        self.database_away = False
 
     async def _listen(self) -> None:
         while True:

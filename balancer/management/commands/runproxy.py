@@ -88,10 +88,11 @@ class Command(BaseCommand):
         if not os.environ.get("REDIS_URL"):
             raise StartupError(f"workers = {settings.workers} needs REDIS_URL: the workers share health "
                                "reports and config pushes through Redis")
-        _check_database()
+        away = _database_away()
         addresses = [*settings.listen, settings.admin_listen]
         ensure_not_served(addresses)
-        store_config(config)
+        if away is None:
+            store_config(config)
         listeners = ListenerSockets(addresses, settings.workers)
         connections.close_all()  # the workers open their own
         workers_dir = Path(django_settings.DATA_DIR) / "workers" / str(os.getpid())
@@ -99,7 +100,7 @@ class Command(BaseCommand):
         self.stdout.flush()
         return Supervisor([sys.executable, *sys.argv], settings.workers, listeners, workers_dir,
                           reader=lambda: _read(path, overrides), storer=_store_for_supervisor,
-                          shutdown_timeout=settings.shutdown_timeout)
+                          shutdown_timeout=settings.shutdown_timeout, unstored=config if away else None)
 
     def _prepare(self, path, overrides, options, config, settings, proxy_server):
         """One serving process: the whole of runproxy, or one worker of a supervisor."""
@@ -113,11 +114,15 @@ class Command(BaseCommand):
         from proxy.supervisor import inherited_sockets, report_ready, stop_with_supervisor
 
         index = worker_stats.worker_index()
-        _check_database()
-        if index is None:
+        away = _database_away()
+        if index is None and away is None:
             store_config(config)  # a supervisor has done it once for all its workers
+        # Started without the database: the file is stored once it answers (a supervisor
+        # does that for its workers).
+        stored_later = (lambda: store_config(config)) if index is None and away else None
         monitor = settings.health_monitor and not options["no_health_monitor"] and index in (None, 0)
-        service = ProxyService(config, settings, health_monitor=monitor)
+        service = ProxyService(config, settings, health_monitor=monitor, snapshot=_snapshot(),
+                               on_database_back=stored_later)
         service.load_initial_state()
         traffic_app = service.traffic_app()
         who = "Director" if index is None else f"Director worker {index}"
@@ -169,7 +174,10 @@ def _store_for_supervisor(config) -> None:
     from balancer.reload import store_config
 
     try:
-        _check_database()
+        try:
+            _check_database()
+        except _Unreachable as exc:
+            raise RuntimeError(str(exc)) from None
         store_config(config, reload=True)
     finally:
         connections.close_all()
@@ -193,8 +201,34 @@ class _pid_file:
         pidfile.remove(self.path)
 
 
+def _snapshot():
+    from django.conf import settings as django_settings
+
+    from proxy.snapshot import SnapshotStore
+
+    return SnapshotStore.in_directory(django_settings.DATA_DIR)
+
+
+def _database_away() -> str | None:
+    """None when the database answers; why not, when it does not but a configuration
+    snapshot lets this process serve without it (SPEC §11); else StartupError."""
+    from proxy.service import StartupError
+
+    try:
+        _check_database()
+    except _Unreachable as exc:
+        if _snapshot().load() is None:
+            raise StartupError(str(exc)) from None
+        return str(exc)
+    return None
+
+
+class _Unreachable(Exception):
+    pass
+
+
 def _check_database() -> None:
-    """Reachable and migrated, or one clear line."""
+    """Reachable and migrated, or one clear line (`_Unreachable` is a StartupError's text)."""
     from django.db import DEFAULT_DB_ALIAS, connections
     from django.db.migrations.executor import MigrationExecutor
 
@@ -207,6 +241,6 @@ def _check_database() -> None:
         pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
     except Exception as exc:
         detail = " ".join(str(exc).split())  # drivers' messages span lines (psycopg adds a hint)
-        raise StartupError(f"database unreachable ({connection.settings_dict['ENGINE'].rsplit('.', 1)[-1]}): {detail}") from None
+        raise _Unreachable(f"database unreachable ({connection.settings_dict['ENGINE'].rsplit('.', 1)[-1]}): {detail}") from None
     if pending:
         raise StartupError("database is not migrated: run `python manage.py migrate`")

@@ -1,0 +1,101 @@
+"""The database goes away (SPEC §11): traffic and restarts go on from the local snapshot,
+the API answers JSON 503, and everything resumes by itself when the database returns.
+
+The PostgreSQL server here is the test's own (`private_postgres`), stopped and started at
+will; the machine's is never touched.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+from tests.support.backends import http_backend
+from tests.support.director import Director
+from tests.support.live_api import api
+from tests.support.load import probing
+from tests.support.private_postgres import private_postgres
+from tests.support.shared_services import redis_url
+from tests.support.waiting import wait_for
+
+CONFIG = """
+    [directors.app]
+    health_check_success_threshold = 1
+    backends = {{ one = {{ url = "http://127.0.0.1:{port}", health_check_interval = 0.5 }} }}
+
+    [[routes]]
+    path = "/"
+    pass = "app"
+"""
+
+
+def start_on(tmp_path, database, backend, *args, env=None) -> Director:
+    director = Director(tmp_path, CONFIG.format(port=backend.port), database_url=database.url,
+                        extra_args=list(args), env=env)
+    migrated = director.manage("migrate", "--noinput", "-v", "0", timeout=120)
+    assert migrated.returncode == 0, migrated.stderr
+    director.start()
+    director.key = director.manage("createapitoken", "ops").stdout.strip()
+    wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
+    wait_for(lambda: (director.dir / "config-snapshot.json").exists(), 10, what="the snapshot")
+    return director
+
+
+def test_one_process_serves_restarts_and_recovers_without_the_database(tmp_path):
+    with private_postgres() as database, http_backend("one") as backend:
+        director = start_on(tmp_path, database, backend)
+        try:
+            database.stop()
+            assert [director.get("/")[2] for _ in range(5)] == [b"one"] * 5
+            status, _, body = api(director, "GET", "/api/v1/directors/", director.key)
+            assert (status, body) == (503, {"detail": "database unavailable"})
+            assert director.get("/-/ready", port=director.admin_port)[0] == 503
+
+            director.stop()  # a restart while the database is away: served from the snapshot
+            director.start()
+            assert [director.get("/")[2] for _ in range(5)] == [b"one"] * 5
+            assert "serving the configuration saved at" in director.output()
+
+            database.start()
+            wait_for(lambda: api(director, "GET", "/api/v1/directors/app/", director.key)[0] == 200, 15,
+                     what="the API back with the database")
+            status, _, _ = api(director, "POST", "/api/v1/directors/app/backends/one/disable", director.key)
+            assert status == 200
+            wait_for(lambda: director.get("/")[0] == 503, 5, what="a change after the outage to reach the proxy")
+        finally:
+            director.stop()
+
+
+def test_a_worker_killed_while_the_database_is_away_is_back_within_3_s(tmp_path):
+    with private_postgres() as database, http_backend("one") as backend:
+        director = start_on(tmp_path, database, backend, "--workers", "2", env={"REDIS_URL": redis_url()})
+        try:
+            database.stop()
+            with probing(director.port) as probe:
+                victim = worker_pid(director, 1)
+                serving_before = director.output().count("Director worker 1 serving")
+                killed = time.monotonic()
+                os.kill(victim, signal.SIGKILL)
+                wait_for(lambda: director.output().count("Director worker 1 serving") > serving_before, 3,
+                         what="worker 1 serving again")
+                back_after = time.monotonic() - killed
+                time.sleep(1)  # a second of probes served by the new worker
+                failures = probe.stop()
+            assert failures == [], failures[:5]
+            assert probe.attempts > 50
+            assert back_after < 3
+            database.start()
+            wait_for(lambda: api(director, "GET", "/api/v1/directors/app/", director.key)[0] == 200, 15,
+                     what="the API back with the database")
+        finally:
+            director.stop()
+
+
+def worker_pid(director: Director, index: int) -> int:
+    for pid in subprocess.run(["pgrep", "-P", str(director.process.pid)], capture_output=True, text=True).stdout.split():
+        environ = open(f"/proc/{pid}/environ", "rb").read()
+        if re.search(rb"(^|\0)DIRECTOR_WORKER_INDEX=%d\0" % index, environ):
+            return int(pid)
+    raise AssertionError(f"no worker {index}")
