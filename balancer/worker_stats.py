@@ -2,16 +2,22 @@
 
 Each worker's data plane counts only the requests it served. Every PUBLISH_INTERVAL seconds
 a worker writes its figures (livestats snapshot + its health monitor's stats) to a file of
-its own in the directory its supervisor named (`DIRECTOR_WORKERS_DIR`); whichever worker
-answers an admin, API, status or metrics request adds the other workers' latest files to
-its own live figures (`merge_snapshots`). Counters and current values add up; the `max`
-of a load or queue is the largest one worker saw (per-worker peaks do not add). Files older
-than STALE_AFTER seconds (a worker that died) are ignored. Outside `--workers` nothing here
-is active and livestats sees this process only.
+its own (named by its pid) in the directory its supervisor named (`DIRECTOR_WORKERS_DIR`);
+whichever worker answers an admin, API, status or metrics request adds the other workers'
+latest files to its own live figures (`merge_snapshots`). Counters and current values add
+up; the `max` of a load or queue is the largest one worker saw (per-worker peaks do not
+add). Files older than STALE_AFTER seconds are ignored. Outside `--workers` nothing here is
+active and livestats sees this process only.
+
+Counters stay monotonic when a worker dies or a reload replaces it: every publishing worker
+folds the last file of a process that is gone into RETIRED (totals only: nothing of a dead
+process is current), which readers add like one more worker.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -25,6 +31,8 @@ log = logging.getLogger("director.workers")
 PUBLISH_INTERVAL = 1.0
 STALE_AFTER = 5.0
 READ_CACHE_S = 0.5  # peers' files are read at most this often per process
+RETIRED = "retired-counts"  # not *.json: the totals of workers that are gone
+LOCK = ".fold.lock"
 
 
 def directory() -> Path | None:
@@ -39,25 +47,96 @@ def worker_index() -> int | None:
 
 # -- publishing -------------------------------------------------------------------------------
 
-def write_payload(folder: Path, index: int, snapshot: dict | None, health: dict | None) -> None:
+def write_payload(folder: Path, index: int, snapshot: dict | None, health: dict | None, pid: int | None = None) -> None:
     """Replace this worker's file atomically (readers never see half a file)."""
-    payload = {"worker": index, "pid": os.getpid(), "written_at": time.time(),
-               "snapshot": snapshot, "health": health}
-    target = folder / f"{index}.json"
-    partial = folder / f".{index}.json.tmp"
+    pid = os.getpid() if pid is None else pid
+    payload = {"worker": index, "pid": pid, "written_at": time.time(), "snapshot": snapshot, "health": health}
+    _write_json(folder / f"{index}-{pid}.json", payload)
+
+
+def _write_json(target: Path, payload: dict) -> None:
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     partial.write_text(json.dumps(payload, separators=(",", ":")))
     os.replace(partial, target)
 
 
 async def publish_forever(folder: Path, index: int, collect) -> None:
-    """Write `collect()` -> (snapshot, health) every PUBLISH_INTERVAL seconds."""
+    """Write `collect()` -> (snapshot, health) every PUBLISH_INTERVAL seconds, and fold the
+    files of workers that are gone."""
     while True:
         try:
             snapshot, health = collect()
             write_payload(folder, index, snapshot, health)
+            fold_gone(folder)
         except OSError as exc:
             log.warning("cannot publish worker %d figures: %s", index, exc)
         await asyncio.sleep(PUBLISH_INTERVAL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fold_gone(folder: Path) -> int:
+    """Add the counters of every worker file whose process is gone to RETIRED, then remove
+    the file (under a lock: two workers never fold the same file twice). Returns how many."""
+    gone = []
+    for path in folder.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError):
+            payload = json.loads(path.read_text())
+            if not _alive(int(payload.get("pid", 0))):
+                gone.append(path)
+    if not gone:
+        return 0
+    with open(folder / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        retired = _read_retired(folder)
+        folded = 0
+        for path in gone:
+            try:
+                payload = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue  # folded by another worker meanwhile
+            retired = retire_snapshot(retired, payload.get("snapshot") or {"directors": []})
+            folded += 1
+            _write_json(folder / RETIRED, {"worker": "retired", "pid": 0, "snapshot": retired})
+            path.unlink()
+    return folded
+
+
+def _read_retired(folder: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError):
+        return json.loads((folder / RETIRED).read_text())["snapshot"]
+    return {"directors": []}
+
+
+def retire_snapshot(retired: dict, gone: dict) -> dict:
+    """`retired` with the totals of `gone` added (current values of the dead are 0)."""
+    directors = {d["id"]: d for d in retired["directors"]}
+    for director in gone.get("directors", []):
+        kept = directors.get(director["id"])
+        merged = _totals_only(merge_counts(kept, [director]) if kept else director)
+        backends = {b["id"]: b for b in (kept or {}).get("backends", [])}
+        for backend in director.get("backends", []):
+            old = backends.get(backend["id"])
+            backends[backend["id"]] = _totals_only(merge_counts(old, [backend]) if old else backend)
+        merged["backends"] = list(backends.values())
+        directors[director["id"]] = merged
+    return {"directors": list(directors.values())}
+
+
+def _totals_only(figures: dict) -> dict:
+    result = dict(figures)
+    for key in ("load", "queued"):
+        if isinstance(result.get(key), dict):
+            result[key] = {**result[key], "current": 0}
+    return result
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -86,7 +165,7 @@ _cache: tuple[float, Peers] | None = None
 def peers(now: float | None = None) -> Peers:
     """Fresh payloads of the other workers (cached READ_CACHE_S); empty outside --workers."""
     global _cache
-    folder, own = directory(), worker_index()
+    folder, own = directory(), os.getpid()
     if folder is None:
         return _EMPTY
     now = time.time() if now is None else now
@@ -98,8 +177,11 @@ def peers(now: float | None = None) -> Peers:
             payload = json.loads(path.read_text())
         except (OSError, ValueError):
             continue  # gone or replaced between listing and reading
-        if payload.get("worker") != own and now - payload.get("written_at", 0) <= STALE_AFTER:
+        if payload.get("pid") != own and now - payload.get("written_at", 0) <= STALE_AFTER:
             payloads.append(payload)
+    retired = _read_retired(folder)
+    if retired["directors"]:
+        payloads.append({"worker": "retired", "snapshot": retired})
     _cache = (now, Peers(payloads))
     return _cache[1]
 

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from balancer.worker_stats import STALE_AFTER
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.live_api import api as api_on
@@ -175,6 +176,24 @@ def test_a_killed_worker_is_started_again_and_no_request_fails(cluster):
         assert status == 200, (body, cluster.output()[-3000:])
     wait_for(lambda: len(worker_pids(supervisor) - {victim}) == 2, 10, what="a new worker")
     assert "exited with status -9" in cluster.output() and "started again" in cluster.output()
+
+
+def test_metrics_counters_never_go_down_when_a_worker_dies(cluster):
+    """A dead worker's counts are kept in the retired totals: a Prometheus counter that
+    dropped would read as a reset and lose every rate computed across it."""
+    for _ in range(40):  # new connections: the kernel spreads them over both workers
+        assert cluster.get("/")[0] == 200
+    before = wait_for(settled(lambda: answered_2xx(cluster)), 10, what="the counts to settle")
+    assert all(served_by_workers(cluster).values())
+    victim = min(worker_pids(cluster.process.proc.pid))
+    os.kill(victim, signal.SIGKILL)
+    seen = [before]
+    deadline = time.monotonic() + 2 * STALE_AFTER
+    while time.monotonic() < deadline:  # past the time a dead worker's file would go stale
+        seen.append(answered_2xx(cluster))
+        time.sleep(0.1)
+    assert all(b >= a for a, b in zip(seen, seen[1:])), seen
+    assert seen[-1] >= before
 
 
 def test_sigterm_to_the_supervisor_stops_every_worker(cluster):

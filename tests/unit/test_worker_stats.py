@@ -1,5 +1,8 @@
 """Merging the live figures of `--workers` processes (balancer.worker_stats)."""
 import json
+import os
+import subprocess
+import sys
 import time
 
 from balancer import worker_stats
@@ -51,8 +54,8 @@ def test_peers_are_the_other_workers_fresh_files(tmp_path, monkeypatch):
     monkeypatch.setattr(worker_stats, "_cache", None)
     now = time.time()
     worker_stats.write_payload(tmp_path, 0, snapshot(load(0, 0, 1), load(0, 0, 1), 1), None)  # ourselves
-    worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 2), load(0, 0, 2), 2), None)
-    stale = {"worker": 2, "written_at": now - worker_stats.STALE_AFTER - 1, "snapshot": snapshot(load(0, 0, 3), load(0, 0, 3), 3)}
+    worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 2), load(0, 0, 2), 2), None, pid=os.getppid())
+    stale = {"worker": 2, "pid": os.getppid(), "written_at": now - worker_stats.STALE_AFTER - 1, "snapshot": snapshot(load(0, 0, 3), load(0, 0, 3), 3)}
     (tmp_path / "2.json").write_text(json.dumps(stale))  # a worker that died
     (tmp_path / "3.json").write_text("{half a fi")  # never parsed: skipped
     found = worker_stats.peers(now)
@@ -78,7 +81,7 @@ async def test_worker_0_removes_a_drained_backend_only_once_no_worker_has_a_requ
     reaper = watcher.ConfigWatcher(SimpleNamespace(backends={7: backend}))
 
     def worker_1_has(in_flight: int):
-        worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 0), load(in_flight, 1, 1), 0), None)
+        worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 0), load(in_flight, 1, 1), 0), None, pid=os.getppid())
         monkeypatch.setattr(worker_stats, "_cache", None)
 
     worker_1_has(1)
@@ -92,3 +95,25 @@ async def test_worker_0_removes_a_drained_backend_only_once_no_worker_has_a_requ
     removed.clear()
     await reaper._reap_drained()
     assert removed == []  # other workers leave it to worker 0
+
+
+def test_a_gone_workers_totals_are_kept_so_counters_never_go_down(tmp_path, monkeypatch):
+    """A worker killed (or replaced by a reload) takes its counts with it unless they are
+    folded into the retired totals, which readers add like one more worker."""
+    monkeypatch.setenv(worker_stats.DIRECTORY_ENV, str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone = int(dead.stdout)
+    worker_stats.write_payload(tmp_path, 1, snapshot(load(3, 5, 40), load(3, 5, 40), 40, dropped=2), None, pid=gone)
+    worker_stats.write_payload(tmp_path, 1, snapshot(load(1, 2, 10), load(1, 2, 10), 10), None, pid=os.getppid())
+
+    def total_2xx() -> int:
+        monkeypatch.setattr(worker_stats, "_cache", None)
+        return sum(d["responses"]["2xx"] for p in worker_stats.peers().payloads for d in p["snapshot"]["directors"])
+
+    assert total_2xx() == 50
+    assert worker_stats.fold_gone(tmp_path) == 1
+    assert worker_stats.fold_gone(tmp_path) == 0  # folded once only
+    assert total_2xx() == 50  # the gone worker's 40 now come from the retired totals
+    retired = [p for p in worker_stats.peers().payloads if p["worker"] == "retired"][0]["snapshot"]["directors"][0]
+    assert retired["load"] == load(0, 5, 40) and retired["dropped"] == 2
+    assert retired["backends"][0]["load"] == load(0, 5, 40)
