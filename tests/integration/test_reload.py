@@ -63,7 +63,7 @@ def reload_under_load(director: Director, one, two, reload) -> None:
         director.config_path.write_text(AFTER.format(one=one.port, two=two.port).replace("\n    ", "\n"))
         signalled = time.monotonic()
         reload(director)
-        wait_for(lambda: director.get("/added/x")[0] == 200, 2.0, what="the new route to answer")
+        wait_for(lambda: answered_by(director, "/added/x") == "two", 2.0, what="the new route to answer")
         route_after = time.monotonic() - signalled
         wait_for(lambda: any(r.target == "/" for r in two.requests_seen), 10, what="the new static backend in use")
         result = wrk.result()
@@ -73,6 +73,11 @@ def reload_under_load(director: Director, one, two, reload) -> None:
     assert failures == [], f"{len(failures)} of {probe.attempts} new connections failed: {failures[:5]}"
     assert route_after < 2.0
     assert "applied" in director.output()
+
+
+def answered_by(director: Director, path: str) -> str | None:
+    status, headers, _ = director.get(path)
+    return headers.get("x-backend") if status == 200 else None
 
 
 def sighup(director: Director) -> None:
