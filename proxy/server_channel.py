@@ -21,6 +21,8 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.protocols.basic import LineReceiver
 from twisted.web import http
 
+from proxy.headers import connection_tokens
+
 logger = logging.getLogger("director.server")
 
 HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
@@ -164,6 +166,16 @@ class DirectorChannel(http.HTTPChannel):
         self.phase = BUSY
         self.deadline = None
         super().allContentReceived()
+
+    def checkPersistence(self, request, version):
+        """Twisted splits Connection on spaces, so only a `close` that stands last counted
+        (`Connection: close, foo` kept the connection): one parser, proxy.headers'."""
+        if version != b"HTTP/1.1":
+            return False  # as Twisted: no HTTP/1.0 keep-alive
+        if b"close" in connection_tokens(request.requestHeaders.getRawHeaders(b"connection", ())):
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return True
 
     def requestDone(self, request):
         """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""

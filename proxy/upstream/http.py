@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from proxy.addresses import format_host
 from proxy.errors import ConnectionClosed, ReadTimeout, UpstreamError, WriteTimeout
 from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.connect import open_connection
@@ -329,6 +330,9 @@ class HTTPResponse(UpstreamResponse):
 class HTTPUpstream(Upstream):
     def __init__(self, address, *, max_idle: int = 64, idle_timeout: float = 30.0):
         super().__init__(address)
+        # Host of a request that came without one (HTTP/1.0): the backend's address.
+        authority = "localhost" if address.path is not None else f"{format_host(address.host)}:{address.port}"
+        self._host_field = b"host: %s\r\n" % authority.encode("ascii")
         self._pool = ConnectionPool(self._connect, max_idle=max_idle, idle_timeout=idle_timeout)
 
     async def _connect(self, timeout: float) -> HTTPConnection:
@@ -338,7 +342,7 @@ class HTTPUpstream(Upstream):
 
     async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False,
                    notify_abort: bool = False) -> UpstreamResponse:
-        head = request_head(request, fresh)
+        head = request_head(request, fresh, self._host_field)
         head_request = request.method == "HEAD"
         conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
         try:
@@ -367,9 +371,12 @@ class HTTPUpstream(Upstream):
         return self._pool.stats()
 
 
-def request_head(request: UpstreamRequest, close: bool = False) -> bytes:
-    """The request line, the caller's final fields and our own framing, as bytes."""
+def request_head(request: UpstreamRequest, close: bool = False, host_field: bytes = b"") -> bytes:
+    """The request line, the caller's final fields and our own framing, as bytes;
+    `host_field` is sent when the request has no Host (HTTP/1.1 requires one)."""
     parts = [request.method.encode("ascii"), b" ", request.target, HTTP11_LINE_END]
+    if not request.host:
+        parts.append(host_field)
     for name, value in request.headers:
         parts += (name, FIELD_SEP, value, CRLF)
     length = request.body.length
