@@ -22,6 +22,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.web import http
 
 from proxy.headers import connection_tokens
+from proxy.server_chunked import StrictChunkedDecoder
 
 logger = logging.getLogger("director.server")
 
@@ -120,6 +121,9 @@ class DirectorChannel(http.HTTPChannel):
         if self.phase is IDLE:
             self._start_head()
         LineReceiver.dataReceived(self, data)  # skips HTTPChannel's per-byte resetTimeout
+        rest = self._buffer  # an incomplete head line: a LF in it is a bare one
+        if b"\n" in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
+            self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
 
     def lineReceived(self, line):
         """Count the head, CRLFs included, and answer 431 once it passes HEAD_LIMIT."""
@@ -152,6 +156,15 @@ class DirectorChannel(http.HTTPChannel):
         self.phase = BODY
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().allHeadersReceived()
+
+    def _maybeChooseTransferDecoder(self, header, data):
+        """Twisted's choice, with our strict decoder for chunked bodies."""
+        if header == b"Transfer-Encoding" and data.lower() == b"chunked" and self._transferDecoder is None:
+            self.length = None
+            self._transferDecoder = StrictChunkedDecoder(
+                self.requests[-1].handleContentChunk, self._finishRequestBody, self)
+            return True
+        return super()._maybeChooseTransferDecoder(header, data)
 
     def rawDataReceived(self, data):
         if self.closing:
