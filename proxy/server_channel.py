@@ -30,6 +30,7 @@ HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
 MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversized head
 WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
 SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
+SEND_SETTLE = 0.5  # seconds after a response blocks before its pending bytes are counted
 _OUTQ = bytes(4)  # ioctl(TIOCOUTQ) buffer: an int
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
 
@@ -85,6 +86,7 @@ class DirectorChannel(http.HTTPChannel):
     _head_size = 0
     _write_waiter: asyncio.Future | None = None
     _pending_at_check: int | None = None
+    _blocked_at: float | None = None  # when drain() began waiting (BUSY only)
 
     def connectionMade(self):
         super().connectionMade()
@@ -193,7 +195,7 @@ class DirectorChannel(http.HTTPChannel):
     def requestDone(self, request):
         """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""
         self.phase = IDLE
-        self._pending_at_check = None
+        self._pending_at_check = self._blocked_at = None
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().requestDone(request)
 
@@ -240,6 +242,11 @@ class DirectorChannel(http.HTTPChannel):
         phase = self.phase
         if phase is IDLE or phase is BUSY:
             pending = self._pending_output()
+            if pending and self._pending_at_check is None and self._blocked_at is not None:
+                # drain()'s first look, once the kernel has settled: count from here
+                self._pending_at_check = pending
+                self.deadline = self._blocked_at + self.factory.send_timeout
+                return
             if pending and pending != self._pending_at_check:
                 self._pending_at_check = pending
                 self.deadline = time.monotonic() + self.factory.send_timeout
@@ -279,7 +286,7 @@ class DirectorChannel(http.HTTPChannel):
             self._write_waiter = None
             if self.phase is BUSY:
                 self.deadline = None
-                self._pending_at_check = None
+                self._pending_at_check = self._blocked_at = None
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -292,9 +299,14 @@ class DirectorChannel(http.HTTPChannel):
         """
         while self._waitingForTransport and not self.lost:
             if self._write_waiter is None:
+                # The pending count is taken at the first sweep after SEND_SETTLE, not now:
+                # the kernel goes on taking bytes for a moment after a send() it cut short
+                # (the peer's receive queue is compacted, zero-window probes), and counting
+                # that as the client reading earned a second send_timeout (120 s, not 60).
                 self._write_waiter = asyncio.get_running_loop().create_future()
-                self.deadline = time.monotonic() + self.factory.send_timeout
-                self._pending_at_check = self._pending_output()
+                self._blocked_at = now = time.monotonic()
+                self.deadline = now + min(SEND_SETTLE, self.factory.send_timeout / 2)
+                self._pending_at_check = None
             await self._write_waiter
 
 
