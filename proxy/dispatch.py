@@ -16,10 +16,9 @@ from proxy.responses import respond
 from proxy.runtime import BackendRuntime
 from proxy.slots import Slot
 from proxy.upstream import UpstreamRequest
+from proxy.upstream.base import IDEMPOTENT
 
 log = logging.getLogger("director.proxy")
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class HealthSink:

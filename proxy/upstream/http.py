@@ -11,16 +11,15 @@ import asyncio
 from collections import deque
 
 from proxy.addresses import format_host
-from proxy.errors import ConnectionClosed, ReadTimeout, UpstreamError, WriteTimeout
-from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.errors import ConnectionClosed, ReadTimeout, StaleConnection, UpstreamError, WriteTimeout
+from proxy.upstream.base import IDEMPOTENT, RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.connect import open_connection
 from proxy.upstream.http_parser import ResponseHead, ResponseParser
-from proxy.upstream.pool import ConnectionPool
+from proxy.upstream.pool import IDLE_TIMEOUT, ConnectionPool
 
 READ_HIGH = 256 * 1024  # pause reading the backend above this many unread body bytes
 READ_LOW = 64 * 1024  # resume below this
 SMALL_BODY = 64 * 1024  # written together with the head, no writer task
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # always framed, even when empty
 HTTP11_LINE_END = b" HTTP/1.1\r\n"
 FIELD_SEP = b": "
@@ -328,7 +327,7 @@ class HTTPResponse(UpstreamResponse):
 
 
 class HTTPUpstream(Upstream):
-    def __init__(self, address, *, max_idle: int = 64, idle_timeout: float = 30.0):
+    def __init__(self, address, *, max_idle: int = 64, idle_timeout: float = IDLE_TIMEOUT):
         super().__init__(address)
         # Host of a request that came without one (HTTP/1.0): the backend's address.
         authority = "localhost" if address.path is not None else f"{format_host(address.host)}:{address.port}"
@@ -345,14 +344,29 @@ class HTTPUpstream(Upstream):
         head = request_head(request, fresh, self._host_field)
         head_request = request.method == "HEAD"
         conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
+        if reused and request.method not in IDEMPOTENT:
+            # Two loop turns first (the first may run before this turn's I/O callbacks, on
+            # asyncio and uvloop alike): a FIN the kernel already holds (the backend closed
+            # the idle connection a moment ago) is seen before a request that must not be
+            # re-sent goes into it. Idempotent requests skip this: they are re-sent anyway.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if conn.is_closing():
+                self._pool.discard(conn)
+                conn, reused = await self._pool.acquire(timeouts.connect, reuse=False)
+        served = conn.served
         try:
             response_head = await conn.exchange(head, request.body, timeouts, head_request)
         except ConnectionClosed as exc:
             self._pool.discard(conn)
-            if not reused or conn.received_any:
+            sent = conn.served > served  # False: found closed before a byte was written
+            if not reused or (sent and conn.received_any):
                 raise
-            if request.method not in IDEMPOTENT:  # a stale keep-alive connection: maybe processed
-                raise ConnectionClosed(f"reused connection closed before the response: {exc}") from None
+            if sent and request.method not in IDEMPOTENT:
+                # A stale keep-alive connection, most likely, but the backend may have read
+                # and processed the request before closing: not sent twice (as Go's and
+                # urllib3's clients), and not the backend's health's business either.
+                raise StaleConnection(f"reused connection closed before the response: {exc}") from None
             conn, _ = await self._pool.acquire(timeouts.connect, reuse=False)
             try:
                 response_head = await conn.exchange(head, request.body, timeouts, head_request)
