@@ -75,6 +75,7 @@ class DirectorRuntime:
             return False
         was = backend.available
         backend.health = state
+        backend.failure_streak = 0
         self._refile(backend, was)
         if backend.available:
             self.dispatch_waiters()

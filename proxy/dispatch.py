@@ -117,6 +117,7 @@ class Dispatcher:
         backend = slot.backend
         try:
             status = await relay(response, send, self.rules, request.method == "HEAD", first=first)
+            backend.failure_streak = 0
             director.status_counts[status // 100] += 1
             backend.status_counts[status // 100] += 1
         except UpstreamError as err:
@@ -137,9 +138,14 @@ class Dispatcher:
             slot.release()  # a no-op once transferred
 
     def backend_failed(self, backend: BackendRuntime, err: UpstreamError) -> None:
-        """Passive health: a live request failed on this backend."""
+        """Passive health: a live request failed on this backend. It goes offline after
+        `passive_failure_threshold` such failures in a row (one per request: a request is
+        never sent to the same backend twice by the dispatcher)."""
         backend.failures += 1
         backend.status_counts[0] += 1
-        if err.marks_offline and backend.pool is not None:
+        if not err.marks_offline or backend.pool is None:
+            return
+        backend.failure_streak += 1
+        if backend.failure_streak >= backend.director.settings.passive_failure_threshold:
             backend.director.set_health(backend, "offline")
             self.health.failed(backend.id, err.reason)
