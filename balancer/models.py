@@ -41,6 +41,9 @@ class Director(models.Model):
     queue_timeout = models.FloatField(default=_D["queue_timeout"].default, help_text="seconds")
     retry_after = models.FloatField(default=_D["retry_after"].default, help_text="seconds; 0 omits Retry-After")
     max_retry_count = models.IntegerField(default=_D["max_retry_count"].default)
+    passive_failure_threshold = models.IntegerField(
+        default=_D["passive_failure_threshold"].default,
+        help_text="consecutive failed live requests that mark a backend offline")
     connect_timeout = models.FloatField(default=_D["connect_timeout"].default, help_text="seconds")
     read_timeout = models.FloatField(default=_D["read_timeout"].default, help_text="seconds")
     write_timeout = models.FloatField(default=_D["write_timeout"].default, help_text="seconds")

@@ -121,6 +121,7 @@ DIRECTOR_SETTINGS: dict[str, Rule] = {
     "queue_timeout": Rule("seconds", 60.0, minimum=0),
     "retry_after": Rule("seconds", 10.0, minimum=0),
     "max_retry_count": Rule("int", 6, minimum=0),
+    "passive_failure_threshold": Rule("int", 1, minimum=1),
     "connect_timeout": Rule("seconds", 10.0, minimum=0, exclusive=True),
     "read_timeout": Rule("seconds", 120.0, minimum=0, exclusive=True),
     "write_timeout": Rule("seconds", 10.0, minimum=0, exclusive=True),

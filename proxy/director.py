@@ -1,7 +1,7 @@
 """A director at run time: role pools, slot accounting and the FIFO queue (SPEC §7.2).
 
-`acquire()` returns a backend whose slot is already taken, or raises `Refused` carrying the
-status the client gets. `release()` frees the slot and hands it straight to the oldest
+`acquire()` returns a `Slot` (proxy.slots) on a backend, or raises `Refused` carrying the
+status the client gets. Releasing the slot frees it and hands it straight to the oldest
 waiter, so a queued request never races a newcomer for a freed slot.
 """
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections import deque
 
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
+from proxy.slots import Slot
 
 
 class Refused(Exception):
@@ -74,6 +75,7 @@ class DirectorRuntime:
             return False
         was = backend.available
         backend.health = state
+        backend.failure_streak = 0
         self._refile(backend, was)
         if backend.available:
             self.dispatch_waiters()
@@ -92,7 +94,8 @@ class DirectorRuntime:
     def any_available(self) -> bool:
         return bool(self.active.available_count or self.backup.available_count)
 
-    def take_slot(self, backend: BackendRuntime) -> None:
+    def take_slot(self, backend: BackendRuntime) -> Slot:
+        """Count a slot on `backend` in (even above capacity: a pinned request) and lease it."""
         was = backend.available
         backend.load += 1
         backend.load_counter.increment()
@@ -101,9 +104,11 @@ class DirectorRuntime:
             self._refile(backend, was)
         elif backend.pool is not None:
             backend.pool.load_changed(backend)
+        return Slot(self, backend)
 
-    def release(self, backend: BackendRuntime) -> None:
-        """Free the backend's slot and give it to the oldest waiter that can use it."""
+    def free_slot(self, backend: BackendRuntime) -> None:
+        """Free the backend's slot and give it to the oldest waiter that can use it. Only
+        `Slot.release()` calls this, once per slot."""
         backend.load -= 1
         backend.load_counter.decrement()
         self.load.decrement()
@@ -114,8 +119,8 @@ class DirectorRuntime:
         if self.queue:
             self.dispatch_waiters()
 
-    async def acquire(self, exclude=frozenset(), *, retrying: bool = False) -> BackendRuntime:
-        """A backend with a slot taken for this request; queues when all are busy."""
+    async def acquire(self, exclude=frozenset(), *, retrying: bool = False) -> Slot:
+        """A slot on a backend for this request; queues when all are busy."""
         settings = self.settings
         if not settings.enabled:
             raise Refused("director disabled")
@@ -123,8 +128,7 @@ class DirectorRuntime:
             self.dispatch_waiters()  # earlier arrivals first; what they cannot use is free
         backend = self._pick(exclude)
         if backend is not None:
-            self.take_slot(backend)
-            return backend
+            return self.take_slot(backend)
         if not self.any_available() and not settings.enqueue_on_unavailable:
             raise Refused("no backend online")
         if retrying and not self._has_untried(exclude):
@@ -137,7 +141,7 @@ class DirectorRuntime:
         pool = self.active if self.active.available_count else self.backup
         return any(m.available and m not in exclude for m in pool.members)
 
-    async def _wait(self, exclude) -> BackendRuntime:
+    async def _wait(self, exclude) -> Slot:
         loop = asyncio.get_running_loop()
         waiter = _Waiter(loop.create_future(), exclude, loop.time() + self.settings.queue_timeout)
         self.queue.append(waiter)
@@ -153,7 +157,7 @@ class DirectorRuntime:
             future = waiter.future
             if future.done() and not future.cancelled() and future.exception() is None:
                 # Got a slot at the same moment the client went away: give it back.
-                self.release(future.result())
+                future.result().release()
             raise
         finally:
             if waiter.queued:
@@ -193,8 +197,7 @@ class DirectorRuntime:
                 index += 1  # expired or cancelled (leaves by itself), or all its candidates excluded
                 continue
             self._unqueue(waiter)
-            self.take_slot(backend)
-            waiter.future.set_result(backend)
+            waiter.future.set_result(self.take_slot(backend))
 
     def stats(self) -> dict:
         return {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}

@@ -1,7 +1,8 @@
 """One request through a director: choose, send, retry, relay (SPEC §7.2-7.7).
 
-Slots are taken by `DirectorRuntime.acquire()` and always given back here, whatever
-happens: success, upstream failure, or the client going away (CancelledError).
+Slots (proxy.slots leases) are taken by `DirectorRuntime.acquire()` and always given back
+here, whatever happens: success, upstream failure, or the client going away
+(CancelledError), when the lease is transferred to whatever finishes the upstream exchange.
 """
 from __future__ import annotations
 
@@ -13,11 +14,11 @@ from proxy.errors import UpstreamError
 from proxy.relay import finish_after_abort, first_chunk, open_response, relay
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
+from proxy.slots import Slot
 from proxy.upstream import UpstreamRequest
+from proxy.upstream.base import IDEMPOTENT
 
 log = logging.getLogger("director.proxy")
-
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 class HealthSink:
@@ -53,22 +54,22 @@ class Dispatcher:
         may_resend = request.method in IDEMPOTENT
         while True:
             if pinned is not None:
-                backend, pinned = pinned, None
-                director.take_slot(backend)
+                slot, pinned = director.take_slot(pinned), None
             else:
                 try:
-                    backend = await director.acquire(exclude, retrying=attempts > 0)
+                    slot = await director.acquire(exclude, retrying=attempts > 0)
                 except Refused as refused:
                     if last_error is not None:
                         await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status)
                     else:
                         await self.refuse(director, send, refused.reason)
                     return
+            backend = slot.backend
             self.health.activity(backend.id)
             try:
-                response, first = await self._send(director, backend, request)
+                response, first = await self._send(director, slot, request)
             except UpstreamError as err:
-                director.release(backend)
+                slot.release()
                 self.backend_failed(backend, err)
                 last_error = err
                 attempts += 1
@@ -78,44 +79,45 @@ class Dispatcher:
                 exclude.add(backend)
                 continue
             except BaseException:
-                director.release(backend)
+                slot.release()  # a no-op when the slot went to a background finisher
                 raise
-            await self._relay(director, backend, response, first, request, send)
+            await self._relay(director, slot, response, first, request, send)
             return
 
-    async def _send(self, director: DirectorRuntime, backend: BackendRuntime, request: UpstreamRequest):
+    async def _send(self, director: DirectorRuntime, slot: Slot, request: UpstreamRequest):
         settings = director.settings
+        upstream = slot.backend.upstream
         if settings.on_client_abort == "close":
-            return await open_response(backend.upstream, request, settings.timeouts)
+            return await open_response(upstream, request, settings.timeouts)
         # notify/ignore: the upstream exchange must outlive a client that goes away now.
         notify = settings.on_client_abort == "notify"
         task = asyncio.get_running_loop().create_task(
-            backend.upstream.send(request, settings.timeouts, notify_abort=notify))
+            upstream.send(request, settings.timeouts, notify_abort=notify))
         try:
             response = await asyncio.shield(task)
         except asyncio.CancelledError:
-            director.take_slot(backend)  # held by the background continuation below
-            task.add_done_callback(lambda t: self._after_abandoned_send(director, backend, t))
+            finisher = slot.transfer()  # held by the background continuation below
+            task.add_done_callback(lambda t: self._after_abandoned_send(director, finisher, t))
             if notify:
                 task.cancel()  # FastCGI sends ABORT_REQUEST now and reads to END_REQUEST
             raise
         try:
             return response, await first_chunk(response, request)
         except asyncio.CancelledError:
-            director.take_slot(backend)  # held until the policy has finished the response
-            finish_after_abort(response, settings.on_client_abort, lambda: director.release(backend))
+            finish_after_abort(response, settings.on_client_abort, slot.transfer().release)
             raise
 
-    def _after_abandoned_send(self, director, backend, task: asyncio.Task) -> None:
+    def _after_abandoned_send(self, director, slot: Slot, task: asyncio.Task) -> None:
         if task.cancelled() or task.exception() is not None:
-            director.release(backend)
+            slot.release()
             return
-        finish_after_abort(task.result(), director.settings.on_client_abort, lambda: director.release(backend))
+        finish_after_abort(task.result(), director.settings.on_client_abort, slot.release)
 
-    async def _relay(self, director, backend, response, first, request, send) -> None:
-        released = False
+    async def _relay(self, director, slot: Slot, response, first, request, send) -> None:
+        backend = slot.backend
         try:
             status = await relay(response, send, self.rules, request.method == "HEAD", first=first)
+            backend.failure_streak = 0
             director.status_counts[status // 100] += 1
             backend.status_counts[status // 100] += 1
         except UpstreamError as err:
@@ -125,8 +127,7 @@ class Dispatcher:
             self.backend_failed(backend, err)
             raise
         except asyncio.CancelledError:
-            released = True
-            finish_after_abort(response, director.settings.on_client_abort, lambda: director.release(backend))
+            finish_after_abort(response, director.settings.on_client_abort, slot.transfer().release)
             raise
         except BaseException:
             response.release()
@@ -134,13 +135,17 @@ class Dispatcher:
         else:
             response.release()
         finally:
-            if not released:
-                director.release(backend)
+            slot.release()  # a no-op once transferred
 
     def backend_failed(self, backend: BackendRuntime, err: UpstreamError) -> None:
-        """Passive health: a live request failed on this backend."""
+        """Passive health: a live request failed on this backend. It goes offline after
+        `passive_failure_threshold` such failures in a row (one per request: a request is
+        never sent to the same backend twice by the dispatcher)."""
         backend.failures += 1
         backend.status_counts[0] += 1
-        if err.marks_offline and backend.pool is not None:
+        if not err.marks_offline or backend.pool is None:
+            return
+        backend.failure_streak += 1
+        if backend.failure_streak >= backend.director.settings.passive_failure_threshold:
             backend.director.set_health(backend, "offline")
             self.health.failed(backend.id, err.reason)

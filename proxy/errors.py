@@ -52,6 +52,17 @@ class ConnectionClosed(UpstreamError):
     default_message = "connection closed by backend"
 
 
+class StaleConnection(ConnectionClosed):
+    """A reused keep-alive connection ended before any response byte: most likely the
+    backend closed it as idle just as the request went out. Says nothing about the
+    backend's health (it is neither marked offline nor counted toward
+    passive_failure_threshold). Idempotent requests were already re-sent on a new
+    connection by the client; this one was not, as it may have been read and processed."""
+
+    marks_offline = False
+    default_message = "reused connection closed before the response"
+
+
 class ProtocolError(UpstreamError):
     """The backend's bytes do not form a valid response (HTTP or FastCGI)."""
 

@@ -18,15 +18,26 @@ REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b
 RESPONSE_DROP = HOP_BY_HOP | {b"via"}
 
 
-def _connection_tokens(headers) -> frozenset:
+# Never removed because a Connection header names it: the backend needs the Host the
+# client addressed (RFC 9110 7.6.1 lets a client name any field; nginx ignores the list).
+NOT_NOMINABLE = frozenset({b"host"})
+
+
+def connection_tokens(values) -> frozenset:
+    """The lower-case options of Connection header `values` (RFC 9110 7.6.1): a
+    comma-separated token list, any case, any order, empty elements ignored. The one
+    parser for Connection, front and back (`close, foo` closes like `close`)."""
     tokens = set()
-    for name, value in headers:
-        if name == b"connection":
-            for token in value.split(b","):
-                token = token.strip().lower()
-                if token:
-                    tokens.add(token)
+    for value in values:
+        for token in value.split(b","):
+            token = token.strip(b" \t").lower()
+            if token:
+                tokens.add(token)
     return frozenset(tokens)
+
+
+def _named_connection_tokens(headers) -> frozenset:
+    return connection_tokens(value for name, value in headers if name == b"connection")
 
 
 class TrustedProxies:
@@ -70,7 +81,7 @@ class HeaderRules:
                 elif name == b"via":
                     via = value if via is None else via + b", " + value
                 elif name == b"connection":
-                    tokens = _connection_tokens(headers)
+                    tokens = _named_connection_tokens(headers) - NOT_NOMINABLE
                 continue
             if name == b"host":
                 host = value
@@ -100,7 +111,7 @@ class HeaderRules:
                 if name == b"via":
                     via = value if via is None else via + b", " + value
                 elif name == b"connection":
-                    tokens = _connection_tokens(headers)
+                    tokens = _named_connection_tokens(headers)
                 continue
             out.append((name, value))
         if tokens:

@@ -44,6 +44,7 @@ class DirectorSettings:
     queue_timeout: float = 60.0
     retry_after: float = 10.0
     max_retry_count: int = 6
+    passive_failure_threshold: int = 1  # consecutive failed live requests before offline
     timeouts: Timeouts = Timeouts()
     on_client_abort: str = "close"
     enqueue_on_unavailable: bool = False
@@ -66,7 +67,7 @@ class BackendRuntime:
     __slots__ = (
         "id", "name", "director", "address", "upstream", "role", "capacity", "enabled",
         "health", "health_stamp", "terminating", "position", "index", "pool",
-        "load", "load_counter", "failures", "last_activity", "status_counts",
+        "load", "load_counter", "failures", "failure_streak", "last_activity", "status_counts",
     )
 
     def __init__(self, backend_id: int, name: str, director, address: BackendAddress, upstream: Upstream):
@@ -87,6 +88,7 @@ class BackendRuntime:
         self.load = 0
         self.load_counter = Counter()
         self.failures = 0
+        self.failure_streak = 0  # failed live requests since the last success or health change
         self.last_activity = 0.0
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = failures)
 

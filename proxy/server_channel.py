@@ -21,12 +21,16 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.protocols.basic import LineReceiver
 from twisted.web import http
 
+from proxy.headers import connection_tokens
+from proxy.server_chunked import StrictChunkedDecoder
+
 logger = logging.getLogger("director.server")
 
 HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
 MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversized head
 WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
 SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
+SEND_SETTLE = 0.5  # seconds after a response blocks before its pending bytes are counted
 _OUTQ = bytes(4)  # ioctl(TIOCOUTQ) buffer: an int
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
 DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send one request
@@ -83,6 +87,7 @@ class DirectorChannel(http.HTTPChannel):
     _head_size = 0
     _write_waiter: asyncio.Future | None = None
     _pending_at_check: int | None = None
+    _blocked_at: float | None = None  # when drain() began waiting (BUSY only)
 
     def connectionMade(self):
         super().connectionMade()
@@ -119,6 +124,9 @@ class DirectorChannel(http.HTTPChannel):
         if self.phase is IDLE:
             self._start_head()
         LineReceiver.dataReceived(self, data)  # skips HTTPChannel's per-byte resetTimeout
+        rest = self._buffer  # an incomplete head line: a LF in it is a bare one
+        if b"\n" in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
+            self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
 
     def lineReceived(self, line):
         """Count the head, CRLFs included, and answer 431 once it passes HEAD_LIMIT."""
@@ -152,6 +160,15 @@ class DirectorChannel(http.HTTPChannel):
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().allHeadersReceived()
 
+    def _maybeChooseTransferDecoder(self, header, data):
+        """Twisted's choice, with our strict decoder for chunked bodies."""
+        if header == b"Transfer-Encoding" and data.lower() == b"chunked" and self._transferDecoder is None:
+            self.length = None
+            self._transferDecoder = StrictChunkedDecoder(
+                self.requests[-1].handleContentChunk, self._finishRequestBody, self)
+            return True
+        return super()._maybeChooseTransferDecoder(header, data)
+
     def rawDataReceived(self, data):
         if self.closing:
             return
@@ -166,10 +183,20 @@ class DirectorChannel(http.HTTPChannel):
         self.deadline = None
         super().allContentReceived()
 
+    def checkPersistence(self, request, version):
+        """Twisted splits Connection on spaces, so only a `close` that stands last counted
+        (`Connection: close, foo` kept the connection): one parser, proxy.headers'."""
+        if version != b"HTTP/1.1":
+            return False  # as Twisted: no HTTP/1.0 keep-alive
+        if b"close" in connection_tokens(request.requestHeaders.getRawHeaders(b"connection", ())):
+            request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
+            return False
+        return True
+
     def requestDone(self, request):
         """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""
         self.phase = IDLE
-        self._pending_at_check = None
+        self._pending_at_check = self._blocked_at = None
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().requestDone(request)
         if self.factory.server.draining:
@@ -236,6 +263,11 @@ class DirectorChannel(http.HTTPChannel):
         phase = self.phase
         if phase is IDLE or phase is BUSY:
             pending = self._pending_output()
+            if pending and self._pending_at_check is None and self._blocked_at is not None:
+                # drain()'s first look, once the kernel has settled: count from here
+                self._pending_at_check = pending
+                self.deadline = self._blocked_at + self.factory.send_timeout
+                return
             if pending and pending != self._pending_at_check:
                 self._pending_at_check = pending
                 self.deadline = time.monotonic() + self.factory.send_timeout
@@ -275,7 +307,7 @@ class DirectorChannel(http.HTTPChannel):
             self._write_waiter = None
             if self.phase is BUSY:
                 self.deadline = None
-                self._pending_at_check = None
+                self._pending_at_check = self._blocked_at = None
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -288,9 +320,14 @@ class DirectorChannel(http.HTTPChannel):
         """
         while self._waitingForTransport and not self.lost:
             if self._write_waiter is None:
+                # The pending count is taken at the first sweep after SEND_SETTLE, not now:
+                # the kernel goes on taking bytes for a moment after a send() it cut short
+                # (the peer's receive queue is compacted, zero-window probes), and counting
+                # that as the client reading earned a second send_timeout (120 s, not 60).
                 self._write_waiter = asyncio.get_running_loop().create_future()
-                self.deadline = time.monotonic() + self.factory.send_timeout
-                self._pending_at_check = self._pending_output()
+                self._blocked_at = now = time.monotonic()
+                self.deadline = now + min(SEND_SETTLE, self.factory.send_timeout / 2)
+                self._pending_at_check = None
             await self._write_waiter
 
 

@@ -29,6 +29,12 @@ BODY_CHUNK = 64 * 1024  # size of the http.request messages receive() yields
 SPOOL_LIMIT = 100_000  # request bodies up to this size stay in memory (Twisted's threshold)
 INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 5.5: no controls but HTAB
 REJECTED_METHODS = frozenset({b"CONNECT", b"TRACE"})
+# Methods are case-sensitive (RFC 9110 9.1), so `trace` is not TRACE but an unknown method
+# no backend expects: like nginx, only upper-case letters, "-" and "_" are accepted (400).
+VALID_METHOD = re.compile(rb"[A-Z_-]+")
+# The request target, path and query, is visible ASCII only (RFC 9112 3.2, RFC 3986): a DEL
+# or a raw byte >= 0x80 is refused (400), not forwarded (Twisted lets 0x7f-0xb0 through).
+INVALID_TARGET = re.compile(rb"[^\x21-\x7e]")
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 NO_BODY_STATUSES = frozenset({204, 304})
 
@@ -86,13 +92,10 @@ class RequestMixin:
             self.respond_error(400, close=True)
         elif self.clientproto == b"HTTP/1.1" and len(self.requestHeaders.getRawHeaders(b"host", ())) != 1:
             self.respond_error(400, close=True)
+        elif INVALID_TARGET.search(self.uri) or not VALID_METHOD.fullmatch(self.method):
+            self.respond_error(400, close=True)
         else:
-            try:
-                self.path.decode("ascii")
-            except UnicodeDecodeError:
-                self.respond_error(400, close=True)
-            else:
-                return False
+            return False
         return True
 
     def respond_error(self, status: int, *, close: bool = False):

@@ -19,7 +19,7 @@ log = logging.getLogger("director.proxy")
 
 DIRECTOR_FIELDS = (
     "id", "name", "dynamic", "enabled", "scheduler", "queue_limit", "queue_timeout", "retry_after",
-    "max_retry_count", "connect_timeout", "read_timeout", "write_timeout", "on_client_abort",
+    "max_retry_count", "passive_failure_threshold", "connect_timeout", "read_timeout", "write_timeout", "on_client_abort",
     "enqueue_on_unavailable",
 )
 BACKEND_FIELDS = (
@@ -55,6 +55,7 @@ def settings_from_row(row: dict) -> DirectorSettings:
         queue_timeout=float(row["queue_timeout"]),
         retry_after=float(row["retry_after"]),
         max_retry_count=row["max_retry_count"],
+        passive_failure_threshold=row["passive_failure_threshold"],
         timeouts=Timeouts(float(row["connect_timeout"]), float(row["read_timeout"]), float(row["write_timeout"])),
         on_client_abort=row["on_client_abort"],
         enqueue_on_unavailable=row["enqueue_on_unavailable"],

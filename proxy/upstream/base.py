@@ -14,6 +14,8 @@ from typing import AsyncIterator
 from proxy.addresses import BackendAddress
 
 BODY_CHUNK = 64 * 1024
+# Methods a request may be sent again with after a failure (RFC 9110 9.2.2).
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 
 @dataclass(frozen=True, slots=True)

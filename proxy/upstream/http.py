@@ -10,16 +10,16 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-from proxy.errors import ConnectionClosed, ReadTimeout, UpstreamError, WriteTimeout
-from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.addresses import format_host
+from proxy.errors import ConnectionClosed, ReadTimeout, StaleConnection, UpstreamError, WriteTimeout
+from proxy.upstream.base import IDEMPOTENT, RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.connect import open_connection
 from proxy.upstream.http_parser import ResponseHead, ResponseParser
-from proxy.upstream.pool import ConnectionPool
+from proxy.upstream.pool import IDLE_TIMEOUT, ConnectionPool
 
 READ_HIGH = 256 * 1024  # pause reading the backend above this many unread body bytes
 READ_LOW = 64 * 1024  # resume below this
 SMALL_BODY = 64 * 1024  # written together with the head, no writer task
-IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # always framed, even when empty
 HTTP11_LINE_END = b" HTTP/1.1\r\n"
 FIELD_SEP = b": "
@@ -327,8 +327,11 @@ class HTTPResponse(UpstreamResponse):
 
 
 class HTTPUpstream(Upstream):
-    def __init__(self, address, *, max_idle: int = 64, idle_timeout: float = 30.0):
+    def __init__(self, address, *, max_idle: int = 64, idle_timeout: float = IDLE_TIMEOUT):
         super().__init__(address)
+        # Host of a request that came without one (HTTP/1.0): the backend's address.
+        authority = "localhost" if address.path is not None else f"{format_host(address.host)}:{address.port}"
+        self._host_field = b"host: %s\r\n" % authority.encode("ascii")
         self._pool = ConnectionPool(self._connect, max_idle=max_idle, idle_timeout=idle_timeout)
 
     async def _connect(self, timeout: float) -> HTTPConnection:
@@ -338,17 +341,32 @@ class HTTPUpstream(Upstream):
 
     async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False,
                    notify_abort: bool = False) -> UpstreamResponse:
-        head = request_head(request, fresh)
+        head = request_head(request, fresh, self._host_field)
         head_request = request.method == "HEAD"
         conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
+        if reused and request.method not in IDEMPOTENT:
+            # Two loop turns first (the first may run before this turn's I/O callbacks, on
+            # asyncio and uvloop alike): a FIN the kernel already holds (the backend closed
+            # the idle connection a moment ago) is seen before a request that must not be
+            # re-sent goes into it. Idempotent requests skip this: they are re-sent anyway.
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            if conn.is_closing():
+                self._pool.discard(conn)
+                conn, reused = await self._pool.acquire(timeouts.connect, reuse=False)
+        served = conn.served
         try:
             response_head = await conn.exchange(head, request.body, timeouts, head_request)
         except ConnectionClosed as exc:
             self._pool.discard(conn)
-            if not reused or conn.received_any:
+            sent = conn.served > served  # False: found closed before a byte was written
+            if not reused or (sent and conn.received_any):
                 raise
-            if request.method not in IDEMPOTENT:  # a stale keep-alive connection: maybe processed
-                raise ConnectionClosed(f"reused connection closed before the response: {exc}") from None
+            if sent and request.method not in IDEMPOTENT:
+                # A stale keep-alive connection, most likely, but the backend may have read
+                # and processed the request before closing: not sent twice (as Go's and
+                # urllib3's clients), and not the backend's health's business either.
+                raise StaleConnection(f"reused connection closed before the response: {exc}") from None
             conn, _ = await self._pool.acquire(timeouts.connect, reuse=False)
             try:
                 response_head = await conn.exchange(head, request.body, timeouts, head_request)
@@ -367,9 +385,12 @@ class HTTPUpstream(Upstream):
         return self._pool.stats()
 
 
-def request_head(request: UpstreamRequest, close: bool = False) -> bytes:
-    """The request line, the caller's final fields and our own framing, as bytes."""
+def request_head(request: UpstreamRequest, close: bool = False, host_field: bytes = b"") -> bytes:
+    """The request line, the caller's final fields and our own framing, as bytes;
+    `host_field` is sent when the request has no Host (HTTP/1.1 requires one)."""
     parts = [request.method.encode("ascii"), b" ", request.target, HTTP11_LINE_END]
+    if not request.host:
+        parts.append(host_field)
     for name, value in request.headers:
         parts += (name, FIELD_SEP, value, CRLF)
     length = request.body.length

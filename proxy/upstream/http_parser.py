@@ -12,6 +12,7 @@ import re
 from typing import Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
+from proxy.headers import connection_tokens
 
 MAX_HEAD = 64 * 1024  # status line + fields + blank line
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
@@ -173,7 +174,7 @@ class ResponseParser:
                 transfer = value if transfer is None else transfer + b"," + value
                 continue
             elif name == b"connection":
-                connection = value.lower() if connection is None else connection + b"," + value.lower()
+                connection = [value] if connection is None else [*connection, value]
             headers.append((name, value))
         if status < 200:
             return None
@@ -182,7 +183,7 @@ class ResponseParser:
     def _framing(self, status, minor, headers, lengths, transfer, connection) -> ResponseHead:
         """RFC 9112 §6.3: decide how the body ends (sets the body state) and whether the
         connection survives the response."""
-        tokens = [t.strip(_OWS) for t in connection.split(b",")] if connection is not None else ()
+        tokens = connection_tokens(connection) if connection is not None else ()
         if minor == 1:
             keep_alive = b"close" not in tokens
         else:

@@ -79,6 +79,7 @@ class TestDirectors(ApiTestBase):
         ({"name": "p", "health_check_host_header": "a\x00b"}, {"health_check_host_header"}),
         ({"name": "p", "health_check_host_header": "h" * 300}, {"health_check_host_header"}),
         ({"name": "p", "queue_limit": 10**20}, {"queue_limit"}),
+        ({"name": "p", "passive_failure_threshold": 0}, {"passive_failure_threshold"}),
         ({"name": "p" * 65}, {"name"}),
     ])
     def test_create_rejects_bad_values_naming_the_fields(self, data, fields):
@@ -99,6 +100,14 @@ class TestDirectors(ApiTestBase):
         assert (response.json()["queue_limit"], response.json()["enabled"]) == (3, False)
         assert (record.before["queue_limit"], record.after["queue_limit"]) == (128, 3)
         assert Director.objects.get(name="pool").queue_limit == 3
+
+    def test_passive_failure_threshold_defaults_to_1_and_can_be_set(self):
+        make_director("pool")
+        assert self.call("GET", detail("pool"), expect=200).json()["passive_failure_threshold"] == 1
+        response, record = self.write("PATCH", detail("pool"), {"passive_failure_threshold": 3},
+                                      expect=200, action="director.update", director="pool")
+        assert response.json()["passive_failure_threshold"] == 3 and record.after["passive_failure_threshold"] == 3
+        assert Director.objects.get(name="pool").passive_failure_threshold == 3
 
     def test_patch_without_changes_answers_the_director_and_records_nothing(self):
         make_director("pool", queue_limit=3)

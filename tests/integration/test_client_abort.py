@@ -25,8 +25,8 @@ BACKEND = '{{ url = "{url}", capacity = 1, health_check_interval = 0.2 }}'
 
 @pytest.fixture(scope="module")
 def backends():
-    with http_backend("ign") as ign, http_backend("que") as que:
-        yield dict(ign=ign, que=que)
+    with http_backend("ign") as ign, http_backend("que") as que, http_backend("once") as once:
+        yield dict(ign=ign, que=que, once=once)
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +41,24 @@ def director(backends, tmp_path_factory):
         health_check_success_threshold = 1
         backends = {{ que = {BACKEND.format(url=backends['que'].url)} }}
 
+        [directors.once]
+        on_client_abort = "ignore"
+        health_check_success_threshold = 1
+        backends = {{ once = {{ url = "{backends['once'].url}", health_check_interval = 0.2 }} }}
+
         [[routes]]
         host = "ignore"
         pass = "ignore"
+        [[routes]]
+        host = "once"
+        pass = "once"
         [[routes]]
         host = "queue"
         pass = "queue"
     """
     d = Director(tmp_path_factory.mktemp("client-abort"), config).start()
     try:
-        for host in ("ignore", "queue"):
+        for host in ("ignore", "queue", "once"):
             wait_for(lambda: d.get("/", headers={"Host": host})[0] == 200, 15, what=f"director {host} online")
         created = d.manage("createapitoken", "abort-tests")
         assert created.returncode == 0, created.stderr
@@ -104,6 +112,23 @@ def test_ignore_lets_the_upstream_finish_and_keeps_the_slot(director, backends):
     # the pool and carried the queued request (a dropped one would have meant a new connection).
     assert headers["x-connection"] == str(seen(ign, SLOW)[0].connection)
     wait_for(lambda: not occupied(director, "ignore") and queued(director, "ignore") == 0, 5, what="slot free")
+
+
+@pytest.mark.parametrize("target", [SLOW, "/bytes?size=3&chunk=1&interval=0.5&framing=chunked"],
+                         ids=["before-the-head", "mid-body"])
+def test_an_aborted_request_under_ignore_counts_once_in_load(director, backends, target):
+    """The background finisher holds the request's own slot: load max and total count the
+    request once (a second slot taken for it counted it twice)."""
+    before = stats(director, "once")["load"]
+    client = send_and_leave_later(director, "once", target)
+    wait_for(lambda: seen(backends["once"], target), 5, what="request at the backend")
+    if "bytes" in target:  # wait for the head and first byte: the abort comes mid-body
+        assert client.recv(1)
+    client.close()
+    wait_for(lambda: stats(director, "once")["load"]["current"] == 0, 10, what="slot freed by the finisher")
+    load = stats(director, "once")["load"]
+    assert load["total"] == before["total"] + 1
+    assert load["max"] == 1
 
 
 def test_client_leaving_the_queue_is_removed_from_it(director, backends):

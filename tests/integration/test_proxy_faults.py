@@ -33,7 +33,8 @@ BEFORE_HEAD = sorted(set(MISBEHAVIOURS) - NEEDS_TIMEOUT - set(AFTER_HEAD) - {"cl
 # one per kind of failure: closed, malformed head, timed out, malformed first chunk (after a valid head)
 RETRIED = ("reset", "bad-status", "stall", "bad-chunk-size")
 # director name -> mode of its LiveOnlyMisbehaving backend "m"
-LIVE_ONLY = {"stall": "stall", "stallbody": "stall-mid-body", "deaf": "deaf", **{f"retry-{m}": m for m in RETRIED}}
+LIVE_ONLY = {"stall": "stall", "stallbody": "stall-mid-body", "deaf": "deaf", "patient": "stall",
+             **{f"retry-{m}": m for m in RETRIED}}
 SHORT = 0.5  # seconds: the directors' read/write timeout
 LARGE_BODY = 32 * 1024 * 1024  # well beyond what loopback socket buffers absorb
 OK = request("GET", "/ok/", {"Host": "faults"})
@@ -102,6 +103,7 @@ def director(backends, tmp_path_factory):
         director_table("stall", {"m": live["stall"]}, read_timeout=SHORT),
         director_table("stallbody", {"m": live["stallbody"]}, read_timeout=SHORT),
         director_table("deaf", {"m": live["deaf"]}, write_timeout=SHORT),
+        director_table("patient", {"m": live["patient"]}, read_timeout=SHORT, passive_failure_threshold=2),
         *(director_table(f"retry-{mode}", {"m": live[f"retry-{mode}"], "good": good[mode]}, scheduler='"chance"',
                          read_timeout=SHORT) for mode in RETRIED),
     ]
@@ -109,7 +111,7 @@ def director(backends, tmp_path_factory):
     routes.append(f'[[routes]]\npath = "/ok/"\nhttp = "127.0.0.1:{backends["ok"].port}"\n')
     d = Director(tmp_path_factory.mktemp("proxy-faults"), "\n".join(tables + routes)).start()
     try:
-        members = [("stall", "m"), ("stallbody", "m"), ("deaf", "m")]
+        members = [("stall", "m"), ("stallbody", "m"), ("deaf", "m"), ("patient", "m")]
         members += [(f"retry-{mode}", name) for mode in RETRIED for name in ("m", "good")]
         for name, member in members:
             wait_for(lambda: f"director {name}: backend {member} is now online" in d.output(), 15,
@@ -180,6 +182,19 @@ def test_stalled_head_is_504_after_read_timeout(director, backends):
     assert SHORT <= time.monotonic() - started < 3
     assert backends["live"]["stall"].live_requests == 1
     wait_for(lambda: offline_logged(director, "stall"), 5, what="offline log line")
+
+
+def test_backend_goes_offline_only_after_passive_failure_threshold_failed_requests(director, backends):
+    """One slow request no longer takes a one-backend director offline (threshold 2); a
+    POST's read timeout counts once."""
+    status, _, _ = director.request("POST", "/", body=b"p", headers={"Host": "patient"})
+    assert status == 504
+    assert backends["live"]["patient"].live_requests == 1
+    status, _, _ = director.get("/", headers={"Host": "patient"})
+    assert status == 504  # still online after one failure: tried again, not 503
+    assert backends["live"]["patient"].live_requests == 2
+    wait_for(lambda: offline_logged(director, "patient"), 5, what="offline after the second failure")
+    assert director.get("/", headers={"Host": "patient"})[0] == 503
 
 
 def test_stalled_body_is_cut_after_read_timeout(director):

@@ -154,6 +154,23 @@ def test_headers_forwarded_and_via_both_ways(director, backends):
     assert headers["via"] == "1.1 edge"
 
 
+def test_connection_cannot_remove_host_but_removes_the_other_fields_it_names(director):
+    status, _, body = director.get("/headers", headers={
+        "Host": "rr", "Connection": "host, cookie, authorization", "Cookie": "a=1", "Authorization": "Basic eA=="})
+    seen = json.loads(body)
+    assert status == 200 and seen["host"] == ["rr"]
+    assert "cookie" not in seen and "authorization" not in seen  # hop-by-hop as the client declared
+
+
+def test_http10_request_without_host_gets_the_backends_host(director, backends):
+    rw = backends["rw"]
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(b"GET /rw/no-host HTTP/1.0\r\n\r\n")
+        response = conn.read_response()
+    assert response.status == 200
+    assert [r.headers["host"] for r in rw.requests_seen if r.target == "/rw/no-host"] == [[f"127.0.0.1:{rw.port}"]]
+
+
 def test_raw_path_and_query_byte_for_byte(director, backends):
     target = "/a%2Fb/%7Euser/./x?q=%20a+b&z=%2F&&x"
     with RawHTTP.tcp("127.0.0.1", director.port) as conn:
@@ -274,6 +291,9 @@ def test_post_not_resent_after_reaching_backend(director, backends):
     posts = [r for r in k1.requests_seen if r.method == "POST"]
     assert 502 in statuses
     assert len(posts) == statuses.count(200)
+    # A reused connection dying before the response says nothing about k1's health.
+    assert "backend k1 is now offline" not in director.output()
+    assert director.get("/", headers={"Host": "keep"})[0] == 200
 
 
 def test_streamed_large_response_intact(director):

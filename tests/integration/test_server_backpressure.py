@@ -61,6 +61,19 @@ def test_client_that_reads_nothing_for_send_timeout_is_aborted(impatient):
     assert impatient.stats()["stream_done"] == before["stream_done"]
 
 
+def test_client_that_reads_nothing_is_cut_after_one_send_timeout_not_two(impatient):
+    """The kernel still takes some bytes just after the response blocks; counting them as
+    the client reading used to earn a second send_timeout (about 120 s, not 60)."""
+    before = impatient.stats()
+    with impatient.connect(timeout=30) as conn:
+        started = time.monotonic()
+        conn.send(request("GET", f"/stream?mib={STREAM_MIB}", {"Host": "test"}))
+        wait_for(lambda: impatient.stats()["stream_cancelled"] > before["stream_cancelled"], timeout=10,
+                 interval=0.05, what="the blocked response to be aborted")
+        elapsed = time.monotonic() - started
+    assert SEND_TIMEOUT <= elapsed < 1.75 * SEND_TIMEOUT, elapsed
+
+
 def test_client_reading_slowly_is_not_cut_off(impatient):
     """A client that keeps reading, even slowly, outlives send_timeout several times.
 

@@ -30,6 +30,17 @@ CONTROL_IN_HEADER_VALUE = b"GET /hello HTTP/1.1\r\nHost: test\r\nX-Ctl: a\x0bb\r
 LENGTH_AND_CHUNKED = (b"POST /echo HTTP/1.1\r\nHost: test\r\nContent-Length: 3\r\n"
                       b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
 BAD_CHUNK_SIZE = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n"
+CHUNKED_HEAD = b"POST /echo HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\n\r\n"
+# Each of these used to wait, unanswered, for the 408 at header_timeout (10 s here).
+CHUNK_OF_2_64 = CHUNKED_HEAD + b"10000000000000000\r\nabc"
+BARE_LF_HEAD = b"GET /hello HTTP/1.1\nHost: test\n\n"
+BARE_LF_CHUNK_SIZE = CHUNKED_HEAD + b"3\nabc"
+TRAILER_BARE_LF = CHUNKED_HEAD + b"3\r\nabc\r\n0\r\nX: y\n\r\n" + GET_HELLO  # GET_HELLO was eaten as trailers
+TRAILER_NOT_A_FIELD = CHUNKED_HEAD + b"3\r\nabc\r\n0\r\nnot a header\r\n\r\n"
+TRAILERS_OVER_LIMIT = CHUNKED_HEAD + b"0\r\n" + b"".join(b"X%d: v\r\n" % i for i in range(501)) + b"\r\n"
+LOWER_CASE_TRACE = b"trace /hello HTTP/1.1\r\nHost: test\r\n\r\n"
+DEL_IN_PATH = b"GET /hel\x7flo HTTP/1.1\r\nHost: test\r\n\r\n"
+HIGH_BYTE_IN_QUERY = b"GET /hello?q=\x85 HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
 def head_of_size(size: int) -> bytes:
@@ -84,6 +95,34 @@ def test_http10_without_host_is_served(server):
         "bad-chunk-size"])
 def test_malformed_requests_answer_400_and_close(server, data):
     assert_refused(*exchange(server, data), 400)
+
+
+@pytest.mark.parametrize("data", [
+    BARE_LF_HEAD, CHUNK_OF_2_64, BARE_LF_CHUNK_SIZE, TRAILER_BARE_LF, TRAILER_NOT_A_FIELD, TRAILERS_OVER_LIMIT,
+    LOWER_CASE_TRACE, DEL_IN_PATH, HIGH_BYTE_IN_QUERY,
+], ids=["bare-lf-head", "chunk-size-2^64", "bare-lf-chunk-size", "trailer-bare-lf", "trailer-not-a-field",
+        "501-trailers", "lower-case-trace", "del-in-path", "high-byte-in-query"])
+def test_malformed_requests_are_refused_at_once_not_at_header_timeout(server, data):
+    assert_refused(*exchange(server, data), 400)  # exchange reads with a 5 s deadline
+
+
+def test_chunk_size_beyond_max_request_body_answers_413_before_its_data(server):
+    assert_refused(*exchange(server, CHUNKED_HEAD + b"%x\r\nabc" % (MAX_BODY + 1)), 413)
+
+
+def test_valid_trailers_are_dropped_and_the_pipelined_request_is_answered(server):
+    trailers = b"0\r\nX-Checksum: abc\r\nX-Empty:\r\n\r\n"
+    with server.connect() as conn:
+        conn.send(CHUNKED_HEAD + b"3\r\nabc\r\n" + trailers + GET_HELLO)
+        assert json.loads(conn.read_response().body)["length"] == 3
+        assert conn.read_response().body == b"hello"
+
+
+@pytest.mark.parametrize("value", ["close, foo", "close,foo", "Foo, CLOSE", "keep-alive ,close"])
+def test_connection_close_is_honoured_in_any_position(server, value):
+    response, closed = exchange(server, request("GET", "/hello", {"Host": "test", "Connection": value}))
+    assert response.status == 200 and response.header("connection") == "close"
+    assert closed
 
 
 def test_head_at_the_limit_is_served(server):

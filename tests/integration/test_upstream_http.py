@@ -12,11 +12,12 @@ import tempfile
 import pytest
 
 from proxy.addresses import BackendAddress
-from proxy.errors import ConnectError, ConnectTimeout, ConnectionClosed, ProtocolError, ReadTimeout, WriteTimeout
+from proxy.errors import (ConnectError, ConnectTimeout, ConnectionClosed, ProtocolError, ReadTimeout, StaleConnection,
+                          WriteTimeout)
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
 from proxy.upstream.http import HTTPUpstream
 from tests.support.backends import http_backend, misbehaving_backend, pattern_bytes
-from tests.support.waiting import async_wait_for, free_port
+from tests.support.waiting import async_wait_for, free_port, wait_for
 
 FAST = Timeouts(connect=2.0, read=2.0, write=2.0)
 SHORT = Timeouts(connect=0.3, read=0.3, write=0.3)
@@ -335,6 +336,31 @@ async def test_stale_reused_connection_is_retried_for_idempotent_methods(drop):
             with pytest.raises(ConnectionClosed):
                 await fetch(up, "POST", b"/echo", b"once")
             assert [r.method for r in b.requests_seen] == ["GET", "PUT"]
+
+
+async def test_stale_post_is_not_resent_and_not_held_against_the_backend():
+    """The backend read the POST on a reused connection and closed it: it may have run it,
+    so it is not sent again, but the failure is a StaleConnection, not a sign of ill health."""
+    with http_backend("b1", requests_per_connection=1) as b:
+        async with upstream_for(b.address) as up:
+            await fetch(up)
+            with pytest.raises(StaleConnection) as failed:
+                await fetch(up, "POST", b"/echo", b"once")
+            assert not failed.value.marks_offline
+            assert [r.method for r in b.requests_seen] == ["GET"]  # read, dropped, never answered
+
+
+async def test_post_does_not_reuse_a_connection_the_backend_closed_a_moment_ago(upstream, backend):
+    await fetch(upstream)
+    assert backend.close_idle_connections() == 1
+    # A blocking wait: the backend's FIN is sent, but this loop has not run to see it yet.
+    wait_for(lambda: backend.open_connections == 0, 5, what="the backend to close the idle connection")
+    response, body = await fetch(upstream, "POST", b"/echo", b"once")
+    assert (response.status, body, backend.connections_accepted) == (200, b"once", 2)
+
+
+def test_idle_connections_are_dropped_before_common_backend_keep_alive_timeouts():
+    assert HTTPUpstream(BackendAddress("http", "127.0.0.1", 1))._pool._idle_timeout < 5  # Apache, Node, uvicorn
 
 
 async def test_fresh_connection_is_closed_after_the_response(upstream, backend):

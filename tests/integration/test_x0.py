@@ -18,6 +18,7 @@ X0_FILE = textwrap.dedent("""\
     on-client-abort=close
     retry-after=5
     max-retry-count=3
+    passive-failure-threshold=4
     sticky-offline-mode=true
     allow-x-sendfile=false
     enqueue-on-unavailable=true
@@ -78,6 +79,7 @@ def test_import_creates_dynamic_director_with_backends(tmp_path):
     director = Director.objects.get(name="shop")
     assert director.dynamic
     assert (director.queue_limit, director.queue_timeout, director.retry_after, director.max_retry_count) == (100, 30, 5, 3)
+    assert director.passive_failure_threshold == 4
     assert director.sticky_offline_mode and director.enqueue_on_unavailable and director.scheduler == "chance"
     assert (director.connect_timeout, director.read_timeout, director.write_timeout) == (5, 60, 5)
     assert director.health_check_host_header == "health.internal" and director.health_check_request_path == "/ping"

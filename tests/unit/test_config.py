@@ -96,6 +96,7 @@ def test_every_error_is_collected_with_its_key_path():
         bogus = 1
         [directors.app]
         queue_limit = -1
+        passive_failure_threshold = 0
         scheduler = "fastest"
         connect_timeout = 0
         enabled = "yes"
@@ -126,6 +127,7 @@ def test_every_error_is_collected_with_its_key_path():
         "proxy.listen: ",
         "proxy.bogus: unknown setting",
         "directors.app.queue_limit: must be an integer ≥ 0",
+        "directors.app.passive_failure_threshold: must be an integer ≥ 1",
         "directors.app.scheduler: 'fastest': must be one of rr, chance, least_load",
         "directors.app.connect_timeout: must be a number of seconds > 0",
         "directors.app.enabled: must be true or false",

@@ -24,16 +24,17 @@ def make(settings=None, *specs):
 async def test_takes_slot_and_queues_when_full_then_fifo():
     director, (a,) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"))
     first = await director.acquire()
-    assert first is a and a.load == 1
+    assert first.backend is a and a.load == 1
     w1 = asyncio.ensure_future(director.acquire())
     w2 = asyncio.ensure_future(director.acquire())
     await asyncio.sleep(0)
     assert director.queued.current == 2
-    director.release(a)
-    assert await w1 is a
+    first.release()
+    second = await w1
+    assert second.backend is a
     assert not w2.done()
-    director.release(a)
-    assert await w2 is a
+    second.release()
+    assert (await w2).backend is a
     assert director.queued.total == 2 and director.queued.current == 0
 
 
@@ -92,30 +93,31 @@ async def test_nothing_online_refuses_at_once_or_queues_when_asked():
     await asyncio.sleep(0)
     assert not waiter.done()
     director.set_health(a, "online")
-    assert await waiter is a
+    assert (await waiter).backend is a
 
 
 async def test_backup_only_when_no_active_online():
     director, (a, b) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"), ("b", 0, "backup", "online"))
-    assert await director.acquire() is a
+    held = await director.acquire()
+    assert held.backend is a
     # active merely full: wait in the queue, backup is not used
     waiter = asyncio.ensure_future(director.acquire())
     await asyncio.sleep(0)
     assert not waiter.done()
     director.set_health(a, "offline")
-    director.release(a)
-    assert await waiter is b
+    held.release()
+    assert (await waiter).backend is b
 
 
 async def test_cancelled_waiter_leaves_queue_and_frees_nothing():
     director, (a,) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"))
-    await director.acquire()
+    held = await director.acquire()
     waiter = asyncio.ensure_future(director.acquire())
     await asyncio.sleep(0)
     waiter.cancel()
     await asyncio.gather(waiter, return_exceptions=True)
     assert director.queued.current == 0
-    director.release(a)
+    held.release()
     assert a.load == 0
 
 
@@ -135,7 +137,21 @@ async def test_reload_keeps_round_robin_rotation():
     director, (a, b_, c) = make(DirectorSettings(), ("a", 0, "active", "online"), ("b", 0, "active", "online"),
                                 ("c", 0, "active", "online"))
     first = await director.acquire()
-    director.release(first)
+    first.release()
     director.rebuild(DirectorSettings(), [a, b_, c])  # e.g. another director's backend changed health
     second = await director.acquire()
-    assert (first.name, second.name) == ("a", "b")
+    assert (first.backend.name, second.backend.name) == ("a", "b")
+
+
+async def test_a_slot_is_a_lease_released_once_and_transferable():
+    director, (a,) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"))
+    slot = await director.acquire()
+    finisher = slot.transfer()  # the client left; a background finisher holds the slot now
+    slot.release()  # the request's own exit path: a no-op
+    assert a.load == 1 and finisher.held and not slot.held
+    with pytest.raises(RuntimeError):
+        slot.transfer()
+    finisher.release()
+    finisher.release()
+    assert a.load == 0 and director.load.current == 0
+    assert (director.load.total, director.load.max, a.load_counter.total) == (1, 1, 1)

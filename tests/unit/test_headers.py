@@ -58,3 +58,18 @@ def test_response_hop_by_hop_removed_and_via_added():
                           (b"via", b"1.0 app"), (b"set-cookie", b"a=1"), (b"set-cookie", b"b=2")])
     d = as_dict(out)
     assert d == {b"content-type": [b"text/plain"], b"set-cookie": [b"a=1", b"b=2"], b"via": [b"1.0 app, 1.1 d"]}
+
+
+def test_connection_tokens_are_a_case_insensitive_list_in_any_position():
+    from proxy.headers import connection_tokens
+
+    assert connection_tokens([b"close, foo"]) == connection_tokens([b"Foo ,CLOSE"]) == {b"close", b"foo"}
+    assert connection_tokens([b"close,foo", b" ,keep-alive\t"]) == {b"close", b"foo", b"keep-alive"}
+    assert connection_tokens([]) == frozenset()
+
+
+def test_connection_cannot_name_host_away():
+    out, host, _ = HeaderRules("d").request(
+        [(b"host", b"shop"), (b"connection", b"host, cookie"), (b"cookie", b"a=1")], "10.0.0.9", "http", "1.1")
+    assert host == b"shop" and (b"host", b"shop") in out
+    assert b"cookie" not in as_dict(out)
