@@ -145,11 +145,10 @@ class DataPlane:
         backend.enabled = row["enabled"]
         backend.terminating = row["terminating"]
         backend.position = row["position"]
-        stamp = row["health_changed_at"]
-        if stamp != backend.health_stamp:
+        if newer_health(row["health_changed_at"], backend.health_stamp):
             # Only a state the database changed since we last looked wins over a local
             # passive mark that the monitor has not persisted yet.
-            backend.health_stamp = stamp
+            backend.health_stamp = row["health_changed_at"]
             backend.health = row["health_state"]
 
     def _close_unused_upstreams(self) -> None:
@@ -158,11 +157,20 @@ class DataPlane:
             upstream = self._upstreams.pop(address)
             _close_later(upstream)
 
-    def apply_health(self, backend_id: int, state: str, error: str = "") -> None:
-        """A health transition decided by the monitor (this or another process)."""
+    def apply_health(self, backend_id: int, state: str, error: str = "", changed_at=None, *,
+                     force: bool = False) -> None:
+        """A health transition decided by the monitor (this or another process). With the
+        stored `changed_at`, news older than what this process already applied is ignored
+        (pushes and polls may arrive in any order); `force` applies it anyway (see
+        proxy.health_follow: a passive mark that no news confirmed)."""
         backend = self.backends.get(backend_id)
-        if backend is not None and backend.pool is not None:
-            backend.director.set_health(backend, state)
+        if backend is None or backend.pool is None:
+            return
+        if changed_at is not None:
+            if not (force or newer_health(changed_at, backend.health_stamp)):
+                return
+            backend.health_stamp = changed_at
+        backend.director.set_health(backend, state)
 
     def director_by_id(self, director_id: int) -> DirectorRuntime | None:
         return self._directors_by_id.get(director_id)
@@ -170,6 +178,11 @@ class DataPlane:
     async def close(self) -> None:
         for upstream in list(self._upstreams.values()):
             await upstream.close()
+
+
+def newer_health(stamp, than) -> bool:
+    """True when stored health stamp `stamp` is later than `than` (None: never changed)."""
+    return stamp is not None and (than is None or stamp > than)
 
 
 def _close_later(upstream: Upstream) -> None:

@@ -4,7 +4,7 @@ A change committed anywhere (admin, API, `manage.py shell`, another runproxy) bu
 config version and is announced on the channel layer group "director.config"; the watcher
 reloads on that push at once and, as a safety net for lost pushes, compares the version
 every `poll_interval` seconds. Health transitions announced on "director.health" are applied
-straight away. Drained backends (terminating, no request in flight) are removed here (under
+straight away (proxy.health_follow polls for the ones missed; they never bump the version). Drained backends (terminating, no request in flight) are removed here (under
 `--workers`, by worker 0 once no worker has a request on them).
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 
 from asgiref.sync import sync_to_async
 
+from proxy.health_follow import apply_health_message
 from proxy.state import DataPlane, read_rows
 
 log = logging.getLogger("director.proxy")
@@ -108,9 +109,8 @@ class ConfigWatcher:
                     kind = message.get("type")
                     if kind == "config.changed":
                         self._wake.set()
-                    elif kind == "health.changed" and not message.get("sticky_disabled"):
-                        # A sticky comeback arrives disabled with the next reload instead.
-                        self.plane.apply_health(message["backend"], message["state"])
+                    elif kind == "health.changed":
+                        apply_health_message(self.plane, message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # layer unreachable: the version poll still works
