@@ -96,3 +96,8 @@ def store_checks(results: dict[int, tuple[datetime, str]]) -> None:
     rows = [Backend(pk=pk, last_checked=at, last_error=error) for pk, (at, error) in results.items()]
     if rows:
         Backend.objects.bulk_update(rows, ["last_checked", "last_error"])
+
+
+def stored_states(ids) -> dict[int, str]:
+    """Stored health state of these backends (what a monitor taking them over starts from)."""
+    return dict(Backend.objects.filter(pk__in=list(ids)).values_list("pk", "health_state"))
