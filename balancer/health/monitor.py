@@ -82,6 +82,8 @@ class HealthMonitor:
         self._version: int | None = None
         self._checked: dict = {}  # backend id -> (wall time, error) since the last flush
         self._pending: set[asyncio.Task] = set()  # persistence + publication of transitions
+        self._outbox: list[tuple] = []  # transitions waiting to be stored and broadcast
+        self._writer: asyncio.Task | None = None
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False  # coalesces bursts of reload requests into one load
@@ -324,17 +326,27 @@ class HealthMonitor:
         maybe_sticky = transition.old == OFFLINE and transition.new == ONLINE
         if not maybe_sticky:
             self._notify_local(target, transition)
-        stored = self._db(_persist, target, transition, timezone.now())
-        task = asyncio.ensure_future(self._announce(stored, target, transition, maybe_sticky))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._outbox.append((target, transition, timezone.now(), maybe_sticky))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_outbox())
+            self._pending.add(self._writer)
+            self._writer.add_done_callback(self._pending.discard)
 
-    async def _announce(self, stored, target: Target, transition: Transition, maybe_sticky: bool) -> None:
-        try:
-            record = await stored
-        except Exception:  # noqa: BLE001 - the next transition or reload writes again
-            log.exception("could not store health of director %s backend %s", target.director, target.backend)
-            record = None
+    async def _write_outbox(self) -> None:
+        """Store what accumulated while the last batch was written, in one transaction (a
+        mass outage is hundreds of transitions), then broadcast them; repeat until empty."""
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                records = await self._db(_persist, batch)
+            except Exception:  # noqa: BLE001 - the next transition or reload writes again
+                log.exception("could not store %d health transitions", len(batch))
+                records = {}
+            last = {item[0].backend_id: item for item in batch}  # an earlier one was not stored
+            await asyncio.gather(*(self._announce(records.get(target.backend_id), target, transition, maybe_sticky)
+                                   for target, transition, _, maybe_sticky in last.values()))
+
+    async def _announce(self, record, target: Target, transition: Transition, maybe_sticky: bool) -> None:
         disabled = record is not None and record.disabled
         changed_at = record.changed_at.isoformat() if record is not None and record.changed_at else None
         if maybe_sticky and not disabled:
@@ -346,7 +358,7 @@ class HealthMonitor:
                    "sticky_disabled": disabled, "changed_at": changed_at}
         try:
             await self._layer.group_send(HEALTH_GROUP, message)
-        except Exception as exc:  # noqa: BLE001 - other processes also poll the version
+        except Exception as exc:  # noqa: BLE001 - other processes also poll the stored states
             log.warning("could not broadcast health of director %s backend %s: %s", target.director, target.backend, exc)
 
     def _notify_local(self, target: Target, transition: Transition) -> None:
@@ -391,9 +403,14 @@ class HealthMonitor:
             await self._db(store_checks, results)
 
 
-def _persist(target: Target, transition: Transition, checked_at) -> services.HealthRecord | None:
-    """Store the transition (sticky offline mode is applied atomically by the service)."""
-    record = services.store_health(target.backend_id, transition.new, error=transition.error, checked_at=checked_at)
-    if record is not None and record.disabled:
-        log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
-    return record
+def _persist(batch) -> dict[int, services.HealthRecord]:
+    """Store a batch of transitions in one transaction (sticky offline mode is applied
+    atomically by the service). Only the last transition of a backend in the batch counts:
+    it is the state the backend is in."""
+    last = {target.backend_id: (target, transition, at) for target, transition, at, _ in batch}
+    records = services.store_health_many((i, tr.new, tr.error, at) for i, (_, tr, at) in last.items())
+    for backend_id, (target, _, _) in last.items():
+        record = records.get(backend_id)
+        if record is not None and record.disabled:
+            log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
+    return records
