@@ -5,14 +5,7 @@ from __future__ import annotations
 import pytest
 
 from balancer.health.leases import MAX_TICK, LeaseKeeper, lease_ttl, tick_interval
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.unit.test_health_session import Clock
 
 
 class FakeStore:
