@@ -103,7 +103,7 @@ class Backend(models.Model):
     health_state = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNDEFINED, editable=False)
     last_error = models.TextField(blank=True, default="", editable=False)
     last_checked = models.DateTimeField(null=True, blank=True, editable=False)
-    health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    health_changed_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)  # health poll
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -2,6 +2,7 @@
 
 Kept apart from settings.py so the parsing is testable and settings stay declarative.
 """
+import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -55,6 +56,22 @@ def database_from_url(url: str) -> dict:
 
 def database_url() -> str:
     return os.environ.get("DATABASE_URL") or f"sqlite:///{REPO_DIR / 'db.sqlite3'}"
+
+
+def redis_url() -> str | None:
+    """`REDIS_URL`, or None: then everything shared stays in this process."""
+    return os.environ.get("REDIS_URL") or None
+
+
+def channel_prefix() -> str:
+    """Prefix of every name this Director uses in a shared Redis (health leases, channel-layer
+    groups): `DIRECTOR_CHANNEL_PREFIX`, else `director:<8 hex of sha256(DATABASE_URL)>`, so two
+    Directors (two databases) sharing one Redis never see each other's keys, while every
+    process of one Director (same database) agrees on the names without configuration."""
+    explicit = os.environ.get("DIRECTOR_CHANNEL_PREFIX")
+    if explicit:
+        return explicit
+    return "director:" + hashlib.sha256(database_url().encode()).hexdigest()[:8]
 
 
 def channel_layers() -> dict:

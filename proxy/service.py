@@ -10,12 +10,14 @@ import logging
 
 from proxy.dispatch import HealthSink
 from proxy.headers import HeaderRules, TrustedProxies
+from proxy.health_follow import HealthFollower
 from proxy.state import DataPlane, LiveStats, read_rows, route_from_config
 from proxy.watcher import ConfigWatcher
 
 log = logging.getLogger("director.proxy")
 
 ACTIVITY_FLUSH = 1.0  # seconds between live-traffic reports to the health monitor
+REPORTS_GROUP = "director.health.reports"  # heard by every monitor (balancer.health.monitor)
 
 
 class StartupError(Exception):
@@ -23,16 +25,21 @@ class StartupError(Exception):
 
 
 class MonitorLink(HealthSink):
-    """Passive health facts to an in-process HealthMonitor, or over the channel layer to a
-    monitor running elsewhere (`--no-health-monitor`)."""
+    """Passive health facts to the monitor that checks the backend: the in-process
+    HealthMonitor when it holds the backend's lease, else every monitor over the channel
+    layer (the holder acts). Failures are also noted by the HealthFollower, which lifts the
+    local offline mark if no monitor confirms it."""
 
-    def __init__(self, monitor=None, channel_layer=None):
+    def __init__(self, monitor=None, channel_layer=None, follower: HealthFollower | None = None):
         self.monitor = monitor
         self.layer = channel_layer
+        self.follower = follower
         self._active: set[int] = set()
 
     def failed(self, backend_id: int, reason: str) -> None:
-        if self.monitor is not None:
+        if self.follower is not None:
+            self.follower.mark(backend_id)
+        if self.monitor is not None and self.monitor.holds(backend_id):
             self.monitor.report_failure(backend_id, reason)
         elif self.layer is not None:
             message = {"type": "backend.failed", "backend": backend_id, "error": reason}
@@ -49,15 +56,16 @@ class MonitorLink(HealthSink):
             ids, self._active = sorted(self._active), set()
             if self.monitor is not None:
                 self.monitor.report_activity(ids)
-            elif self.layer is not None:
+                ids = [i for i in ids if not self.monitor.holds(i)]
+            if ids and self.layer is not None:
                 await _send_quietly(self.layer, {"type": "backend.activity", "backends": ids})
 
 
 async def _send_quietly(layer, message) -> None:
     try:
-        await layer.send("director-health", message)
+        await layer.group_send(REPORTS_GROUP, message)
     except Exception as exc:  # the monitor's own checks will still find the failure
-        log.debug("cannot reach the health worker: %s", exc)
+        log.debug("cannot reach the health monitors: %s", exc)
 
 
 class ProxyService:
@@ -76,7 +84,8 @@ class ProxyService:
             from balancer.health.monitor import HealthMonitor
 
             self.monitor = HealthMonitor(on_transition=self.plane.apply_health, channel_layer=self.layer)
-        self.link = MonitorLink(self.monitor, self.layer)
+        self.follower = HealthFollower(self.plane)
+        self.link = MonitorLink(self.monitor, self.layer, self.follower)
         self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer, snapshot=snapshot,
                                      on_database_back=on_database_back)
         self._tasks: list[asyncio.Task] = []
@@ -92,7 +101,7 @@ class ProxyService:
                 raise StartupError(f"database unreachable and no configuration snapshot to serve from: {exc}") from None
             log.warning("database unreachable (%s): serving the configuration saved at %s in %s until it answers",
                         " ".join(str(exc).split()), self.snapshot.saved_at(), self.snapshot.path)
-            self.watcher.database_away = True
+            self.watcher.outage.failing = True  # its callback runs once the database answers
         else:
             if self.snapshot is not None:
                 self.snapshot.save(rows)
@@ -111,6 +120,7 @@ class ProxyService:
         """Called on daphne's loop once every listener is bound."""
         loop = asyncio.get_running_loop()
         await self.watcher.start()
+        await self.follower.start()
         if self.monitor is not None:
             from balancer.health.worker import serve
 
@@ -125,6 +135,7 @@ class ProxyService:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.monitor is not None:
             await self.monitor.stop()
+        await self.follower.stop()
         await self.watcher.stop()
         await self.plane.close()
 

@@ -4,7 +4,7 @@ Every time a process applies rows from the database it writes them here (temp fi
 rename, owner-only: the rows name every backend). A process that starts or restarts while
 the database is unreachable serves from this file instead of refusing to start, and goes
 back to the database as soon as it answers. The rows are what the data plane's
-`apply_rows()` takes, as JSON (timestamps as ISO text).
+`apply_rows()` takes, as JSON.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from pathlib import Path
 log = logging.getLogger("director.proxy")
 
 SNAPSHOT_FILE = "config-snapshot.json"
-FORMAT = 1
+FORMAT = 2
+DATETIME = "$datetime"
 
 
 class SnapshotStore:
@@ -42,7 +43,7 @@ class SnapshotStore:
     def load(self) -> tuple | None:
         """The saved rows, or None when there is no usable snapshot."""
         try:
-            data = json.loads(self.path.read_text())
+            data = json.loads(self.path.read_text(), object_hook=_decode)
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -62,5 +63,12 @@ class SnapshotStore:
 
 def _json_value(value):
     if isinstance(value, datetime):
-        return value.isoformat()
+        return {DATETIME: value.isoformat()}
     raise TypeError(f"cannot store {type(value).__name__} in the snapshot")
+
+
+def _decode(obj: dict):
+    """Timestamps come back as datetimes (health stamps are compared with the database's)."""
+    if len(obj) == 1 and DATETIME in obj:
+        return datetime.fromisoformat(obj[DATETIME])
+    return obj

@@ -12,7 +12,7 @@ import logging
 from proxy.addresses import BackendAddress, parse_backend_url, parse_target
 from proxy.director import DirectorRuntime
 from proxy.routes import Route
-from proxy.runtime import BackendRuntime, DirectorSettings
+from proxy.runtime import NOT_LOADED, BackendRuntime, DirectorSettings
 from proxy.upstream import Timeouts, Upstream, make_upstream
 
 log = logging.getLogger("director.proxy")
@@ -161,11 +161,10 @@ class DataPlane:
         backend.enabled = row["enabled"]
         backend.terminating = row["terminating"]
         backend.position = row["position"]
-        stamp = row["health_changed_at"]
-        if stamp != backend.health_stamp:
+        if backend.health_stamp is NOT_LOADED or newer_health(row["health_changed_at"], backend.health_stamp):
             # Only a state the database changed since we last looked wins over a local
             # passive mark that the monitor has not persisted yet.
-            backend.health_stamp = stamp
+            backend.health_stamp = row["health_changed_at"]
             backend.health = row["health_state"]
 
     def _close_unused_upstreams(self) -> None:
@@ -174,15 +173,26 @@ class DataPlane:
             upstream = self._upstreams.pop(address)
             _close_later(upstream)
 
-    def apply_health(self, backend_id: int, state: str, error: str = "") -> None:
-        """A health transition decided by the monitor (this or another process)."""
+    def apply_health(self, backend_id: int, state: str, error: str = "", changed_at=None, *,
+                     force: bool = False) -> None:
+        """A health transition decided by the monitor (this or another process). With the
+        stored `changed_at`, news older than what this process already applied is ignored
+        (pushes and polls may arrive in any order); `force` applies it anyway (see
+        proxy.health_follow: a passive mark that no news confirmed)."""
         backend = self.backends.get(backend_id)
-        if backend is not None and backend.pool is not None:
-            backend.director.set_health(backend, state)
-            row = self._backend_rows.get(backend_id)
-            if row is not None and row["health_state"] != state:
-                row["health_state"] = state
-                self.rows_changed = True
+        if backend is None or backend.pool is None:
+            return
+        if changed_at is not None:
+            if not (force or newer_health(changed_at, backend.health_stamp)):
+                return
+            backend.health_stamp = changed_at
+        backend.director.set_health(backend, state)
+        row = self._backend_rows.get(backend_id)
+        if row is not None and row["health_state"] != state:
+            row["health_state"] = state
+            if changed_at is not None:
+                row["health_changed_at"] = changed_at
+            self.rows_changed = True
 
     def director_by_id(self, director_id: int) -> DirectorRuntime | None:
         return self._directors_by_id.get(director_id)
@@ -190,6 +200,11 @@ class DataPlane:
     async def close(self) -> None:
         for upstream in list(self._upstreams.values()):
             await upstream.close()
+
+
+def newer_health(stamp, than) -> bool:
+    """True when stored health stamp `stamp` is later than `than` (None: never changed)."""
+    return stamp is not None and (than is None or than is NOT_LOADED or stamp > than)
 
 
 def _close_later(upstream: Upstream) -> None:

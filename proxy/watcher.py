@@ -4,7 +4,7 @@ A change committed anywhere (admin, API, `manage.py shell`, another runproxy) bu
 config version and is announced on the channel layer group "director.config"; the watcher
 reloads on that push at once and, as a safety net for lost pushes, compares the version
 every `poll_interval` seconds. Health transitions announced on "director.health" are applied
-straight away. Drained backends (terminating, no request in flight) are removed here (under
+straight away (proxy.health_follow polls for the ones missed; they never bump the version). Drained backends (terminating, no request in flight) are removed here (under
 `--workers`, by worker 0 once no worker has a request on them).
 """
 from __future__ import annotations
@@ -14,6 +14,8 @@ import logging
 
 from asgiref.sync import sync_to_async
 
+from proxy.health_follow import apply_health_message
+from proxy.outage_log import OutageLog
 from proxy.state import DataPlane, read_rows
 
 log = logging.getLogger("director.proxy")
@@ -61,7 +63,7 @@ class ConfigWatcher:
         self.layer = channel_layer
         self.snapshot = snapshot
         self.on_database_back = on_database_back
-        self.database_away = False
+        self.outage = OutageLog(log, "database unreachable, serving the last configuration")
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._removing: set[int] = set()
@@ -101,23 +103,16 @@ class ConfigWatcher:
             await self._save_snapshot()
             try:
                 version = await sync_to_async(_read_version, thread_sensitive=False)()
-                if self.database_away:
-                    await self._database_back()
+                if self.outage.failing and self.on_database_back is not None:
+                    await sync_to_async(self.on_database_back, thread_sensitive=False)()
+                self.outage.ok()
                 if version != self.plane.version:
                     await self.reload()
                 await self._reap_drained()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # database away: keep serving the last view, say so once
-                if not self.database_away:
-                    log.warning("database unreachable, serving the last configuration: %s", " ".join(str(exc).split()))
-                    self.database_away = True
-
-    async def _database_back(self) -> None:
-        log.info("database reachable again")
-        if self.on_database_back is not None:
-            await sync_to_async(self.on_database_back, thread_sensitive=False)()
-        self.database_away = False
+            except Exception as exc:  # database away: keep serving the last view
+                self.outage.failed(exc)
 
     async def _listen(self) -> None:
         while True:
@@ -130,9 +125,8 @@ class ConfigWatcher:
                     kind = message.get("type")
                     if kind == "config.changed":
                         self._wake.set()
-                    elif kind == "health.changed" and not message.get("sticky_disabled"):
-                        # A sticky comeback arrives disabled with the next reload instead.
-                        self.plane.apply_health(message["backend"], message["state"])
+                    elif kind == "health.changed":
+                        apply_health_message(self.plane, message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # layer unreachable: the version poll still works

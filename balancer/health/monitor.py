@@ -7,6 +7,11 @@ Output, per transition: one log line, `on_transition(backend_id, state, error)` 
 plane in this process, the database row (services.record_health), and a `health.changed`
 message to channel-layer group `director.health` for other processes and the status page.
 
+Several monitors (runproxy processes, healthworkers, nodes) share the backends through
+per-backend leases in Redis (`leases.py`): each checks only the backends it holds, and takes
+passive failures only for those (every monitor hears them on group `director.health.reports`).
+Without Redis the monitor holds every backend.
+
 Database work runs in one dedicated thread, never on the event loop (the loop is shared with
 live traffic in runproxy); one thread keeps writes in order and holds one connection.
 """
@@ -22,33 +27,35 @@ from django.utils import timezone
 
 from balancer import services
 from balancer.dbthread import DatabaseThread
-from balancer.models import Backend
 from proxy.addresses import parse_backend_url
+from proxy.outage_log import OutageLog
 from proxy.upstream import Upstream, make_upstream
 
 from .probe import ProbeResult, probe
+from .leases import LeaseKeeper, keeper_from_settings, lease_ttl, tick_interval
 from .session import OFFLINE, ONLINE, HealthSession, Transition
-from .targets import Target, load_targets, store_checks
+from .targets import Target, load_targets, store_checks, stored_states
 
 log = logging.getLogger("director.health")
 
 HEALTH_GROUP = "director.health"
 HEALTH_CHANGED = "health.changed"
-STICKY_ACTOR = "health-monitor"
+REPORTS_GROUP = "director.health.reports"  # passive failures and activity, heard by every monitor
 CONFIG_POLL = 1.0  # seconds between ConfigVersion polls (safety net for missed pushes)
 FLUSH_INTERVAL = 5.0  # seconds between batched last_checked writes
 STOP_GRACE = 5.0  # seconds stop() waits for pending database writes
 
 TransitionCallback = Callable[[int, str, str], None]
+FROM_SETTINGS = object()  # HealthMonitor(leases=...) default: Redis leases when REDIS_URL is set
 
 
 class _Watch:
     """Runtime of one checked backend: its target, session, client and timer task."""
 
     __slots__ = ("target", "session", "upstream", "request", "wake", "task", "checks", "last_result",
-                 "last_duration")
+                 "last_duration", "held")
 
-    def __init__(self, target: Target, session: HealthSession, upstream: Upstream):
+    def __init__(self, target: Target, session: HealthSession, upstream: Upstream, held: bool):
         self.target = target
         self.session = session
         self.upstream = upstream
@@ -58,6 +65,7 @@ class _Watch:
         self.checks = 0
         self.last_duration: float | None = None  # seconds the last check took
         self.last_result: ProbeResult | None = None
+        self.held = held  # this monitor holds the backend's lease: it checks it
 
 
 class HealthMonitor:
@@ -65,7 +73,7 @@ class HealthMonitor:
 
     def __init__(self, *, on_transition: TransitionCallback | None = None, channel_layer=None,
                  clock: Callable[[], float] = time.monotonic, config_poll: float = CONFIG_POLL,
-                 flush_interval: float = FLUSH_INTERVAL):
+                 flush_interval: float = FLUSH_INTERVAL, leases: LeaseKeeper | None = FROM_SETTINGS):
         self.on_transition = on_transition
         self._layer = channel_layer
         self._clock = clock
@@ -75,10 +83,14 @@ class HealthMonitor:
         self._version: int | None = None
         self._checked: dict = {}  # backend id -> (wall time, error) since the last flush
         self._pending: set[asyncio.Task] = set()  # persistence + publication of transitions
+        self._outbox: list[tuple] = []  # transitions waiting to be stored and broadcast
+        self._writer: asyncio.Task | None = None
         self._background: list[asyncio.Task] = []
         self._reload_lock = asyncio.Lock()
         self._reload_wanted = False  # coalesces bursts of reload requests into one load
         self._database: DatabaseThread | None = None
+        self._leases = keeper_from_settings() if leases is FROM_SETTINGS else leases
+        self._lease_wake = asyncio.Event()
         self.running = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -93,10 +105,14 @@ class HealthMonitor:
         self.running = True
         try:
             await self.reload()
+            if self._leases is not None:
+                await self._lease_tick()  # check what this monitor holds, not everything, from the start
         except BaseException:
             await self.stop()
             raise
         self._background = [asyncio.ensure_future(self._poll_config()), asyncio.ensure_future(self._flush_loop())]
+        if self._leases is not None:
+            self._background.append(asyncio.ensure_future(self._lease_loop()))
 
     async def stop(self) -> None:
         """Cancel every task, finish pending writes (bounded), close connections."""
@@ -109,6 +125,9 @@ class HealthMonitor:
         self._background = []
         await asyncio.gather(*(self._retire(w) for w in list(self._watches.values())), return_exceptions=True)
         self._watches.clear()
+        if self._leases is not None:
+            await self._leases.release()  # others take over at their next tick
+            await self._leases.close()
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=STOP_GRACE)
         try:
@@ -121,10 +140,16 @@ class HealthMonitor:
 
     # --- inputs ------------------------------------------------------------------------
 
-    def report_failure(self, backend_id: int, error: str) -> None:
-        """A live request to the backend failed: offline at once (SPEC §7.5)."""
+    def holds(self, backend_id: int) -> bool:
+        """True when this monitor checks the backend (holds its lease)."""
         watch = self._watches.get(backend_id)
-        if watch is None:
+        return watch is not None and watch.held
+
+    def report_failure(self, backend_id: int, error: str) -> None:
+        """A live request to the backend failed: offline at once (SPEC §7.5). Only the
+        monitor holding the backend acts on it; every monitor hears every report."""
+        watch = self._watches.get(backend_id)
+        if watch is None or not watch.held:
             return
         transition = watch.session.passive_failure(error)
         if transition is not None:
@@ -158,6 +183,7 @@ class HealthMonitor:
                     self._add(target)
                 elif not watch.target.same_checks(target):
                     await self._reconfigure(watch, target)
+            self._lease_wake.set()  # claim new backends now, not at the next tick
 
     def stats(self) -> dict[int, dict]:
         """Per backend id: names, state, number of checks and the last result."""
@@ -166,7 +192,7 @@ class HealthMonitor:
                          "mode": w.session.policy.mode, "checks": w.checks,
                          "last_status": w.last_result.status if w.last_result else None,
                          "last_error": w.last_result.error if w.last_result else "",
-                         "last_duration": w.last_duration}
+                         "last_duration": w.last_duration, "held": w.held}
             for backend_id, w in self._watches.items()
         }
 
@@ -179,7 +205,7 @@ class HealthMonitor:
             log.error("director %s: backend %s not checked: %s", target.director, target.backend, exc)
             return
         session = HealthSession(target.policy, state=target.state, clock=self._clock)
-        self._start(_Watch(target, session, upstream))
+        self._start(_Watch(target, session, upstream, held=self._leases is None))
 
     def _start(self, watch: _Watch) -> None:
         self._watches[watch.target.backend_id] = watch
@@ -189,7 +215,7 @@ class HealthMonitor:
         if target.url != watch.target.url:  # SPEC forbids it; a new client is still correct
             await self._retire(watch)
             upstream = make_upstream(parse_backend_url(target.url))
-            watch = _Watch(target, watch.session, upstream)
+            watch = _Watch(target, watch.session, upstream, watch.held)
             watch.session.reconfigure(target.policy)
             self._start(watch)
             return
@@ -212,6 +238,9 @@ class HealthMonitor:
         session = watch.session
         while True:
             watch.wake.clear()
+            if not watch.held:
+                await watch.wake.wait()  # the lease keeper wakes us when we gain the backend
+                continue
             due = session.due_at()
             delay = None if due is None else due - self._clock()
             if delay is not None and delay <= 0:
@@ -240,6 +269,46 @@ class HealthMonitor:
         if transition is not None:
             self._publish(target, transition)
 
+    # --- leases ------------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            intervals = [w.session.policy.interval for w in self._watches.values()]
+            try:
+                await asyncio.wait_for(self._lease_wake.wait(), tick_interval(intervals))
+            except TimeoutError:
+                pass
+            self._lease_wake.clear()
+            try:
+                await self._lease_tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next tick tries again
+                log.exception("health lease tick failed")
+
+    async def _lease_tick(self) -> None:
+        """Renew and claim leases; stop checking what was lost; take over what was gained:
+        from the stored state (the previous holder's verdict), with a check at once."""
+        watches = dict(self._watches)
+        change = await self._leases.tick({i: lease_ttl(w.session.policy.interval) for i, w in watches.items()})
+        for backend_id in change.lost:
+            watch = watches.get(backend_id)
+            if watch is not None:
+                watch.held = False
+        gained = [watches[i] for i in change.gained if i in watches]
+        if not gained:
+            return
+        try:
+            states = await self._db(stored_states, [w.target.backend_id for w in gained])
+        except Exception as exc:  # noqa: BLE001 - database away: continue from what we knew
+            log.warning("health monitor could not read the stored states it takes over: %s", exc)
+            states = {}
+        for watch in gained:
+            watch.session.take_over(states.get(watch.target.backend_id, watch.session.state))
+            watch.held = True
+            watch.wake.set()
+        log.debug("health monitor took over %d backends", len(gained))
+
     # --- outputs -----------------------------------------------------------------------
 
     def _publish(self, target: Target, transition: Transition) -> None:
@@ -258,27 +327,39 @@ class HealthMonitor:
         maybe_sticky = transition.old == OFFLINE and transition.new == ONLINE
         if not maybe_sticky:
             self._notify_local(target, transition)
-        stored = self._db(_persist, target, transition, timezone.now())
-        task = asyncio.ensure_future(self._announce(stored, target, transition, maybe_sticky))
-        self._pending.add(task)
-        task.add_done_callback(self._pending.discard)
+        self._outbox.append((target, transition, timezone.now(), maybe_sticky))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_outbox())
+            self._pending.add(self._writer)
+            self._writer.add_done_callback(self._pending.discard)
 
-    async def _announce(self, stored, target: Target, transition: Transition, maybe_sticky: bool) -> None:
-        try:
-            disabled = await stored
-        except Exception:  # noqa: BLE001 - the next transition or reload writes again
-            log.exception("could not store health of director %s backend %s", target.director, target.backend)
-            disabled = False
+    async def _write_outbox(self) -> None:
+        """Store what accumulated while the last batch was written, in one transaction (a
+        mass outage is hundreds of transitions), then broadcast them; repeat until empty."""
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                records = await self._db(_persist, batch)
+            except Exception:  # noqa: BLE001 - the next transition or reload writes again
+                log.exception("could not store %d health transitions", len(batch))
+                records = {}
+            last = {item[0].backend_id: item for item in batch}  # an earlier one was not stored
+            await asyncio.gather(*(self._announce(records.get(target.backend_id), target, transition, maybe_sticky)
+                                   for target, transition, _, maybe_sticky in last.values()))
+
+    async def _announce(self, record, target: Target, transition: Transition, maybe_sticky: bool) -> None:
+        disabled = record is not None and record.disabled
+        changed_at = record.changed_at.isoformat() if record is not None and record.changed_at else None
         if maybe_sticky and not disabled:
             self._notify_local(target, transition)
         if self._layer is None:
             return
         message = {"type": HEALTH_CHANGED, "backend": target.backend_id, "director": target.director,
                    "backend_name": target.backend, "state": transition.new, "error": transition.error,
-                   "sticky_disabled": disabled}
+                   "sticky_disabled": disabled, "changed_at": changed_at}
         try:
             await self._layer.group_send(HEALTH_GROUP, message)
-        except Exception as exc:  # noqa: BLE001 - other processes also poll the version
+        except Exception as exc:  # noqa: BLE001 - other processes also poll the stored states
             log.warning("could not broadcast health of director %s backend %s: %s", target.director, target.backend, exc)
 
     def _notify_local(self, target: Target, transition: Transition) -> None:
@@ -296,16 +377,18 @@ class HealthMonitor:
         return self._database.run(func, *args)
 
     async def _poll_config(self) -> None:
+        outage = OutageLog(log, "health monitor could not read the configuration")
         while True:
             await asyncio.sleep(self._config_poll)
             try:
                 version = await self._db(services.current_version)
                 if version != self._version:
                     await self.reload()
+                outage.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - database down: keep checking what we know
-                log.warning("health monitor could not read the configuration: %s", exc)
+                outage.failed(exc)
 
     async def _flush_loop(self) -> None:
         while True:
@@ -323,20 +406,14 @@ class HealthMonitor:
             await self._db(store_checks, results)
 
 
-def _persist(target: Target, transition: Transition, checked_at) -> bool:
-    """Store the transition; True when sticky offline mode disabled the backend.
-
-    services.record_health applies sticky offline mode atomically with the state; the
-    explicit disable below is then a no-op, and only guards the rule should the stored
-    state have been stale (written by another monitor)."""
-    row = Backend.objects.filter(pk=target.backend_id).values("enabled", "director__sticky_offline_mode").first()
-    if row is None:
-        return False
-    services.record_health(target.backend_id, transition.new, error=transition.error, checked_at=checked_at)
-    if not (row["enabled"] and transition.sticky_disables(row["director__sticky_offline_mode"])):
-        return False
-    backend = Backend.objects.select_related("director").get(pk=target.backend_id)
-    if backend.enabled:
-        services.set_backend_enabled(backend, False, actor=STICKY_ACTOR)
-    log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
-    return True
+def _persist(batch) -> dict[int, services.HealthRecord]:
+    """Store a batch of transitions in one transaction (sticky offline mode is applied
+    atomically by the service). Only the last transition of a backend in the batch counts:
+    it is the state the backend is in."""
+    last = {target.backend_id: (target, transition, at) for target, transition, at, _ in batch}
+    records = services.store_health_many((i, tr.new, tr.error, at) for i, (_, tr, at) in last.items())
+    for backend_id, (target, _, _) in last.items():
+        record = records.get(backend_id)
+        if record is not None and record.disabled:
+            log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
+    return records

@@ -105,6 +105,15 @@ class HealthSession:
         self._next_check = self._clock() + self.policy.interval
         return self._move(OFFLINE, error, passive=True)
 
+    def take_over(self, state: str) -> None:
+        """This monitor starts checking the backend (a lease gained): continue from the stored
+        state another monitor left, with fresh counters and a check at once."""
+        if state in STATES:
+            self.state = state
+        self.consecutive_successes = 0
+        self.consecutive_failures = 0
+        self._next_check = self._clock()
+
     def activity(self) -> None:
         """The backend served live traffic just now (opportunistic mode)."""
         self.last_activity = self._clock()

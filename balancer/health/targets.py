@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from balancer import services
 from balancer.models import Backend
@@ -91,8 +91,22 @@ def load_targets() -> tuple[int, dict[int, Target]]:
 
 
 def store_checks(results: dict[int, tuple[datetime, str]]) -> None:
-    """last_checked / last_error of many backends in one statement (no version bump: nothing a
-    proxy routes on changed). Backends removed meanwhile are simply not matched."""
-    rows = [Backend(pk=pk, last_checked=at, last_error=error) for pk, (at, error) in results.items()]
-    if rows:
-        Backend.objects.bulk_update(rows, ["last_checked", "last_error"])
+    """last_checked / last_error of many backends in one transaction (no version bump: nothing
+    a proxy routes on changed). One prepared UPDATE run for every row: Django's bulk_update
+    builds a CASE per field and row in Python, which cost a third of the monitor's CPU with
+    1,000 backends. Backends removed meanwhile are simply not matched."""
+    if not results:
+        return
+    table = connection.ops.quote_name(Backend._meta.db_table)
+    at, error, pk = (connection.ops.quote_name(Backend._meta.get_field(f).column) for f in ("last_checked", "last_error", "id"))
+    sql = f"UPDATE {table} SET {at} = %s, {error} = %s WHERE {pk} = %s"
+    field = Backend._meta.get_field("last_checked")
+    rows = [(field.get_db_prep_value(checked, connection), err, backend_id)
+            for backend_id, (checked, err) in sorted(results.items())]
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def stored_states(ids) -> dict[int, str]:
+    """Stored health state of these backends (what a monitor taking them over starts from)."""
+    return dict(Backend.objects.filter(pk__in=list(ids)).values_list("pk", "health_state"))

@@ -1,4 +1,6 @@
-"""The health monitor as a channels consumer on channel `director-health`.
+"""The health monitor as a channels consumer on channel `director-health` and groups
+`director.health.reports` (every monitor hears every passive report; the one holding the
+backend's lease acts on it) and `director.config`.
 
 Messages it takes (from the data plane of other processes, from services, from operators):
   {"type": "backend.failed", "backend": id, "error": text}   passive failure: offline at once
@@ -21,10 +23,11 @@ from channels.layers import get_channel_layer
 
 from balancer.notify import GROUP as CONFIG_GROUP
 
-from .monitor import HealthMonitor
+from .monitor import REPORTS_GROUP, HealthMonitor
 
 log = logging.getLogger("director.health")
 
+GROUPS = (CONFIG_GROUP, REPORTS_GROUP)
 HEALTH_CHANNEL = "director-health"
 SCOPE = {"type": "channel", "channel": HEALTH_CHANNEL}
 
@@ -48,14 +51,16 @@ class HealthWorker(AsyncConsumer):
             nonlocal joined
             if not joined and self.channel_layer is not None:
                 joined = True
-                await self.channel_layer.group_add(CONFIG_GROUP, self.channel_name)
+                for group in GROUPS:
+                    await self.channel_layer.group_add(group, self.channel_name)
             return await receive()
 
         try:
             await super().__call__(scope, receive_after_joining, send)
         finally:
             if joined:
-                await self.channel_layer.group_discard(CONFIG_GROUP, self.channel_name)
+                for group in GROUPS:
+                    await self.channel_layer.group_discard(group, self.channel_name)
             if self._owns_monitor:
                 await self.monitor.stop()
 

@@ -19,6 +19,7 @@ from tests.support.load import probing
 from tests.support.private_postgres import private_postgres
 from tests.support.shared_services import redis_url
 from tests.support.waiting import wait_for
+from tests.support.workers import every_worker_sees
 
 CONFIG = """
     [directors.app]
@@ -39,6 +40,8 @@ def start_on(tmp_path, database, backend, *args, env=None) -> Director:
     director.start()
     director.key = director.manage("createapitoken", "ops").stdout.strip()
     wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
+    if "--workers" in args:
+        wait_for(lambda: every_worker_sees(director, 2, {"one": "online"}), 20, what="both workers to see it")
     wait_for(lambda: (director.dir / "config-snapshot.json").exists(), 10, what="the snapshot")
     return director
 
@@ -82,8 +85,10 @@ def test_a_worker_killed_while_the_database_is_away_is_back_within_3_s(tmp_path)
                          what="worker 1 serving again")
                 back_after = time.monotonic() - killed
                 time.sleep(1)  # a second of probes served by the new worker
-                failures = probe.stop()
-            assert failures == [], failures[:5]
+                probe.stop()
+            # Only a connection the killed worker had already accepted may fail; the kernel's
+            # share of the dead worker's socket waits for its successor.
+            assert len(probe.failures) <= 1 and probe.failures_except_around(killed) == [], probe.failures[:5]
             assert probe.attempts > 50
             assert back_after < 3
             database.start()

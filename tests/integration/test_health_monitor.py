@@ -156,7 +156,8 @@ async def test_goes_online_after_two_good_checks_logged_stored_and_published(ser
     assert monitor.transitions[0] == (backend.pk, "online", "")
     message = await asyncio.wait_for(layer.receive(listener), 2)
     assert message == {"type": "health.changed", "backend": backend.pk, "director": "app",
-                       "backend_name": "app1", "state": "online", "error": "", "sticky_disabled": False}
+                       "backend_name": "app1", "state": "online", "error": "", "sticky_disabled": False,
+                       "changed_at": row.health_changed_at.isoformat()}
     await layer.group_discard(HEALTH_GROUP, listener)
 
 

@@ -18,6 +18,7 @@ from tests.support.director import Director
 from tests.support.load import probing, wrk_through
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
+from tests.support.workers import every_worker_sees
 
 LOAD_SECONDS = 30
 RELOAD_AFTER = 8
@@ -56,8 +57,11 @@ def pid_of(director: Director) -> int:
     return int((director.dir / "runproxy.pid").read_text())
 
 
-def reload_under_load(director: Director, one, two, reload) -> None:
+def reload_under_load(director: Director, one, two, reload, workers: int = 0) -> None:
     wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
+    if workers:
+        wait_for(lambda: every_worker_sees(director, workers, {"one": "online"}), 20,
+                 what="every worker to see the backend online")
     with wrk_through(director.url + "/", 16, LOAD_SECONDS) as wrk, probing(director.port) as probe:
         time.sleep(RELOAD_AFTER)  # load before the reload, measured by wrk
         director.config_path.write_text(AFTER.format(one=one.port, two=two.port).replace("\n    ", "\n"))
@@ -106,7 +110,7 @@ def test_reload_of_two_workers_replaces_them_one_at_a_time_losing_no_request(tmp
         director.start()
         try:
             old_workers = workers_of(director)
-            reload_under_load(director, one, two, sighup)
+            reload_under_load(director, one, two, sighup, workers=2)
             wait_for(lambda: not workers_of(director) & old_workers, 20, what="the old workers to exit")
             assert len(workers_of(director)) == 2
         finally:

@@ -1,4 +1,6 @@
 """balancer.services against a real database: validation, static rules, audit, version."""
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
 
@@ -167,13 +169,14 @@ def test_version_rises_with_every_change(director):
     assert services.current_version() == version + 2
 
 
-def test_record_health(director):
+def test_record_health_stores_without_a_config_version(director):
+    """Health is not configuration (SPEC §11): no version bump, so no process reloads."""
     backend = services.create_backend(director, {"name": "b1", "url": URL1}, actor=ACTOR)
     version = services.current_version()
     assert services.record_health(backend.pk, "online") is True
     assert services.record_health(backend.pk, "online") is False
-    assert services.current_version() == version + 1
     assert services.record_health(backend.pk, "offline", error="connection refused") is True
+    assert services.current_version() == version
     stored = Backend.objects.get(pk=backend.pk)
     assert (stored.health_state, stored.last_error) == ("offline", "connection refused")
     assert stored.last_checked and stored.health_changed_at == stored.last_checked
@@ -188,9 +191,23 @@ def test_sticky_offline_disables_on_recovery():
     services.record_health(backend.pk, "online")  # undefined -> online: stays enabled
     assert Backend.objects.get(pk=backend.pk).enabled
     services.record_health(backend.pk, "offline", error="refused")
-    services.record_health(backend.pk, "online")
+    version = services.current_version()
+    record = services.store_health(backend.pk, "online")
+    assert record.changed and record.disabled
     assert not Backend.objects.get(pk=backend.pk).enabled
     assert audits("backend.disable")[0].actor == "health-monitor"
+    assert services.current_version() == version + 1  # disabling is a configuration change
+
+
+def test_health_stamps_only_move_forward(director):
+    """A monitor whose clock is behind the previous writer's still stores a later stamp, so
+    processes ordering health news by stamp take the newest."""
+    backend = services.create_backend(director, {"name": "b1", "url": URL1}, actor=ACTOR)
+    first = services.store_health(backend.pk, "online").changed_at
+    behind = first - timedelta(seconds=30)
+    second = services.store_health(backend.pk, "offline", checked_at=behind).changed_at
+    assert second > first
+    assert Backend.objects.get(pk=backend.pk).health_changed_at == second
 
 
 @pytest.mark.django_db(transaction=True)

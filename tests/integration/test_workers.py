@@ -5,7 +5,6 @@ Redis: test_runproxy_startup)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from tests.support.live_api import api as api_on
 from tests.support.rawhttp import RawHTTP, request as raw_request
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
+from tests.support.workers import every_worker_sees, published
 
 CONFIG = """
     [directors.pool]
@@ -39,12 +39,6 @@ def worker_pids(supervisor_pid: int) -> set[int]:
     return {int(pid) for pid in found.split()}
 
 
-def published(director: Director) -> dict[int, dict]:
-    """Each worker's latest published figures (worker index -> snapshot)."""
-    return {payload["worker"]: payload["snapshot"] for payload in
-            (json.loads(path.read_text()) for path in (director.dir / "workers").glob("*/*.json"))}
-
-
 def served_by_workers(director: Director) -> dict[int, int]:
     """Requests each worker has published (worker index -> total dispatched)."""
     return {worker: sum(d["load"]["total"] for d in snapshot["directors"])
@@ -52,10 +46,7 @@ def served_by_workers(director: Director) -> dict[int, int]:
 
 
 def every_worker_sees_both_online(director: Director) -> bool:
-    """The connections a test makes may all land on one worker: ask the workers themselves."""
-    views = published(director)
-    return len(views) == 2 and all({b["name"]: b["health"] for d in snapshot["directors"] for b in d["backends"]}
-                                   == {"one": "online", "two": "online"} for snapshot in views.values())
+    return every_worker_sees(director, 2, {"one": "online", "two": "online"})
 
 
 @pytest.fixture

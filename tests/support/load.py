@@ -50,6 +50,7 @@ class ConnectProbe(threading.Thread):
         super().__init__(daemon=True, name="connect-probe")
         self.host, self.port, self.path, self.interval = host, port, path, interval
         self.failures: list[str] = []
+        self.failed_at: list[float] = []  # time.monotonic() of each failure's attempt
         self.attempts = 0
         self._halt = threading.Event()
 
@@ -63,12 +64,21 @@ class ConnectProbe(threading.Thread):
                 response = conn.getresponse()
                 response.read()
                 if response.status != 200:
-                    self.failures.append(f"{time.strftime('%X')} status {response.status}")
+                    self._failed(started, f"status {response.status}")
             except OSError as exc:
-                self.failures.append(f"{time.strftime('%X')} {type(exc).__name__}: {exc}")
+                self._failed(started, f"{type(exc).__name__}: {exc}")
             finally:
                 conn.close()
             self._halt.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+    def _failed(self, started: float, what: str) -> None:
+        self.failed_at.append(started)
+        self.failures.append(f"{time.strftime('%X')} {what}")
+
+    def failures_except_around(self, moment: float, margin: float = 0.1) -> list[str]:
+        """Failures of attempts that did not start within `margin` s of `moment` (a SIGKILL
+        takes the connections its process had accepted with it)."""
+        return [f for f, t in zip(self.failures, self.failed_at) if abs(t - moment) > margin]
 
     def stop(self) -> list[str]:
         self._halt.set()

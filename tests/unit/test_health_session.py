@@ -175,3 +175,14 @@ def test_invalid_policy_is_rejected(policy):
 def test_invalid_state_is_rejected(clock):
     with pytest.raises(ValueError):
         HealthSession(state="up", clock=clock)
+
+
+def test_take_over_continues_from_the_stored_state_with_a_check_at_once(clock):
+    s = session(clock, state=UNDEFINED, success_threshold=2)
+    s.record(True)
+    clock.advance(0.5)
+    s.take_over(OFFLINE)  # another monitor left it offline
+    assert s.state == OFFLINE and s.consecutive_successes == 0
+    assert s.should_check()
+    s.record(True)
+    assert s.record(True) == Transition(OFFLINE, ONLINE)
