@@ -184,11 +184,15 @@ class DirectorChannel(http.HTTPChannel):
         super().allContentReceived()
 
     def checkPersistence(self, request, version):
-        """Twisted splits Connection on spaces, so only a `close` that stands last counted
-        (`Connection: close, foo` kept the connection): one parser, proxy.headers'."""
+        """Whether the connection stays open after this response. Twisted splits Connection
+        on spaces, so only a `close` that stands last counted (`Connection: close, foo` kept
+        the connection): one parser, proxy.headers'. A draining server ends every
+        connection after the response it is writing, so no client sends a request into a
+        connection the server is about to close."""
         if version != b"HTTP/1.1":
             return False  # as Twisted: no HTTP/1.0 keep-alive
-        if b"close" in connection_tokens(request.requestHeaders.getRawHeaders(b"connection", ())):
+        if self.factory.server.draining or b"close" in connection_tokens(
+                request.requestHeaders.getRawHeaders(b"connection", ())):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return True
@@ -207,15 +211,6 @@ class DirectorChannel(http.HTTPChannel):
         self.reject(400)
 
     # -- closing -----------------------------------------------------------------------
-
-    def checkPersistence(self, request, version):
-        """Twisted's rule, except that a draining server ends every connection after the
-        response it is writing (`Connection: close`), so no client sends a request into a
-        connection the server is about to close."""
-        if self.factory.server.draining:
-            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
-            return False
-        return super().checkPersistence(request, version)
 
     def close_when_done(self, idle_until: float | None = None):
         """The server is stopping: finish the current request, then close. A connection

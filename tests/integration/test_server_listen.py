@@ -108,14 +108,13 @@ def test_traffic_plane_does_not_upgrade_websockets(tmp_path):
 
 
 def test_sigterm_stops_with_status_zero(tmp_path):
-    """A request still in the application at SIGTERM is answered 503 + Connection: close."""
-    with start_server(tmp_path) as server:
+    """A request still in the application when shutdown_timeout ends is closed without an
+    answer (it may have reached a backend: never a 503 of ours), and the process exits 0."""
+    with start_server(tmp_path, "--shutdown-timeout", "1") as server:
         with server.connect() as conn:
             conn.send(request("GET", "/hang", {"Host": "test"}))
             wait_for(lambda: server.stats()["hanging"] >= 1, timeout=5, what="a request in flight")
             assert server.process.stop() == 0
-            response = conn.read_response()
-            assert response.status == 503 and response.header("connection") == "close"
             assert conn.at_eof(timeout=2)
         assert "STOPPED" in server.process.log_path.read_text()
 

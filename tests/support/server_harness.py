@@ -192,6 +192,7 @@ def parse_args(argv):
     parser.add_argument("--max-request-body", type=int, default=1 << 20)
     parser.add_argument("--header-timeout", type=float, default=10.0)
     parser.add_argument("--send-timeout", type=float, default=60.0)
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0)
     parser.add_argument("--unix", help="also serve traffic on this UNIX socket")
     parser.add_argument("--traffic-port", type=int, default=0)
     parser.add_argument("--ipv6", action="store_true", help="also serve traffic on [::1]:0")
@@ -226,7 +227,7 @@ def main(argv=None):
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic,
         management_listen=[ListenAddress(host="127.0.0.1", port=0)],
         max_request_body=args.max_request_body, header_timeout=args.header_timeout, ready_callback=ready,
-        send_timeout=args.send_timeout, sockets=sockets,
+        send_timeout=args.send_timeout, sockets=sockets, shutdown_timeout=args.shutdown_timeout,
     )
     try:
         server.run()
