@@ -12,7 +12,8 @@ import logging
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from .health.monitor import HEALTH_GROUP
+from proxy.channel_names import HEALTH_GROUP
+
 from .status_feed import FEED
 
 log = logging.getLogger("director.views")

@@ -11,8 +11,10 @@ import logging
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-GROUP = "director.config"
-MESSAGE_TYPE = "config.changed"
+from proxy.channel_names import CONFIG_CHANGED, CONFIG_GROUP
+
+GROUP = CONFIG_GROUP
+MESSAGE_TYPE = CONFIG_CHANGED
 log = logging.getLogger("director.notify")
 _pending: set[asyncio.Task] = set()  # strong references until scheduled sends finish
 

@@ -80,7 +80,7 @@ def channel_layers() -> dict:
     if not redis_url:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     return {"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                        "CONFIG": {"hosts": [redis_url]}}}
+                        "CONFIG": {"hosts": [redis_url], "prefix": channel_prefix() + ":"}}}
 
 
 def caches() -> dict:
@@ -90,4 +90,4 @@ def caches() -> dict:
     if not redis_url:
         return {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     return {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                        "LOCATION": redis_url, "KEY_PREFIX": "director"}}
+                        "LOCATION": redis_url, "KEY_PREFIX": channel_prefix()}}

@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from proxy.dispatch import HealthSink
+from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.health_follow import HealthFollower
 from proxy.state import DataPlane, LiveStats, read_rows, route_from_config
@@ -17,7 +18,6 @@ from proxy.watcher import ConfigWatcher
 log = logging.getLogger("director.proxy")
 
 ACTIVITY_FLUSH = 1.0  # seconds between live-traffic reports to the health monitor
-REPORTS_GROUP = "director.health.reports"  # heard by every monitor (balancer.health.monitor)
 
 
 class StartupError(Exception):
@@ -42,7 +42,7 @@ class MonitorLink(HealthSink):
         if self.monitor is not None and self.monitor.holds(backend_id):
             self.monitor.report_failure(backend_id, reason)
         elif self.layer is not None:
-            message = {"type": "backend.failed", "backend": backend_id, "error": reason}
+            message = {"type": BACKEND_FAILED, "backend": backend_id, "error": reason}
             asyncio.get_running_loop().create_task(_send_quietly(self.layer, message))
 
     def activity(self, backend_id: int) -> None:
@@ -58,7 +58,7 @@ class MonitorLink(HealthSink):
                 self.monitor.report_activity(ids)
                 ids = [i for i in ids if not self.monitor.holds(i)]
             if ids and self.layer is not None:
-                await _send_quietly(self.layer, {"type": "backend.activity", "backends": ids})
+                await _send_quietly(self.layer, {"type": BACKEND_ACTIVITY, "backends": ids})
 
 
 async def _send_quietly(layer, message) -> None:

@@ -15,13 +15,12 @@ import logging
 from asgiref.sync import sync_to_async
 
 from proxy.health_follow import apply_health_message
+from proxy.channel_names import CONFIG_CHANGED, CONFIG_GROUP, HEALTH_CHANGED, HEALTH_GROUP
 from proxy.outage_log import OutageLog
 from proxy.state import DataPlane, read_rows
 
 log = logging.getLogger("director.proxy")
 
-CONFIG_GROUP = "director.config"
-HEALTH_GROUP = "director.health"
 
 
 def _read_version() -> int:
@@ -123,9 +122,9 @@ class ConfigWatcher:
                 while True:
                     message = await self.layer.receive(channel)
                     kind = message.get("type")
-                    if kind == "config.changed":
+                    if kind == CONFIG_CHANGED:
                         self._wake.set()
-                    elif kind == "health.changed":
+                    elif kind == HEALTH_CHANGED:
                         apply_health_message(self.plane, message)
             except asyncio.CancelledError:
                 raise

@@ -28,6 +28,7 @@ from django.utils import timezone
 from balancer import services
 from balancer.dbthread import DatabaseThread
 from proxy.addresses import parse_backend_url
+from proxy.channel_names import HEALTH_CHANGED, HEALTH_GROUP, REPORTS_GROUP
 from proxy.outage_log import OutageLog
 from proxy.upstream import Upstream, make_upstream
 
@@ -38,9 +39,6 @@ from .targets import Target, load_targets, store_checks, stored_states
 
 log = logging.getLogger("director.health")
 
-HEALTH_GROUP = "director.health"
-HEALTH_CHANGED = "health.changed"
-REPORTS_GROUP = "director.health.reports"  # passive failures and activity, heard by every monitor
 CONFIG_POLL = 1.0  # seconds between ConfigVersion polls (safety net for missed pushes)
 FLUSH_INTERVAL = 5.0  # seconds between batched last_checked writes
 STOP_GRACE = 5.0  # seconds stop() waits for pending database writes

@@ -21,14 +21,14 @@ import logging
 from channels.consumer import AsyncConsumer
 from channels.layers import get_channel_layer
 
-from balancer.notify import GROUP as CONFIG_GROUP
+from proxy.channel_names import CONFIG_GROUP, REPORTS_GROUP, health_channel
 
-from .monitor import REPORTS_GROUP, HealthMonitor
+from .monitor import HealthMonitor
 
 log = logging.getLogger("director.health")
 
 GROUPS = (CONFIG_GROUP, REPORTS_GROUP)
-HEALTH_CHANNEL = "director-health"
+HEALTH_CHANNEL = health_channel()
 SCOPE = {"type": "channel", "channel": HEALTH_CHANNEL}
 
 

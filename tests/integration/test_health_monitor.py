@@ -17,7 +17,8 @@ from channels.layers import get_channel_layer
 from django.db import connection
 
 from balancer import services
-from balancer.health.monitor import HEALTH_GROUP, HealthMonitor
+from balancer.health.monitor import HealthMonitor
+from proxy.channel_names import HEALTH_GROUP
 from balancer.health.worker import HEALTH_CHANNEL, serve
 from balancer.models import Backend, Director
 from tests.support.waiting import async_wait_for, free_port

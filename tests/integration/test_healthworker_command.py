@@ -23,7 +23,10 @@ from balancer import services
 from balancer.health.worker import HEALTH_CHANNEL, channel_routes
 from balancer.models import Backend
 from tests.support.processes import REPO, Process, python_args
+from proxy.channel_names import health_channel
 from tests.support.waiting import async_wait_for, free_port, port_open
+
+PREFIX = "healthworker-test"  # the worker process's, so the test can name its channel
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -83,7 +86,8 @@ async def test_healthworker_checks_takes_redis_reports_and_stops_on_sigterm(tmp_
         "app", {"health_check_success_threshold": 2}, actor="test")
     backend = await sync_to_async(services.create_backend)(
         director, {"name": "app1", "url": f"http://127.0.0.1:{port}", "health_check_interval": 0.5}, actor="test")
-    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis, "DJANGO_SETTINGS_MODULE": "director_site.settings"}
+    env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": redis, "DJANGO_SETTINGS_MODULE": "director_site.settings",
+           "DIRECTOR_CHANNEL_PREFIX": PREFIX}
     log_path = tmp_path / "healthworker.log"
     worker = Process(python_args(REPO / "manage.py", "healthworker"), log_path, env=env)
     layer = RedisPubSubChannelLayer(hosts=[redis])
@@ -95,7 +99,7 @@ async def test_healthworker_checks_takes_redis_reports_and_stops_on_sigterm(tmp_
 
         async def failed_reported():
             # pub/sub drops messages nobody listens to yet: resend until the worker takes one
-            await layer.send(HEALTH_CHANNEL, {"type": "backend.failed", "backend": backend.pk, "error": "read timeout"})
+            await layer.send(health_channel(PREFIX), {"type": "backend.failed", "backend": backend.pk, "error": "read timeout"})
             return await health_state(backend.pk) == "offline"
 
         await async_wait_for(failed_reported, 5, interval=0.05, what="the passive failure to be stored")
