@@ -353,9 +353,9 @@ def director_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR, workers
         raise ServerError(f"FastCGI support has not landed yet ({FASTCGI_UPSTREAM.relative_to(REPO)})")
     health = {"health_check_request_path": f"/{PHP_SCRIPT}",
               "health_check_fcgi_script_filename": str(root / PHP_SCRIPT)}
-    # capacity = pm.max_children (divided among the workers, each of which enforces its own):
-    # php-fpm ties a child to each open connection, so more concurrent requests than children
-    # only wait in its backlog; Director queues them instead.
+    # capacity = pm.max_children, for the node whatever the number of workers: php-fpm ties
+    # a child to each open connection, so more concurrent requests than children only wait in
+    # its backlog; Director queues them instead.
     config = director_config(f"fastcgi://{HOST}:{fpm_port}", health, {"document_root": str(root)},
-                             capacity=max(1, PHP_CHILDREN // workers))
+                             capacity=PHP_CHILDREN)
     return director(workdir, f"director-fastcgi-{workers}", config, f"/{PHP_SCRIPT}", workers=workers)

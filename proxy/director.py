@@ -14,6 +14,9 @@ from proxy.scheduler import RolePool
 from proxy.slots import Slot
 
 
+NODE_POLL = 0.005  # seconds between looks at the node's slots while requests wait (--workers)
+
+
 class Refused(Exception):
     """The director answers this request itself (503), or gives up after failures."""
 
@@ -51,6 +54,8 @@ class DirectorRuntime:
         self.queued = Counter()
         self.dropped = 0
         self.status_counts = [0, 0, 0, 0, 0, 0]
+        self.node = None  # proxy.node_slots.NodeSlots under --workers: limits per node
+        self._node_poll: asyncio.TimerHandle | None = None
 
     # -- membership -------------------------------------------------------------------
     def rebuild(self, settings: DirectorSettings, backends: list[BackendRuntime]) -> None:
@@ -94,8 +99,38 @@ class DirectorRuntime:
     def any_available(self) -> bool:
         return bool(self.active.available_count or self.backup.available_count)
 
-    def take_slot(self, backend: BackendRuntime) -> Slot:
-        """Count a slot on `backend` in (even above capacity: a pinned request) and lease it."""
+    def _pick_slot(self, exclude, full: set | None = None) -> Slot | None:
+        """A slot on a ready backend, or None. Under --workers a backend with a capacity must
+        also have a free slot in the node (and this process no more than its fair share
+        while other workers wait for it); those that do not are added to `full`."""
+        backend = self._pick(exclude)
+        node = self.node
+        if node is None:
+            return None if backend is None else self.take_slot(backend)
+        while backend is not None:
+            if not backend.capacity:
+                return self.take_slot(backend)
+            if not self._over_share(backend) and node.try_take(backend.id, backend.capacity):
+                return self.take_slot(backend, counted=True)
+            full = set() if full is None else full
+            full.add(backend)
+            backend = self._pick(full.union(exclude))
+        return None
+
+    def _over_share(self, backend: BackendRuntime) -> bool:
+        """Other workers wait for this director and this one holds its share of the backend."""
+        waiting, processes = self.node.waiting(self.id)
+        if not waiting or (processes == 1 and self.queue):
+            return False
+        sharing = processes + (0 if self.queue else 1)
+        mine, _ = self.node.in_flight(backend.id)
+        return mine >= -(-backend.capacity // sharing)
+
+    def take_slot(self, backend: BackendRuntime, *, counted: bool = False) -> Slot:
+        """Count a slot on `backend` in (even above capacity: a pinned request) and lease it.
+        `counted`: the node's table already has it (`_pick_slot`)."""
+        if self.node is not None and backend.capacity and not counted:
+            self.node.take(backend.id)
         was = backend.available
         backend.load += 1
         backend.load_counter.increment()
@@ -112,6 +147,8 @@ class DirectorRuntime:
         backend.load -= 1
         backend.load_counter.decrement()
         self.load.decrement()
+        if self.node is not None and backend.capacity:
+            self.node.give_back(backend.id)
         if backend.capacity and backend.load == backend.capacity - 1:
             self._refile(backend, backend.available)
         elif backend.pool is not None:
@@ -126,14 +163,15 @@ class DirectorRuntime:
             raise Refused("director disabled")
         if self.queue:
             self.dispatch_waiters()  # earlier arrivals first; what they cannot use is free
-        backend = self._pick(exclude)
-        if backend is not None:
-            return self.take_slot(backend)
+        slot = self._pick_slot(exclude)
+        if slot is not None:
+            return slot
         if not self.any_available() and not settings.enqueue_on_unavailable:
             raise Refused("no backend online")
         if retrying and not self._has_untried(exclude):
             raise Refused("no other backend to try")
-        if len(self.queue) >= settings.queue_limit:
+        waiting = len(self.queue) if self.node is None else self.node.waiting(self.id)[0]
+        if waiting >= settings.queue_limit:
             raise Refused("queue full")
         return await self._wait(exclude)
 
@@ -146,6 +184,9 @@ class DirectorRuntime:
         waiter = _Waiter(loop.create_future(), exclude, loop.time() + self.settings.queue_timeout)
         self.queue.append(waiter)
         self.queued.increment()
+        if self.node is not None:
+            self.node.set_waiting(self.id, len(self.queue))
+            self._arm_node_poll()
         expiry = self._expiry
         if expiry is None or expiry.when() > waiter.deadline:  # later only after a timeout cut
             if expiry is not None:
@@ -167,6 +208,8 @@ class DirectorRuntime:
         self.queue.remove(waiter)
         waiter.queued = False
         self.queued.decrement()
+        if self.node is not None:
+            self.node.set_waiting(self.id, len(self.queue))
 
     def _expire_due(self) -> None:
         """Fail every waiter whose queue_timeout has passed; re-arm for the next deadline.
@@ -187,17 +230,30 @@ class DirectorRuntime:
 
     def dispatch_waiters(self) -> None:
         """Hand free slots to waiters in FIFO order (a waiter whose candidates are all
-        excluded does not block the ones behind it)."""
+        excluded does not block the ones behind it). Under --workers a slot another worker
+        frees is seen by polling the node's table every NODE_POLL while requests wait."""
         queue = self.queue
         index = 0
+        full: set = set()  # found full in the node during this pass
         while index < len(queue) and (self.active.ready_count or self.backup.ready_count):
             waiter = queue[index]
-            backend = None if waiter.future.done() else self._pick(waiter.exclude)
-            if backend is None:
+            exclude = full.union(waiter.exclude) if full else waiter.exclude
+            slot = None if waiter.future.done() else self._pick_slot(exclude, full)
+            if slot is None:
                 index += 1  # expired or cancelled (leaves by itself), or all its candidates excluded
                 continue
             self._unqueue(waiter)
-            waiter.future.set_result(self.take_slot(backend))
+            waiter.future.set_result(slot)
+        if queue and self.node is not None:
+            self._arm_node_poll()
+
+    def _arm_node_poll(self) -> None:
+        if self._node_poll is None:
+            self._node_poll = asyncio.get_running_loop().call_later(NODE_POLL, self._node_poll_due)
+
+    def _node_poll_due(self) -> None:
+        self._node_poll = None
+        self.dispatch_waiters()
 
     def stats(self) -> dict:
         return {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}

@@ -9,6 +9,8 @@ import asyncio
 import logging
 
 from proxy.dispatch import HealthSink
+from proxy.node_slots import NodeSlots
+from proxy.supervisor import workers_directory
 from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.health_follow import HealthFollower
@@ -76,7 +78,8 @@ class ProxyService:
         self.config = config
         self.snapshot = snapshot
         self.settings = settings
-        self.plane = DataPlane(tuple(route_from_config(r, i) for i, r in enumerate(config.routes)))
+        self.plane = DataPlane(tuple(route_from_config(r, i) for i, r in enumerate(config.routes)),
+                               node_slots=NodeSlots.from_environment(workers_directory()))
         self.rules = HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies))
         self.layer = _channel_layer()
         self.monitor = None

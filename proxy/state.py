@@ -90,7 +90,9 @@ def route_from_config(rc, index: int) -> Route:
 class DataPlane:
     """Everything the request path reads. Mutated only on the event loop."""
 
-    def __init__(self, routes: tuple[Route, ...] = ()):
+    def __init__(self, routes: tuple[Route, ...] = (), node_slots=None):
+        """`node_slots`: a proxy.node_slots.NodeSlots under --workers (limits per node)."""
+        self.node_slots = node_slots
         self.version = -1
         self.directors: dict[str, DirectorRuntime] = {}
         self._directors_by_id: dict[int, DirectorRuntime] = {}
@@ -127,7 +129,10 @@ class DataPlane:
         self.rows_changed = True
         by_id: dict[int, DirectorRuntime] = {}
         for row in director_rows:
-            director = self._directors_by_id.get(row["id"]) or DirectorRuntime(row["id"], row["name"])
+            director = self._directors_by_id.get(row["id"])
+            if director is None:
+                director = DirectorRuntime(row["id"], row["name"])
+                director.node = self.node_slots
             director.dynamic = row["dynamic"]
             by_id[row["id"]] = director
         members: dict[int, list[BackendRuntime]] = {d: [] for d in by_id}

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 from proxy.addresses import ListenAddress, parse_listen
+from proxy import node_slots
 from proxy.listeners import ListenerSockets, ListenError, ensure_not_served
 
 log = logging.getLogger("director.workers")
@@ -50,6 +51,12 @@ READY_TIMEOUT = 60.0  # a new worker of a reload must serve within this, else th
 KILL_MARGIN = 5.0  # beyond the shutdown timeout, before a stopping worker is killed
 TICK = 0.2
 STORE_RETRY = 2.0  # seconds between attempts to store a file the database was away for
+
+
+def workers_directory() -> Path | None:
+    """In a worker: the directory its supervisor shares with the workers."""
+    value = os.environ.get(DIRECTORY_ENV)
+    return Path(value) if value else None
 
 
 def inherited_sockets() -> dict[ListenAddress, socket.socket]:
@@ -107,12 +114,15 @@ class Supervisor:
         self._reload_wanted = False
         self.unstored = unstored
         self._store_at = 0.0
+        self.slots: node_slots.NodeSlots | None = None  # the node-wide limits table
+        self._columns: dict[int, int] = {}  # pid -> its column in the table
 
     def run(self) -> int:
         """Start the workers and watch them until SIGTERM/SIGINT; the exit code."""
         handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop, signal.SIGHUP: self._on_reload}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         self.workers_dir.mkdir(parents=True, exist_ok=True)
+        self.slots = node_slots.NodeSlots(node_slots.create(self.workers_dir), 0)
         try:
             for worker in self.workers:
                 self._start(worker)
@@ -129,6 +139,8 @@ class Supervisor:
             self._stop_all()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if self.slots is not None:
+                self.slots.close()
             shutil.rmtree(self.workers_dir, ignore_errors=True)
         return 0
 
@@ -150,7 +162,17 @@ class Supervisor:
         if ready_fd is not None:
             env[READY_ENV] = str(ready_fd)
             fds.append(ready_fd)
-        return subprocess.Popen(self.command, env=env, pass_fds=fds)
+        column = min(set(range(node_slots.COLUMNS)) - set(self._columns.values()))
+        env[node_slots.COLUMN_ENV] = str(column)
+        process = subprocess.Popen(self.command, env=env, pass_fds=fds)
+        self._columns[process.pid] = column
+        return process
+
+    def _gone(self, process: subprocess.Popen) -> None:
+        """A worker process has exited: what it held in the node's table is free."""
+        column = self._columns.pop(process.pid, None)
+        if column is not None and self.slots is not None:
+            self.slots.clear_column(column)
 
     def _start(self, worker: _Worker) -> None:
         worker.process = self._spawn(worker.index)
@@ -168,6 +190,7 @@ class Supervisor:
             status = worker.process.poll()
             if status is None:
                 continue
+            self._gone(worker.process)
             lived = now - worker.started
             worker.short_lives = worker.short_lives + 1 if lived < SHORT_LIFE else 0
             delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2 ** max(0, worker.short_lives - 1))
@@ -179,6 +202,7 @@ class Supervisor:
     def _reap_stopping(self) -> None:
         for process in [p for p in self.stopping if p.poll() is not None]:
             self.stopping.remove(process)
+            self._gone(process)
             log.info("runproxy: old worker pid %d finished its requests and exited", process.pid)
         if not self.stopping:
             self.listeners.close_retired()

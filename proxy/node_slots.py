@@ -1,0 +1,172 @@
+"""Node-wide slot and queue counts under `--workers` (SPEC §11 "Limits per node").
+
+A backend's `capacity` and a director's `queue_limit` hold for the node, whatever the number
+of workers: the supervisor creates one small shared table (a file it maps, in its workers
+directory) and gives each worker process a column of its own. A row is keyed by a backend
+id (in-flight requests per column) or by a director id (waiting requests per column).
+
+Each process writes only its own column, so a decrement or a queue count needs no lock.
+Taking a slot is a check-then-increment over every column, done under a byte-range lock on
+that row (`fcntl.lockf`: two system calls, only for backends with a capacity). When a
+process dies the supervisor zeroes its column: nothing it held stays counted.
+
+Rows are found by open addressing from the key; a row, once keyed, keeps its key (ids are
+never reused). A full table, which would take ROWS distinct capacity-limited backends and
+directors in one supervisor's life, falls back to per-worker limits with a warning.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import mmap
+import os
+import struct
+from pathlib import Path
+
+log = logging.getLogger("director.workers")
+
+COLUMNS = 64  # worker processes at once, old and new ones of a reload included
+ROWS = 8192
+KEY = struct.Struct("<q")
+COUNTS = struct.Struct(f"<{COLUMNS}H")
+ROW = KEY.size + COUNTS.size
+SIZE = ROWS * ROW
+FILE = "node-slots"
+COLUMN_ENV = "DIRECTOR_SLOT_COLUMN"
+
+
+def create(directory: Path) -> Path:
+    """The supervisor's empty table (zero-filled)."""
+    path = Path(directory) / FILE
+    with open(path, "wb") as table:
+        table.truncate(SIZE)
+    return path
+
+
+class NodeSlots:
+    def __init__(self, path: Path, column: int):
+        if not 0 <= column < COLUMNS:
+            raise ValueError(f"column {column} outside 0..{COLUMNS - 1}")
+        self.column = column
+        self._fd = os.open(path, os.O_RDWR)
+        self._map = mmap.mmap(self._fd, SIZE)
+        self._rows: dict[int, int] = {}  # key -> offset
+        self._full_warned = False
+
+    @classmethod
+    def from_environment(cls, directory: Path | None) -> NodeSlots | None:
+        column = os.environ.get(COLUMN_ENV)
+        if directory is None or column is None or not (Path(directory) / FILE).exists():
+            return None
+        return cls(Path(directory) / FILE, int(column))
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+    # -- rows --------------------------------------------------------------------------
+
+    def _row(self, key: int) -> int | None:
+        offset = self._rows.get(key)
+        if offset is not None:
+            return offset
+        start = (key * 2654435761) % ROWS
+        for step in range(ROWS):
+            offset = ((start + step) % ROWS) * ROW
+            found = KEY.unpack_from(self._map, offset)[0]
+            if found == 0:
+                with self._locked(offset):
+                    found = KEY.unpack_from(self._map, offset)[0]
+                    if found == 0:
+                        KEY.pack_into(self._map, offset, key)
+                        found = key
+            if found == key:
+                self._rows[key] = offset
+                return offset
+        if not self._full_warned:
+            log.warning("node slot table full: capacities are counted per worker from now on")
+            self._full_warned = True
+        return None
+
+    def _locked(self, offset: int):
+        return _RowLock(self._fd, offset)
+
+    def _counts(self, offset: int) -> tuple[int, ...]:
+        return COUNTS.unpack_from(self._map, offset + KEY.size)
+
+    def _add(self, offset: int, delta: int) -> None:
+        at = offset + KEY.size + 2 * self.column
+        value = struct.unpack_from("<H", self._map, at)[0] + delta
+        struct.pack_into("<H", self._map, at, max(0, min(0xFFFF, value)))
+
+    # -- backends: in-flight requests --------------------------------------------------
+
+    def try_take(self, backend_id: int, capacity: int) -> bool:
+        """Count one more request on the backend if the node has fewer than `capacity`."""
+        offset = self._row(backend_id)
+        if offset is None:
+            return True
+        with self._locked(offset):
+            if sum(self._counts(offset)) >= capacity:
+                return False
+            self._add(offset, 1)
+        return True
+
+    def take(self, backend_id: int) -> None:
+        """Count a request whatever the capacity (a pinned one: `backend_from`)."""
+        offset = self._row(backend_id)
+        if offset is not None:
+            self._add(offset, 1)
+
+    def give_back(self, backend_id: int) -> None:
+        offset = self._row(backend_id)
+        if offset is not None:
+            self._add(offset, -1)
+
+    def in_flight(self, backend_id: int) -> tuple[int, int]:
+        """(this process's, the node's) requests on the backend."""
+        offset = self._row(backend_id)
+        if offset is None:
+            return 0, 0
+        counts = self._counts(offset)
+        return counts[self.column], sum(counts)
+
+    # -- directors: waiting requests ---------------------------------------------------
+
+    def set_waiting(self, director_id: int, count: int) -> None:
+        offset = self._row(-director_id)
+        if offset is not None:
+            struct.pack_into("<H", self._map, offset + KEY.size + 2 * self.column, min(0xFFFF, count))
+
+    def waiting(self, director_id: int) -> tuple[int, int]:
+        """(waiting in the node, processes with a waiting request) for the director."""
+        offset = self._row(-director_id)
+        if offset is None:
+            return 0, 0
+        counts = self._counts(offset)
+        return sum(counts), sum(1 for c in counts if c)
+
+    # -- the supervisor ----------------------------------------------------------------
+
+    def clear_column(self, column: int) -> None:
+        """A process is gone: nothing it held or queued counts any more."""
+        at = KEY.size + 2 * column
+        for row in range(ROWS):
+            offset = row * ROW
+            if KEY.unpack_from(self._map, offset)[0] != 0:
+                struct.pack_into("<H", self._map, offset + at, 0)
+
+
+class _RowLock:
+    """fcntl byte-range lock on one row, for `with`."""
+
+    __slots__ = ("fd", "offset")
+
+    def __init__(self, fd: int, offset: int):
+        self.fd, self.offset = fd, offset
+
+    def __enter__(self):
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, ROW, self.offset)
+
+    def __exit__(self, *exc_info):
+        fcntl.lockf(self.fd, fcntl.LOCK_UN, ROW, self.offset)
