@@ -86,7 +86,8 @@ class ProxyService:
         if health_monitor:
             from balancer.health.monitor import HealthMonitor
 
-            self.monitor = HealthMonitor(on_transition=self.plane.apply_health, channel_layer=self.layer)
+            self.monitor = HealthMonitor(on_transition=self.plane.apply_health, channel_layer=self.layer,
+                                         fallback_rows=lambda: self.plane.rows)
         self.follower = HealthFollower(self.plane)
         self.link = MonitorLink(self.monitor, self.layer, self.follower)
         self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer, snapshot=snapshot,

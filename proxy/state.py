@@ -21,10 +21,13 @@ DIRECTOR_FIELDS = (
     "id", "name", "dynamic", "enabled", "scheduler", "queue_limit", "queue_timeout", "retry_after",
     "max_retry_count", "passive_failure_threshold", "connect_timeout", "read_timeout", "write_timeout", "on_client_abort",
     "enqueue_on_unavailable",
+    # not used on the request path: they let a health monitor start from a snapshot
+    "health_check_host_header", "health_check_request_path", "health_check_fcgi_script_filename",
+    "health_check_success_threshold", "health_check_failure_threshold", "health_check_expected_status",
 )
 BACKEND_FIELDS = (
     "id", "director_id", "name", "url", "role", "capacity", "enabled", "terminating", "position",
-    "health_state", "health_changed_at",
+    "health_state", "health_changed_at", "health_check_mode", "health_check_interval",
 )
 
 
@@ -117,8 +120,13 @@ class DataPlane:
             upstream = self._upstreams[address] = make_upstream(address)
         return upstream
 
+    @property
+    def rows(self) -> tuple:
+        """The rows last applied, with health changes applied since."""
+        return self._rows
+
     def applied_rows(self) -> tuple:
-        """The rows last applied, with health changes applied since (what a snapshot keeps)."""
+        """`rows`, for a snapshot: clears `rows_changed`."""
         self.rows_changed = False
         return self._rows
 

@@ -35,7 +35,7 @@ from proxy.upstream import Upstream, make_upstream
 from .probe import ProbeResult, probe
 from .leases import LeaseKeeper, keeper_from_settings, lease_ttl, tick_interval
 from .session import OFFLINE, ONLINE, HealthSession, Transition
-from .targets import Target, load_targets, store_checks, stored_states
+from .targets import Target, load_targets, store_checks, stored_states, targets_from_rows
 
 log = logging.getLogger("director.health")
 
@@ -71,8 +71,11 @@ class HealthMonitor:
 
     def __init__(self, *, on_transition: TransitionCallback | None = None, channel_layer=None,
                  clock: Callable[[], float] = time.monotonic, config_poll: float = CONFIG_POLL,
-                 flush_interval: float = FLUSH_INTERVAL, leases: LeaseKeeper | None = FROM_SETTINGS):
+                 flush_interval: float = FLUSH_INTERVAL, leases: LeaseKeeper | None = FROM_SETTINGS,
+                 fallback_rows: Callable[[], tuple] | None = None):
+        """`fallback_rows()`: the data plane's rows, checked when the database is away at start."""
         self.on_transition = on_transition
+        self._fallback_rows = fallback_rows
         self._layer = channel_layer
         self._clock = clock
         self._config_poll = config_poll
@@ -169,7 +172,15 @@ class HealthMonitor:
             if not self._reload_wanted:
                 return  # a reload that began after this request already covered it
             self._reload_wanted = False
-            version, targets = await self._db(load_targets)
+            try:
+                version, targets = await self._db(load_targets)
+            except Exception:
+                if self._version is not None or self._fallback_rows is None:
+                    raise
+                version, targets = targets_from_rows(*self._fallback_rows())
+                version = None  # reload from the database as soon as it answers
+                log.warning("health monitor: database unreachable, checking the %d backends of the local snapshot",
+                            len(targets))
             if not self.running:
                 return
             self._version = version

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 
 from django.db import connection, transaction
 
@@ -80,6 +81,19 @@ def target_of(backend: Backend) -> Target:
         request_path=director.health_check_request_path,
         script_filename=director.health_check_fcgi_script_filename,
     )
+
+
+def targets_from_rows(version: int, director_rows: list[dict], backend_rows: list[dict], *_rest) -> tuple[int, dict[int, Target]]:
+    """What `load_targets` returns, from the data plane's rows (its local snapshot when the
+    database is away): the monitor of a process started without the database checks too."""
+    directors = {row["id"]: SimpleNamespace(**row) for row in director_rows}
+    targets = {}
+    for row in backend_rows:
+        director = directors.get(row["director_id"])
+        if director is None or row["terminating"]:
+            continue
+        targets[row["id"]] = target_of(SimpleNamespace(**row, pk=row["id"], director=director))
+    return version, targets
 
 
 def load_targets() -> tuple[int, dict[int, Target]]:

@@ -60,6 +60,8 @@ def test_one_process_serves_restarts_and_recovers_without_the_database(tmp_path)
             director.start()
             assert [director.get("/")[2] for _ in range(5)] == [b"one"] * 5
             assert "serving the configuration saved at" in director.output()
+            checks = health_checks(backend)  # and its health monitor checks what the snapshot holds
+            wait_for(lambda: health_checks(backend) >= checks + 2, 5, what="health checks from the snapshot")
 
             database.start()
             wait_for(lambda: api(director, "GET", "/api/v1/directors/app/", director.key)[0] == 200, 15,
@@ -96,6 +98,10 @@ def test_a_worker_killed_while_the_database_is_away_is_back_within_3_s(tmp_path)
                      what="the API back with the database")
         finally:
             director.stop()
+
+
+def health_checks(backend) -> int:
+    return sum(1 for r in backend.requests_seen if r.headers.get("x-director-health-check") == ["yes"])
 
 
 def worker_pid(director: Director, index: int) -> int:
