@@ -129,7 +129,7 @@ def parse_proxy_values(values: dict) -> tuple[dict, dict[str, str]]:
     return parsed, errors
 
 
-class DirectorSettings:
+class DjangoDirectorSetting:
     """Attribute access to the Django setting `DIRECTOR` over DEFAULTS; values are parsed."""
 
     def __init__(self, user_settings: dict | None = None, defaults: dict | None = None):
@@ -165,7 +165,7 @@ class DirectorSettings:
         self._user_settings = None
 
 
-director_settings = DirectorSettings()
+director_settings = DjangoDirectorSetting()
 
 
 def _reload(*, setting, **kwargs) -> None:

@@ -128,12 +128,6 @@ class ListenAddress:
             return f"unix:{self.path}"
         return f"{format_host(self.host)}:{self.port}"
 
-    def twisted_endpoint(self) -> str:
-        """Twisted server endpoint description for this address."""
-        if self.path is not None:
-            return "unix:" + self.path.replace(":", r"\:")
-        return "tcp:port=%d:interface=%s" % (self.port, self.host.replace(":", r"\:"))
-
 
 def parse_listen(text: str) -> ListenAddress:
     """`HOST:PORT` (IPv4 literal or localhost), `[V6]:PORT`, or `unix:/path`."""

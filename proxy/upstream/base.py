@@ -14,6 +14,8 @@ from typing import AsyncIterator
 from proxy.addresses import BackendAddress
 
 BODY_CHUNK = 64 * 1024
+MAX_HEAD = 64 * 1024  # an upstream response head (HTTP status line + fields, or CGI headers)
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # always framed upstream, even when empty
 # Methods a request may be sent again with after a failure (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 

@@ -13,10 +13,8 @@ import time
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
-from proxy.upstream.base import UpstreamRequest
+from proxy.upstream.base import BODY_METHODS, MAX_HEAD, UpstreamRequest
 
-MAX_HEAD = 64 * 1024
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # Not forwarded as HTTP_*: httpoxy, and the two that become CONTENT_*.
 _SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
 # Header names map to HTTP_<NAME> with '-' -> '_'; a name that already holds '_' (or any

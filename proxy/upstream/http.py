@@ -12,7 +12,7 @@ from collections import deque
 
 from proxy.addresses import format_host
 from proxy.errors import ConnectionClosed, ReadTimeout, StaleConnection, UpstreamError, WriteTimeout
-from proxy.upstream.base import IDEMPOTENT, RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
+from proxy.upstream.base import BODY_METHODS, IDEMPOTENT, RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.connect import open_connection
 from proxy.upstream.http_parser import ResponseHead, ResponseParser
 from proxy.upstream.pool import IDLE_TIMEOUT, ConnectionPool
@@ -20,7 +20,6 @@ from proxy.upstream.pool import IDLE_TIMEOUT, ConnectionPool
 READ_HIGH = 256 * 1024  # pause reading the backend above this many unread body bytes
 READ_LOW = 64 * 1024  # resume below this
 SMALL_BODY = 64 * 1024  # written together with the head, no writer task
-BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})  # always framed, even when empty
 HTTP11_LINE_END = b" HTTP/1.1\r\n"
 FIELD_SEP = b": "
 CRLF = b"\r\n"

@@ -13,8 +13,8 @@ from typing import Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
 from proxy.headers import connection_tokens
+from proxy.upstream.base import MAX_HEAD
 
-MAX_HEAD = 64 * 1024  # status line + fields + blank line
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
 MAX_TRAILERS = 64 * 1024
 CRLF = b"\r\n"

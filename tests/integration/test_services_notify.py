@@ -41,6 +41,11 @@ def test_unreachable_layer_only_logs(monkeypatch, caplog):
     assert "could not announce config version 9: layer down" in caplog.text
 
 
-def test_missing_layer_is_ignored(monkeypatch):
+def test_missing_layer_is_ignored(monkeypatch, caplog):
+    """No channel layer configured: nothing to announce to, nothing raised, nothing logged
+    (the data plane's version poll picks the change up)."""
     monkeypatch.setattr(notify, "get_channel_layer", lambda: None)
-    notify.announce_config_changed(10)
+    with caplog.at_level(logging.DEBUG, logger="director.notify"):
+        assert notify.announce_config_changed(10) is None
+    assert caplog.records == []
+    assert not notify._pending  # no send was scheduled

@@ -101,9 +101,3 @@ def test_listen_forms(text, expected):
 def test_listen_rejections(text, message):
     with pytest.raises(ValueError, match=message):
         parse_listen(text)
-
-
-def test_twisted_endpoints_escape_colons():
-    assert parse_listen("[::1]:8080").twisted_endpoint() == r"tcp:port=8080:interface=\:\:1"
-    assert parse_listen("127.0.0.1:8080").twisted_endpoint() == "tcp:port=8080:interface=127.0.0.1"
-    assert parse_listen("unix:/tmp/a:b.sock").twisted_endpoint() == r"unix:/tmp/a\:b.sock"
