@@ -93,9 +93,11 @@ def route_from_config(rc, index: int) -> Route:
 class DataPlane:
     """Everything the request path reads. Mutated only on the event loop."""
 
-    def __init__(self, routes: tuple[Route, ...] = (), node_slots=None):
-        """`node_slots`: a proxy.node_slots.NodeSlots under --workers (limits per node)."""
+    def __init__(self, routes: tuple[Route, ...] = (), node_slots=None, upstream_factory=make_upstream):
+        """`node_slots`: a proxy.node_slots.NodeSlots under --workers (limits per node);
+        `upstream_factory(address)`: the client of one backend address (tests give fakes)."""
         self.node_slots = node_slots
+        self._make_upstream = upstream_factory
         self.version = -1
         self.directors: dict[str, DirectorRuntime] = {}
         self._directors_by_id: dict[int, DirectorRuntime] = {}
@@ -117,7 +119,7 @@ class DataPlane:
     def upstream_for(self, address: BackendAddress) -> Upstream:
         upstream = self._upstreams.get(address)
         if upstream is None:
-            upstream = self._upstreams[address] = make_upstream(address)
+            upstream = self._upstreams[address] = self._make_upstream(address)
         return upstream
 
     @property
