@@ -151,3 +151,64 @@ def test_the_pid_file_names_the_process_and_goes_with_it(tmp_path):
     assert pid_of(director) == director.process.pid
     assert director.stop() == 0
     assert not (director.dir / "runproxy.pid").exists()
+
+
+LISTENERS = """
+    [proxy]
+    listen = [{listen}]
+    admin_listen = "127.0.0.1:{admin}"
+
+    [directors.app]
+    health_check_success_threshold = 1
+    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.5 }} }}
+
+    [[routes]]
+    path = "/"
+    pass = "app"
+"""
+
+
+def listeners_follow_the_file(director: Director, one) -> None:
+    from tests.support.waiting import free_port, port_open
+
+    first, second = director.port, free_port()
+    quoted = lambda *ports: ", ".join(f'"127.0.0.1:{p}"' for p in ports)  # noqa: E731
+    admin = director.admin_port
+    director.config_path.write_text(LISTENERS.format(listen=quoted(first, second), admin=admin, one=one.port))
+    sighup(director)
+    wait_for(lambda: director.get("/", port=second)[2] == b"one", 10, what="the added listener to serve")
+    director.config_path.write_text(LISTENERS.format(listen=quoted(second), admin=admin, one=one.port))
+    sighup(director)
+    wait_for(lambda: not port_open("127.0.0.1", first), 15, what="the removed listener to close")
+    assert director.get("/", port=second)[2] == b"one"
+
+
+def listening_director(tmp_path, one, **kwargs) -> Director:
+    director = Director(tmp_path, "", **kwargs)
+    director.config_path.write_text(LISTENERS.format(listen=f'"127.0.0.1:{director.port}"', admin=director.admin_port,
+                                                     one=one.port))
+    director.listen_flags = False
+    return director
+
+
+def test_a_reload_adds_and_removes_listeners(tmp_path):
+    with http_backend("one") as one:
+        director = listening_director(tmp_path, one).start()
+        try:
+            wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
+            listeners_follow_the_file(director, one)
+        finally:
+            director.stop()
+
+
+def test_workers_reload_adds_and_removes_listeners(tmp_path):
+    with postgres_database() as database, http_backend("one") as one:
+        director = listening_director(tmp_path, one, database_url=database, env={"REDIS_URL": redis_url()},
+                                      extra_args=["--workers", "2"])
+        assert director.manage("migrate", "--noinput", "-v", "0", timeout=120).returncode == 0
+        director.start()
+        try:
+            wait_for(lambda: every_worker_sees(director, 2, {"one": "online"}), 20, what="both workers ready")
+            listeners_follow_the_file(director, one)
+        finally:
+            director.stop()

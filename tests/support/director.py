@@ -65,6 +65,7 @@ class Director:
         if env:
             self.env.update(env)
         self.extra_args = list(extra_args)
+        self.listen_flags = True  # False: the config file names the listeners (reload tests)
         self.process: Process | None = None
 
     @property
@@ -76,8 +77,9 @@ class Director:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, wait: bool = True) -> "Director":
+        listen = ["--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}"]
         args = [sys.executable, "manage.py", "runproxy", "--config", self.config_path,
-                "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}", *self.extra_args]
+                *(listen if self.listen_flags else []), *self.extra_args]
         self.process = Process(args, self.dir / "runproxy.log", env=self.env)
         if wait:
             try:
