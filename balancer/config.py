@@ -6,25 +6,18 @@ are checked by `balancer.validation`, the same rules the services apply.
 """
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from proxy.addresses import parse_target
 
 from . import validation
 from .conf import parse_proxy_values
 
 TOP_LEVEL_KEYS = ("proxy", "directors", "routes")
 DIRECTOR_META_KEYS = ("dynamic", "load", "backends")
-ROUTE_KEYS = ("host", "path", "pass", "backend_from", "http", "fcgi", "document_root", "script_filename")
-ROUTE_ACTIONS = ("pass", "http", "fcgi")
-BACKEND_SOURCES = ("cookie", "header")
 # Backend fields a config file may set: everything but the name (the table key) and position (file order).
 FILE_BACKEND_FIELDS = {k: v for k, v in validation.BACKEND_FIELDS.items() if k not in ("name", "position")}
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class ConfigError(Exception):
@@ -54,6 +47,15 @@ class RouteConfig:
     fcgi: str | None = None
     document_root: str | None = None
     script_filename: str | None = None
+    priority: int | None = None  # None: file order, before every route that has a priority
+
+    def table(self) -> dict:
+        """The route as `validation.clean_route` takes it (only the keys that are set)."""
+        values = {"host": self.host, "path": self.path, "pass": self.pass_,
+                  "backend_from": ":".join(self.backend_from) if self.backend_from else None,
+                  "http": self.http, "fcgi": self.fcgi, "document_root": self.document_root,
+                  "script_filename": self.script_filename, "priority": self.priority}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 @dataclass(frozen=True)
@@ -193,51 +195,15 @@ def _routes(routes: Any, errors: _Errors, director_names: set[str]) -> tuple[Rou
 
 
 def _route(table: dict, path: str, errors: _Errors, director_names: set[str]) -> RouteConfig | None:
-    errors.unknown_keys(path, table, ROUTE_KEYS)
-    start = len(errors)
-    values: dict[str, Any] = {}
-    for key in ROUTE_KEYS:
-        if key in table and not isinstance(table[key], str):
-            errors.add(f"{path}.{key}", "must be a string")
-        elif key in table:
-            values[key] = table[key]
-    actions = [key for key in ROUTE_ACTIONS if key in table]
-    if len(actions) != 1:
-        errors.add(path, "needs exactly one of pass, http, fcgi" + (f" (has {', '.join(actions)})" if actions else ""))
-    host = values.get("host")
-    if host is not None and (not host or any(c.isspace() for c in host)):
-        errors.add(f"{path}.host", f"{host!r} is not a host name (use \"*\" or leave it out for any host)")
-    route_path = values.get("path", "/")
-    if not route_path.startswith("/"):
-        errors.add(f"{path}.path", f"{route_path!r} must start with '/'")
-    if "pass" in values and values["pass"] not in director_names:
-        errors.add(f"{path}.pass", f"unknown director {values['pass']!r}")
-    backend_from = _backend_from(values, path, errors)
-    for key, protocol in (("http", "http"), ("fcgi", "fastcgi")):
-        if key in values:
-            try:
-                parse_target(values[key], protocol)
-            except ValueError as exc:
-                errors.add(f"{path}.{key}", str(exc))
-    for key in ("document_root", "script_filename"):
-        if key in values and not values[key].startswith("/"):
-            errors.add(f"{path}.{key}", f"{values[key]!r} must be an absolute path")
-    if len(errors) > start:
+    values, route_errors = validation.clean_route(table, director_names)
+    for key, messages in route_errors.items():
+        where = path if key == validation.ROUTE_ITSELF else f"{path}.{key}"
+        for message in messages:
+            errors.add(where, "unknown key" if message == validation.UNKNOWN_FIELD else message)
+    if route_errors:
         return None
-    return RouteConfig(host=None if host in (None, "*") else host.lower(), path=route_path,
-                       pass_=values.get("pass"), backend_from=backend_from, http=values.get("http"),
-                       fcgi=values.get("fcgi"), document_root=values.get("document_root"),
-                       script_filename=values.get("script_filename"))
-
-
-def _backend_from(values: dict, path: str, errors: _Errors) -> tuple[str, str] | None:
-    text = values.get("backend_from")
-    if text is None:
-        return None
-    if "pass" not in values:
-        errors.add(f"{path}.backend_from", "only allowed together with pass")
-    source, _, name = text.partition(":")
-    if source not in BACKEND_SOURCES or not _HEADER_NAME.fullmatch(name):
-        errors.add(f"{path}.backend_from", f"{text!r} must be \"cookie:NAME\" or \"header:NAME\"")
-        return None
-    return source, name
+    backend_from = values["backend_from"]
+    return RouteConfig(host=values["host"], path=values["path"], pass_=values["pass"],
+                       backend_from=validation.parse_backend_from(backend_from) if backend_from else None,
+                       http=values["http"], fcgi=values["fcgi"], document_root=values["document_root"],
+                       script_filename=values["script_filename"], priority=values["priority"])

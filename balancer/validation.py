@@ -1,4 +1,5 @@
-"""The one set of value rules for director settings and backend fields (SPEC §5, §6).
+"""The one set of value rules for director settings, backend fields and routes (SPEC §3, §5,
+§6, §11).
 
 Models (`clean()`), services (API, admin, x0 import) and the TOML loader all validate through
 these rules, so a value is accepted or rejected with the same message everywhere. Types are
@@ -11,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from proxy.addresses import parse_backend_url
+from proxy.addresses import parse_backend_url, parse_target
 
 from .choices import ClientAbort, HealthCheckMode, Role, Scheduler
 
@@ -65,6 +66,7 @@ class Rule:
     default: Any = None
     minimum: float | None = None
     exclusive: bool = False  # minimum itself not allowed
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[str], str] | None = None
     coerce_int_to_str: bool = False  # TOML `200` for a status list
@@ -77,6 +79,8 @@ class Rule:
         if self.kind == "str":
             return "must be a string"
         what = "an integer" if self.kind == "int" else "a number of seconds"
+        if self.maximum is not None:
+            return f"must be {what} from {self.minimum:g} to {self.maximum:g}"
         if self.minimum is None:
             return f"must be {what}"
         bound = ">" if self.exclusive else "≥"
@@ -106,6 +110,8 @@ class Rule:
         else:
             value = float(value)
         if self.minimum is not None and (value < self.minimum or (self.exclusive and value == self.minimum)):
+            raise ValueError(self.describe())
+        if self.maximum is not None and value > self.maximum:
             raise ValueError(self.describe())
         return value
 
@@ -175,3 +181,106 @@ def clean_values(rules: dict[str, Rule], data: dict) -> tuple[dict, dict[str, li
         except ValueError as exc:
             errors.setdefault(key, []).append(str(exc))
     return cleaned, errors
+
+
+# --- routes (SPEC §3 [[routes]], §11 routes at runtime) ----------------------------------------
+
+ROUTE_ACTIONS = ("pass", "http", "fcgi")
+# Text keys of a route and their longest allowed value (the database columns' max_length).
+ROUTE_TEXT_LIMITS = {"host": 255, "path": 1024, "pass": 64, "backend_from": 200, "http": 1024, "fcgi": 1024,
+                     "document_root": 4096, "script_filename": 4096}
+ROUTE_KEYS = (*ROUTE_TEXT_LIMITS, "priority")
+PRIORITY_RULE = Rule("int", minimum=-1_000_000, maximum=1_000_000)
+ROUTE_ITSELF = "non_field_errors"  # errors about the route as a whole (the TOML loader names the table)
+BACKEND_SOURCES = ("cookie", "header")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+ANY_HOST = "*"
+
+
+def _check_route_host(host: str) -> None:
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"{host!r} is not a host name (use \"*\" or leave it out for any host)")
+    try:
+        host.lower().encode("idna")
+    except UnicodeError:
+        raise ValueError(f"{host!r} is not a host name") from None
+
+
+def parse_backend_from(text: str) -> tuple[str, str]:
+    """`"cookie:NAME"` -> ("cookie", "NAME"); ValueError unless cookie/header and a token name."""
+    source, _, name = text.partition(":")
+    if source not in BACKEND_SOURCES or not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"{text!r} must be \"cookie:NAME\" or \"header:NAME\"")
+    return source, name
+
+
+def _check_route_value(key: str, value: str) -> None:
+    if key == "host" and value != ANY_HOST:
+        _check_route_host(value)
+    elif key == "path":
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must start with '/'")
+        check_request_path(value)
+    elif key in ("http", "fcgi"):
+        parse_target(value, "http" if key == "http" else "fastcgi")
+    elif key in ("document_root", "script_filename") and not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path")
+    elif key == "backend_from":
+        parse_backend_from(value)
+
+
+def clean_route(table: dict, director_names) -> tuple[dict, dict[str, list[str]]]:
+    """Check one route (`table`: the keys of ROUTE_KEYS that are set) against the rules.
+
+    Returns (values, errors): values has every key of ROUTE_KEYS, host lower-cased and None
+    for any host, path "/" when absent, None for what is not set; errors maps each offending
+    key (ROUTE_ITSELF for the route as a whole, UNKNOWN_FIELD for unknown keys) to messages.
+    A `pass` naming no director in `director_names` is an error.
+    """
+    errors: dict[str, list[str]] = {}
+
+    def add(key: str, message: str) -> None:
+        errors.setdefault(key, []).append(message)
+
+    for key in table:
+        if key not in ROUTE_KEYS:
+            add(str(key), UNKNOWN_FIELD)
+    values: dict[str, Any] = dict.fromkeys(ROUTE_KEYS)
+    for key, limit in ROUTE_TEXT_LIMITS.items():
+        value = table.get(key)
+        if key not in table:
+            continue
+        if not isinstance(value, str) or not _encodable(value):
+            add(key, "must be a string")
+        elif len(value) > limit or "\x00" in value:
+            add(key, f"must be at most {limit} characters, without NUL")
+        else:
+            try:
+                _check_route_value(key, value)
+                values[key] = value
+            except ValueError as exc:
+                add(key, str(exc))
+    if "priority" in table:
+        try:
+            values["priority"] = PRIORITY_RULE.clean(table["priority"])
+        except ValueError as exc:
+            add("priority", str(exc))
+    actions = [key for key in ROUTE_ACTIONS if key in table]
+    if len(actions) != 1:
+        add(ROUTE_ITSELF, "needs exactly one of pass, http, fcgi" + (f" (has {', '.join(actions)})" if actions else ""))
+    if values["pass"] is not None and values["pass"] not in director_names:
+        add("pass", f"unknown director {values['pass']!r}")
+        values["pass"] = None
+    if "backend_from" in table and "pass" not in table:
+        add("backend_from", "only allowed together with pass")
+    values["host"] = None if values["host"] in (None, ANY_HOST) else values["host"].lower()
+    values["path"] = values["path"] or "/"
+    return values, errors
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from JSON "\ud800"
+        return False
+    return True
