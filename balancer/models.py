@@ -1,4 +1,4 @@
-"""Directors, backends, the config version and the audit log: the control plane's truth.
+"""Directors, backends, routes, the config version and the audit log: the control plane's truth.
 
 Only `balancer.services` writes these rows. Value rules live in `balancer.validation` and are
 applied by `clean()`, so the admin's forms, the API and the config loader agree.
@@ -126,6 +126,45 @@ class Backend(models.Model):
         if errors:
             raise ValidationError(errors)
         self.derive_address()
+
+
+_R = validation.ROUTE_TEXT_LIMITS
+
+
+class Route(models.Model):
+    """Maps requests (host, path prefix) to one action: pass to a director, or straight to one
+    address (road warrior http / fcgi). Text fields hold "" where the route sets nothing.
+
+    `mutable` false: the route comes from the config file (`file_index` is its position in the
+    file's [[routes]]) and only the config sync changes it.
+    """
+
+    priority = models.IntegerField(null=True, blank=True, help_text="lower first; empty: a file route in file order, before all others")
+    host = models.CharField(max_length=_R["host"], blank=True, default="", help_text="exact host; empty = any host")
+    path = models.CharField(max_length=_R["path"], default="/", help_text="plain prefix, forwarded unchanged")
+    director = models.CharField("pass", max_length=_R["pass"], blank=True, default="", help_text="director name")
+    backend_from = models.CharField(max_length=_R["backend_from"], blank=True, default="", help_text="cookie:NAME or header:NAME (with pass)")
+    http = models.CharField(max_length=_R["http"], blank=True, default="", help_text="road warrior HTTP: HOST:PORT, [V6]:PORT, unix:/path")
+    fcgi = models.CharField(max_length=_R["fcgi"], blank=True, default="", help_text="road warrior FastCGI: HOST:PORT, [V6]:PORT, unix:/path")
+    document_root = models.CharField(max_length=_R["document_root"], blank=True, default="")
+    script_filename = models.CharField(max_length=_R["script_filename"], blank=True, default="")
+    mutable = models.BooleanField(default=True, editable=False, help_text="false: from the config file")
+    file_index = models.IntegerField(null=True, blank=True, editable=False, help_text="position in the config file's [[routes]]")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        # Match order (SPEC §11): file routes without a priority first, in file order; then by
+        # priority (a file route before a database route of the same priority), oldest first.
+        ordering = [models.F("priority").asc(nulls_first=True), "mutable", "file_index", "id"]
+
+    def __str__(self) -> str:
+        action = f"pass {self.director}" if self.director else (f"http {self.http}" if self.http else f"fcgi {self.fcgi}")
+        return f"{self.host or '*'}{self.path} -> {action}"
+
+    @property
+    def source(self) -> str:
+        return "API or admin" if self.mutable else f"config file routes[{self.file_index}]"
 
 
 class ConfigVersion(models.Model):

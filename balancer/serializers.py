@@ -55,6 +55,8 @@ class RuleFieldSchema(OpenApiSerializerFieldExtension):
             schema["minimum"] = rule.minimum
             if rule.exclusive:
                 schema["exclusiveMinimum"] = True
+        if rule.maximum is not None:
+            schema["maximum"] = rule.maximum
         return schema
 
 

@@ -19,7 +19,7 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Director API",
-    "DESCRIPTION": "Directors, backends and the audit log of the Director load balancer.",
+    "DESCRIPTION": "Directors, backends, routes and the audit log of the Director load balancer.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and Swagger UI need a viewer, like the rest of the API.
