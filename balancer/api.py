@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import generics, status
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
+from rest_framework import generics, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -70,6 +70,22 @@ def _validated(serializer_class, data) -> dict:
     return serializer.validated_data
 
 
+def _checked(serializer_class):
+    """`_validated` for the services' `check` hooks: bad values raise ValidationFailed."""
+    def check(data) -> dict:
+        try:
+            return dict(_validated(serializer_class, data))
+        except serializers.ValidationError as exc:
+            raise services.ValidationFailed(exc.detail) from None
+    return check
+
+
+def _one_or_many(name: str, serializer_class):
+    """Schema of a body that is one object or a list of them (bulk create)."""
+    return PolymorphicProxySerializer(component_name=name, resource_type_field_name=None, many=False,
+                                      serializers=[serializer_class, serializer_class(many=True)])
+
+
 def _director_response(name: str, code=status.HTTP_200_OK) -> Response:
     return Response(DirectorSerializer(_director(name, _directors())).data, status=code)
 
@@ -118,11 +134,19 @@ class BackendList(APIView):
         backends = instance.backends.order_by("position", "id")
         return Response(BackendSerializer(backends, many=True).data)
 
-    @extend_schema(request=BackendCreateSerializer,
-                   responses={201: BackendSerializer, **error_responses(400, 404, 409)})
+    @extend_schema(
+        description="One backend object, or a list of them created all or nothing (one config change, "
+                    "one audit record each; a bad list answers 400 with the errors of each bad item "
+                    "under its index: `{\"1\": {\"url\": [\"...\"]}}`).",
+        request=_one_or_many("BackendCreateOneOrMany", BackendCreateSerializer),
+        responses={201: _one_or_many("BackendOneOrMany", BackendSerializer), **error_responses(400, 404, 409)})
     def post(self, request, director):
         instance = _director(director)
         _refuse_static(instance, request.data)
+        if isinstance(request.data, list):
+            created = services.create_backends(instance, request.data, actor=_actor(request),
+                                               check=_checked(BackendCreateSerializer))
+            return Response(BackendSerializer(created, many=True).data, status=status.HTTP_201_CREATED)
         data = _validated(BackendCreateSerializer, request.data)
         backend = services.create_backend(instance, data, actor=_actor(request))
         return _backend_response(backend, status.HTTP_201_CREATED)

@@ -17,10 +17,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from balancer.services import ServiceError, ValidationFailed
 
 
-def _field_errors(errors) -> dict[str, list[str]]:
-    """`{field: [messages]}` whatever shape the errors came in."""
+def _field_errors(errors) -> dict:
+    """`{field: [messages]}` whatever shape the errors came in; a list of objects (bulk create)
+    gives `{index: {field: [messages]}}`."""
     if isinstance(errors, dict):
-        return {str(k): [str(m) for m in (v if isinstance(v, (list, tuple)) else [v])] for k, v in errors.items()}
+        return {str(k): _field_errors(v) if isinstance(v, dict) else [str(m) for m in (v if isinstance(v, (list, tuple)) else [v])]
+                for k, v in errors.items()}
     return {"non_field_errors": [str(m) for m in (errors if isinstance(errors, (list, tuple)) else [errors])]}
 
 
@@ -49,18 +51,20 @@ class ErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
 
 
+_MESSAGES = {"type": "array", "items": {"type": "string"}}
 FIELD_ERRORS_SCHEMA = {
     "type": "object",
-    "description": "Messages per offending field (or `detail` for malformed requests).",
+    "description": "Messages per offending field (or `detail` for malformed requests); for a list "
+                   "of objects, per index (\"0\", \"1\", ...) the messages per field of that item.",
     "properties": {"detail": {"type": "string"}},
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+    "additionalProperties": {"oneOf": [_MESSAGES, {"type": "object", "additionalProperties": _MESSAGES}]},
 }
 
 _DESCRIPTIONS = {
     400: "Bad values; the body names each offending field",
     401: "No credentials",
-    403: "Not allowed: missing role, static director or protected backend",
-    404: "Unknown director or backend",
+    403: "Not allowed: missing role, static director, protected backend or config-file route",
+    404: "Unknown director, backend or route",
     409: "The name is already taken",
 }
 

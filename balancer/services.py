@@ -262,18 +262,68 @@ def create_backend(director: Director, data: dict, *, actor: str, allow_static: 
         locked = _locked_director(director.pk)
         _require_mutable(locked, allow_static)
         ensure_backend_name_free(locked, cleaned["name"])
-        if "position" not in cleaned:
-            last = locked.backends.aggregate(last=Max("position"))["last"]
-            cleaned["position"] = 0 if last is None else last + 1
-        backend = Backend(director=locked, **cleaned)
-        _model_check(backend, exclude=["director"])
-        try:
-            with transaction.atomic():
-                backend.save()
-        except IntegrityError:
-            raise Conflict(f"backend {backend.name!r} already exists in director {locked.name!r}") from None
-        _audit(actor, "backend.create", locked.name, backend.name, after=backend_json(backend))
+        cleaned.setdefault("position", _next_position(locked))
+        backend = _save_new_backend(_new_backend(locked, cleaned), actor)
         _bump_version(locked)
+    return backend
+
+
+def create_backends(director: Director, items: list, *, actor: str, check=None) -> list[Backend]:
+    """Several backends at once, all or nothing: one config change, one audit record each.
+
+    ValidationFailed maps the index (as a string) of every bad item to its field errors; a
+    name used twice in `items` or already in the director is an error of that item's `name`.
+    `check(item)`: the caller's own validation first (the API's request serializer), raising
+    ValidationFailed.
+    """
+    if not isinstance(items, list) or not items:
+        raise ValidationFailed({"non_field_errors": ["expected a non-empty list of backend objects"]})
+    with transaction.atomic():
+        locked = _locked_director(director.pk)
+        _require_mutable(locked, False)
+        taken = set(locked.backends.values_list("name", flat=True))
+        position = _next_position(locked)
+        backends, errors = [], {}
+        for index, data in enumerate(items):
+            try:
+                cleaned = clean_backend(check(data) if check else data)
+                if cleaned["name"] in taken:
+                    raise ValidationFailed({"name": [f"backend {cleaned['name']!r} already exists in director "
+                                                     f"{locked.name!r} or earlier in the list"]})
+                taken.add(cleaned["name"])
+                if "position" not in cleaned:
+                    cleaned["position"], position = position, position + 1
+                backends.append(_new_backend(locked, cleaned))
+            except ValidationFailed as exc:
+                errors[str(index)] = exc.errors
+        if errors:
+            raise ValidationFailed(errors, f"invalid backends at index {', '.join(errors)}")
+        for backend in backends:
+            _save_new_backend(backend, actor)
+        _bump_version(locked)
+    return backends
+
+
+def _next_position(director: Director) -> int:
+    last = director.backends.aggregate(last=Max("position"))["last"]
+    return 0 if last is None else last + 1
+
+
+def _new_backend(locked: Director, cleaned: dict) -> Backend:
+    """A checked, unsaved backend of the locked director."""
+    backend = Backend(director=locked, **cleaned)
+    _model_check(backend, exclude=["director"])
+    return backend
+
+
+def _save_new_backend(backend: Backend, actor: str) -> Backend:
+    director = backend.director
+    try:
+        with transaction.atomic():
+            backend.save()
+    except IntegrityError:
+        raise Conflict(f"backend {backend.name!r} already exists in director {director.name!r}") from None
+    _audit(actor, "backend.create", director.name, backend.name, after=backend_json(backend))
     return backend
 
 
