@@ -15,7 +15,6 @@ from asgiref.sync import sync_to_async
 
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
-from proxy.state import route_from_config
 
 from .reload import ReloadError, read_config, store_config
 
@@ -75,8 +74,7 @@ class InProcessReload:
             log.error("reload: cannot store the configuration (%s); nothing changed", exc)
             return False
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
-        self.service.plane.set_routes(tuple(route_from_config(r, i) for i, r in enumerate(config.routes)))
-        await self.service.watcher.reload()
+        await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
         self.settings = settings
         log.info("reload: %s applied: %d directors, %d routes", self.path, len(self.service.plane.directors),
                  len(self.service.plane.routes))

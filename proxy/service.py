@@ -14,7 +14,7 @@ from proxy.supervisor import workers_directory
 from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.health_follow import HealthFollower
-from proxy.state import DataPlane, LiveStats, read_rows, route_from_config
+from proxy.state import DataPlane, LiveStats, read_rows
 from proxy.watcher import ConfigWatcher
 
 log = logging.getLogger("director.proxy")
@@ -78,8 +78,8 @@ class ProxyService:
         self.config = config
         self.snapshot = snapshot
         self.settings = settings
-        self.plane = DataPlane(tuple(route_from_config(r, i) for i, r in enumerate(config.routes)),
-                               node_slots=NodeSlots.from_environment(workers_directory()))
+        # Routes too come from the database (the config sync stored the file's).
+        self.plane = DataPlane(node_slots=NodeSlots.from_environment(workers_directory()))
         self.rules = HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies))
         self.layer = _channel_layer()
         self.monitor = None

@@ -17,7 +17,7 @@ from pathlib import Path
 log = logging.getLogger("director.proxy")
 
 SNAPSHOT_FILE = "config-snapshot.json"
-FORMAT = 2
+FORMAT = 3  # 3: the rows include the routes (proxy.state.ConfigRows); 2: datetimes tagged
 DATETIME = "$datetime"
 
 

@@ -2,12 +2,15 @@
 
 `DataPlane.apply_rows()` reconciles database rows (read by `read_rows()` off the event loop)
 into the long-lived runtime objects and swaps the lookup tables in single assignments, so a
-request always sees one consistent view. Upstream clients (and their keep-alive pools) are
-shared per address and survive reloads.
+request always sees one consistent view. Routes come from the database too (the config
+file's are stored there by the config sync), so a route change reaches every process with
+the version. Upstream clients (and their keep-alive pools) are shared per address and
+survive reloads.
 """
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 from proxy.addresses import BackendAddress, parse_backend_url, parse_target
 from proxy.director import DirectorRuntime
@@ -31,12 +34,23 @@ BACKEND_FIELDS = (
 )
 
 
-def read_rows() -> tuple[int, list[dict], list[dict]]:
-    """(config version, director rows, backend rows) from the database. Blocking: run it in a
-    thread."""
+ROUTE_FIELDS = ("id", "host", "path", "director", "backend_from", "http", "fcgi", "document_root", "script_filename")
+
+
+class ConfigRows(NamedTuple):
+    """One consistent read of the configuration; `DataPlane.apply_rows(*rows)` takes it."""
+
+    version: int
+    directors: list[dict]
+    backends: list[dict]
+    routes: list[dict]  # in match order
+
+
+def read_rows() -> ConfigRows:
+    """The configuration rows from the database. Blocking: run it in a thread."""
     from django.db import close_old_connections, transaction
 
-    from balancer.models import Backend, Director
+    from balancer.models import Backend, Director, Route as RouteRow
     from balancer.services import current_version
 
     close_old_connections()
@@ -45,7 +59,8 @@ def read_rows() -> tuple[int, list[dict], list[dict]]:
             version = current_version()
             directors = list(Director.objects.values(*DIRECTOR_FIELDS))
             backends = list(Backend.objects.values(*BACKEND_FIELDS))
-        return version, directors, backends
+            routes = list(RouteRow.objects.values(*ROUTE_FIELDS))  # the model orders by match order
+        return ConfigRows(version, directors, backends, routes)
     finally:
         close_old_connections()
 
@@ -65,35 +80,49 @@ def settings_from_row(row: dict) -> DirectorSettings:
     )
 
 
-def route_from_config(rc, index: int) -> Route:
-    """A Route from a `balancer.config` route entry (attributes host, path, pass_,
-    backend_from, http, fcgi, document_root, script_filename)."""
-    host = rc.host if rc.host not in (None, "*") else None
+def route_from_row(row: dict, index: int) -> Route:
+    """A Route from a route row (`balancer.models.Route` values: "" where nothing is set).
+    ValueError when a stored value cannot be used (the services never store one)."""
+    host = row["host"] if row["host"] not in ("", "*") else None
     target = None
-    if rc.http:
-        target = parse_target(rc.http, "http")
-    elif rc.fcgi:
-        target = parse_target(rc.fcgi, "fastcgi")
+    if row["http"]:
+        target = parse_target(row["http"], "http")
+    elif row["fcgi"]:
+        target = parse_target(row["fcgi"], "fastcgi")
+    elif not row["director"]:
+        raise ValueError("route has no action")
     backend_from = None
-    if rc.backend_from:
-        kind, name = rc.backend_from
+    if row["backend_from"]:
+        kind, _, name = row["backend_from"].partition(":")
         backend_from = (kind, name.lower().encode("latin-1"))
     return Route(
         host=host.lower().encode("idna") if host else None,
-        path=(rc.path or "/").encode("utf-8"),
-        director=rc.pass_,
+        path=(row["path"] or "/").encode("utf-8"),
+        director=row["director"] or None,
         backend_from=backend_from,
         target=target,
-        document_root=rc.document_root,
-        script_filename=rc.script_filename,
+        document_root=row["document_root"] or None,
+        script_filename=row["script_filename"] or None,
         index=index,
     )
+
+
+def routes_from_rows(rows: list[dict]) -> tuple[Route, ...]:
+    """Routes in the rows' order; a row that cannot be used is logged and left out, so one
+    bad row never stops the rest of the configuration from loading."""
+    routes = []
+    for row in rows:
+        try:
+            routes.append(route_from_row(row, len(routes)))
+        except (ValueError, UnicodeError) as exc:
+            log.error("route %s left out: %s", row.get("id"), exc)
+    return tuple(routes)
 
 
 class DataPlane:
     """Everything the request path reads. Mutated only on the event loop."""
 
-    def __init__(self, routes: tuple[Route, ...] = (), node_slots=None, upstream_factory=make_upstream):
+    def __init__(self, node_slots=None, upstream_factory=make_upstream):
         """`node_slots`: a proxy.node_slots.NodeSlots under --workers (limits per node);
         `upstream_factory(address)`: the client of one backend address (tests give fakes)."""
         self.node_slots = node_slots
@@ -105,16 +134,9 @@ class DataPlane:
         self._upstreams: dict[BackendAddress, Upstream] = {}
         self.routes: tuple[Route, ...] = ()
         self.road_warriors: dict[BackendAddress, Upstream] = {}
-        self.set_routes(routes)
-        self._rows: tuple = (self.version, [], [])
+        self._rows = ConfigRows(self.version, [], [], [])
         self._backend_rows: dict[int, dict] = {}
         self.rows_changed = False
-
-    def set_routes(self, routes: tuple[Route, ...]) -> None:
-        """Swap the route table (and the road-warrior clients it needs) in one assignment."""
-        self.road_warriors = {r.target: self.upstream_for(r.target) for r in routes if r.target is not None}
-        self.routes = tuple(routes)
-        self._close_unused_upstreams()
 
     def upstream_for(self, address: BackendAddress) -> Upstream:
         upstream = self._upstreams.get(address)
@@ -123,18 +145,19 @@ class DataPlane:
         return upstream
 
     @property
-    def rows(self) -> tuple:
+    def rows(self) -> ConfigRows:
         """The rows last applied, with health changes applied since."""
         return self._rows
 
-    def applied_rows(self) -> tuple:
+    def applied_rows(self) -> ConfigRows:
         """`rows`, for a snapshot: clears `rows_changed`."""
         self.rows_changed = False
         return self._rows
 
-    def apply_rows(self, version: int, director_rows: list[dict], backend_rows: list[dict]) -> None:
-        """Reconcile database rows into runtime objects and swap the lookup tables."""
-        self._rows = (version, director_rows, backend_rows)
+    def apply_rows(self, version: int, director_rows: list[dict], backend_rows: list[dict],
+                   route_rows: list[dict]) -> None:
+        """Reconcile database rows (a ConfigRows) into runtime objects and swap the lookup tables."""
+        self._rows = ConfigRows(version, director_rows, backend_rows, route_rows)
         self._backend_rows = {row["id"]: row for row in backend_rows}
         self.rows_changed = True
         by_id: dict[int, DirectorRuntime] = {}
@@ -162,9 +185,13 @@ class DataPlane:
             members[row["director_id"]].append(backend)
         for row in director_rows:
             by_id[row["id"]].rebuild(settings_from_row(row), members[row["id"]])
+        routes = routes_from_rows(route_rows)
+        # Road-warrior upstreams first: a request that finds a new route finds its upstream.
+        self.road_warriors = {r.target: self.upstream_for(r.target) for r in routes if r.target is not None}
         self._directors_by_id = by_id
         self.directors = {d.name: d for d in by_id.values()}
         self.backends = backends
+        self.routes = routes
         self.version = version
         self._close_unused_upstreams()
 
