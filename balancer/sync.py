@@ -1,28 +1,54 @@
-"""Make the database match the config file's directors (through the services, audited).
+"""Make the database match the config file's directors and routes (through the services,
+audited as `config:<hostname>`).
 
 Static directors follow the file exactly, except each backend's `enabled` flag, which
 operators toggle at runtime: it is taken from the file only when a backend is new or its url
 changed. Dynamic directors are created when missing (seeded from their x0 `load` file when it exists)
-and otherwise belong to the database.
+and otherwise belong to the database. The file's routes are stored as routes with `mutable`
+false, position by position: a node whose file differs replaces them, and every node
+follows (SPEC §11); routes made through the API or the admin are left alone.
 Running the sync twice changes nothing the second time.
+
+Several nodes may start at once against one database: on PostgreSQL the sync holds a
+transaction-scoped advisory lock, so they run one after the other and the later one finds
+the work done (SQLite transactions are IMMEDIATE, one writer at a time already).
 """
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
-from django.db import transaction
+from django.db import connection, transaction
 
-from . import services, x0
-from .config import Config, ConfigError, DirectorConfig
-from .models import Director
+from . import route_services, services, x0
+from .config import Config, ConfigError, DirectorConfig, RouteConfig
+from .models import Director, Route
 
 log = logging.getLogger("director.config")
+SYNC_LOCK_KEY = 0x64697265_63746F72  # "director": the advisory lock of the config sync
 
 
-def sync_config(config: Config, *, actor: str = "config") -> None:
+def config_actor() -> str:
+    """Audit actor of changes made from this node's config file."""
+    return f"config:{socket.gethostname()}"
+
+
+def sync_config(config: Config, *, actor: str | None = None) -> None:
     """Apply `config` in one transaction (the data plane sees all of it or none)."""
+    actor = actor or config_actor()
+    try:
+        _sync(config, actor)
+    except services.Conflict as exc:  # a writer outside the sync got in between: once more
+        log.info("config sync: %s; retrying", exc)
+        _sync(config, actor)
+
+
+def _sync(config: Config, actor: str) -> None:
     with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SYNC_LOCK_KEY])
         existing = {d.name: d for d in Director.objects.select_for_update()}
         for name, wanted in config.directors.items():
             if wanted.dynamic:
@@ -33,6 +59,21 @@ def sync_config(config: Config, *, actor: str = "config") -> None:
             if name not in config.directors and not director.dynamic:
                 log.info("director %s: no longer in the config file, deleting it", name)
                 services.delete_director(director, actor=actor, allow_static=True)
+        _sync_routes(config.routes, actor)
+
+
+def _sync_routes(wanted: tuple[RouteConfig, ...], actor: str) -> None:
+    """The stored file routes become the file's, position by position (unchanged ones untouched)."""
+    stored = list(Route.objects.select_for_update().filter(mutable=False).order_by("file_index", "id"))
+    for index, route in enumerate(wanted):
+        table = route.table()
+        if index >= len(stored):
+            route_services.create_route(table, actor=actor, file_index=index)
+            continue
+        changes = {key: table.get(key) for key in route_services.MODEL_FIELDS}  # None clears a key
+        route_services.update_route(stored[index], changes, actor=actor, allow_file=True)
+    for extra in stored[len(wanted):]:
+        route_services.delete_route(extra, actor=actor, allow_file=True)
 
 
 def _sync_static(wanted: DirectorConfig, director: Director | None, actor: str) -> None:

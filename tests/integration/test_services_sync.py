@@ -1,4 +1,6 @@
 """sync_config: static directors follow the file, dynamic ones are only created, twice = no-op."""
+import socket
+
 import pytest
 
 from balancer import services
@@ -46,7 +48,7 @@ def test_first_sync_creates_everything_and_second_is_a_noop():
         "old": (False, 128, "rr", [("o1", "http://127.0.0.1:4001", "active", 0, True, False, 0)]),
         "pool": (True, 128, "least_load", []),
     }
-    assert set(AuditRecord.objects.values_list("actor", flat=True)) == {"config"}
+    assert set(AuditRecord.objects.values_list("actor", flat=True)) == {f"config:{socket.gethostname()}"}
     audits, version = AuditRecord.objects.count(), services.current_version()
     sync_config(parse_config(FIRST))
     assert AuditRecord.objects.count() == audits and services.current_version() == version
