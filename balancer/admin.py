@@ -1,4 +1,4 @@
-"""Django admin for directors, backends and the audit log.
+"""Django admin for directors, backends and the audit log (routes: `balancer.route_admin`).
 
 Every save goes through `balancer.services`; the forms run the services' validation so its
 errors appear on the fields. Static directors are read-only except each backend's `enabled`.
@@ -37,9 +37,12 @@ def is_static(director: Director | None) -> bool:
 class ServiceForm(forms.ModelForm):
     """A model form validated by the services (not by a second copy of the rules)."""
 
+    error_fields: dict[str, str] = {}  # the services' name of a field -> the form's, where they differ
+
     def add_service_error(self, exc: ServiceError) -> None:
         if isinstance(exc, ValidationFailed):
             for field, messages_ in exc.errors.items():
+                field = self.error_fields.get(field, field)
                 for message in messages_:
                     self.add_error(field if field in self.fields else None, message)
         elif isinstance(exc, Conflict) and exc.field in self.fields:
@@ -329,3 +332,6 @@ class AuditRecordAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+from . import route_admin  # noqa: E402,F401  registers RouteAdmin (it builds on ServiceForm above)
