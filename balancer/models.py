@@ -157,6 +157,8 @@ class Route(models.Model):
         # Match order (SPEC §11): file routes without a priority first, in file order; then by
         # priority (a file route before a database route of the same priority), oldest first.
         ordering = [models.F("priority").asc(nulls_first=True), "mutable", "file_index", "id"]
+        constraints = [models.UniqueConstraint(fields=["file_index"], condition=models.Q(mutable=False),
+                                               name="route_one_file_route_per_position")]
 
     def __str__(self) -> str:
         action = f"pass {self.director}" if self.director else (f"http {self.http}" if self.http else f"fcgi {self.fcgi}")

@@ -10,11 +10,11 @@ director when it is written; a director deleted later leaves its routes answerin
 """
 from __future__ import annotations
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 
 from . import validation
 from .models import Director, Route
-from .services import Forbidden, NotFound, ValidationFailed, _audit, _bump_version
+from .services import Conflict, Forbidden, NotFound, ValidationFailed, _audit, _bump_version
 
 DEFAULT_PRIORITY = 0  # routes made through the API or the admin without a priority
 FILE_ROUTE_REASON = "comes from the config file; change it there"
@@ -94,7 +94,11 @@ def create_route(data: dict, *, actor: str, file_index: int | None = None) -> Ro
     with transaction.atomic():
         mutable = file_index is None
         route = Route(mutable=mutable, file_index=file_index, **clean_route(data, mutable=mutable))
-        route.save()
+        try:
+            with transaction.atomic():
+                route.save()
+        except IntegrityError:  # another node's sync stored this file position first
+            raise Conflict(f"a file route at position {file_index} already exists", field="file_index") from None
         _audit(actor, "route.create", route.director, after=route_json(route))
         _bump_version()
     return route
