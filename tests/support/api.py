@@ -14,7 +14,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from balancer import services
-from balancer.models import AuditRecord, Backend, Director
+from balancer.models import AuditRecord, Backend, Director, Route
 from balancer.permissions import grant_role
 
 OPERATOR = "operator"
@@ -42,9 +42,10 @@ def make_director(name: str = "pool", *, dynamic: bool = True, backends: dict | 
     return director
 
 
-def db_state() -> tuple[list, list]:
-    """Every director and backend row, to prove a request saved nothing."""
-    return (list(Director.objects.order_by("pk").values()), list(Backend.objects.order_by("pk").values()))
+def db_state() -> tuple[list, list, list]:
+    """Every director, backend and route row, to prove a request saved nothing."""
+    return (list(Director.objects.order_by("pk").values()), list(Backend.objects.order_by("pk").values()),
+            list(Route.objects.order_by("pk").values()))
 
 
 def last_audit_id() -> int:
