@@ -7,7 +7,10 @@ director, exactly one action, ...).
 """
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+import re
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -31,6 +34,7 @@ _HELP = {
     "script_filename": "with fcgi: fixed SCRIPT_FILENAME (front controller)",
 }
 _MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}")
 
 
 def _write_fields() -> dict:
@@ -65,16 +69,17 @@ class RouteSerializer(_RouteFields):
         return route_services.route_json(route)
 
 
-def _route(pk: int) -> Route:
+def _route(pk: str) -> Route:
+    """The route with id `pk` (the URL's text: anything but an id in range is simply not found)."""
     try:
-        if not 0 < pk <= _MAX_ID:
+        if not (_ID.fullmatch(pk) and 0 < int(pk) <= _MAX_ID):
             raise Route.DoesNotExist
-        return Route.objects.get(pk=pk)
+        return Route.objects.get(pk=int(pk))
     except Route.DoesNotExist:
-        raise route_services.NotFound(f"route {pk} not found") from None
+        raise route_services.NotFound(f"route {pk!r} not found") from None
 
 
-def _writable(pk: int) -> Route:
+def _writable(pk: str) -> Route:
     """The route, refused before its new values are looked at when it is a file route."""
     route = _route(pk)
     route_services.check_route_writable(route)
@@ -94,6 +99,9 @@ class RouteList(APIView):
         return Response(RouteSerializer(route).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(**{method: extend_schema(parameters=[
+    OpenApiParameter("route", OpenApiTypes.INT, OpenApiParameter.PATH, description="the route's id")])
+    for method in ("get", "patch", "delete")})
 class RouteDetail(APIView):
     @extend_schema(responses={200: RouteSerializer, **error_responses(404)})
     def get(self, request, route):

@@ -3,8 +3,8 @@ docs; the operator views (live status page, /metrics, /haproxy/stats.csv, /-/rea
 static files of the admin and the status page (served by Django from the app directories:
 the management listener is low-traffic and has no separate web server).
 
-Paths name directors and backends, never ids (routes, which have no name, by id). enable/disable answer with and without a
-trailing slash; only the SPEC form is in the schema.
+Paths name directors and backends, never ids (routes, having no name, go by id).
+enable/disable answer with and without a trailing slash; only the SPEC form is in the schema.
 """
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
@@ -25,7 +25,7 @@ urlpatterns = [
     path(BACKEND + "disable", api.BackendDisable.as_view(), name="api-backend-disable"),
     path(BACKEND + "disable/", api.BackendDisable.as_view(schema=None)),
     path(API + "routes/", route_api.RouteList.as_view(), name="api-route-list"),
-    path(API + "routes/<int:route>/", route_api.RouteDetail.as_view(), name="api-route-detail"),
+    path(API + "routes/<str:route>/", route_api.RouteDetail.as_view(), name="api-route-detail"),
     path(API + "audit/", api.AuditList.as_view(), name="api-audit-list"),
     path(API + "schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path(API + "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -91,7 +91,8 @@ class TestRouteObjects(ApiTestBase):
     def test_unknown_route_is_404(self, pool):
         for method in ("GET", "PATCH", "DELETE"):
             self.call(method, route(999), {} if method == "PATCH" else None, expect=404)
-        assert self.call("GET", route(2**70), expect=404).json() == {"detail": f"route {2**70} not found"}
+        assert self.call("GET", route(2**70), expect=404).json() == {"detail": f"route '{2**70}' not found"}
+        self.call("GET", f"{ROUTES}%0A1/", expect=404)
         self.call("GET", f"{ROUTES}abc/", expect=404)
 
 

@@ -25,6 +25,11 @@ OPERATIONS = {
     (BACKEND + "enable", "post"): {"200", "404"},
     (BACKEND + "disable", "post"): {"200", "404"},
     ("/api/v1/audit/", "get"): {"200"},
+    ("/api/v1/routes/", "get"): {"200"},
+    ("/api/v1/routes/", "post"): {"201", "400"},
+    ("/api/v1/routes/{route}/", "get"): {"200", "404"},
+    ("/api/v1/routes/{route}/", "patch"): {"200", "400", "404"},
+    ("/api/v1/routes/{route}/", "delete"): {"204", "404"},
 }
 
 
@@ -47,11 +52,20 @@ class TestSchema(ApiTestBase):
     def test_request_bodies_refuse_unknown_fields_and_fixed_ones(self):
         components = self.call("GET", "/api/v1/schema/?format=json", expect=200).json()["components"]["schemas"]
         for name in ("DirectorCreateRequest", "PatchedDirectorUpdateRequest", "BackendCreateRequest",
-                     "PatchedBackendUpdateRequest"):
+                     "PatchedBackendUpdateRequest", "RouteWriteRequest", "PatchedRouteWriteRequest"):
             assert components[name]["additionalProperties"] is False, name
         assert {"name", "url"}.isdisjoint(components["PatchedBackendUpdateRequest"]["properties"])
         assert components["BackendCreateRequest"]["required"] == ["name", "url"]
         assert components["BackendCreateRequest"]["properties"]["name"]["pattern"] == "^[A-Za-z0-9_.-]{1,64}$"
+        assert {"id", "mutable"}.isdisjoint(components["RouteWriteRequest"]["properties"])
+
+    def test_backend_creation_takes_one_object_or_a_list(self):
+        schema = self.call("GET", "/api/v1/schema/?format=json", expect=200).json()
+        post = schema["paths"][DIRECTOR + "backends/"]["post"]
+        body = post["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        one, many = schema["components"]["schemas"][body]["oneOf"]
+        assert one == {"$ref": "#/components/schemas/BackendCreateRequest"}
+        assert many == {"type": "array", "items": one}
 
     def test_swagger_ui_is_served_from_local_static_files(self):
         html = self.call("GET", "/api/v1/docs/", expect=200, client=self.viewer).content.decode()

@@ -1,7 +1,8 @@
 """Property-based API tests: schemathesis drives every operation of the served OpenAPI schema.
 
 In-process over WSGI, authenticated as an operator, on a fresh database per operation holding a
-dynamic director `pool` (backend `b1`) and a static one `app` (backend `a1`). Checks: never a
+dynamic director `pool` (backend `b1`), a static one `app` (backend `a1`), a database route and
+a config-file route. Checks: never a
 5xx, every status, content type, header and body as the schema documents.
 """
 from __future__ import annotations
@@ -22,11 +23,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from balancer import route_services
 from tests.support.api import OPERATOR, make_director, token_client
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 KNOWN = {"director": ("pool", "app"), "backend": ("b1", "a1")}
+ROUTES: dict[str, tuple] = {}  # "route" -> (database route id, file route id), set per example
 EXAMPLES = settings(max_examples=15, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                            HealthCheck.filter_too_much])
@@ -36,6 +39,9 @@ EXAMPLES = settings(max_examples=15, deadline=None, derandomize=True,
 def auth_headers(db) -> dict:
     make_director("pool", backends={"b1": "http://127.0.0.1:3001"})
     make_director("app", dynamic=False, backends={"a1": "http://127.0.0.1:3002"})
+    api_route = route_services.create_route({"path": "/", "pass": "pool"}, actor="test")
+    file_route = route_services.create_route({"path": "/app/", "pass": "app"}, actor="test", file_index=0)
+    ROUTES["route"] = (str(api_route.pk), str(file_route.pk))
     client = token_client("fuzzer", OPERATOR)
     return {"Authorization": client._credentials["HTTP_AUTHORIZATION"]}
 
@@ -67,11 +73,12 @@ def test_served_schema_is_the_tested_one(auth_headers):
 
 
 def aim_at_existing_objects(case) -> None:
-    """By the generated director name's length: aim at `pool`/`b1`, at `app`/`a1`, or keep the
-    generated names (unknown objects: 404 paths)."""
+    """By the generated director name's (or route id's) length: aim at `pool`/`b1` (the
+    database route), at `app`/`a1` (the file route), or keep the generated values (unknown
+    objects: 404 paths)."""
     params = case.path_parameters or {}
-    which = len(str(params.get("director", ""))) % 3
-    for name, choices in KNOWN.items():
+    which = len(str(params.get("director", params.get("route", "")))) % 3
+    for name, choices in {**KNOWN, **ROUTES}.items():
         if name in params and which < len(choices):
             params[name] = choices[which]
 
