@@ -5,6 +5,7 @@ errors appear on the fields. Static directors are read-only except each backend'
 """
 from __future__ import annotations
 
+import contextlib
 import json
 
 from django import forms
@@ -28,6 +29,15 @@ DYNAMIC_NOTE = "dynamic: managed here and through the API"
 
 def actor(request) -> str:
     return f"admin:{request.user.get_username()}"
+
+
+@contextlib.contextmanager
+def errors_as_messages(request, prefix: str = ""):
+    """A refused service call becomes an error message on the admin page."""
+    try:
+        yield
+    except ServiceError as exc:
+        messages.error(request, f"{prefix}{exc}")
 
 
 def is_static(director: Director | None) -> bool:
@@ -273,16 +283,12 @@ class BackendAdmin(StatusColumns, admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         changes = {k: form.cleaned_data[k] for k in form.changed_data if k in BACKEND_EDITABLE}
-        try:
+        with errors_as_messages(request):
             _save_backend(Backend.objects.select_related("director").get(pk=obj.pk), changes, request)
-        except ServiceError as exc:
-            messages.error(request, str(exc))
 
     def delete_model(self, request, obj):
-        try:
+        with errors_as_messages(request):
             services.delete_backend(obj, actor=actor(request))
-        except ServiceError as exc:
-            messages.error(request, str(exc))
 
     def _each(self, request, queryset, verb, call):
         done = 0

@@ -5,10 +5,10 @@ errors appear on the form's fields. Routes from the config file are read-only he
 """
 from __future__ import annotations
 
-from django.contrib import admin, messages
+from django.contrib import admin
 
 from . import route_services
-from .admin import ServiceForm, actor
+from .admin import ServiceForm, actor, errors_as_messages
 from .models import Route
 from .services import ServiceError
 
@@ -58,20 +58,16 @@ class RouteAdmin(admin.ModelAdmin):
         return (obj is None or obj.mutable) and super().has_delete_permission(request, obj)
 
     def save_model(self, request, obj, form, change):
-        try:
+        with errors_as_messages(request):
             if not change:
                 created = route_services.create_route(form.route_values(), actor=actor(request))
                 obj.pk, obj._state.adding, obj._state.db = created.pk, False, created._state.db
             elif obj.mutable:
                 route_services.update_route(obj, form.route_values(), actor=actor(request))
-        except ServiceError as exc:
-            messages.error(request, str(exc))
 
     def delete_model(self, request, obj):
-        try:
+        with errors_as_messages(request, f"route {obj.pk}: "):
             route_services.delete_route(obj, actor=actor(request))
-        except ServiceError as exc:
-            messages.error(request, str(exc))
 
     def delete_queryset(self, request, queryset):
         for route in queryset:

@@ -9,32 +9,13 @@ from balancer.config import parse_config
 from balancer.models import AuditRecord, Route
 from balancer.sync import sync_config
 from tests.support.api import ApiTestBase, make_director
+from tests.support.config_files import with_routes
 
 ROUTES = "/api/v1/routes/"
 OBJECT_FIELDS = {"id", "priority", "host", "path", "pass", "backend_from", "http", "fcgi", "document_root",
                  "script_filename", "mutable"}
-FILE = """
-[directors.app]
-backends = { a1 = "http://127.0.0.1:3001" }
-
-[[routes]]
-host = "files.example.com"
-path = "/static/"
-http = "127.0.0.1:3009"
-
-[[routes]]
-path = "/"
-pass = "app"
-"""
-
-
-def route(pk) -> str:
-    return f"{ROUTES}{pk}/"
-
-
-@pytest.fixture
-def pool(db):
-    return make_director("pool", backends={"b1": "http://127.0.0.1:3001"})
+FILE = with_routes({"host": "files.example.com", "path": "/static/", "http": "127.0.0.1:3009"},
+                   {"path": "/", "pass": "app"})
 
 
 @pytest.fixture
@@ -42,6 +23,15 @@ def file_routes(db):
     """The FILE config synced: director app and two routes with mutable false."""
     sync_config(parse_config(FILE))
     return list(Route.objects.filter(mutable=False).order_by("file_index"))
+
+
+@pytest.fixture
+def pool(db):
+    return make_director("pool")
+
+
+def route(pk) -> str:
+    return f"{ROUTES}{pk}/"
 
 
 def api_route(data: dict) -> Route:
@@ -83,8 +73,8 @@ class TestRouteObjects(ApiTestBase):
 
     def test_a_file_route_with_a_priority_sorts_among_the_database_routes(self, pool):
         api_route({"path": "/api-first/", "pass": "pool", "priority": 1})
-        sync_config(parse_config('[directors.app]\n[[routes]]\npath = "/file/"\npass = "app"\npriority = 1\n'
-                                 '[[routes]]\npath = "/"\npass = "app"\n'))
+        sync_config(parse_config(with_routes({"path": "/file/", "pass": "app", "priority": 1},
+                                             {"path": "/", "pass": "app"})))
         listed = self.call("GET", ROUTES, expect=200).json()
         assert [(r["path"], r["priority"]) for r in listed] == [("/", None), ("/file/", 1), ("/api-first/", 1)]
 

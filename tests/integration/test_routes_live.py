@@ -9,8 +9,7 @@ import time
 import pytest
 
 from tests.support.backends import http_backend
-from tests.support.director import Director
-from tests.support.live_api import LiveApi
+from tests.support.live_api import LiveApi, live_api
 from tests.support.waiting import wait_for
 
 CONFIG = """
@@ -28,11 +27,8 @@ LIVE_WITHIN_S = 2.0
 
 @pytest.fixture
 def live(tmp_path):
-    director = Director(tmp_path, CONFIG).start()
-    try:
-        yield LiveApi(director)
-    finally:
-        director.stop()
+    with live_api(tmp_path, CONFIG) as api:
+        yield api
 
 
 def answered_by(live: LiveApi, path: str, name: str) -> bool:

@@ -9,43 +9,15 @@ from balancer import route_services, services
 from balancer.config import parse_config
 from balancer.models import AuditRecord, Route
 from balancer.sync import sync_config
+from tests.support.config_files import with_routes
 
 pytestmark = pytest.mark.django_db
 
-FIRST = """
-[directors.app]
-backends = { a1 = "http://127.0.0.1:3001" }
-
-[[routes]]
-host = "Shop.Example.com"
-pass = "app"
-backend_from = "cookie:X-Backend"
-
-[[routes]]
-path = "/legacy/"
-http = "127.0.0.1:3000"
-
-[[routes]]
-path = "/php/"
-fcgi = "unix:/run/php/php-fpm.sock"
-document_root = "/srv/www"
-"""
-
-SECOND = """
-[directors.app]
-backends = { a1 = "http://127.0.0.1:3001" }
-
-[[routes]]
-host = "shop.example.com"
-pass = "app"
-backend_from = "cookie:X-Backend"
-
-[[routes]]
-path = "/old/"
-fcgi = "127.0.0.1:9000"
-script_filename = "/srv/www/index.php"
-priority = 7
-"""
+SHOP = {"host": "Shop.Example.com", "pass": "app", "backend_from": "cookie:X-Backend"}
+FIRST = with_routes(SHOP, {"path": "/legacy/", "http": "127.0.0.1:3000"},
+                    {"path": "/php/", "fcgi": "unix:/run/php/php-fpm.sock", "document_root": "/srv/www"})
+SECOND = with_routes({**SHOP, "host": "shop.example.com"},
+                     {"path": "/old/", "fcgi": "127.0.0.1:9000", "script_filename": "/srv/www/index.php", "priority": 7})
 
 
 def file_routes() -> list[tuple]:
@@ -97,5 +69,5 @@ def test_a_different_file_replaces_the_stored_file_routes_but_not_database_route
     assert Route.objects.get(pk=mine.pk).mutable  # the API's route stays
     assert [r.path for r in Route.objects.all()] == ["/", "/mine/", "/old/"]  # match order: priority 7 after 0
 
-    sync_config(parse_config("[directors.app]\n"))
+    sync_config(parse_config(with_routes()))
     assert file_routes() == [] and Route.objects.filter(pk=mine.pk).exists()

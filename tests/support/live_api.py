@@ -2,6 +2,7 @@
 an operator token made by `manage.py createapitoken`."""
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pytest
@@ -65,11 +66,18 @@ class LiveApi:
         wait_for(lambda: name not in self.backend_names(), timeout, interval=0.05, what=f"backend {name} to be removed")
 
 
-@pytest.fixture
-def live(tmp_path):
-    """A runproxy with CONFIG and an operator token: import this fixture where needed."""
-    director = Director(tmp_path, CONFIG).start()
+@contextlib.contextmanager
+def live_api(tmp_path, config: str = CONFIG):
+    """A started runproxy with `config` and an operator token; stopped afterwards."""
+    director = Director(tmp_path, config).start()
     try:
         yield LiveApi(director)
     finally:
         director.stop()
+
+
+@pytest.fixture
+def live(tmp_path):
+    """A runproxy with CONFIG and an operator token: import this fixture where needed."""
+    with live_api(tmp_path) as api_:
+        yield api_
