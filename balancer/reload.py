@@ -9,7 +9,6 @@ them, so a broken file changes nothing. `store_config()` makes the database matc
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -38,10 +37,6 @@ def config_path(given: str | None) -> str:
     return given or os.environ.get("DIRECTOR_CONFIG") or DEFAULT_CONFIG
 
 
-def config_actor() -> str:
-    return f"config:{socket.gethostname()}"
-
-
 def read_config(path: str, overrides: dict) -> tuple[Config, ProxySettings]:
     """(config, settings) from the file at `path` and the command-line `overrides`."""
     if not Path(path).exists():
@@ -59,7 +54,7 @@ def read_config(path: str, overrides: dict) -> tuple[Config, ProxySettings]:
 def store_config(config: Config, *, reload: bool = False) -> None:
     """Make the database match the file; a reload also gets an audit record of its own."""
     from . import services
-    from .sync import sync_config
+    from .sync import config_actor, sync_config
 
     actor = config_actor()
     sync_config(config, actor=actor)
