@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('balancer', '0001_initial'),
+        ('balancer', '0003_director_passive_failure_threshold'),
     ]
 
     operations = [
