@@ -41,7 +41,7 @@ class Rows:
 @pytest.fixture
 def plane():
     plane = DataPlane()
-    plane.apply_rows(1, [DIRECTOR], [backend_row()])
+    plane.apply_rows(1, [DIRECTOR], [backend_row()], [])
     return plane
 
 
@@ -128,7 +128,7 @@ async def test_a_passive_mark_confirmed_by_the_monitor_follows_the_monitor(plane
 
 def test_a_config_reload_keeps_a_local_mark_unless_the_database_has_news(plane):
     plane.backends[5].director.set_health(plane.backends[5], "offline")
-    plane.apply_rows(2, [DIRECTOR], [backend_row("online", T0)])
+    plane.apply_rows(2, [DIRECTOR], [backend_row("online", T0)], [])
     assert health(plane) == "offline"
-    plane.apply_rows(3, [DIRECTOR], [backend_row("online", T0 + timedelta(seconds=1))])
+    plane.apply_rows(3, [DIRECTOR], [backend_row("online", T0 + timedelta(seconds=1))], [])
     assert health(plane) == "online"
