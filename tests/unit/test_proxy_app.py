@@ -15,6 +15,7 @@ from proxy.headers import HeaderRules
 from proxy.routes import Route, find_route
 from proxy.state import DataPlane
 from proxy.upstream import Upstream, UpstreamResponse
+from tests.support.rows import route_row
 
 DIRECTOR = {"id": 1, "name": "app", "dynamic": False, "enabled": True, "scheduler": "rr", "queue_limit": 4,
             "queue_timeout": 1, "retry_after": 7, "max_retry_count": 3, "passive_failure_threshold": 1,
@@ -88,8 +89,8 @@ def make_app(routes, backends, failures=None):
         upstreams[name] = FakeUpstream(address, name, failures.get(name, ()))
         return upstreams[name]
 
-    plane = DataPlane(tuple(routes), upstream_factory=factory)
-    plane.apply_rows(1, [DIRECTOR], backends)
+    plane = DataPlane(upstream_factory=factory)
+    plane.apply_rows(1, [DIRECTOR], backends, list(routes))
     health = RecordingHealth()
     return ProxyApp(plane, HeaderRules("director"), health), plane, upstreams, health
 
@@ -112,11 +113,11 @@ async def call(app, method="GET", path=b"/", host=b"example.com", body=b""):
     return start["status"], {k.lower(): v for k, v in start["headers"]}, data
 
 
-PASS = Route(host=None, path=b"/", director="app")
+PASS = route_row(director="app")
 
 
 async def test_a_request_no_route_matches_gets_404():
-    app, *_ = make_app([Route(host=b"shop.example.com", path=b"/", director="app")], [backend(1, "one", 3001)])
+    app, *_ = make_app([route_row(host="shop.example.com", director="app")], [backend(1, "one", 3001)])
     assert (await call(app, host=b"other.example.com"))[0] == 404
 
 
@@ -153,7 +154,7 @@ async def test_nothing_online_is_503_with_retry_after_and_counted_as_dropped():
 
 
 async def test_a_road_warrior_goes_straight_to_its_address():
-    warrior = Route(host=None, path=b"/legacy/", target=BackendAddress("http", "127.0.0.1", 3000))
+    warrior = route_row(path="/legacy/", http="127.0.0.1:3000")
     app, _, upstreams, _ = make_app([warrior, PASS], [backend(1, "one", 3001)])
     assert (await call(app, path=b"/legacy/x"))[2] == b"warrior"
     assert upstreams["warrior"].requests[0].target == b"/legacy/x"  # never stripped

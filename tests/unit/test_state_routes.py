@@ -5,13 +5,7 @@ from __future__ import annotations
 from proxy.addresses import BackendAddress
 from proxy.routes import find_route
 from proxy.state import DataPlane, route_from_row, routes_from_rows
-
-EMPTY = {"host": "", "path": "/", "director": "", "backend_from": "", "http": "", "fcgi": "",
-         "document_root": "", "script_filename": ""}
-
-
-def row(id_: int, **fields) -> dict:
-    return {"id": id_, **EMPTY, **fields}
+from tests.support.rows import route_row as row
 
 
 def test_route_from_row_converts_every_field():
