@@ -239,7 +239,7 @@ def _where(owner) -> str:
         return owner.__name__
     if inspect.isclass(owner):
         return f"{owner.__module__}.{owner.__qualname__}"
-    return f"a fresh {owner.__name__.removeprefix('_fresh_')}"  # an instance factory
+    return f"a fresh {_where(type(owner))}"  # an instance a factory made
 
 
 def problems(wanted: list[Need]) -> list[str]:
@@ -255,9 +255,9 @@ def problems(wanted: list[Need]) -> list[str]:
                     instances[owner] = exc
             owner = instances[owner]
             if isinstance(owner, Exception):
-                found.append(f"{_where(need.owner)} cannot be made ({owner})")
+                found.append(f"{need.owner.__name__} failed ({owner})")
                 continue
-        where = _where(need.owner)
+        where = _where(owner)
         if not hasattr(owner, need.name):
             found.append(f"{where} has no attribute {need.name}")
             continue

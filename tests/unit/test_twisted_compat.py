@@ -46,7 +46,7 @@ def test_every_mismatch_is_listed_at_once():
                        Need(Upgraded, "handle_reply", mentions=("application_instance",)))
     assert "has no attribute _tempDataBuffer" in message
     assert "Upgraded.handle_reply takes (self, message, protocol), not (self, protocol, message)" in message
-    assert "a fresh upgraded has no attribute _bindPath" in message
+    assert f"a fresh {__name__}.Upgraded has no attribute _bindPath" in message
     assert "Upgraded.handle_reply no longer uses application_instance" in message
 
 
