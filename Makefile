@@ -5,7 +5,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CONFIG ?= director.toml
 
-.PHONY: run test bench venv test-venv clean
+COMPAT_VENV ?= .venv-compat
+COMPAT_UPGRADE ?= daphne Twisted
+COMPAT_TESTS ?= tests/unit/test_twisted_compat.py tests/unit/test_reactor.py tests/unit/test_http_parser.py \
+	tests/integration/test_server_*.py tests/integration/test_runproxy_startup.py
+
+.PHONY: run test bench venv test-venv compat clean
 
 $(VENV)/.run-deps: requirements.txt
 	@test -n "$(PYTHON)" || { echo "make: Python 3.11 or newer is required" >&2; exit 1; }
@@ -33,6 +38,19 @@ run: $(VENV)/.run-deps $(CONFIG)
 
 test: $(VENV)/.test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The server and its conformance tests on the newest daphne and Twisted on PyPI (not CI):
+# does the adapter (proxy/twisted_compat.py) still fit? Its own venv, rebuilt each time.
+# Other versions: make compat COMPAT_UPGRADE="Twisted==25.5.0"
+compat:
+	@test -n "$(PYTHON)" || { echo "make: Python 3.11 or newer is required" >&2; exit 1; }
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/python -m pip install -q --upgrade pip
+	$(COMPAT_VENV)/bin/python -m pip install -q -r requirements-test.txt
+	$(COMPAT_VENV)/bin/python -m pip install -q -U $(COMPAT_UPGRADE)
+	@$(COMPAT_VENV)/bin/python -c 'from importlib.metadata import version as v; print("compat: Twisted", v("Twisted"), "/ daphne", v("daphne"))'
+	$(COMPAT_VENV)/bin/python -m pytest -q $(COMPAT_TESTS)
 
 bench: $(VENV)/.test-deps
 	$(PY) bench/run.py $(BENCH_ARGS)

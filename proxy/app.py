@@ -1,6 +1,6 @@
 """The traffic ASGI application: route, then pass to a director or straight to an address.
 
-Raw ASGI, no Django on this path. proxy.server puts the spooled request body in
+Raw ASGI, no Django on this path. proxy.server_protocol puts the spooled request body in
 `scope["extensions"]["director"]` so retries replay it without copying.
 """
 from __future__ import annotations

@@ -121,7 +121,7 @@ class Dispatcher:
             director.status_counts[status // 100] += 1
             backend.status_counts[status // 100] += 1
         except UpstreamError as err:
-            # After the head went out: the backend broke mid-body. proxy.server closes the
+            # After the head went out: the backend broke mid-body. proxy.server_protocol closes the
             # client connection when we re-raise.
             response.release()
             self.backend_failed(backend, err)

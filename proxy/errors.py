@@ -12,6 +12,7 @@ class UpstreamError(Exception):
     """The backend failed this request."""
 
     status = 502
+    expected_failure = True  # the server logs it as one line, without a traceback
     safe_to_resend = False
     marks_offline = True
     default_message = "upstream failure"

@@ -5,9 +5,10 @@ unless a reactor of that class is installed already; `install()` does that first
 changes, both measured on the proxy's hot path (bench/, php-fpm row: about +8% and +5%):
 
 - uvloop runs the loop and every upstream connection (asyncio transports in C);
-- a ready socket calls `_readOrWrite` directly. Twisted wraps every read event in
+- a ready socket calls the reactor's dispatch directly. Twisted wraps every read event in
   `callWithLogger`, five Python calls that set the legacy log "system" context, which
-  nothing here reads; `_readOrWrite` already catches and logs what `doRead` raises.
+  nothing here reads; the dispatch already catches and logs what `doRead` raises (the
+  internals this takes are named in `proxy.twisted_compat`).
 """
 from __future__ import annotations
 
@@ -16,20 +17,15 @@ import sys
 import uvloop
 from twisted.internet import asyncioreactor
 
+from proxy.twisted_compat import add_reader_unlogged
+
 
 class DirectorReactor(asyncioreactor.AsyncioSelectorReactor):
     """Readers registered with the loop without Twisted's per-event log context."""
 
     def addReader(self, reader):
-        if reader in self._readers or reader in self._continuousPolling._readers:
-            return
-        fd = reader.fileno()
-        try:
-            self._asyncioEventloop.add_reader(fd, self._readOrWrite, reader, True)
-        except OSError:  # e.g. a file epoll refuses: Twisted's own path polls it instead
+        if not add_reader_unlogged(self, reader):  # e.g. a file epoll refuses: Twisted polls it
             super().addReader(reader)
-            return
-        self._readers[reader] = fd
 
 
 def install() -> None:

@@ -1,7 +1,7 @@
 """Streaming an upstream response to the client, and what happens when the client leaves.
 
-A failure after the response head was sent propagates as an exception: proxy.server then
-closes the client connection (never a response that looks complete). Back-pressure comes
+A failure after the response head was sent propagates as an exception: proxy.server_protocol
+then closes the client connection (never a response that looks complete). Back-pressure comes
 from `send()`, which does not return while the client is not reading.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Responses the proxy generates itself (404, 400, 502, 503, 504), built once per status."""
 from __future__ import annotations
 
-from http import HTTPStatus
+from proxy.error_responses import CONTENT_TYPE, error_body
 
 _cache: dict[int, tuple[list, bytes]] = {}
 
@@ -9,9 +9,8 @@ _cache: dict[int, tuple[list, bytes]] = {}
 def _prepared(status: int) -> tuple[list, bytes]:
     entry = _cache.get(status)
     if entry is None:
-        phrase = HTTPStatus(status).phrase
-        body = f"{status} {phrase}\n".encode()
-        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode())]
+        body = error_body(status)
+        headers = [(b"content-type", CONTENT_TYPE), (b"content-length", str(len(body)).encode())]
         entry = _cache[status] = (headers, body)
     return entry
 

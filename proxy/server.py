@@ -6,8 +6,10 @@ nothing starts half-configured; `ready_callback(server)` then runs on the reacto
 asyncio loop (start background tasks there: daphne has no ASGI lifespan).
 
 The protocol hardening (limits, timeouts, back-pressure, mid-response failures) lives in
-`proxy.server_protocol`. Import this module before anything imports
-`twisted.internet.reactor`: it installs `proxy.reactor` (uvloop) at import.
+`proxy.server_channel` and `proxy.server_protocol`. Import this module before anything
+imports `twisted.internet.reactor`: it installs `proxy.reactor` (uvloop) at import, then
+checks that daphne and Twisted still have the internals Director relies on
+(`proxy.twisted_compat`; AdapterMismatch names what is missing).
 
 UNIX socket listeners: a stale socket file left by a dead process is removed at start
 (only a socket nobody accepts on; any other file, or a live socket, is a ListenError).
@@ -20,6 +22,9 @@ from proxy.reactor import install as _install_reactor  # isort:skip
 
 _install_reactor()  # isort:skip  # before daphne.server, which would install a stock one
 import daphne.server  # noqa: E402, F401  # isort:skip
+from proxy import twisted_compat  # noqa: E402  # isort:skip
+
+twisted_compat.verify()  # isort:skip  # every daphne/Twisted internal used, or AdapterMismatch
 
 import asyncio
 import contextlib
@@ -39,6 +44,7 @@ from proxy.listeners import BACKLOG, UNIX_SOCKET_MODE, ListenError, describe_err
 from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
 from proxy.server_protocol import ManagementRequest, TrafficRequest
 from proxy.server_transport import use_coalesced_writes
+from proxy.twisted_compat import application_task, application_tasks, event_loop_of, mark_adopted_unix_port
 
 logger = logging.getLogger("director.server")
 
@@ -85,7 +91,7 @@ class DirectorServer(Server):
         self.channels = set()  # open DirectorChannels, swept for header timeouts
         self.traffic_tasks = set()
         self._start_error = None
-        self.loop = reactor._asyncioEventloop
+        self.loop = event_loop_of(reactor)
         self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4, send_timeout / 4)
 
     # -- start and stop ----------------------------------------------------------------
@@ -180,9 +186,8 @@ class DirectorServer(Server):
         proxy.listeners); stopping one worker must not affect the others."""
         sock.setblocking(False)
         port = reactor.adoptStreamPort(sock.fileno(), sock.family, factory)
-        if sock.family == socket.AF_UNIX:  # Twisted 26 treats adopted UNIX ports like its own:
-            port._bindPath = b"\0"  # abstract-namespace marker: connectionLost skips the unlink
-            port._shouldShutdown = False  # and no shutdown(), which stops every worker's accepts
+        if sock.family == socket.AF_UNIX:  # Twisted 26 treats adopted UNIX ports like its own
+            mark_adopted_unix_port(port)
         return port
 
     def _stop_listening(self):
@@ -262,16 +267,15 @@ class DirectorServer(Server):
     def create_application(self, protocol, scope):
         """daphne's, plus a done-callback so a failing management app is answered at once."""
         queue = super().create_application(protocol, scope)
-        task = self.connections.get(protocol, {}).get("application_instance")
-        if task is not None and hasattr(protocol, "app_done"):
-            task.add_done_callback(protocol.app_done)
+        if hasattr(protocol, "app_done"):
+            application_task(self, protocol).add_done_callback(protocol.app_done)
         return queue
 
     async def handle_reply(self, protocol, message):
         """daphne's, plus back-pressure: wait while the client's write buffer is full."""
         await super().handle_reply(protocol, message)
         channel = getattr(protocol, "channel", None)
-        if channel is not None and channel._waitingForTransport:
+        if channel is not None and channel.write_blocked:
             await channel.drain()
 
     def application_checker(self):
@@ -313,9 +317,8 @@ class DirectorServer(Server):
 
         Replaces daphne's, which fails on a connection entry without an application.
         """
-        tasks = list(self.traffic_tasks)
-        tasks += [details.get("application_instance") for details in self.connections.values()]
-        pending = [task for task in tasks if task is not None and not task.done()]
+        tasks = list(self.traffic_tasks) + application_tasks(self)
+        pending = [task for task in tasks if not task.done()]
         for task in pending:
             task.cancel()
         if pending:

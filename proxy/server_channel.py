@@ -18,11 +18,12 @@ import time
 
 from daphne.http_protocol import HTTPFactory
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.protocols.basic import LineReceiver
 from twisted.web import http
 
 from proxy.headers import connection_tokens
 from proxy.server_chunked import StrictChunkedDecoder
+from proxy.error_responses import closing_response
+from proxy.twisted_compat import TwistedChannel, pending_write_bytes
 
 logger = logging.getLogger("director.server")
 
@@ -37,29 +38,10 @@ DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send
 
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
 
-REASONS = {  # RFC 9110 reason phrases where Twisted has older ones
-    **http.RESPONSES, 408: b"Request Timeout", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
-}
-
-
-def error_body(status: int) -> bytes:
-    return b"%d %s\n" % (status, REASONS[status])
-
-
-def closing_response(status: int) -> bytes:
-    """A complete HTTP/1.1 error response that announces the connection closes."""
-    body = error_body(status)
-    return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (status, REASONS[status], len(body), body)
-    )
-
-
 CHANNEL_REJECTIONS = {status: closing_response(status) for status in (400, 408, 413, 431)}
 
 
-class DirectorChannel(http.HTTPChannel):
+class DirectorChannel(TwistedChannel):
     """One client connection; `factory` is a `ListenerFactory` naming the plane it serves.
 
     `phase` is IDLE (waiting for a request's first byte), HEAD (reading its head), BODY
@@ -76,6 +58,7 @@ class DirectorChannel(http.HTTPChannel):
     maxHeaders = MAX_HEADERS
     timeOut = None
     abortTimeout = ABORT_AFTER
+    chunked_decoder = StrictChunkedDecoder
 
     phase = IDLE
     deadline: float | None = None
@@ -85,6 +68,8 @@ class DirectorChannel(http.HTTPChannel):
     scope_server = None
     _host = None
     _head_size = 0
+    _header_count = 0  # header fields of the head being read
+    write_blocked = False  # the transport paused us: its buffer is over WRITE_HIGH_WATER
     _write_waiter: asyncio.Future | None = None
     _pending_at_check: int | None = None
     _blocked_at: float | None = None  # when drain() began waiting (BUSY only)
@@ -123,8 +108,7 @@ class DirectorChannel(http.HTTPChannel):
             return
         if self.phase is IDLE:
             self._start_head()
-        LineReceiver.dataReceived(self, data)  # skips HTTPChannel's per-byte resetTimeout
-        rest = self._buffer  # an incomplete head line: a LF in it is a bare one
+        rest = self.parse_lines(data)  # an incomplete head line: a LF in it is a bare one
         if b"\n" in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
             self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
 
@@ -145,14 +129,15 @@ class DirectorChannel(http.HTTPChannel):
         self.reject(431)
 
     def headerReceived(self, line):
-        if self._receivedHeaderCount >= self.maxHeaders:
+        if self._header_count >= self.maxHeaders:
             self.reject(431)
             return False
+        self._header_count += 1
         return super().headerReceived(line)
 
     def allHeadersReceived(self):
         """Refuse an announced body over the limit before reading any of it."""
-        self._head_size = 0
+        self._head_size = self._header_count = 0
         if self.length is not None and self.length > self.factory.max_request_body:
             self.reject(413)
             return
@@ -160,19 +145,10 @@ class DirectorChannel(http.HTTPChannel):
         self.deadline = time.monotonic() + self.factory.header_timeout
         super().allHeadersReceived()
 
-    def _maybeChooseTransferDecoder(self, header, data):
-        """Twisted's choice, with our strict decoder for chunked bodies."""
-        if header == b"Transfer-Encoding" and data.lower() == b"chunked" and self._transferDecoder is None:
-            self.length = None
-            self._transferDecoder = StrictChunkedDecoder(
-                self.requests[-1].handleContentChunk, self._finishRequestBody, self)
-            return True
-        return super()._maybeChooseTransferDecoder(header, data)
-
     def rawDataReceived(self, data):
         if self.closing:
             return
-        if not self._handlingRequest:  # body bytes: each chunk earns another header_timeout
+        if self.phase is not BUSY:  # body bytes: each chunk earns another header_timeout
             self.deadline = time.monotonic() + self.factory.header_timeout
         super().rawDataReceived(data)
 
@@ -205,10 +181,6 @@ class DirectorChannel(http.HTTPChannel):
         super().requestDone(request)
         if self.factory.server.draining:
             self.close_when_done()
-
-    def _respondToBadRequestAndDisconnect(self):
-        """Twisted writes a bare status line; answer a complete, closing 400 instead."""
-        self.reject(400)
 
     # -- closing -----------------------------------------------------------------------
 
@@ -245,7 +217,7 @@ class DirectorChannel(http.HTTPChannel):
         self.closing = True
         self.persistent = False
         self.deadline = None
-        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.abort_later()
 
     def timed_out(self):
         """Called by the server's sweep once `deadline` has passed.
@@ -276,14 +248,11 @@ class DirectorChannel(http.HTTPChannel):
             self.reject(408)
 
     def _pending_output(self) -> int:
-        """Bytes written but not yet taken by the client: Twisted's buffer (FileDescriptor
-        internals) plus the socket's send queue, which moves even when the kernel is too
-        full to take more from Twisted (it asks again only once half its queue is free)."""
+        """Bytes written but not yet taken by the client: Twisted's buffer plus the socket's
+        send queue, which moves even when the kernel is too full to take more from Twisted
+        (it asks again only once half its queue is free)."""
         transport = self.transport
-        try:
-            buffered = len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        except AttributeError:
-            return 0
+        buffered = pending_write_bytes(transport)
         try:
             queued = fcntl.ioctl(transport.fileno(), termios.TIOCOUTQ, _OUTQ)
         except (OSError, ValueError):
@@ -292,7 +261,12 @@ class DirectorChannel(http.HTTPChannel):
 
     # -- back-pressure -----------------------------------------------------------------
 
+    def pauseProducing(self):
+        self.write_blocked = True
+        super().pauseProducing()
+
     def resumeProducing(self):
+        self.write_blocked = False
         super().resumeProducing()
         self._wake_writer()
 
@@ -313,7 +287,7 @@ class DirectorChannel(http.HTTPChannel):
         pauseProducing when its buffer passes `bufferSize` and resumeProducing when it has
         drained, so no per-request producer registration is needed.
         """
-        while self._waitingForTransport and not self.lost:
+        while self.write_blocked and not self.lost:
             if self._write_waiter is None:
                 # The pending count is taken at the first sweep after SEND_SETTLE, not now:
                 # the kernel goes on taking bytes for a moment after a send() it cut short

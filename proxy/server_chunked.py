@@ -12,42 +12,35 @@ from __future__ import annotations
 
 import re
 
-from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
+from proxy.twisted_compat import ChunkedDecoder, MalformedChunkedData
 
 FIELD_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
 MAX_CHUNK_SIZE = 2**63 - 1
 
 
-class StrictChunkedDecoder(_ChunkedTransferDecoder):
+class StrictChunkedDecoder(ChunkedDecoder):
     """Twisted's decoder with early refusals; `channel.reject(status)` answers them."""
 
-    def __init__(self, data_callback, finish_callback, channel):
-        super().__init__(data_callback, finish_callback)
-        self._channel = channel
-        self._announced = 0  # sum of the chunk sizes seen
-        self._trailer_count = 0
-        self._maxTrailerHeadersSize = channel.totalHeadersSize  # the head's limits
+    _announced = 0  # sum of the chunk sizes seen
+    _trailer_count = 0
 
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:
-        if not super()._dataReceived_CHUNK_LENGTH():
-            if b"\n" in self._buffer:  # a bare LF: the CRLF this waits for may never come
-                raise _MalformedChunkedDataError("chunk size line ends in a bare LF")
-            return False
-        if self.length > MAX_CHUNK_SIZE:
-            raise _MalformedChunkedDataError("chunk size out of range")
-        self._announced += self.length
-        if self._announced > self._channel.factory.max_request_body:
-            self._channel.reject(413)
-            raise _MalformedChunkedDataError("chunked body over max_request_body")
-        return True
+    def size_line_incomplete(self, buffered: bytes) -> None:
+        if b"\n" in buffered:  # a bare LF: the CRLF this waits for may never come
+            raise MalformedChunkedData("chunk size line ends in a bare LF")
 
-    def _dataReceived_TRAILER(self) -> bool:
-        buffer = self._buffer
-        end = buffer.find(b"\r\n")
+    def chunk_announced(self, size: int) -> None:
+        if size > MAX_CHUNK_SIZE:
+            raise MalformedChunkedData("chunk size out of range")
+        self._announced += size
+        if self._announced > self.channel.factory.max_request_body:
+            self.channel.reject(413)
+            raise MalformedChunkedData("chunked body over max_request_body")
+
+    def trailer_arriving(self, buffered: bytes) -> None:
+        end = buffered.find(b"\r\n")
         if end > 0:
             self._trailer_count += 1
-            if self._trailer_count > self._channel.maxHeaders or not FIELD_LINE.fullmatch(buffer, 0, end):
-                raise _MalformedChunkedDataError("invalid trailer field")
-        elif end < 0 and b"\n" in buffer:
-            raise _MalformedChunkedDataError("trailer line ends in a bare LF")
-        return super()._dataReceived_TRAILER()
+            if self._trailer_count > self.channel.maxHeaders or not FIELD_LINE.fullmatch(buffered, 0, end):
+                raise MalformedChunkedData("invalid trailer field")
+        elif end < 0 and b"\n" in buffered:
+            raise MalformedChunkedData("trailer line ends in a bare LF")

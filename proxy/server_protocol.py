@@ -6,6 +6,10 @@ reaches the client.
   connection rather than leaving the client hanging or corrupting the next response.
 - `TrafficRequest` is the lean hot path for `proxy.app`; `ManagementRequest` keeps daphne's
   `WebRequest` (and so its websocket upgrade) for the Django management app.
+
+An application failure is logged with its traceback, unless the exception's class sets
+`expected_failure = True` (the proxy's backend failures): then the line the server writes
+when it closes the connection says all there is to say.
 """
 from __future__ import annotations
 
@@ -20,8 +24,7 @@ from daphne.http_protocol import WebRequest
 from twisted.web import http
 from twisted.web.http_headers import Headers
 
-from proxy.errors import UpstreamError
-from proxy.server_channel import REASONS, error_body
+from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
 
 logger = logging.getLogger("director.server")
 
@@ -53,6 +56,7 @@ class RequestMixin:
     _declared_length: int | None = None
     _body_length = 0
     _aborted = False
+    lost = False  # the client connection is gone
     log_failures = True  # False where daphne's application checker logs them already
 
     def requestReceived(self, command, path, version):
@@ -84,6 +88,10 @@ class RequestMixin:
             return
         self.content.write(data)
 
+    def connectionLost(self, reason):
+        self.lost = True
+        super().connectionLost(reason)
+
     def refuse(self) -> bool:
         """Answer (and return True) for requests that must never reach an application."""
         if self.method in REJECTED_METHODS:
@@ -105,7 +113,7 @@ class RequestMixin:
         self._response_started = True
         self.responseHeaders = headers = Headers()
         self.setResponseCode(status, REASONS[status])
-        headers.setRawHeaders(b"Content-Type", [b"text/plain; charset=utf-8"])
+        headers.setRawHeaders(b"Content-Type", [CONTENT_TYPE])
         headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
         if status == 405:
             headers.setRawHeaders(b"Allow", [ALLOWED_METHODS])
@@ -139,7 +147,7 @@ class RequestMixin:
         """Write a body chunk; finish, or close on a body that disagrees with Content-Length."""
         if not self._response_started:
             raise ValueError("HTTP response has not yet been started but got http.response.body")
-        if self.finished or self._disconnected or self._aborted:
+        if self.finished or self.lost or self._aborted:
             return
         body = message.get("body", b"")
         more = message.get("more_body", False)
@@ -157,7 +165,7 @@ class RequestMixin:
 
     def abort(self, why: str):
         """End an incomplete response by closing the connection (no final chunk)."""
-        if self._aborted or self.finished or self._disconnected:
+        if self._aborted or self.finished or self.lost:
             return
         self._aborted = True
         logger.warning("closing the client connection mid-response: %s (%s %s)", why, self.method, self.uri)
@@ -169,11 +177,10 @@ class RequestMixin:
             failure = None
         else:
             failure = task.exception()
-            if isinstance(failure, UpstreamError):
-                pass  # an expected backend failure mid-response: abort() below logs one line
-            elif failure is not None and self.log_failures:
+            expected = getattr(failure, "expected_failure", False)  # abort() below logs one line
+            if failure is not None and not expected and self.log_failures:
                 logger.error("Exception inside application: %s", failure, exc_info=failure)
-        if self.finished or self._disconnected or self._aborted:
+        if self.finished or self.lost or self._aborted:
             return
         if not self.startedWriting:  # nothing on the wire yet: a clean answer is still possible
             if task.cancelled():  # shutdown_timeout passed: the request may have reached a backend
@@ -181,7 +188,7 @@ class RequestMixin:
             else:
                 self.respond_error(500)
         else:
-            self.abort(f"backend failed: {failure}" if isinstance(failure, UpstreamError)
+            self.abort(f"backend failed: {failure}" if expected
                        else "the application failed" if failure else "the application ended the response early")
 
 
@@ -242,7 +249,7 @@ class TrafficRequest(RequestMixin, http.Request):
 
     async def receive(self):
         pos = self._recv_pos
-        if pos is not None and not (self.finished or self._disconnected):
+        if pos is not None and not (self.finished or self.lost):
             content = self.content
             content.seek(pos)  # the app may have read body_file in between
             chunk = content.read(BODY_CHUNK)
@@ -250,7 +257,7 @@ class TrafficRequest(RequestMixin, http.Request):
             more = pos < self._body_length
             self._recv_pos = pos if more else None
             return {"type": "http.request", "body": chunk, "more_body": more}
-        if not (self.finished or self._disconnected):
+        if not (self.finished or self.lost):
             if self._gone is None:
                 self._gone = asyncio.get_running_loop().create_future()
             await self._gone
@@ -261,10 +268,10 @@ class TrafficRequest(RequestMixin, http.Request):
         if kind == "http.response.body":
             self.send_body(message)
             channel = self.channel
-            if channel is not None and channel._waitingForTransport:
+            if channel is not None and channel.write_blocked:
                 await channel.drain()
         elif kind == "http.response.start":
-            if not (self.finished or self._disconnected):
+            if not (self.finished or self.lost):
                 self.start_response(message)
         else:
             raise ValueError(f"Cannot handle message type {kind}!")

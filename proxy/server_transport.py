@@ -6,13 +6,16 @@ head, body and last chunk often leave in separate send() calls. Here the writes 
 loop step are gathered and sent with one send() at the end of the step (call_soon), as
 asyncio's transports would; only what the kernel does not take goes to Twisted's buffer,
 so back-pressure, ordering and error handling stay Twisted's (a step that writes FLUSH_AT
-bytes or more flushes on the spot, so a writer that never yields still meets them).
+bytes or more flushes on the spot, so a writer that never yields still meets them). Once
+Twisted holds bytes, every write queues behind them until its buffer is empty again.
 """
 from __future__ import annotations
 
 import asyncio
 
 from twisted.internet import tcp, unix
+
+from proxy.twisted_compat import pending_write_bytes, replace_accepted_transport
 
 FLUSH_AT = 64 * 1024  # gathered bytes that are sent at once rather than at the end of the step
 
@@ -22,14 +25,15 @@ class CoalescingWriteMixin:
 
     _gathered: list[bytes] | None = None  # writes waiting for this step's flush
     _gathered_size = 0
+    _twisted_sending = False  # Twisted's buffer may hold bytes: new writes go behind them
 
     def write(self, data: bytes) -> None:
-        if not data or not self.connected or self._writeDisconnected:
+        if not data or not self.connected:
             return
         gathered = self._gathered
         if gathered is None:
-            if self.TLS or self.dataBuffer or self._tempDataBuffer:
-                super().write(data)  # Twisted is sending already: keep the order behind it
+            if self._twisted_sending:
+                super().write(data)  # keep the order behind what Twisted is sending
                 return
             self._gathered, self._gathered_size = [data], len(data)
             asyncio.get_running_loop().call_soon(self._flush)
@@ -52,7 +56,16 @@ class CoalescingWriteMixin:
         except OSError:
             sent = 0  # BlockingIOError, or an error Twisted's own write path meets again and closes
         if sent < len(data):
+            self._twisted_sending = True
             super().write(data[sent:])
+
+    def doWrite(self):
+        """Twisted's send when the socket is writable; writes go direct again once it has
+        sent all it held."""
+        result = super().doWrite()
+        if not pending_write_bytes(self):
+            self._twisted_sending = False
+        return result
 
     def loseConnection(self, *args, **kwargs):
         self._flush()  # Twisted closes at once when its own buffer is empty
@@ -77,4 +90,4 @@ class CoalescingUNIXServer(CoalescingWriteMixin, unix.Server):
 
 def use_coalesced_writes(port) -> None:
     """Make the listening `port` wrap the sockets it accepts in the transports above."""
-    port.transport = CoalescingUNIXServer if issubclass(port.transport, unix.Server) else CoalescingTCPServer
+    replace_accepted_transport(port, CoalescingTCPServer, CoalescingUNIXServer)

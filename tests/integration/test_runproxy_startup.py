@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.adapter_shim import without
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.processes import REPO, Process
@@ -188,3 +189,11 @@ def test_listen_addresses_come_from_the_config_file_without_flags(tmp_path, shor
             assert status == 200, body
         finally:
             assert process.stop() == 0, process.output()
+
+
+def test_daphne_or_twisted_without_an_internal_is_refused(tmp_path):
+    """An upgrade that took away an internal Director relies on: one line, exit 1."""
+    director = Director(tmp_path, "", env=without(tmp_path / "shim", "twisted.internet.abstract",
+                                                  "FileDescriptor", "doWrite"))
+    assert_fails_with_one_line(run_to_exit(director), "Director's adapter does not fit Twisted ",
+                               "twisted.internet.abstract.FileDescriptor has no attribute doWrite")

@@ -6,6 +6,7 @@ import pytest
 import uvloop
 
 from proxy.reactor import DirectorReactor
+from proxy.twisted_compat import event_loop_of
 
 
 class Reader:
@@ -42,12 +43,13 @@ def test_socket_reader_is_called_directly_on_the_loop(reactor):
     with left, right:
         reader = Reader(left.fileno())
         reactor.addReader(reader)
-        assert reactor._readers[reader] == left.fileno()
+        assert reader in reactor.getReaders()
         right.send(b"x")
-        loop = reactor._asyncioEventloop
+        loop = event_loop_of(reactor)
         loop.run_until_complete(_until(lambda: reader.reads > 0, loop))
         reactor.removeReader(reader)
-        assert reader not in reactor._readers
+        assert reader not in reactor.getReaders()
+        assert not loop.remove_reader(left.fileno())  # the reactor took it off the loop
 
 
 def test_regular_file_falls_back_to_twisteds_polling(reactor, tmp_path):
@@ -56,10 +58,10 @@ def test_regular_file_falls_back_to_twisteds_polling(reactor, tmp_path):
     with open(path, "rb") as file:
         reader = Reader(file.fileno())
         reactor.addReader(reader)  # epoll refuses regular files (EPERM)
-        assert reader not in reactor._readers
-        assert reactor._continuousPolling.isReading(reader)
+        assert reader in reactor.getReaders()  # polled by Twisted instead
+        assert not event_loop_of(reactor).remove_reader(file.fileno())  # never on the loop
         reactor.removeReader(reader)
-        assert not reactor._continuousPolling.isReading(reader)
+        assert reader not in reactor.getReaders()
 
 
 async def _until(predicate, loop, timeout=5.0):

@@ -28,8 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-health-monitor", action="store_true", help="do not run health checks in this process")
 
     def handle(self, *args, **options):
-        # Imported first: daphne installs Twisted's asyncio reactor on import.
-        from proxy import server as proxy_server
+        from proxy.twisted_compat import AdapterMismatch  # names no reactor: safe before proxy.server
+
+        try:  # first: daphne installs Twisted's asyncio reactor on import; then the adapter is checked
+            from proxy import server as proxy_server
+        except AdapterMismatch as exc:
+            self._fail(str(exc))
 
         from balancer.reload import ReloadError, config_path
         from balancer.worker_stats import worker_index

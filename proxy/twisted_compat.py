@@ -1,0 +1,291 @@
+"""The one place that names daphne's and Twisted's internals, and the check that they fit.
+
+Director's server builds on parts of daphne and Twisted that are not public API: private
+attributes, private hooks it overrides, and daphne `Server` methods it replaces. Every
+such name appears in this module only: as small accessors (once per connection or rarer)
+and as documented base classes whose methods touch the internals directly. `verify()`
+(called by `proxy.server` at import, once the reactor is installed) checks that each name
+still exists with the shape relied on, and raises `AdapterMismatch` listing every one that
+does not, with the installed versions: an upgrade fails at start, never silently.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+from dataclasses import dataclass
+from importlib import metadata
+
+from daphne.http_protocol import WebRequest
+from twisted.internet import abstract, asyncioreactor, tcp, unix
+from twisted.protocols.basic import LineReceiver
+from twisted.web import http
+
+__all__ = [
+    "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "TwistedChannel", "add_reader_unlogged",
+    "application_task", "application_tasks", "event_loop_of", "mark_adopted_unix_port", "pending_write_bytes",
+    "replace_accepted_transport", "verify",
+]
+
+MalformedChunkedData = http._MalformedChunkedDataError  # raised by ChunkedDecoder hooks: the body is refused
+
+
+class AdapterMismatch(RuntimeError):
+    """The installed daphne or Twisted lacks an internal Director relies on."""
+
+
+# -- accessors ---------------------------------------------------------------------------
+
+def event_loop_of(reactor) -> asyncio.AbstractEventLoop:
+    """The asyncio loop an AsyncioSelectorReactor runs on."""
+    return reactor._asyncioEventloop
+
+
+def add_reader_unlogged(reactor, reader) -> bool:
+    """AsyncioSelectorReactor.addReader without Twisted's per-event `callWithLogger`: the
+    loop calls the reactor's dispatch directly. False if the loop refuses the file (epoll
+    refuses regular files): then the reactor's own addReader must poll it."""
+    if reader in reactor._readers or reader in reactor._continuousPolling._readers:
+        return True
+    fd = reader.fileno()
+    try:
+        reactor._asyncioEventloop.add_reader(fd, reactor._readOrWrite, reader, True)
+    except OSError:
+        return False
+    reactor._readers[reader] = fd
+    return True
+
+
+def pending_write_bytes(transport) -> int:
+    """Bytes waiting in a Twisted FileDescriptor's write buffer."""
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def replace_accepted_transport(port, tcp_class: type, unix_class: type) -> None:
+    """Make a listening `port` wrap the sockets it accepts in `tcp_class` or `unix_class`
+    (subclasses of Twisted's tcp.Server / unix.Server), whichever fits the port."""
+    port.transport = unix_class if issubclass(port.transport, unix.Server) else tcp_class
+
+
+def mark_adopted_unix_port(port) -> None:
+    """An adopted UNIX listening port (Twisted treats it like its own): on stop, neither
+    unlink its socket file nor shutdown() the socket, which other processes accept on."""
+    port._bindPath = b"\0"  # abstract-namespace marker: connectionLost skips the unlink
+    port._shouldShutdown = False  # shutdown() would stop every worker's accepts
+
+
+def application_task(server, protocol) -> asyncio.Future:
+    """The application task daphne's `create_application` just made for `protocol`."""
+    return server.connections[protocol]["application_instance"]
+
+
+def application_tasks(server) -> list:
+    """Every application task in daphne's connection table. A websocket still in its
+    handshake has an entry without one: daphne adds the task when the app starts."""
+    return [details["application_instance"] for details in server.connections.values()
+            if "application_instance" in details]
+
+
+# -- base classes whose methods touch internals ---------------------------------------------
+
+class TwistedChannel(http.HTTPChannel):
+    """HTTPChannel with its private hooks turned into documented ones.
+
+    Subclasses define `reject(status)` (a malformed request Twisted would answer with a
+    bare 400 status line) and may set `chunked_decoder` to a `ChunkedDecoder` subclass,
+    used instead of Twisted's for chunked request bodies.
+    """
+
+    chunked_decoder: type | None = None
+
+    def parse_lines(self, data: bytes) -> bytes:
+        """LineReceiver's parsing (without HTTPChannel's per-byte timer reset); returns the
+        incomplete line left unparsed."""
+        LineReceiver.dataReceived(self, data)
+        return self._buffer
+
+    def abort_later(self) -> None:
+        """Abort the transport after `abortTimeout` unless the connection closes first
+        (HTTPChannel.connectionLost cancels it, as for its own timeouts)."""
+        self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+
+    def _maybeChooseTransferDecoder(self, header, data):
+        decoder = self.chunked_decoder
+        if (decoder is not None and header == b"Transfer-Encoding" and data.lower() == b"chunked"
+                and self._transferDecoder is None):
+            self.length = None
+            self._transferDecoder = decoder(self.requests[-1].handleContentChunk, self._finishRequestBody, self)
+            return True
+        return super()._maybeChooseTransferDecoder(header, data)
+
+    def _respondToBadRequestAndDisconnect(self):
+        self.reject(400)
+
+
+class ChunkedDecoder(http._ChunkedTransferDecoder):
+    """Twisted's chunked-body decoder with hooks a subclass overrides; a hook refuses the
+    body by raising MalformedChunkedData. `channel` is the TwistedChannel reading it."""
+
+    def __init__(self, data_callback, finish_callback, channel):
+        super().__init__(data_callback, finish_callback)
+        self.channel = channel
+        self._maxTrailerHeadersSize = channel.totalHeadersSize  # the head's limit
+
+    def size_line_incomplete(self, buffered: bytes) -> None:
+        """The chunk-size line has not ended yet; `buffered` is what arrived of it."""
+
+    def chunk_announced(self, size: int) -> None:
+        """A chunk-size line announced `size` bytes."""
+
+    def trailer_arriving(self, buffered: bytes) -> None:
+        """Bytes of the trailer section have arrived (`buffered`, up to the next line end)."""
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        if not super()._dataReceived_CHUNK_LENGTH():
+            self.size_line_incomplete(self._buffer)
+            return False
+        self.chunk_announced(self.length)
+        return True
+
+    def _dataReceived_TRAILER(self) -> bool:
+        self.trailer_arriving(self._buffer)
+        return super()._dataReceived_TRAILER()
+
+
+# -- the check -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Need:
+    """One internal relied on: `name` on `owner` (a module, a class, or a function making
+    a fresh instance), callable with `params` when given, its source naming `mentions`."""
+
+    owner: object
+    name: str
+    params: tuple[str, ...] | None = None
+    mentions: tuple[str, ...] = ()
+
+
+def _fresh_reactor():
+    loop = asyncio.new_event_loop()
+    try:
+        return asyncioreactor.AsyncioSelectorReactor(loop)
+    finally:
+        loop.close()
+
+
+def _fresh_server():
+    from daphne.server import Server
+
+    return Server(application=None, endpoints=["tcp:port=0"])  # no endpoints: sys.exit
+
+
+def _fresh_unix_port():
+    return unix.Port("/nonexistent/director-adapter-check", None, reactor=object())
+
+
+def _fresh_descriptor():
+    return abstract.FileDescriptor(reactor=object())
+
+
+def _fresh_channel():
+    return http.HTTPChannel()
+
+
+def _fresh_decoder():
+    return http._ChunkedTransferDecoder(None, None)
+
+
+def needs() -> list[Need]:
+    """Everything this module (and the classes overriding daphne's methods) relies on."""
+    from daphne.server import Server  # here: importing it installs a reactor
+
+    channel, decoder = http.HTTPChannel, http._ChunkedTransferDecoder
+    return [
+        Need(asyncioreactor.AsyncioSelectorReactor, "_readOrWrite", ("self", "selectable", "read")),
+        *(Need(_fresh_reactor, name) for name in ("_asyncioEventloop", "_readers", "_continuousPolling")),
+        Need(tcp.Port, "transport"), Need(tcp.Port, "_shouldShutdown"), Need(unix.Port, "transport"),
+        Need(_fresh_unix_port, "_bindPath"),
+        *(Need(_fresh_descriptor, name) for name in ("dataBuffer", "offset", "_tempDataLen", "connected")),
+        Need(abstract.FileDescriptor, "doWrite", ("self",)),
+        Need(LineReceiver, "_buffer"),
+        *(Need(channel, name) for name in ("_abortingCall", "abortTimeout", "totalHeadersSize", "maxHeaders",
+                                           "timeOut", "length")),
+        Need(_fresh_channel, "_transferDecoder"), Need(_fresh_channel, "requests"),
+        Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
+        Need(channel, "_respondToBadRequestAndDisconnect", ("self",)),
+        Need(channel, "_finishRequestBody", ("self", "data")),
+        Need(channel, "forceAbortClient", ("self",)),
+        Need(channel, "callLater", ("self", "period", "func")),
+        Need(http, "_MalformedChunkedDataError"),
+        Need(decoder, "_dataReceived_CHUNK_LENGTH", ("self",), mentions=("self.length",)),
+        Need(decoder, "_dataReceived_TRAILER", ("self",)),
+        Need(_fresh_decoder, "_maxTrailerHeadersSize"), Need(_fresh_decoder, "_buffer"),
+        Need(Server, "create_application", ("self", "protocol", "scope"), mentions=("self.connections", '"application_instance"')),
+        Need(Server, "handle_reply", ("self", "protocol", "message")),
+        Need(Server, "application_checker", ("self",)),
+        Need(Server, "kill_all_applications", ("self",)),
+        Need(Server, "timeout_checker", ("self",)),
+        *(Need(_fresh_server, name) for name in ("abort_start", "listening_addresses",
+                                                 "ping_timeout", "websocket_handshake_timeout",
+                                                 "websocket_max_message_size", "websocket_max_frame_size",
+                                                 "signal_handlers")),
+        Need(WebRequest, "handle_reply", ("self", "message")),
+        Need(WebRequest, "basic_error", ("self", "status", "status_text", "body")),
+        Need(WebRequest, "handle_exception", ("self", "exception")),
+    ]
+
+
+def _where(owner) -> str:
+    if inspect.ismodule(owner):
+        return owner.__name__
+    if inspect.isclass(owner):
+        return f"{owner.__module__}.{owner.__qualname__}"
+    return f"a fresh {_where(type(owner))}"  # an instance a factory made
+
+
+def problems(wanted: list[Need]) -> list[str]:
+    """What does not fit, one phrase per need; empty when everything does."""
+    found, instances = [], {}
+    for need in wanted:
+        owner = need.owner
+        if callable(owner) and not inspect.isclass(owner):
+            if owner not in instances:
+                try:
+                    instances[owner] = owner()
+                except Exception as exc:  # noqa: BLE001  # reported, not raised: the check lists all
+                    instances[owner] = exc
+            owner = instances[owner]
+            if isinstance(owner, Exception):
+                found.append(f"{need.owner.__name__} failed ({owner})")
+                continue
+        where = _where(owner)
+        if not hasattr(owner, need.name):
+            found.append(f"{where} has no attribute {need.name}")
+            continue
+        value = getattr(owner, need.name)
+        if need.params is not None:
+            try:
+                params = tuple(inspect.signature(value).parameters)
+            except (TypeError, ValueError):
+                found.append(f"{where}.{need.name} is not a function")
+                continue
+            if params != need.params:
+                found.append(f"{where}.{need.name} takes ({', '.join(params)}), not ({', '.join(need.params)})")
+        source = inspect.getsource(value) if need.mentions else ""
+        found += [f"{where}.{need.name} no longer uses {word}" for word in need.mentions if word not in source]
+    return found
+
+
+def installed_versions() -> str:
+    return f"Twisted {metadata.version('Twisted')} / daphne {metadata.version('daphne')}"
+
+
+def check(wanted: list[Need]) -> None:
+    """Raise AdapterMismatch naming every need that does not fit, and the versions."""
+    missing = problems(wanted)
+    if missing:
+        raise AdapterMismatch(f"Director's adapter does not fit {installed_versions()}: {'; '.join(missing)}")
+
+
+def verify() -> None:
+    """Check every internal Director relies on (after the reactor is installed)."""
+    check(needs())
