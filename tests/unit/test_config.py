@@ -54,7 +54,8 @@ def test_good_config_values_and_defaults(tmp_path):
     assert [name for name, _ in app.backends] == ["app1", "app2"]
     app1, app2 = dict(app.backends)["app1"], dict(app.backends)["app2"]
     assert app1 == {"url": "http://127.0.0.1:3001", "role": "active", "capacity": 0, "enabled": True,
-                    "health_check_mode": "paranoid", "health_check_interval": 2.0, "terminate_protection": False}
+                    "health_check_mode": "paranoid", "health_check_interval": 2.0, "terminate_protection": False,
+                    "tls_verify": True, "tls_ca_file": "", "tls_server_name": ""}
     assert (app2["url"], app2["capacity"], app2["role"]) == ("http://[::1]:3002", 4, "backup")
     pool = config.directors["pool"]
     assert pool.dynamic and pool.load == str(tmp_path / "var/pool.db") and pool.backends == ()
