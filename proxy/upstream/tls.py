@@ -10,10 +10,12 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import stat
 
 from proxy.addresses import BackendAddress, BackendTLS
 
 CONTEXT_CACHE = 64  # distinct (verify, CA file, mtime) contexts kept
+MAX_CA_FILE = 16 * 2**20  # bytes; the whole Mozilla bundle is about 0.2 MiB
 
 
 def client_context(tls: BackendTLS) -> ssl.SSLContext:
@@ -39,15 +41,19 @@ def server_hostname(address: BackendAddress) -> str:
 
 
 def load_ca_file(path: str) -> None:
-    """Check that `path` is a readable PEM file of CA certificates (ValueError otherwise)."""
+    """Check that `path` is a readable PEM file of CA certificates (ValueError otherwise).
+    Only regular files of at most MAX_CA_FILE bytes are read: /dev/zero or a FIFO would never end."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ValueError(f"{path!r} is not a regular file")
+        if info.st_size > MAX_CA_FILE:
+            raise ValueError(f"{path!r} is larger than {MAX_CA_FILE // 2**20} MiB")
         ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=path)
     except FileNotFoundError:
         raise ValueError(f"{path!r}: no such file") from None
     except PermissionError:
         raise ValueError(f"{path!r}: permission denied") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path!r} is a directory, not a PEM file") from None
     except ssl.SSLError:
         raise ValueError(f"{path!r} holds no PEM CA certificate") from None
     except OSError as exc:

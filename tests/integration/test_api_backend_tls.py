@@ -52,6 +52,7 @@ class TestHttpsBackends(ApiTestBase):
         ({"tls_ca_file": "/nonexistent/ca.pem"}, "tls_ca_file"),
         ({"tls_ca_file": "relative/ca.pem"}, "tls_ca_file"),
         ({"tls_ca_file": "/"}, "tls_ca_file"),
+        ({"tls_ca_file": "/dev/zero"}, "tls_ca_file"),
         ({"tls_ca_file": 5}, "tls_ca_file"),
         ({"tls_verify": "no"}, "tls_verify"),
         ({"tls_server_name": "bad name"}, "tls_server_name"),
