@@ -20,7 +20,8 @@ from .models import AuditRecord, Backend, Director
 from .services import Conflict, ServiceError, ValidationFailed
 
 SETTINGS = list(validation.DIRECTOR_SETTINGS)
-BACKEND_EDITABLE = ["role", "capacity", "enabled", "health_check_mode", "health_check_interval", "terminate_protection"]
+BACKEND_EDITABLE = ["role", "capacity", "enabled", "health_check_mode", "health_check_interval", "terminate_protection",
+                    *validation.TLS_FIELDS]
 BACKEND_FIELDS = ["name", "url", *BACKEND_EDITABLE]
 BACKEND_STATUS = ["health_state", "last_checked", "last_error", "load", "terminating"]
 STATIC_NOTE = "static: defined in the config file; only the backends' enabled flag can be changed here"

@@ -148,13 +148,14 @@ def _director(name: str, table: Any, errors: _Errors, base_dir: Path) -> Directo
         if dynamic:
             errors.add(f"{path}.backends", "a dynamic director's backends live in the database (or its load file), not in the config file")
         else:
-            backends = _backends(_table(table, "backends", errors, f"{path}.backends"), errors, f"{path}.backends")
+            backends = _backends(_table(table, "backends", errors, f"{path}.backends"), errors, f"{path}.backends",
+                                 base_dir)
     return DirectorConfig(name=name, dynamic=dynamic, load=load,
                           settings={**validation.defaults(validation.DIRECTOR_SETTINGS), **settings},
                           backends=backends)
 
 
-def _backends(table: dict, errors: _Errors, path: str) -> tuple[tuple[str, dict], ...]:
+def _backends(table: dict, errors: _Errors, path: str, base_dir: Path) -> tuple[tuple[str, dict], ...]:
     result = []
     backend_defaults = validation.defaults(FILE_BACKEND_FIELDS)
     for name, value in table.items():
@@ -170,7 +171,11 @@ def _backends(table: dict, errors: _Errors, path: str) -> tuple[tuple[str, dict]
             continue
         elif "url" not in value:
             errors.add(f"{bpath}.url", "missing: every backend needs a url")
+        ca_file = value.get("tls_ca_file")
+        if isinstance(ca_file, str) and ca_file and not ca_file.startswith("/"):
+            value = {**value, "tls_ca_file": str(base_dir / ca_file)}  # like `load`: next to the file
         fields, field_errors = validation.clean_values(FILE_BACKEND_FIELDS, value)
+        field_errors.update(validation.tls_errors(fields.get("url"), fields))
         for key, messages in field_errors.items():
             for message in messages:
                 errors.add(f"{bpath}.{key}", "unknown key" if message == validation.UNKNOWN_FIELD else message)

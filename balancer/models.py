@@ -87,7 +87,7 @@ class Backend(models.Model):
 
     director = models.ForeignKey(Director, related_name="backends", on_delete=models.CASCADE)
     name = models.CharField(max_length=64, help_text=NAME_HELP)
-    url = models.CharField(max_length=4096, help_text="http://HOST:PORT, http+unix:///path, fastcgi://HOST:PORT, fastcgi+unix:///path")
+    url = models.CharField(max_length=4096, help_text="http://HOST:PORT, https://HOST:PORT, http+unix:///path, fastcgi://HOST:PORT, fastcgi+unix:///path")
     protocol = models.CharField(max_length=16, choices=Protocol.choices, editable=False)
     host = models.CharField(max_length=255, null=True, blank=True, editable=False)
     port = models.IntegerField(null=True, blank=True, editable=False)
@@ -98,6 +98,11 @@ class Backend(models.Model):
     health_check_mode = models.CharField(max_length=16, choices=HealthCheckMode.choices, default=_B["health_check_mode"].default)
     health_check_interval = models.FloatField(default=_B["health_check_interval"].default, help_text="seconds")
     terminate_protection = models.BooleanField(default=_B["terminate_protection"].default)
+    tls_verify = models.BooleanField(default=_B["tls_verify"].default, help_text="https: verify the certificate")
+    tls_ca_file = models.CharField(max_length=4096, blank=True, default=_B["tls_ca_file"].default,
+                                   help_text="https: absolute path of a PEM CA file; empty = the system store")
+    tls_server_name = models.CharField(max_length=255, blank=True, default=_B["tls_server_name"].default,
+                                       help_text="https: SNI and the name to verify; empty = the URL's host")
     terminating = models.BooleanField(default=False, editable=False, help_text="draining: removed once idle")
     position = models.IntegerField(default=0, help_text="order within the director")
     health_state = models.CharField(max_length=16, choices=HealthState.choices, default=HealthState.UNDEFINED, editable=False)
@@ -120,6 +125,8 @@ class Backend(models.Model):
         self.protocol, self.host, self.port, self.path = address.protocol, address.host, address.port, address.path
 
     def clean(self):
+        # The TLS fields are checked when sent (services.clean_backend), not here: a CA file
+        # removed later must not block enabling or disabling the backend.
         names = ["name", "url", "role", "capacity", "enabled", "health_check_mode",
                  "health_check_interval", "terminate_protection", "position"]
         errors = _rule_errors(self, _B, names)

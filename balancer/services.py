@@ -80,7 +80,8 @@ def director_json(director: Director) -> dict:
 
 
 BACKEND_JSON_FIELDS = ("name", "url", "protocol", "role", "capacity", "enabled", "health_check_mode",
-                       "health_check_interval", "terminate_protection", "terminating", "position")
+                       "health_check_interval", "terminate_protection", "terminating", "position",
+                       "tls_verify", "tls_ca_file", "tls_server_name")
 
 
 def backend_json(backend: Backend) -> dict:
@@ -181,6 +182,7 @@ def clean_backend(data: dict, *, instance: Backend | None = None) -> dict:
         rest = {k: v for k, v in data.items() if k not in validation.BACKEND_IMMUTABLE}
         cleaned, errors = validation.clean_values(validation.BACKEND_FIELDS, rest)
         errors.update(immutable)
+    errors.update(validation.tls_errors(data.get("url") if instance is None else instance.url, cleaned))
     if errors:
         raise ValidationFailed(errors)
     return cleaned

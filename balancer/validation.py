@@ -12,7 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from proxy.addresses import parse_backend_url, parse_target
+from proxy.addresses import TLS_SCHEMES, parse_backend_url, parse_host, parse_target
+from proxy.upstream.tls import load_ca_file
 
 from .choices import ClientAbort, HealthCheckMode, Role, Scheduler
 
@@ -28,6 +29,23 @@ def check_name(value: str) -> str:
 
 def check_url(value: str) -> str:
     parse_backend_url(value)
+    return value
+
+
+def check_ca_file(value: str) -> str:
+    """Empty (the system store) or an absolute path of a readable PEM CA file: every process
+    (API, proxy workers, health worker) must read the same file, whatever its directory."""
+    if value:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path (or empty for the system store)")
+        load_ca_file(value)
+    return value
+
+
+def check_server_name(value: str) -> str:
+    """Empty (the URL's host) or a host name or IP address."""
+    if value:
+        parse_host(value, f"server name {value!r}")
     return value
 
 
@@ -156,9 +174,22 @@ BACKEND_FIELDS: dict[str, Rule] = {
     "health_check_interval": Rule("seconds", 2.0, minimum=0, exclusive=True),
     "terminate_protection": Rule("bool", False),
     "position": Rule("int", minimum=0),
+    "tls_verify": Rule("bool", True),
+    "tls_ca_file": Rule("str", "", check=check_ca_file),
+    "tls_server_name": Rule("str", "", check=check_server_name),
 }
+TLS_FIELDS = ("tls_verify", "tls_ca_file", "tls_server_name")
 BACKEND_IMMUTABLE = ("name", "url", "protocol")
 BACKEND_REQUIRED = ("name", "url")
+
+
+def tls_errors(url: Any, fields: dict) -> dict[str, list[str]]:
+    """TLS fields with other than their default values on a backend whose URL is not https
+    (they would do nothing, which is likely a mistake): {field: [message]}."""
+    if not isinstance(url, str) or url.partition("://")[0] in TLS_SCHEMES:
+        return {}
+    return {name: [f"only for https:// backends, not {url!r}"] for name in TLS_FIELDS
+            if name in fields and fields[name] != BACKEND_FIELDS[name].default}
 
 
 def defaults(rules: dict[str, Rule]) -> dict[str, Any]:

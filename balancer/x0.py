@@ -3,6 +3,8 @@
 The INI layout is x0's: a `[director]` section with the SPEC §5 settings spelled with `-`,
 and one `[backend=NAME]` section per backend with `role`, `capacity`, `enabled`,
 `protocol`, `health-check-mode`, `health-check-interval`, and `host` + `port` or `path`.
+HTTPS backends (which x0 did not have) say `protocol=https` and may carry `tls-verify`,
+`tls-ca-file` and `tls-server-name`.
 Errors name the section and key; an import either creates everything or nothing.
 """
 from __future__ import annotations
@@ -23,8 +25,10 @@ from .models import Director
 
 log = logging.getLogger("director.x0")
 
-BACKEND_KEYS = ("role", "capacity", "enabled", "protocol", "health-check-mode", "health-check-interval",
-                "terminate-protection", "host", "port", "path", "transport")
+FIELD_KEYS = ("role", "capacity", "enabled", "health-check-mode", "health-check-interval", "terminate-protection",
+              "tls-verify", "tls-ca-file", "tls-server-name")  # backend fields, spelled with -
+BACKEND_KEYS = (*FIELD_KEYS, "protocol", "host", "port", "path", "transport")
+PROTOCOLS = ("http", "https", "fastcgi")
 # x0 keys we read and drop: features Director does not have.
 IGNORED_DIRECTOR_KEYS = ("allow-x-sendfile",)
 IGNORED_SECTIONS = ("cache",)
@@ -129,8 +133,8 @@ def _read_backend(section_name: str, section, result: X0Director, errors: list) 
         if key not in BACKEND_KEYS:
             errors.append(f"[{section_name}] {key}: unknown key")
     protocol = section.get("protocol", "").strip()
-    if protocol not in ("http", "fastcgi"):
-        errors.append(f"[{section_name}] protocol: must be http or fastcgi")
+    if protocol not in PROTOCOLS:
+        errors.append(f"[{section_name}] protocol: must be http, https or fastcgi")
     path = section.get("path", "").strip()
     host = section.get("host", "").strip()
     port = section.get("port", "").strip()
@@ -141,13 +145,13 @@ def _read_backend(section_name: str, section, result: X0Director, errors: list) 
     else:
         errors.append(f"[{section_name}] host: give host and port, or path")
         url = None
-    if url and protocol in ("http", "fastcgi"):
+    if url and protocol in PROTOCOLS:
         try:
             validation.check_url(url)
             data["url"] = url
         except ValueError as exc:
             errors.append(f"[{section_name}] {'path' if path else 'port'}: {exc}")
-    for key in ("role", "capacity", "enabled", "health-check-mode", "health-check-interval", "terminate-protection"):
+    for key in FIELD_KEYS:
         if key in section:
             value = _convert(section_name, key, validation.BACKEND_FIELDS[key.replace("-", "_")], section[key], errors)
             if value is not None:
@@ -200,12 +204,20 @@ def render_x0(director: Director) -> str:
     for backend in director.backends.filter(terminating=False).order_by("position", "id"):
         lines += ["", f"[backend={backend.name}]"]
         lines += [f"role={backend.role}", f"capacity={backend.capacity}", f"enabled={_text(backend.enabled)}",
-                  f"transport={'local' if backend.path else 'tcp'}", f"protocol={backend.protocol}",
+                  f"transport={'local' if backend.path else 'tcp'}", f"protocol={_protocol(backend)}",
                   f"health-check-mode={backend.health_check_mode}",
                   f"health-check-interval={_text(backend.health_check_interval)}",
                   f"terminate-protection={_text(backend.terminate_protection)}"]
         lines += [f"path={backend.path}"] if backend.path else [f"host={backend.host}", f"port={backend.port}"]
+        if _protocol(backend) == "https":
+            lines += [f"{name.replace('_', '-')}={_text(getattr(backend, name))}" for name in validation.TLS_FIELDS]
     return "\n".join(lines) + "\n"
+
+
+def _protocol(backend) -> str:
+    """x0's protocol key: the backend's, or https for HTTP over TLS (the URL's scheme)."""
+    scheme = backend.url.partition("://")[0]
+    return scheme if scheme in PROTOCOLS else backend.protocol
 
 
 def _text(value) -> str:

@@ -6,20 +6,39 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-PROTOCOLS = {"http": "http", "http+unix": "http", "fastcgi": "fastcgi", "fastcgi+unix": "fastcgi"}
+PROTOCOLS = {"http": "http", "https": "http", "http+unix": "http", "fastcgi": "fastcgi", "fastcgi+unix": "fastcgi"}
+TLS_SCHEMES = frozenset({"https"})
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
 
 
 @dataclass(frozen=True, slots=True)
+class BackendTLS:
+    """How an `https://` backend is spoken to (SPEC §12): part of the address, so two
+    backends that differ only here never share a connection pool."""
+
+    verify: bool = True
+    ca_file: str = ""  # PEM file of trusted CAs; empty: the system store
+    server_name: str = ""  # SNI and the name to verify; empty: the URL's host
+
+
+@dataclass(frozen=True, slots=True)
 class BackendAddress:
-    """Where a backend listens: TCP host+port, or a UNIX socket path."""
+    """Where a backend listens: TCP host+port, or a UNIX socket path; `tls` for https."""
 
     protocol: str  # "http" | "fastcgi"
     host: str | None = None  # IP literal (no brackets) or host name
     port: int | None = None
     path: str | None = None  # absolute UNIX socket path
+    tls: BackendTLS | None = None  # None: plain TCP
+
+    def with_tls(self, verify: bool = True, ca_file: str = "", server_name: str = "") -> "BackendAddress":
+        """This address with these TLS settings; a plain address is returned unchanged."""
+        if self.tls is None:
+            return self
+        tls = BackendTLS(verify, ca_file or "", server_name or "")
+        return self if tls == self.tls else replace(self, tls=tls)
 
     @property
     def is_unix(self) -> bool:
@@ -29,7 +48,8 @@ class BackendAddress:
     def url(self) -> str:
         if self.path is not None:
             return f"{self.protocol}+unix://{self.path}"
-        return f"{self.protocol}://{format_host(self.host)}:{self.port}"
+        scheme = "https" if self.tls is not None else self.protocol
+        return f"{scheme}://{format_host(self.host)}:{self.port}"
 
     def __str__(self) -> str:
         return self.url
@@ -68,6 +88,17 @@ def _host_port(text: str, what: str) -> tuple[str, int]:
     return host, port
 
 
+def parse_host(host: str, what: str) -> str:
+    """A host name, IPv4 or IPv6 literal (no brackets, no port); ValueError naming `what`."""
+    if _is_ipv4(host) or _HOSTNAME.match(host):
+        return host
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise ValueError(f"{what}: not a host name or IP address") from None
+    return host
+
+
 def _is_ipv4(host: str) -> bool:
     try:
         ipaddress.IPv4Address(host)
@@ -77,13 +108,14 @@ def _is_ipv4(host: str) -> bool:
 
 
 def parse_backend_url(url: str) -> BackendAddress:
-    """`http://H:P`, `http://[V6]:P`, `http+unix:///abs.sock`, and the `fastcgi` forms."""
+    """`http://H:P`, `http://[V6]:P`, `http+unix:///abs.sock`, the `fastcgi` forms, and
+    `https://H:P`, `https://[V6]:P` (HTTP over TLS with default settings: see `with_tls`)."""
     if not isinstance(url, str):
         raise ValueError(f"backend URL must be a string, not {type(url).__name__}")
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in PROTOCOLS:
         raise ValueError(
-            f"backend URL {url!r}: scheme must be one of http, http+unix, fastcgi, fastcgi+unix"
+            f"backend URL {url!r}: scheme must be one of http, https, http+unix, fastcgi, fastcgi+unix"
         )
     protocol = PROTOCOLS[scheme]
     if scheme.endswith("+unix"):
@@ -94,7 +126,12 @@ def parse_backend_url(url: str) -> BackendAddress:
     if "/" in rest or "?" in rest or "@" in rest:
         raise ValueError(f"backend URL {url!r}: only {scheme}://HOST:PORT is allowed (no path, query or user)")
     host, port = _host_port(rest, f"backend URL {url!r}")
-    return BackendAddress(protocol, host=host, port=port)
+    return BackendAddress(protocol, host=host, port=port, tls=BackendTLS() if scheme in TLS_SCHEMES else None)
+
+
+def backend_address(url: str, tls_verify: bool = True, tls_ca_file: str = "", tls_server_name: str = "") -> BackendAddress:
+    """The address of a backend from its stored fields (url and the TLS fields)."""
+    return parse_backend_url(url).with_tls(tls_verify, tls_ca_file, tls_server_name)
 
 
 def parse_target(text: str, protocol: str) -> BackendAddress:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from proxy.addresses import BackendAddress, parse_backend_url, parse_target
+from proxy.addresses import BackendAddress, backend_address, parse_target
 from proxy.director import DirectorRuntime
 from proxy.routes import Route
 from proxy.runtime import NOT_LOADED, BackendRuntime, DirectorSettings
@@ -31,6 +31,7 @@ DIRECTOR_FIELDS = (
 BACKEND_FIELDS = (
     "id", "director_id", "name", "url", "role", "capacity", "enabled", "terminating", "position",
     "health_state", "health_changed_at", "health_check_mode", "health_check_interval",
+    "tls_verify", "tls_ca_file", "tls_server_name",
 )
 
 
@@ -176,10 +177,14 @@ class DataPlane:
                 continue
             backend = self.backends.get(row["id"])
             if backend is None:
-                address = parse_backend_url(row["url"])
+                address = row_address(row)
                 backend = BackendRuntime(row["id"], row["name"], director, address, self.upstream_for(address))
                 if hasattr(backend.upstream, "log_context"):  # FastCGI stderr names its backend
                     backend.upstream.log_context = f"director {director.name} backend {row['name']}"
+            elif backend.address.tls is not None:  # TLS fields may change: another client and pool
+                address = row_address(row)
+                if address != backend.address:
+                    backend.address, backend.upstream = address, self.upstream_for(address)
             self._update_backend(backend, row)
             backends[row["id"]] = backend
             members[row["director_id"]].append(backend)
@@ -242,6 +247,12 @@ class DataPlane:
     async def close(self) -> None:
         for upstream in list(self._upstreams.values()):
             await upstream.close()
+
+
+def row_address(row: dict) -> BackendAddress:
+    """A backend row's address (rows of a snapshot written before TLS fields get defaults)."""
+    return backend_address(row["url"], row.get("tls_verify", True), row.get("tls_ca_file", ""),
+                           row.get("tls_server_name", ""))
 
 
 def newer_health(stamp, than) -> bool:

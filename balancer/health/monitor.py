@@ -27,7 +27,6 @@ from django.utils import timezone
 
 from balancer import services
 from balancer.dbthread import DatabaseThread
-from proxy.addresses import parse_backend_url
 from proxy.channel_names import HEALTH_CHANGED, HEALTH_GROUP, REPORTS_GROUP
 from proxy.outage_log import OutageLog
 from proxy.upstream import Upstream, make_upstream
@@ -209,7 +208,7 @@ class HealthMonitor:
 
     def _add(self, target: Target) -> None:
         try:
-            upstream = make_upstream(parse_backend_url(target.url))
+            upstream = make_upstream(target.address())
         except ValueError as exc:
             log.error("director %s: backend %s not checked: %s", target.director, target.backend, exc)
             return
@@ -221,9 +220,9 @@ class HealthMonitor:
         watch.task = asyncio.ensure_future(self._run(watch))
 
     async def _reconfigure(self, watch: _Watch, target: Target) -> None:
-        if target.url != watch.target.url:  # SPEC forbids it; a new client is still correct
+        if not target.same_address(watch.target):  # TLS fields changed (or the url: SPEC forbids it)
             await self._retire(watch)
-            upstream = make_upstream(parse_backend_url(target.url))
+            upstream = make_upstream(target.address())
             watch = _Watch(target, watch.session, upstream, watch.held)
             watch.session.reconfigure(target.policy)
             self._start(watch)

@@ -15,6 +15,7 @@ from django.db import connection, transaction
 
 from balancer import services
 from balancer.models import Backend
+from proxy.addresses import BackendAddress, backend_address
 from proxy.upstream import Timeouts, UpstreamRequest
 
 from .expected import DEFAULT_EXPECTED, ExpectedStatus
@@ -37,18 +38,33 @@ class Target:
     host_header: str = "backend-healthcheck"
     request_path: str = "/"
     script_filename: str = ""
+    tls_verify: bool = True  # https backends: checked with the same TLS settings as traffic
+    tls_ca_file: str = ""
+    tls_server_name: str = ""
+
+    def address(self) -> BackendAddress:
+        return backend_address(self.url, self.tls_verify, self.tls_ca_file, self.tls_server_name)
 
     def request(self) -> UpstreamRequest:
         return build_request(director=self.director, backend=self.backend, host_header=self.host_header,
                              request_path=self.request_path, script_filename=self.script_filename)
 
+    def same_address(self, other: "Target") -> bool:
+        """True when `other` reaches the backend the same way (same client and pool)."""
+        return _same(self, other, _ADDRESS_FIELDS)
+
     def same_checks(self, other: "Target") -> bool:
         """True when `other` checks the same way (the stored state does not matter)."""
-        return all(getattr(self, name) == getattr(other, name) for name in _CHECK_FIELDS)
+        return _same(self, other, _CHECK_FIELDS)
 
 
-_CHECK_FIELDS = ("director", "backend", "url", "policy", "timeouts", "expected", "host_header",
-                 "request_path", "script_filename")
+def _same(one: Target, other: Target, names) -> bool:
+    return all(getattr(one, name) == getattr(other, name) for name in names)
+
+
+_ADDRESS_FIELDS = ("url", "tls_verify", "tls_ca_file", "tls_server_name")
+_CHECK_FIELDS = ("director", "backend", "policy", "timeouts", "expected", "host_header",
+                 "request_path", "script_filename", *_ADDRESS_FIELDS)
 
 
 def _policy(backend: Backend) -> Policy:
@@ -80,6 +96,9 @@ def target_of(backend: Backend) -> Target:
         expected=_expected(backend), host_header=director.health_check_host_header,
         request_path=director.health_check_request_path,
         script_filename=director.health_check_fcgi_script_filename,
+        # getattr: rows of a snapshot written before the TLS fields existed
+        tls_verify=getattr(backend, "tls_verify", True), tls_ca_file=getattr(backend, "tls_ca_file", ""),
+        tls_server_name=getattr(backend, "tls_server_name", ""),
     )
 
 

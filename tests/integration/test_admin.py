@@ -11,8 +11,10 @@ pytestmark = pytest.mark.django_db
 URL1, URL2 = "http://127.0.0.1:3001", "http://127.0.0.1:3002"
 DIRECTORS = "/admin/balancer/director/"
 BACKENDS = "/admin/balancer/backend/"
-BACKEND_ROW_FIELDS = ["name", "url", "role", "capacity", "health_check_mode", "health_check_interval"]
-BOOLEANS = ("enabled", "terminate_protection")
+BACKEND_ROW_FIELDS = ["name", "url", "role", "capacity", "health_check_mode", "health_check_interval", "tls_ca_file",
+                      "tls_server_name"]
+BOOLEANS = ("enabled", "terminate_protection", "tls_verify")
+NEW_ROW = {"tls_verify": True}  # a checkbox checked by default: a browser sends it
 
 
 def _form_value(value):
@@ -27,7 +29,7 @@ def director_post(director=None, backends=(), new_backends=(), **overrides) -> d
         if value is not False:
             data[name] = _form_value(value)
     rows = [{"id": b.pk, "director": b.director_id, **{f: getattr(b, f) for f in BACKEND_ROW_FIELDS + list(BOOLEANS)}}
-            for b in backends] + [dict(row) for row in new_backends]
+            for b in backends] + [{**NEW_ROW, **row} for row in new_backends]
     data.update({"backends-TOTAL_FORMS": len(rows), "backends-INITIAL_FORMS": len(backends),
                  "backends-MIN_NUM_FORMS": 0, "backends-MAX_NUM_FORMS": 1000})
     for index, row in enumerate(rows):
@@ -135,6 +137,32 @@ def test_add_and_change_go_through_services(admin_client, dynamic):
     assert Backend.objects.get(name="b2").terminating  # delete = drain
     actions = list(AuditRecord.objects.filter(director_name="pool", actor="admin:admin").values_list("action", flat=True))
     assert sorted(actions) == ["backend.delete", "backend.update", "director.update"]
+
+
+def test_https_backend_tls_fields_and_their_errors(admin_client, dynamic, tmp_path):
+    from tests.support.certs import make_certs
+
+    ca = make_certs(tmp_path).ca
+    row = {"role": "active", "capacity": "0", "health_check_mode": "paranoid", "health_check_interval": "2",
+           "enabled": True}
+    backends = list(dynamic.backends.all())
+    response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", director_post(dynamic, backends, new_backends=[
+        {**row, "name": "s1", "url": "https://127.0.0.1:8443", "tls_ca_file": ca, "tls_server_name": "backend.test"},
+        {**row, "name": "s2", "url": "https://127.0.0.1:8444", "tls_verify": False}]))
+    assert response.status_code == 302
+    s1, s2 = Backend.objects.get(name="s1"), Backend.objects.get(name="s2")
+    assert (s1.protocol, s1.tls_verify, s1.tls_ca_file, s1.tls_server_name) == ("http", True, ca, "backend.test")
+    assert (s2.tls_verify, s2.tls_ca_file) == (False, "")
+
+    backends = list(dynamic.backends.all())
+    response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", director_post(dynamic, backends, new_backends=[
+        {**row, "name": "s3", "url": "https://127.0.0.1:8445", "tls_ca_file": "/nonexistent.pem"},
+        {**row, "name": "p3", "url": "http://127.0.0.1:8446", "tls_verify": False}]))
+    (inline,) = response.context["inline_admin_formsets"]
+    forms = {f.cleaned_data.get("name"): f for f in inline.formset.forms}
+    assert "no such file" in forms["s3"].errors["tls_ca_file"][0]
+    assert "only for https:// backends" in forms["p3"].errors["tls_verify"][0]
+    assert not Backend.objects.filter(name__in=["s3", "p3"]).exists()
 
 
 def test_protected_backend_cannot_be_deleted_inline(admin_client, dynamic):

@@ -6,6 +6,7 @@ from django.core.management import CommandError, call_command
 
 from balancer.models import AuditRecord, Backend, Director
 from balancer.x0 import parse_x0, read_x0, render_x0
+from tests.support.certs import make_certs
 
 pytestmark = pytest.mark.django_db
 
@@ -113,7 +114,12 @@ def test_export_then_import_round_trips(tmp_path):
     ("[director]\nscheduler=random\n", "[director] scheduler:"),
     ("[director]\nbogus=1\n", "[director] bogus: unknown key"),
     ("[director]\n[backend=a b]\nprotocol=http\nhost=1.2.3.4\nport=80\n", "[backend=a b]:"),
-    ("[director]\n[backend=w]\nprotocol=gopher\nhost=1.2.3.4\nport=80\n", "[backend=w] protocol: must be http or fastcgi"),
+    ("[director]\n[backend=w]\nprotocol=gopher\nhost=1.2.3.4\nport=80\n", "[backend=w] protocol: must be http, https or fastcgi"),
+    ("[director]\n[backend=w]\nprotocol=http\nhost=1.2.3.4\nport=80\ntls-verify=false\n",
+     "[backend=w] tls-verify: only for https:// backends"),
+    ("[director]\n[backend=w]\nprotocol=https\nhost=1.2.3.4\nport=443\ntls-ca-file=/nonexistent/ca.pem\n",
+     "[backend=w] tls-ca-file: '/nonexistent/ca.pem': no such file"),
+    ("[director]\n[backend=w]\nprotocol=https\npath=/s\n", "[backend=w] path:"),
     ("[director]\n[backend=w]\nprotocol=http\nhost=1.2.3.4\nport=99999\n", "[backend=w] port:"),
     ("[director]\n[backend=w]\nprotocol=http\nhost=1.2.3.4\n", "[backend=w] host: give host and port, or path"),
     ("[director]\n[backend=w]\nprotocol=http\nhost=1.2.3.4\nport=80\ncapacity=-1\n", "[backend=w] capacity:"),
@@ -142,3 +148,42 @@ def test_import_into_existing_name_changes_nothing(tmp_path):
 def test_export_unknown_director(tmp_path):
     with pytest.raises(CommandError, match="no director named 'nope'"):
         call_command("exportx0", "nope", tmp_path / "x.db")
+
+
+def test_https_backends_import_export_and_round_trip(tmp_path):
+    ca = make_certs(tmp_path / "certs").ca
+    text = textwrap.dedent(f"""\
+        [director]
+        [backend=secure]
+        protocol=https
+        host=::1
+        port=8443
+        tls-ca-file={ca}
+        tls-server-name=backend.test
+        [backend=lax]
+        protocol=https
+        host=10.0.0.5
+        port=443
+        tls-verify=0
+        [backend=plain]
+        protocol=http
+        host=10.0.0.6
+        port=80
+    """)
+    call_command("importx0", "tls", write(tmp_path, text))
+    backends = {b.name: b for b in Backend.objects.filter(director__name="tls")}
+    secure, lax, plain = backends["secure"], backends["lax"], backends["plain"]
+    assert (secure.url, secure.protocol, secure.tls_verify, secure.tls_ca_file, secure.tls_server_name) == (
+        "https://[::1]:8443", "http", True, ca, "backend.test")
+    assert (lax.url, lax.tls_verify, lax.tls_ca_file, lax.tls_server_name) == ("https://10.0.0.5:443", False, "", "")
+    rendered = render_x0(Director.objects.get(name="tls"))
+    assert "[backend=lax]" in rendered and "protocol=https" in rendered and "tls-verify=false" in rendered
+    assert f"tls-ca-file={ca}" in rendered and "tls-server-name=backend.test" in rendered
+    plain_section = rendered.split("[backend=plain]")[1]
+    assert "protocol=http\n" in plain_section and "tls-" not in plain_section  # only https backends carry them
+    out = tmp_path / "out.db"
+    call_command("exportx0", "tls", out)
+    call_command("importx0", "copy", out)
+    fields = ("name", "url", "protocol", "tls_verify", "tls_ca_file", "tls_server_name")
+    assert list(Backend.objects.filter(director__name="tls").values_list(*fields)) == list(
+        Backend.objects.filter(director__name="copy").values_list(*fields))

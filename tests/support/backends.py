@@ -3,6 +3,8 @@ background thread with their own event loop, started and stopped by context mana
 
     with http_backend(name="b1") as b:          # well-behaved, keep-alive
         b.url, b.port, b.address, b.requests_seen, b.connections_accepted
+    with http_backend(ssl=context) as b:        # HTTPS (an ssl.SSLContext, see tests.support.certs)
+        b.url == "https://127.0.0.1:PORT"
     with misbehaving_backend("die-mid-chunked") as b:  # see MISBEHAVIOURS
         ...
 
@@ -33,7 +35,7 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
-from proxy.addresses import BackendAddress
+from proxy.addresses import BackendAddress, BackendTLS
 
 PATTERN = bytes(range(256)) * 256  # 64 KiB of every byte value
 READ_CHUNK = 64 * 1024
@@ -67,8 +69,9 @@ class SeenRequest:
 class _ServerThread:
     """An asyncio server on its own loop in a daemon thread; `handle(reader, writer, n)`."""
 
-    def __init__(self, host: str | None, port: int, path: str | None):
+    def __init__(self, host: str | None, port: int, path: str | None, ssl=None):
         self.host, self.port, self.path = host, port, path
+        self.ssl = ssl  # server ssl.SSLContext: HTTPS
         self.loop = asyncio.new_event_loop()
         self.connections_accepted = 0
         self.open_connections = 0
@@ -99,7 +102,7 @@ class _ServerThread:
     async def _listen(self):
         if self.path is not None:
             return await asyncio.start_unix_server(self._accept, self.path)
-        server = await asyncio.start_server(self._accept, self.host, self.port, reuse_address=True)
+        server = await asyncio.start_server(self._accept, self.host, self.port, reuse_address=True, ssl=self.ssl)
         self.port = server.sockets[0].getsockname()[1]
         return server
 
@@ -147,7 +150,7 @@ class _ServerThread:
     def address(self) -> BackendAddress:
         if self.path is not None:
             return BackendAddress("http", path=self.path)
-        return BackendAddress("http", host=self.host, port=self.port)
+        return BackendAddress("http", host=self.host, port=self.port, tls=BackendTLS() if self.ssl else None)
 
     @property
     def url(self) -> str:
@@ -213,8 +216,8 @@ async def read_body(reader, headers, keep: bool):
 class Backend(_ServerThread):
     """The well-behaved keep-alive backend (routes in the module docstring)."""
 
-    def __init__(self, name, host, port, path, requests_per_connection, drop):
-        super().__init__(host, port, path)
+    def __init__(self, name, host, port, path, requests_per_connection, drop, ssl=None):
+        super().__init__(host, port, path, ssl)
         self.name = name
         self.requests_seen: list[SeenRequest] = []
         self.bytes_sent = 0  # body bytes written by /bytes
@@ -370,10 +373,11 @@ class Misbehaving(_ServerThread):
 
 @contextlib.contextmanager
 def http_backend(name: str = "b1", *, host: str = "127.0.0.1", port: int = 0, path: str | None = None,
-                 requests_per_connection: int | None = None, drop: str = "close"):
+                 requests_per_connection: int | None = None, drop: str = "close", ssl=None):
     """A well-behaved backend; with `requests_per_connection`, the request after that many
-    on one connection is read and dropped (closed, or reset with drop="reset")."""
-    backend = Backend(name, host, port, path, requests_per_connection, drop).start()
+    on one connection is read and dropped (closed, or reset with drop="reset"); with `ssl`
+    (a server ssl.SSLContext), over TLS."""
+    backend = Backend(name, host, port, path, requests_per_connection, drop, ssl).start()
     try:
         yield backend
     finally:

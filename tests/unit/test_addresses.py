@@ -1,7 +1,8 @@
 """Backend URLs (SPEC §4), road-warrior targets and listen addresses."""
 import pytest
 
-from proxy.addresses import BackendAddress, ListenAddress, parse_backend_url, parse_listen, parse_target
+from proxy.addresses import (BackendAddress, BackendTLS, ListenAddress, backend_address, parse_backend_url, parse_listen,
+                             parse_target)
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -15,6 +16,9 @@ from proxy.addresses import BackendAddress, ListenAddress, parse_backend_url, pa
     ("fastcgi://10.0.0.1:9000", BackendAddress("fastcgi", host="10.0.0.1", port=9000)),
     ("fastcgi://[fe80::1]:9000", BackendAddress("fastcgi", host="fe80::1", port=9000)),
     ("fastcgi+unix:///run/php/php-fpm.sock", BackendAddress("fastcgi", path="/run/php/php-fpm.sock")),
+    ("https://127.0.0.1:8443", BackendAddress("http", host="127.0.0.1", port=8443, tls=BackendTLS())),
+    ("https://[::1]:443/", BackendAddress("http", host="::1", port=443, tls=BackendTLS())),
+    ("https://api.example.com:443", BackendAddress("http", host="api.example.com", port=443, tls=BackendTLS())),
 ])
 def test_backend_url_forms(url, expected):
     address = parse_backend_url(url)
@@ -25,7 +29,11 @@ def test_backend_url_forms(url, expected):
 
 @pytest.mark.parametrize("url, message", [
     ("ftp://127.0.0.1:21", "scheme must be one of"),
-    ("https://127.0.0.1:443", "scheme must be one of"),
+    ("https+unix:///run/app.sock", "scheme must be one of"),
+    ("HTTPS://127.0.0.1:443", "scheme must be one of"),
+    ("https://127.0.0.1", "expected HOST:PORT"),
+    ("https://::1:443", "need brackets"),
+    ("https://127.0.0.1:443/api", "no path, query or user"),
     ("127.0.0.1:3001", "scheme must be one of"),
     ("http://127.0.0.1:0", "out of range"),
     ("http://127.0.0.1:65536", "out of range"),
@@ -55,6 +63,7 @@ def test_backend_url_must_be_a_string():
 
 def test_ipv6_url_keeps_brackets_in_canonical_form():
     assert parse_backend_url("fastcgi://[::1]:9000").url == "fastcgi://[::1]:9000"
+    assert parse_backend_url("https://[2001:db8::5]:443").url == "https://[2001:db8::5]:443"
     assert str(parse_backend_url("http+unix:///a.sock")) == "http+unix:///a.sock"
 
 
@@ -101,3 +110,21 @@ def test_listen_forms(text, expected):
 def test_listen_rejections(text, message):
     with pytest.raises(ValueError, match=message):
         parse_listen(text)
+
+
+def test_https_is_http_over_tls_and_tls_settings_are_part_of_the_address():
+    plain = parse_backend_url("http://127.0.0.1:8443")
+    secure = parse_backend_url("https://127.0.0.1:8443")
+    assert secure.protocol == "http" and secure.tls == BackendTLS(verify=True, ca_file="", server_name="")
+    assert secure != plain  # never one pool for both
+    tuned = backend_address("https://127.0.0.1:8443", False, "/etc/ca.pem", "backend.test")
+    assert tuned.tls == BackendTLS(False, "/etc/ca.pem", "backend.test")
+    assert tuned != secure and hash(tuned) != hash(secure)
+    assert tuned.url == "https://127.0.0.1:8443"  # TLS settings are not part of the URL
+    # TLS settings mean nothing to a plain address: it is returned unchanged
+    assert backend_address("http://127.0.0.1:8443", False, "/etc/ca.pem", "x") == plain
+    assert plain.with_tls(False, "/etc/ca.pem", "x") is plain
+
+
+def test_road_warrior_https_target_is_an_http_target():
+    assert parse_target("https://127.0.0.1:8443", "http").tls == BackendTLS()

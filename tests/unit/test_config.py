@@ -54,7 +54,8 @@ def test_good_config_values_and_defaults(tmp_path):
     assert [name for name, _ in app.backends] == ["app1", "app2"]
     app1, app2 = dict(app.backends)["app1"], dict(app.backends)["app2"]
     assert app1 == {"url": "http://127.0.0.1:3001", "role": "active", "capacity": 0, "enabled": True,
-                    "health_check_mode": "paranoid", "health_check_interval": 2.0, "terminate_protection": False}
+                    "health_check_mode": "paranoid", "health_check_interval": 2.0, "terminate_protection": False,
+                    "tls_verify": True, "tls_ca_file": "", "tls_server_name": ""}
     assert (app2["url"], app2["capacity"], app2["role"]) == ("http://[::1]:3002", 4, "backup")
     pool = config.directors["pool"]
     assert pool.dynamic and pool.load == str(tmp_path / "var/pool.db") and pool.backends == ()
@@ -168,6 +169,12 @@ def test_every_error_is_collected_with_its_key_path():
     ("[[routes]]\npath = '/'", "routes[0]: needs exactly one of pass, http, fcgi"),
     ("[[routes]]\nfcgi = 'http://127.0.0.1:1'", "routes[0].fcgi: target 'http://127.0.0.1:1': expected a fastcgi URL"),
     ("[directors.app]\nqueue_timeout = 1.5e400", "directors.app.queue_timeout: must be a number of seconds ≥ 0"),
+    ("[directors.app]\nbackends = { a = { url = 'http://127.0.0.1:1', tls_verify = false } }",
+     "directors.app.backends.a.tls_verify: only for https:// backends"),
+    ("[directors.app]\nbackends = { a = { url = 'https://127.0.0.1:1', tls_ca_file = 'missing.pem' } }",
+     "directors.app.backends.a.tls_ca_file: "),
+    ("[directors.app]\nbackends = { a = { url = 'https://127.0.0.1:1', tls_server_name = 'a b' } }",
+     "directors.app.backends.a.tls_server_name: "),
 ])
 def test_single_errors(text, error):
     errors = errors_of(text)
@@ -198,3 +205,18 @@ def test_example_config_is_valid():
     config = load_config(REPO / "director.example.toml")
     assert [name for name, _ in config.directors["app"].backends] == ["app1", "app2"]
     assert config.routes[0].pass_ == "app"
+
+
+def test_https_backend_fields_and_a_ca_file_next_to_the_config(tmp_path):
+    from tests.support.certs import make_certs
+
+    make_certs(tmp_path / "tls")
+    (tmp_path / "tls" / "Director test CA.pem").rename(tmp_path / "tls" / "ca.pem")
+    config = parse_config(textwrap.dedent("""
+        [directors.app.backends]
+        s = { url = "https://[::1]:8443", tls_ca_file = "tls/ca.pem", tls_server_name = "backend.test" }
+        lax = { url = "https://127.0.0.1:8443", tls_verify = false }
+    """), base_dir=tmp_path)
+    backends = dict(config.directors["app"].backends)
+    assert (backends["s"]["tls_ca_file"], backends["s"]["tls_server_name"]) == (str(tmp_path / "tls/ca.pem"), "backend.test")
+    assert (backends["lax"]["tls_verify"], backends["lax"]["tls_ca_file"]) == (False, "")
