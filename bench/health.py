@@ -85,6 +85,7 @@ class Observer:
     """A data plane following health like a runproxy without monitor."""
 
     def __init__(self, rows):
+        from balancer.dataplane_source import DatabaseConfigSource
         from proxy.health_follow import HealthFollower
         from proxy.state import DataPlane
         from proxy.watcher import ConfigWatcher
@@ -112,8 +113,9 @@ class Observer:
 
         self.plane.apply_health = timed
         self.layer = get_channel_layer()
-        self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer)
-        self.follower = HealthFollower(self.plane)
+        source = DatabaseConfigSource()
+        self.watcher = ConfigWatcher(self.plane, source, channel_layer=self.layer)
+        self.follower = HealthFollower(self.plane, read=source.read_health)
 
     async def start(self):
         await self.watcher.start()
@@ -151,9 +153,9 @@ async def run(args, env: dict) -> None:
     from asgiref.sync import sync_to_async
 
     half = args.backends // 2
-    from proxy.state import read_rows
+    from balancer.dataplane_source import DatabaseConfigSource
 
-    observer = Observer(await asyncio.to_thread(read_rows))
+    observer = Observer(await asyncio.to_thread(DatabaseConfigSource().read_rows))
     await observer.start()
     version = await sync_to_async(current_version)()
     monitor = subprocess.Popen([sys.executable, "manage.py", "healthworker"], cwd=REPO, env=env,

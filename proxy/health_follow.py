@@ -39,20 +39,6 @@ MARK_GRACE = 5.0  # seconds a passive mark waits for news before the stored stat
 HEALTH_FIELDS = ("id", "health_state", "health_changed_at", "enabled")
 
 
-def read_health(since: datetime, ids: list[int]) -> list[dict]:
-    """Health rows stamped after `since`, plus those of `ids`. Blocking: run it in a thread."""
-    from django.db import close_old_connections
-    from django.db.models import Q
-
-    from balancer.models import Backend
-
-    close_old_connections()
-    try:
-        return list(Backend.objects.filter(Q(health_changed_at__gt=since) | Q(pk__in=ids)).values(*HEALTH_FIELDS))
-    finally:
-        close_old_connections()
-
-
 def apply_health_message(plane: DataPlane, message: dict) -> None:
     """A `health.changed` push. A sticky comeback arrives disabled with the next config
     reload instead, so it is not applied here."""
@@ -63,7 +49,7 @@ def apply_health_message(plane: DataPlane, message: dict) -> None:
 
 
 class HealthFollower:
-    def __init__(self, plane: DataPlane, *, read: Callable = read_health, poll_interval: float = POLL_INTERVAL,
+    def __init__(self, plane: DataPlane, *, read: Callable, poll_interval: float = POLL_INTERVAL,
                  clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], datetime] | None = None):
         self.plane = plane
         self.poll_interval = poll_interval

@@ -14,7 +14,8 @@ from proxy.supervisor import workers_directory
 from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.health_follow import HealthFollower
-from proxy.state import DataPlane, LiveStats, read_rows
+from proxy.config_source import ConfigSource
+from proxy.state import DataPlane
 from proxy.watcher import ConfigWatcher
 
 log = logging.getLogger("director.proxy")
@@ -71,26 +72,25 @@ async def _send_quietly(layer, message) -> None:
 
 
 class ProxyService:
-    def __init__(self, config, settings, *, health_monitor: bool = True, snapshot=None, on_database_back=None):
-        """`snapshot`: a proxy.snapshot.SnapshotStore (the last rows applied, for starting
-        without the database); `on_database_back()`: blocking, run once the database
-        answers again after this process started without it."""
-        self.config = config
+    def __init__(self, settings, source: ConfigSource, *, channel_layer=None, monitor_factory=None,
+                 serve_monitor=None, snapshot=None, on_database_back=None):
+        """`source`: the control plane's side (proxy.config_source). `monitor_factory(plane,
+        layer)`: this process's health monitor (None: no monitor here); `serve_monitor(monitor)`:
+        the coroutine feeding it channel-layer messages. `snapshot`: a proxy.snapshot.SnapshotStore
+        (the last rows applied, for starting without the database); `on_database_back()`:
+        blocking, run once the database answers again after this process started without it."""
         self.snapshot = snapshot
         self.settings = settings
+        self.source = source
         # Routes too come from the database (the config sync stored the file's).
         self.plane = DataPlane(node_slots=NodeSlots.from_environment(workers_directory()))
         self.rules = HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies))
-        self.layer = _channel_layer()
-        self.monitor = None
-        if health_monitor:
-            from balancer.health.monitor import HealthMonitor
-
-            self.monitor = HealthMonitor(on_transition=self.plane.apply_health, channel_layer=self.layer,
-                                         fallback_rows=lambda: self.plane.rows)
-        self.follower = HealthFollower(self.plane)
+        self.layer = channel_layer
+        self.monitor = monitor_factory(self.plane, self.layer) if monitor_factory is not None else None
+        self.serve_monitor = serve_monitor
+        self.follower = HealthFollower(self.plane, read=source.read_health)
         self.link = MonitorLink(self.monitor, self.layer, self.follower)
-        self.watcher = ConfigWatcher(self.plane, channel_layer=self.layer, snapshot=snapshot,
+        self.watcher = ConfigWatcher(self.plane, source, channel_layer=self.layer, snapshot=snapshot,
                                      on_database_back=on_database_back)
         self._tasks: list[asyncio.Task] = []
 
@@ -98,7 +98,7 @@ class ProxyService:
         """Read the database once before serving (blocking; before the loop runs); when it
         does not answer, the last snapshot, else StartupError."""
         try:
-            rows = read_rows()
+            rows = self.source.read_rows()
         except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the database is away
             rows = self.snapshot.load() if self.snapshot is not None else None
             if rows is None:
@@ -110,10 +110,6 @@ class ProxyService:
             if self.snapshot is not None:
                 self.snapshot.save(rows)
         self.plane.apply_rows(*rows)
-        from balancer import livestats
-
-        livestats.register(LiveStats(self.plane))
-        livestats.register_health(self.monitor)
 
     def traffic_app(self):
         from proxy.app import ProxyApp
@@ -126,11 +122,10 @@ class ProxyService:
         await self.watcher.start()
         await self.follower.start()
         if self.monitor is not None:
-            from balancer.health.worker import serve
-
             await self.monitor.start()
-            # Config pushes and passive facts from other processes reach the monitor at once.
-            self._tasks.append(loop.create_task(serve(self.monitor)))
+            if self.serve_monitor is not None:
+                # Config pushes and passive facts from other processes reach the monitor at once.
+                self._tasks.append(loop.create_task(self.serve_monitor(self.monitor)))
         self._tasks.append(loop.create_task(self.link.flush_activity()))
 
     async def stop_background(self) -> None:
@@ -142,12 +137,3 @@ class ProxyService:
         await self.follower.stop()
         await self.watcher.stop()
         await self.plane.close()
-
-
-def _channel_layer():
-    from channels.layers import get_channel_layer
-
-    try:
-        return get_channel_layer()
-    except Exception as exc:
-        raise StartupError(f"channel layer: {exc}") from None

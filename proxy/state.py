@@ -1,6 +1,7 @@
 """The data plane's view of configuration: directors, backends, routes, upstream clients.
 
-`DataPlane.apply_rows()` reconciles database rows (read by `read_rows()` off the event loop)
+`DataPlane.apply_rows()` reconciles configuration rows (read off the event loop by the
+config source balancer hands the data plane: `proxy.config_source`)
 into the long-lived runtime objects and swaps the lookup tables in single assignments, so a
 request always sees one consistent view. Routes come from the database too (the config
 file's are stored there by the config sync), so a route change reaches every process with
@@ -45,25 +46,6 @@ class ConfigRows(NamedTuple):
     directors: list[dict]
     backends: list[dict]
     routes: list[dict]  # in match order
-
-
-def read_rows() -> ConfigRows:
-    """The configuration rows from the database. Blocking: run it in a thread."""
-    from django.db import close_old_connections, transaction
-
-    from balancer.models import Backend, Director, Route as RouteRow
-    from balancer.services import current_version
-
-    close_old_connections()
-    try:
-        with transaction.atomic():
-            version = current_version()
-            directors = list(Director.objects.values(*DIRECTOR_FIELDS))
-            backends = list(Backend.objects.values(*BACKEND_FIELDS))
-            routes = list(RouteRow.objects.values(*ROUTE_FIELDS))  # the model orders by match order
-        return ConfigRows(version, directors, backends, routes)
-    finally:
-        close_old_connections()
 
 
 def settings_from_row(row: dict) -> DirectorSettings:
@@ -267,36 +249,3 @@ def _close_later(upstream: Upstream) -> None:
         asyncio.get_running_loop().create_task(upstream.close())
     except RuntimeError:
         pass
-
-
-class LiveStats:
-    """balancer.livestats provider over a DataPlane (same process)."""
-
-    def __init__(self, plane: DataPlane):
-        self.plane = plane
-
-    def backend_stats(self, backend_id: int) -> dict | None:
-        backend = self.plane.backends.get(backend_id)
-        return backend.stats() if backend is not None else None
-
-    def director_stats(self, director_id: int) -> dict | None:
-        director = self.plane.director_by_id(director_id)
-        return director.stats() if director is not None else None
-
-    def snapshot(self) -> dict:
-        directors = []
-        for director in sorted(self.plane.directors.values(), key=lambda d: d.name):
-            directors.append({
-                "id": director.id, "name": director.name, "enabled": director.settings.enabled,
-                **director.stats(), "responses": _responses(director.status_counts),
-                "backends": [{
-                    "id": b.id, "name": b.name, "role": b.role, "enabled": b.enabled, "health": b.health,
-                    "terminating": b.terminating, "capacity": b.capacity, "load": b.load_counter.as_dict(),
-                    "failures": b.failures, "responses": _responses(b.status_counts),
-                } for b in director.backends.values()],
-            })
-        return {"directors": directors}
-
-
-def _responses(counts: list[int]) -> dict:
-    return {"failed": counts[0], "1xx": counts[1], "2xx": counts[2], "3xx": counts[3], "4xx": counts[4], "5xx": counts[5]}

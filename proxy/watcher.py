@@ -12,52 +12,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from asgiref.sync import sync_to_async
-
 from proxy.health_follow import apply_health_message
 from proxy.channel_names import CONFIG_CHANGED, CONFIG_GROUP, HEALTH_CHANGED, HEALTH_GROUP
 from proxy.outage_log import OutageLog
-from proxy.state import DataPlane, read_rows
+from proxy.config_source import ConfigSource
+from proxy.state import DataPlane
 
 log = logging.getLogger("director.proxy")
 
 
 
-def _read_version() -> int:
-    from django.db import close_old_connections
-
-    from balancer.services import current_version
-
-    close_old_connections()
-    try:
-        return current_version()
-    finally:
-        close_old_connections()
-
-
-def _remove_backend(backend_id: int) -> None:
-    from django.db import close_old_connections
-
-    from balancer import services
-
-    close_old_connections()
-    try:
-        services.remove_backend(backend_id, actor="proxy:drained")
-    finally:
-        close_old_connections()
-
-
-def _in_flight_in_other_workers(backend_id: int) -> int:
-    """Requests on the backend in the other `--workers` processes (as last published)."""
-    from balancer import worker_stats
-
-    return sum(b["load"]["current"] for b in worker_stats.peers().backends.get(backend_id, []))
-
-
 class ConfigWatcher:
-    def __init__(self, plane: DataPlane, *, poll_interval: float = 0.5, channel_layer=None, snapshot=None,
-                 on_database_back=None):
+    def __init__(self, plane: DataPlane, source: ConfigSource, *, poll_interval: float = 0.5, channel_layer=None,
+                 snapshot=None, on_database_back=None):
         self.plane = plane
+        self.source = source
         self.poll_interval = poll_interval
         self.layer = channel_layer
         self.snapshot = snapshot
@@ -80,7 +49,7 @@ class ConfigWatcher:
         self._tasks.clear()
 
     async def reload(self) -> None:
-        rows = await sync_to_async(read_rows, thread_sensitive=False)()
+        rows = await asyncio.to_thread(self.source.read_rows)
         if rows[0] != self.plane.version:
             self.plane.apply_rows(*rows)
             log.debug("config version %d loaded", rows[0])
@@ -101,9 +70,9 @@ class ConfigWatcher:
             self._wake.clear()
             await self._save_snapshot()
             try:
-                version = await sync_to_async(_read_version, thread_sensitive=False)()
+                version = await asyncio.to_thread(self.source.read_version)
                 if self.outage.failing and self.on_database_back is not None:
-                    await sync_to_async(self.on_database_back, thread_sensitive=False)()
+                    await asyncio.to_thread(self.on_database_back)
                 self.outage.ok()
                 if version != self.plane.version:
                     await self.reload()
@@ -133,16 +102,14 @@ class ConfigWatcher:
                 await asyncio.sleep(1)
 
     async def _reap_drained(self) -> None:
-        from balancer.worker_stats import worker_index
-
-        if worker_index() not in (None, 0):
-            return  # under --workers, worker 0 removes them for the group
+        if not self.source.reaps_drained():
+            return
         for backend in list(self.plane.backends.values()):
             if (backend.terminating and backend.load == 0 and backend.id not in self._removing
-                    and not _in_flight_in_other_workers(backend.id)):
+                    and not self.source.in_flight_elsewhere(backend.id)):
                 self._removing.add(backend.id)
                 try:
-                    await sync_to_async(_remove_backend, thread_sensitive=False)(backend.id)
+                    await asyncio.to_thread(self.source.remove_backend, backend.id)
                     log.info("director %s: backend %s drained and removed", backend.director.name, backend.name)
                 except Exception as exc:
                     log.warning("removing drained backend %s failed: %s", backend.name, exc)

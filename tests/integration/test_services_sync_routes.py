@@ -74,13 +74,13 @@ def test_a_different_file_replaces_the_stored_file_routes_but_not_database_route
 
 
 def test_the_data_plane_reads_the_routes_in_match_order(monkeypatch):
-    from proxy.state import read_rows
+    from balancer.dataplane_source import DatabaseConfigSource
 
     monkeypatch.setattr("django.db.close_old_connections", lambda: None)  # keep the test's transaction open
     sync_config(parse_config(SECOND))
     late = route_services.create_route({"path": "/late/", "pass": "app", "priority": 9}, actor="test")
     early = route_services.create_route({"path": "/early/", "pass": "app", "priority": -1}, actor="test")
-    rows = read_rows()
+    rows = DatabaseConfigSource().read_rows()
     assert rows.version == services.current_version()
     assert [r["path"] for r in rows.routes] == ["/", "/early/", "/old/", "/late/"]
     assert [r["id"] for r in rows.routes][1::2] == [early.pk, late.pk]

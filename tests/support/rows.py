@@ -1,4 +1,4 @@
-"""Data-plane rows for unit tests, shaped as `proxy.state.read_rows()` returns them."""
+"""Data-plane rows for unit tests, shaped as `proxy.config_source.ConfigSource.read_rows()` returns them."""
 from __future__ import annotations
 
 EMPTY_ROUTE = {"host": "", "path": "/", "director": "", "backend_from": "", "http": "", "fcgi": "",

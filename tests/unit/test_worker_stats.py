@@ -73,12 +73,15 @@ async def test_worker_0_removes_a_drained_backend_only_once_no_worker_has_a_requ
 
     from proxy import watcher
 
+    from balancer.dataplane_source import DatabaseConfigSource
+
     monkeypatch.setenv(worker_stats.DIRECTORY_ENV, str(tmp_path))
     monkeypatch.setenv(worker_stats.INDEX_ENV, "0")
     removed = []
-    monkeypatch.setattr(watcher, "_remove_backend", removed.append)
+    source = DatabaseConfigSource()
+    monkeypatch.setattr(source, "remove_backend", removed.append)
     backend = SimpleNamespace(id=7, name="b", terminating=True, load=0, director=SimpleNamespace(name="app"))
-    reaper = watcher.ConfigWatcher(SimpleNamespace(backends={7: backend}))
+    reaper = watcher.ConfigWatcher(SimpleNamespace(backends={7: backend}), source)
 
     def worker_1_has(in_flight: int):
         worker_stats.write_payload(tmp_path, 1, snapshot(load(0, 0, 0), load(in_flight, 1, 1), 0), None, pid=os.getppid())

@@ -111,10 +111,10 @@ class Command(BaseCommand):
         import asyncio
 
         from balancer import livestats, worker_stats
+        from balancer.assemble import proxy_service
         from balancer.live_reload import InProcessReload
         from balancer.reload import store_config
         from director_site.asgi import application as management_app
-        from proxy.service import ProxyService
         from proxy.supervisor import inherited_sockets, report_ready, stop_with_supervisor
 
         index = worker_stats.worker_index()
@@ -125,9 +125,7 @@ class Command(BaseCommand):
         # does that for its workers).
         stored_later = (lambda: store_config(config)) if index is None and away else None
         monitor = settings.health_monitor and not options["no_health_monitor"] and index in (None, 0)
-        service = ProxyService(config, settings, health_monitor=monitor, snapshot=_snapshot(),
-                               on_database_back=stored_later)
-        service.load_initial_state()
+        service = proxy_service(settings, health_monitor=monitor, snapshot=_snapshot(), on_database_back=stored_later)
         traffic_app = service.traffic_app()
         who = "Director" if index is None else f"Director worker {index}"
 

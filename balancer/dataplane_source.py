@@ -1,0 +1,90 @@
+"""The control plane's side of the data plane's interfaces (proxy.config_source): the
+database as the data plane's config source, and the data plane's live figures as the
+stats provider of balancer.livestats."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from django import db
+from django.db import transaction
+from django.db.models import Q
+
+from proxy.health_follow import HEALTH_FIELDS
+from proxy.state import BACKEND_FIELDS, DIRECTOR_FIELDS, ROUTE_FIELDS, ConfigRows, DataPlane
+
+from . import services, worker_stats
+from .models import Backend, Director, Route
+
+DRAINED_ACTOR = "proxy:drained"
+
+
+class DatabaseConfigSource:
+    """proxy.config_source.ConfigSource over the ORM. Each call uses a fresh connection
+    state (`close_old_connections` before and after): it runs in whatever thread the data
+    plane picked, and a database that went away must not leave a broken connection behind."""
+
+    def read_version(self) -> int:
+        with _fresh_connection():
+            return services.current_version()
+
+    def read_rows(self) -> ConfigRows:
+        with _fresh_connection(), transaction.atomic():
+            return ConfigRows(services.current_version(),
+                              list(Director.objects.values(*DIRECTOR_FIELDS)),
+                              list(Backend.objects.values(*BACKEND_FIELDS)),
+                              list(Route.objects.values(*ROUTE_FIELDS)))  # the model orders by match order
+
+    def read_health(self, since: datetime, ids: list[int]) -> list[dict]:
+        with _fresh_connection():
+            return list(Backend.objects.filter(Q(health_changed_at__gt=since) | Q(pk__in=ids)).values(*HEALTH_FIELDS))
+
+    def remove_backend(self, backend_id: int) -> None:
+        with _fresh_connection():
+            services.remove_backend(backend_id, actor=DRAINED_ACTOR)
+
+    def reaps_drained(self) -> bool:
+        return worker_stats.worker_index() in (None, 0)  # under --workers, worker 0 for the group
+
+    def in_flight_elsewhere(self, backend_id: int) -> int:
+        return sum(b["load"]["current"] for b in worker_stats.peers().backends.get(backend_id, []))
+
+
+class _fresh_connection:
+    def __enter__(self):
+        db.close_old_connections()
+
+    def __exit__(self, *exc_info):
+        db.close_old_connections()
+
+
+class PlaneStats:
+    """balancer.livestats provider over a DataPlane (same process)."""
+
+    def __init__(self, plane: DataPlane):
+        self.plane = plane
+
+    def backend_stats(self, backend_id: int) -> dict | None:
+        backend = self.plane.backends.get(backend_id)
+        return backend.stats() if backend is not None else None
+
+    def director_stats(self, director_id: int) -> dict | None:
+        director = self.plane.director_by_id(director_id)
+        return director.stats() if director is not None else None
+
+    def snapshot(self) -> dict:
+        directors = []
+        for director in sorted(self.plane.directors.values(), key=lambda d: d.name):
+            directors.append({
+                "id": director.id, "name": director.name, "enabled": director.settings.enabled,
+                **director.stats(), "responses": _responses(director.status_counts),
+                "backends": [{
+                    "id": b.id, "name": b.name, "role": b.role, "enabled": b.enabled, "health": b.health,
+                    "terminating": b.terminating, "capacity": b.capacity, "load": b.load_counter.as_dict(),
+                    "failures": b.failures, "responses": _responses(b.status_counts),
+                } for b in director.backends.values()],
+            })
+        return {"directors": directors}
+
+
+def _responses(counts: list[int]) -> dict:
+    return {"failed": counts[0], "1xx": counts[1], "2xx": counts[2], "3xx": counts[3], "4xx": counts[4], "5xx": counts[5]}
