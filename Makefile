@@ -37,6 +37,7 @@ run: $(VENV)/.run-deps $(CONFIG)
 	$(PY) manage.py runproxy --config $(CONFIG)
 
 test: $(VENV)/.test-deps
+	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The server and its conformance tests on the newest daphne and Twisted on PyPI (not CI):

@@ -17,8 +17,13 @@ from . import services, validation
 from .api_errors import error_responses
 from .models import AuditRecord, Backend, Director
 from .serializers import (
-    AuditRecordSerializer, BackendCreateSerializer, BackendSerializer, BackendUpdateSerializer,
-    DirectorCreateSerializer, DirectorSerializer, DirectorUpdateSerializer,
+    AuditRecordSerializer,
+    BackendCreateSerializer,
+    BackendSerializer,
+    BackendUpdateSerializer,
+    DirectorCreateSerializer,
+    DirectorSerializer,
+    DirectorUpdateSerializer,
 )
 
 STATIC_BACKEND_FIELDS = {"enabled"}  # the only backend field a static director lets change

@@ -150,9 +150,11 @@ class Route(models.Model):
     host = models.CharField(max_length=_R["host"], blank=True, default="", help_text="exact host; empty = any host")
     path = models.CharField(max_length=_R["path"], default="/", help_text="plain prefix, forwarded unchanged")
     director = models.CharField("pass", max_length=_R["pass"], blank=True, default="", help_text="director name")
-    backend_from = models.CharField(max_length=_R["backend_from"], blank=True, default="", help_text="cookie:NAME or header:NAME (with pass)")
+    backend_from = models.CharField(max_length=_R["backend_from"], blank=True, default="",
+                                    help_text="cookie:NAME or header:NAME (with pass)")
     http = models.CharField(max_length=_R["http"], blank=True, default="", help_text="road warrior HTTP: HOST:PORT, [V6]:PORT, unix:/path")
-    fcgi = models.CharField(max_length=_R["fcgi"], blank=True, default="", help_text="road warrior FastCGI: HOST:PORT, [V6]:PORT, unix:/path")
+    fcgi = models.CharField(max_length=_R["fcgi"], blank=True, default="",
+                            help_text="road warrior FastCGI: HOST:PORT, [V6]:PORT, unix:/path")
     document_root = models.CharField(max_length=_R["document_root"], blank=True, default="")
     script_filename = models.CharField(max_length=_R["script_filename"], blank=True, default="")
     mutable = models.BooleanField(default=True, editable=False, help_text="false: from the config file")

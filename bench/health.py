@@ -85,11 +85,12 @@ class Observer:
     """A data plane following health like a runproxy without monitor."""
 
     def __init__(self, rows):
+        from channels.layers import get_channel_layer
+
         from balancer.dataplane_source import DatabaseConfigSource
         from proxy.health_follow import HealthFollower
         from proxy.state import DataPlane
         from proxy.watcher import ConfigWatcher
-        from channels.layers import get_channel_layer
 
         self.plane = DataPlane()
         self.plane.apply_rows(*rows)
@@ -148,9 +149,9 @@ def describe(name: str, delays: list[float]) -> str:
 
 
 async def run(args, env: dict) -> None:
-    from balancer.services import current_version
-
     from asgiref.sync import sync_to_async
+
+    from balancer.services import current_version
 
     half = args.backends // 2
     from balancer.dataplane_source import DatabaseConfigSource

@@ -14,9 +14,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from proxy.addresses import BackendAddress  # noqa: E402
-from proxy.director import DirectorRuntime  # noqa: E402
-from proxy.runtime import BackendRuntime, DirectorSettings  # noqa: E402
+from proxy.addresses import BackendAddress
+from proxy.director import DirectorRuntime
+from proxy.runtime import BackendRuntime, DirectorSettings
 
 ADDRESS = BackendAddress("http", "127.0.0.1", 9)
 ROUNDS = 200_000

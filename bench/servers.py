@@ -14,9 +14,9 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.support.processes import REPO, Process
 from tests.support.waiting import free_port, port_open, wait_for

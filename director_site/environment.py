@@ -32,7 +32,7 @@ def secret_key(directory: Path) -> str:
         with os.fdopen(fd, "w") as fh:
             fh.write(key)
         return key
-    
+
 
 def database_from_url(url: str) -> dict:
     """Django DATABASES entry from `sqlite:///abs/path` or `postgres://user:pw@host:port/db`."""

@@ -13,7 +13,6 @@ from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
 from proxy.slots import Slot
 
-
 NODE_POLL = 0.005  # seconds between looks at the node's slots while requests wait (--workers)
 
 

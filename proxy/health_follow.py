@@ -28,8 +28,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Callable
 
-from proxy.state import DataPlane
 from proxy.outage_log import OutageLog
+from proxy.state import DataPlane
 
 log = logging.getLogger("director.proxy")
 
@@ -83,7 +83,7 @@ class HealthFollower:
                 outage.ok()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # database away: pushes still arrive
+            except Exception as exc:  # noqa: BLE001 - database away: pushes still arrive
                 outage.failed(exc)
 
     async def poll(self) -> None:

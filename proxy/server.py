@@ -21,8 +21,8 @@ from __future__ import annotations
 from proxy.reactor import install as _install_reactor  # isort:skip
 
 _install_reactor()  # isort:skip  # before daphne.server, which would install a stock one
-import daphne.server  # noqa: E402, F401  # isort:skip
-from proxy import twisted_compat  # noqa: E402  # isort:skip
+import daphne.server  # noqa: F401  # isort:skip
+from proxy import twisted_compat  # isort:skip
 
 twisted_compat.verify()  # isort:skip  # every daphne/Twisted internal used, or AdapterMismatch
 
@@ -216,7 +216,7 @@ class DirectorServer(Server):
                 port.stopListening()
             raise
         keep = {(kind, address) for kind, address, _ in wanted}
-        for kind, address, port in [p for p in self.ports if (p[0], p[1]) not in keep]:
+        for _kind, address, port in [p for p in self.ports if (p[0], p[1]) not in keep]:
             port.stopListening()
             logger.info("stopped listening on %s", address)
         self.ports = [p for p in self.ports if (p[0], p[1]) in keep] + added

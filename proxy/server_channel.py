@@ -20,9 +20,9 @@ from daphne.http_protocol import HTTPFactory
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web import http
 
+from proxy.error_responses import closing_response
 from proxy.headers import connection_tokens
 from proxy.server_chunked import StrictChunkedDecoder
-from proxy.error_responses import closing_response
 from proxy.twisted_compat import TwistedChannel, pending_write_bytes
 
 logger = logging.getLogger("director.server")

@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from proxy.dispatch import HealthSink
-from proxy.node_slots import NodeSlots
-from proxy.supervisor import workers_directory
 from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
+from proxy.config_source import ConfigSource
+from proxy.dispatch import HealthSink
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.health_follow import HealthFollower
-from proxy.config_source import ConfigSource
+from proxy.node_slots import NodeSlots
 from proxy.state import DataPlane
+from proxy.supervisor import workers_directory
 from proxy.watcher import ConfigWatcher
 
 log = logging.getLogger("director.proxy")
@@ -67,7 +67,7 @@ class MonitorLink(HealthSink):
 async def _send_quietly(layer, message) -> None:
     try:
         await layer.group_send(REPORTS_GROUP, message)
-    except Exception as exc:  # the monitor's own checks will still find the failure
+    except Exception as exc:  # noqa: BLE001 - the monitor's own checks will still find the failure
         log.debug("cannot reach the health monitors: %s", exc)
 
 

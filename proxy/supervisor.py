@@ -34,9 +34,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from proxy.addresses import ListenAddress, parse_listen
 from proxy import node_slots
-from proxy.listeners import ListenerSockets, ListenError, ensure_not_served
+from proxy.addresses import ListenAddress, parse_listen
+from proxy.listeners import ListenError, ListenerSockets, ensure_not_served
 
 log = logging.getLogger("director.workers")
 
@@ -230,7 +230,7 @@ class Supervisor:
         try:
             config, settings = self.reader()
         except Exception as exc:  # noqa: BLE001 - ReloadError lists every problem
-            for line in getattr(exc, "lines", lambda: [str(exc)])():
+            for line in exc.lines() if hasattr(exc, "lines") else [str(exc)]:
                 log.error("runproxy: reload: %s", line)
             log.error("runproxy: reload: nothing changed; the running configuration stays")
             return False

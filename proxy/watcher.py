@@ -4,18 +4,19 @@ A change committed anywhere (admin, API, `manage.py shell`, another runproxy) bu
 config version and is announced on the channel layer group "director.config"; the watcher
 reloads on that push at once and, as a safety net for lost pushes, compares the version
 every `poll_interval` seconds. Health transitions announced on "director.health" are applied
-straight away (proxy.health_follow polls for the ones missed; they never bump the version). Drained backends (terminating, no request in flight) are removed here (under
-`--workers`, by worker 0 once no worker has a request on them).
+straight away (proxy.health_follow polls for the ones missed; they never bump the version).
+Drained backends (terminating, no request in flight) are removed here (under `--workers`, by
+worker 0 once no worker has a request on them).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from proxy.health_follow import apply_health_message
 from proxy.channel_names import CONFIG_CHANGED, CONFIG_GROUP, HEALTH_CHANGED, HEALTH_GROUP
-from proxy.outage_log import OutageLog
 from proxy.config_source import ConfigSource
+from proxy.health_follow import apply_health_message
+from proxy.outage_log import OutageLog
 from proxy.state import DataPlane
 
 log = logging.getLogger("director.proxy")
@@ -79,7 +80,7 @@ class ConfigWatcher:
                 await self._reap_drained()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # database away: keep serving the last view
+            except Exception as exc:  # noqa: BLE001 - database away: keep serving the last view
                 self.outage.failed(exc)
 
     async def _listen(self) -> None:
@@ -97,7 +98,7 @@ class ConfigWatcher:
                         apply_health_message(self.plane, message)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # layer unreachable: the version poll still works
+            except Exception as exc:  # noqa: BLE001 - layer unreachable: the version poll still works
                 log.warning("channel layer: %s; retrying in 1 s", exc)
                 await asyncio.sleep(1)
 
@@ -111,7 +112,7 @@ class ConfigWatcher:
                 try:
                     await asyncio.to_thread(self.source.remove_backend, backend.id)
                     log.info("director %s: backend %s drained and removed", backend.director.name, backend.name)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - tried again at the next poll
                     log.warning("removing drained backend %s failed: %s", backend.name, exc)
                 finally:
                     self._removing.discard(backend.id)

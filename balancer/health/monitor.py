@@ -27,12 +27,12 @@ from django.utils import timezone
 
 from balancer import services
 from balancer.dbthread import DatabaseThread
-from proxy.channel_names import HEALTH_CHANGED, HEALTH_GROUP, REPORTS_GROUP
+from proxy.channel_names import HEALTH_CHANGED, HEALTH_GROUP
 from proxy.outage_log import OutageLog
 from proxy.upstream import Upstream, make_upstream
 
-from .probe import ProbeResult, probe
 from .leases import LeaseKeeper, keeper_from_settings, lease_ttl, tick_interval
+from .probe import ProbeResult, probe
 from .session import OFFLINE, ONLINE, HealthSession, Transition
 from .targets import Target, load_targets, store_checks, stored_states, targets_from_rows
 
@@ -238,7 +238,7 @@ class HealthMonitor:
             await asyncio.gather(watch.task, return_exceptions=True)
         try:
             await watch.upstream.close()
-        except Exception:  # noqa: BLE001 - closing idle connections must not stop a reload
+        except Exception:
             log.exception("closing the health-check client of %s", watch.target.url)
 
     async def _run(self, watch: _Watch) -> None:
@@ -266,7 +266,7 @@ class HealthMonitor:
             result = await probe(watch.upstream, watch.request, target.timeouts, target.expected)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - counted as a failed check, the task lives on
+        except Exception as exc:
             log.exception("health check of director %s backend %s raised", target.director, target.backend)
             result = ProbeResult(False, None, f"health check error: {type(exc).__name__}: {exc}")
         watch.checks += 1
@@ -291,7 +291,7 @@ class HealthMonitor:
                 await self._lease_tick()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the next tick tries again
+            except Exception:
                 log.exception("health lease tick failed")
 
     async def _lease_tick(self) -> None:
@@ -348,7 +348,7 @@ class HealthMonitor:
             batch, self._outbox = self._outbox, []
             try:
                 records = await self._db(_persist, batch)
-            except Exception:  # noqa: BLE001 - the next transition or reload writes again
+            except Exception:
                 log.exception("could not store %d health transitions", len(batch))
                 records = {}
             last = {item[0].backend_id: item for item in batch}  # an earlier one was not stored
@@ -375,7 +375,7 @@ class HealthMonitor:
             return
         try:
             self.on_transition(target.backend_id, transition.new, transition.error)
-        except Exception:  # noqa: BLE001 - a broken callback must not stop health checking
+        except Exception:
             log.exception("on_transition failed for director %s backend %s", target.director, target.backend)
 
     # --- database ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Upstream clients: one `Upstream` per backend address, chosen by protocol."""
 from proxy.addresses import BackendAddress
-from proxy.upstream.base import Timeouts, Upstream, UpstreamRequest, UpstreamResponse, RequestBody
+from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 
 __all__ = ["make_upstream", "Timeouts", "Upstream", "UpstreamRequest", "UpstreamResponse", "RequestBody"]
 

@@ -12,7 +12,6 @@ import time
 from collections import deque
 from typing import Awaitable, Callable, Protocol
 
-
 # Seconds an idle upstream connection is kept: below the keep-alive timeouts of common
 # servers (Apache, Node, uvicorn 5 s; nginx 75 s), so we close it before the backend does
 # and never send a request into the backend's close (FastCGI keeps its own, shorter one).

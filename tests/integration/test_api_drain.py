@@ -10,11 +10,13 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-
-from tests.support.live_api import BACKENDS, EFFECTIVE_WITHIN_S
-from tests.support.live_api import live  # noqa: F401 - the fixture
 from tests.support.backends import http_backend
 from tests.support.director import Director
+from tests.support.live_api import (
+    BACKENDS,
+    EFFECTIVE_WITHIN_S,
+    live,  # noqa: F401 - the fixture
+)
 from tests.support.waiting import wait_for
 
 SLOW_DELAY_S = 2

@@ -14,9 +14,8 @@ import math
 import statistics
 import time
 
-
-from tests.support.live_api import LiveApi, live  # noqa: F401 - live is the fixture
 from tests.support.backends import http_backend
+from tests.support.live_api import LiveApi, live  # noqa: F401 - live is the fixture
 from tests.support.processes import REPO
 from tests.support.waiting import wait_for
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.backends import http_backend
 from tests.support.director import Director
-from tests.support.live_api import BACKENDS, CONFIG, LiveApi
+from tests.support.live_api import CONFIG, LiveApi
 from tests.support.processes import REPO, Process, python_args
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for

@@ -18,9 +18,9 @@ from django.db import connection
 
 from balancer import services
 from balancer.health.monitor import HealthMonitor
-from proxy.channel_names import HEALTH_GROUP
 from balancer.health.worker import HEALTH_CHANNEL, serve
 from balancer.models import Backend, Director
+from proxy.channel_names import HEALTH_GROUP
 from tests.support.waiting import async_wait_for, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -7,8 +7,7 @@ import pytest
 from asgiref.sync import sync_to_async
 
 from balancer import services
-from tests.integration.test_health_monitor import (close_test_thread_connection, make_backend,  # noqa: F401
-                                                   make_director, monitors, wait_state)
+from tests.integration.test_health_monitor import close_test_thread_connection, make_backend, make_director, monitors, wait_state  # noqa: F401
 from tests.support.backends import http_backend
 from tests.support.certs import make_certs
 

@@ -22,8 +22,8 @@ from django.db import connection
 from balancer import services
 from balancer.health.worker import HEALTH_CHANNEL, channel_routes
 from balancer.models import Backend
-from tests.support.processes import REPO, Process, python_args
 from proxy.channel_names import health_channel
+from tests.support.processes import REPO, Process, python_args
 from tests.support.waiting import async_wait_for, free_port, port_open
 
 PREFIX = "healthworker-test"  # the worker process's, so the test can name its channel

@@ -12,7 +12,8 @@ import pytest
 from proxy.upstream import fastcgi_records as fr
 from tests.support.director import Director
 from tests.support.fastcgi_servers import CGI_ROOT, PHP_ROOT, FakeFastCGIServer, start_fcgiwrap, start_flup, start_php_fpm
-from tests.support.rawhttp import RawHTTP, request as raw_request
+from tests.support.rawhttp import RawHTTP
+from tests.support.rawhttp import request as raw_request
 from tests.support.waiting import free_port, wait_for
 
 MIB = 1024 * 1024

@@ -15,7 +15,8 @@ import pytest
 
 from tests.support.backends import http_backend, pattern_bytes
 from tests.support.director import Director
-from tests.support.rawhttp import RawHTTP, request as raw_request
+from tests.support.rawhttp import RawHTTP
+from tests.support.rawhttp import request as raw_request
 from tests.support.waiting import free_port, wait_for
 
 FAST_HEALTH = "health_check_interval = 0.2"

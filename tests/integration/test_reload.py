@@ -11,8 +11,6 @@ import os
 import signal
 import time
 
-import pytest
-
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.load import probing, wrk_through

@@ -20,7 +20,7 @@ from tests.support.director import Director
 from tests.support.processes import REPO, Process
 from tests.support.rawhttp import RawHTTP, request
 from tests.support.shared_services import redis_url
-from tests.support.waiting import ipv6_loopback, free_port, port_open, wait_for
+from tests.support.waiting import free_port, ipv6_loopback, port_open, wait_for
 
 START_TIMEOUT = 60
 UNREACHABLE_POSTGRES = "postgres://postgres@127.0.0.1:1/x"

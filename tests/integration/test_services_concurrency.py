@@ -15,7 +15,7 @@ def _in_thread(barrier, errors, work):
         try:
             barrier.wait(timeout=10)
             work()
-        except Exception as exc:  # noqa: BLE001 - reported by the test
+        except Exception as exc:
             errors.append(exc)
         finally:
             connection.close()

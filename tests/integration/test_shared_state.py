@@ -11,13 +11,13 @@ from http.cookiejar import CookieJar
 
 import pytest
 
+from balancer.login_throttle import CACHE_PREFIX, MAX_FAILURES
 from tests.support.backends import http_backend
 from tests.support.director import Director
-from tests.support.live_api import BACKENDS, CONFIG, LiveApi, api as api_on
+from tests.support.live_api import BACKENDS, CONFIG, LiveApi
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
 
-from balancer.login_throttle import CACHE_PREFIX, MAX_FAILURES
 
 @pytest.fixture
 def pair(tmp_path):

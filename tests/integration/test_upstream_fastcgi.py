@@ -8,14 +8,13 @@ import tempfile
 
 import pytest
 
+from balancer.health.probe import build_request
 from proxy.addresses import BackendAddress
 from proxy.errors import ReadTimeout
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
-from balancer.health.probe import build_request
 from proxy.upstream.fastcgi import FastCGIUpstream
 from proxy.upstream.fastcgi_connection import HIGH_WATER
-from tests.support.fastcgi_servers import (CGI_ROOT, PHP_ROOT, fastcgi_log, start_fcgiwrap, start_flup,  # noqa: F401
-                                           start_php_fpm)
+from tests.support.fastcgi_servers import CGI_ROOT, PHP_ROOT, fastcgi_log, start_fcgiwrap, start_flup, start_php_fpm  # noqa: F401
 from tests.support.waiting import async_wait_for, free_port
 
 MIB = 1024 * 1024

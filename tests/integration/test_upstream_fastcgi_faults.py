@@ -5,12 +5,11 @@ import asyncio
 
 import pytest
 
+from balancer.health.probe import build_request
 from proxy.addresses import BackendAddress
-from proxy.errors import (BackendOverloaded, ConnectError, ConnectionClosed, ProtocolError, RequestRejected,
-                          WriteTimeout)
+from proxy.errors import BackendOverloaded, ConnectError, ConnectionClosed, ProtocolError, RequestRejected, WriteTimeout
 from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
-from balancer.health.probe import build_request
 from proxy.upstream.cgi import BadRequestPath
 from proxy.upstream.fastcgi import STDERR_LOG_LIMIT, FastCGIUpstream
 from tests.support.fastcgi_servers import EARLY_BODY_SIZE, FakeFastCGIServer, fastcgi_log  # noqa: F401

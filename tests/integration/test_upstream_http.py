@@ -12,8 +12,7 @@ import tempfile
 import pytest
 
 from proxy.addresses import BackendAddress
-from proxy.errors import (ConnectError, ConnectTimeout, ConnectionClosed, ProtocolError, ReadTimeout, StaleConnection,
-                          WriteTimeout)
+from proxy.errors import ConnectError, ConnectionClosed, ConnectTimeout, ProtocolError, ReadTimeout, StaleConnection, WriteTimeout
 from proxy.upstream.base import RequestBody, Timeouts, UpstreamRequest
 from proxy.upstream.http import HTTPUpstream
 from tests.support.backends import http_backend, misbehaving_backend, pattern_bytes

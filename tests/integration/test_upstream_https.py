@@ -14,7 +14,7 @@ from proxy.addresses import backend_address
 from proxy.errors import ConnectError, ConnectTimeout
 from proxy.upstream import make_upstream, tls
 from proxy.upstream.base import Timeouts
-from tests.integration.test_upstream_http import FAST, fetch, header
+from tests.integration.test_upstream_http import fetch, header
 from tests.support.backends import http_backend, misbehaving_backend
 from tests.support.certs import make_certs
 

@@ -16,7 +16,8 @@ from balancer.worker_stats import STALE_AFTER
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.live_api import api as api_on
-from tests.support.rawhttp import RawHTTP, request as raw_request
+from tests.support.rawhttp import RawHTTP
+from tests.support.rawhttp import request as raw_request
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
 from tests.support.workers import every_worker_sees, published

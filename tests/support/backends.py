@@ -91,7 +91,7 @@ class _ServerThread:
         asyncio.set_event_loop(self.loop)
         try:
             self.server = self.loop.run_until_complete(self._listen())
-        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+        except BaseException as exc:
             self._error = exc
             self._ready.set()
             return

@@ -23,8 +23,8 @@ from urllib.parse import parse_qs
 import pytest
 
 from proxy.addresses import ListenAddress
-from tests.support.rawhttp import RawHTTP, request
 from tests.support.processes import Process, python_args
+from tests.support.rawhttp import RawHTTP, request
 from tests.support.waiting import wait_for
 
 STATS = {"hanging": 0, "cancelled": 0, "disconnect_messages": 0, "streamed": 0, "stream_done": 0,

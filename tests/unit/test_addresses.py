@@ -1,8 +1,7 @@
 """Backend URLs (SPEC §4), road-warrior targets and listen addresses."""
 import pytest
 
-from proxy.addresses import (BackendAddress, BackendTLS, ListenAddress, backend_address, parse_backend_url, parse_listen,
-                             parse_target)
+from proxy.addresses import BackendAddress, BackendTLS, ListenAddress, backend_address, parse_backend_url, parse_listen, parse_target
 
 
 @pytest.mark.parametrize("url, expected", [

@@ -1,12 +1,13 @@
 """CGI params from an UpstreamRequest, and the CGI response head parser."""
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from balancer.health.probe import build_request
 from proxy.errors import ProtocolError
 from proxy.upstream.base import RequestBody, UpstreamRequest
-from balancer.health.probe import build_request
-from tests.support.waiting import wait_for
 from proxy.upstream.cgi import MAX_HEAD, BadRequestPath, CGIHeadParser, build_params
+from tests.support.waiting import wait_for
 
 
 def params(**kwargs) -> dict[bytes, bytes]:

@@ -1,6 +1,7 @@
 """FastCGI record and name-value codec, and the incremental parser (property-based)."""
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from proxy.upstream import fastcgi_records as fr
 

@@ -1,8 +1,7 @@
 """The per-backend health state machine: thresholds, passive failures, modes, stickiness."""
 import pytest
 
-from balancer.health.session import (LAZY, OFFLINE, ONLINE, OPPORTUNISTIC, PARANOID, UNDEFINED,
-                                     HealthSession, Policy, Transition)
+from balancer.health.session import LAZY, OFFLINE, ONLINE, OPPORTUNISTIC, PARANOID, UNDEFINED, HealthSession, Policy, Transition
 
 
 class Clock:

@@ -71,9 +71,8 @@ def test_outside_workers_there_are_no_peers(monkeypatch):
 async def test_worker_0_removes_a_drained_backend_only_once_no_worker_has_a_request_on_it(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from proxy import watcher
-
     from balancer.dataplane_source import DatabaseConfigSource
+    from proxy import watcher
 
     monkeypatch.setenv(worker_stats.DIRECTORY_ENV, str(tmp_path))
     monkeypatch.setenv(worker_stats.INDEX_ENV, "0")

@@ -241,7 +241,7 @@ def _check_database() -> None:
         connection.ensure_connection()
         executor = MigrationExecutor(connection)
         pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever the driver raises means unreachable
         detail = " ".join(str(exc).split())  # drivers' messages span lines (psycopg adds a hint)
         raise _Unreachable(f"database unreachable ({connection.settings_dict['ENGINE'].rsplit('.', 1)[-1]}): {detail}") from None
     if pending:
