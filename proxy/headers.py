@@ -23,10 +23,17 @@ RESPONSE_DROP = HOP_BY_HOP | {b"via"}
 NOT_NOMINABLE = frozenset({b"host"})
 
 
+_COMMON_CONNECTION = {value: frozenset({value.lower()}) for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close")}
+
+
 def connection_tokens(values) -> frozenset:
     """The lower-case options of Connection header `values` (RFC 9110 7.6.1): a
     comma-separated token list, any case, any order, empty elements ignored. The one
     parser for Connection, front and back (`close, foo` closes like `close`)."""
+    if type(values) is list and len(values) == 1:  # noqa: E721 - the common case, answered from a table
+        common = _COMMON_CONNECTION.get(values[0])
+        if common is not None:
+            return common
     tokens = set()
     for value in values:
         for token in value.split(b","):
@@ -37,7 +44,7 @@ def connection_tokens(values) -> frozenset:
 
 
 def _named_connection_tokens(headers) -> frozenset:
-    return connection_tokens(value for name, value in headers if name == b"connection")
+    return connection_tokens([value for name, value in headers if name == b"connection"])
 
 
 class TrustedProxies:
