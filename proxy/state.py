@@ -161,8 +161,6 @@ class DataPlane:
             if backend is None:
                 address = row_address(row)
                 backend = BackendRuntime(row["id"], row["name"], director, address, self.upstream_for(address))
-                if hasattr(backend.upstream, "log_context"):  # FastCGI stderr names its backend
-                    backend.upstream.log_context = f"director {director.name} backend {row['name']}"
             elif backend.address.tls is not None:  # TLS fields may change: another client and pool
                 address = row_address(row)
                 if address != backend.address:
@@ -172,6 +170,7 @@ class DataPlane:
             members[row["director_id"]].append(backend)
         for row in director_rows:
             by_id[row["id"]].rebuild(settings_from_row(row), members[row["id"]])
+        _name_upstreams(backends.values())
         routes = routes_from_rows(route_rows)
         # Road-warrior upstreams first: a request that finds a new route finds its upstream.
         self.road_warriors = {r.target: self.upstream_for(r.target) for r in routes if r.target is not None}
@@ -235,6 +234,17 @@ def row_address(row: dict) -> BackendAddress:
     """A backend row's address (rows of a snapshot written before TLS fields get defaults)."""
     return backend_address(row["url"], row.get("tls_verify", True), row.get("tls_ca_file", ""),
                            row.get("tls_server_name", ""))
+
+
+def _name_upstreams(backends) -> None:
+    """FastCGI stderr lines name the backends behind the client that received them: every
+    backend sharing the address, not only the first one seen."""
+    labels: dict[Upstream, list[str]] = {}
+    for backend in backends:
+        if hasattr(backend.upstream, "log_context"):
+            labels.setdefault(backend.upstream, []).append(f"director {backend.director.name} backend {backend.name}")
+    for upstream, names in labels.items():
+        upstream.log_context = ", ".join(sorted(names))
 
 
 def newer_health(stamp, than) -> bool:

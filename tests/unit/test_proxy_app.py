@@ -181,3 +181,16 @@ def test_the_data_plane_imports_no_control_plane():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'django', 'balancer', 'channels', 'rest_framework'}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_fastcgi_client_shared_by_two_directors_names_both_in_its_log_lines():
+    """One client per address: its stderr lines name every backend behind it, not only the
+    first one the data plane met."""
+    plane = DataPlane()
+    other = {**DIRECTOR, "id": 2, "name": "shop"}
+    php = {"url": "fastcgi://127.0.0.1:9000"}
+    plane.apply_rows(1, [DIRECTOR, other], [{**backend(1, "php1", 9000), **php},
+                                             {**backend(2, "fpm", 9000), "director_id": 2, **php}], [])
+    upstream = plane.backends[1].upstream
+    assert upstream is plane.backends[2].upstream
+    assert upstream.log_context == "director app backend php1, director shop backend fpm"
