@@ -38,6 +38,7 @@ run: $(VENV)/.run-deps $(CONFIG)
 
 test: $(VENV)/.test-deps
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The server and its conformance tests on the newest daphne and Twisted on PyPI (not CI):

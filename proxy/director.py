@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from proxy.node_slots import NodeSlots
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
 from proxy.slots import Slot
@@ -53,7 +54,7 @@ class DirectorRuntime:
         self.queued = Counter()
         self.dropped = 0
         self.status_counts = [0, 0, 0, 0, 0, 0]
-        self.node = None  # proxy.node_slots.NodeSlots under --workers: limits per node
+        self.node: NodeSlots | None = None  # under --workers: limits per node
         self._node_poll: asyncio.TimerHandle | None = None
 
     # -- membership -------------------------------------------------------------------
@@ -68,9 +69,8 @@ class DirectorRuntime:
         # Reloads happen on every config or health change anywhere: keep rr's rotation.
         self.active = RolePool([b for b in ordered if b.role != "backup"], settings.scheduler, self.active.cursor)
         self.backup = RolePool([b for b in ordered if b.role == "backup"], settings.scheduler, self.backup.cursor)
-        for pool in (self.active, self.backup):
-            for member in pool.members:
-                member.pool = pool
+        for backend in ordered:
+            backend.pool = self.backup if backend.role == "backup" else self.active
         self.dispatch_waiters()
 
     def set_health(self, backend: BackendRuntime, state: str) -> bool:

@@ -38,7 +38,7 @@ class Dispatcher:
 
     async def refuse(self, director: DirectorRuntime, send, reason: str, status: int = 503) -> None:
         """A director-generated error response (503s carry Retry-After and count as dropped)."""
-        extra = ()
+        extra: tuple | list = ()
         if status == 503:
             director.dropped += 1
             extra = director.settings.retry_after_header

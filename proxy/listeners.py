@@ -42,7 +42,7 @@ class ListenerSockets:
         self._ports: dict[ListenAddress, int] = {}  # the bound port of each TCP listener (resolves port 0)
         self._workers: list[dict[ListenAddress, socket.socket]] = []
         self._retired: list[tuple[ListenAddress, socket.socket]] = []  # closed once old workers are gone
-        self._undo = None
+        self._undo: tuple | None = None  # what rebind() replaced, until close_retired()
         try:
             for _ in range(workers):
                 self._workers.append(self._bind_set())
@@ -168,7 +168,7 @@ def bind_listener(address: ListenAddress, *, reuse_port: bool = False) -> socket
     if address.path is not None:
         remove_stale_socket(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target = address.path
+        target: str | tuple[str, int] = address.path
     else:
         sock = socket.socket(socket.AF_INET6 if ":" in address.host else socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

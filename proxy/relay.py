@@ -108,7 +108,11 @@ def finish_after_abort(response: UpstreamResponse, policy: str, done) -> None:
         return
     job = response.abort(notify=True) if policy == "notify" else response.drain()
     task = asyncio.get_running_loop().create_task(job)
-    task.add_done_callback(lambda t: (_log_background(t), done()))
+
+    def finished(task: asyncio.Task) -> None:
+        _log_background(task)
+        done()
+    task.add_done_callback(finished)
 
 
 def _log_background(task: asyncio.Task) -> None:

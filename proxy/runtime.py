@@ -6,9 +6,13 @@ failures, dropped) live here and survive reloads. Nothing here touches the ORM.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from proxy.addresses import BackendAddress
 from proxy.upstream import Timeouts, Upstream
+
+if TYPE_CHECKING:
+    from proxy.scheduler import RolePool
 
 
 class Counter:
@@ -84,7 +88,7 @@ class BackendRuntime:
         self.terminating = False
         self.position = 0
         self.index = 0  # slot in its RolePool, set by the pool
-        self.pool = None  # the RolePool holding it, None once removed
+        self.pool: RolePool | None = None  # the RolePool holding it, None once removed
         self.load = 0
         self.load_counter = Counter()
         self.failures = 0

@@ -11,7 +11,7 @@ survive reloads.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from proxy.addresses import BackendAddress, backend_address, parse_target
 from proxy.director import DirectorRuntime
@@ -93,7 +93,7 @@ def route_from_row(row: dict, index: int) -> Route:
 def routes_from_rows(rows: list[dict]) -> tuple[Route, ...]:
     """Routes in the rows' order; a row that cannot be used is logged and left out, so one
     bad row never stops the rest of the configuration from loading."""
-    routes = []
+    routes: list[Route] = []
     for row in rows:
         try:
             routes.append(route_from_row(row, len(routes)))
@@ -239,7 +239,7 @@ def row_address(row: dict) -> BackendAddress:
 def _name_upstreams(backends) -> None:
     """FastCGI stderr lines name the backends behind the client that received them: every
     backend sharing the address, not only the first one seen."""
-    labels: dict[Upstream, list[str]] = {}
+    labels: dict[Any, list[str]] = {}  # FastCGI clients, by identity
     for backend in backends:
         if hasattr(backend.upstream, "log_context"):
             labels.setdefault(backend.upstream, []).append(f"director {backend.director.name} backend {backend.name}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Callable, TypeVar
 
 from proxy.addresses import BackendAddress
 from proxy.errors import ConnectError, ConnectTimeout
@@ -14,7 +15,10 @@ UNIX_RETRY_FIRST = 0.001  # seconds between connect attempts to a UNIX socket wi
 UNIX_RETRY_MAX = 0.05
 
 
-async def open_connection(address: BackendAddress, protocol_factory, timeout: float) -> tuple[asyncio.Transport, asyncio.Protocol]:
+P = TypeVar("P", bound=asyncio.BaseProtocol)
+
+
+async def open_connection(address: BackendAddress, protocol_factory: Callable[[], P], timeout: float) -> tuple[asyncio.BaseTransport, P]:
     """Connect over TCP (IP literal, or host name resolved now) or a UNIX socket.
 
     Raises ConnectTimeout after `timeout` seconds, ConnectError on any other failure.

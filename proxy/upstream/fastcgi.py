@@ -186,7 +186,8 @@ class FastCGIResponse(UpstreamResponse):
             elif record.type == fr.STDERR:
                 self._log_stderr(record.content)
             elif record.type == fr.END_REQUEST:
-                return self._end_request(record.content)
+                self._end_request(record.content)
+                return None
             else:
                 raise ProtocolError(f"{self._upstream.label} sent an unexpected record of type {record.type}")
 

@@ -106,7 +106,8 @@ def encode_unknown_type(type_: int) -> bytes:
 
 def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The PARAMS stream for `pairs`, including the terminating empty PARAMS record."""
-    short, parts = _SHORT_LENGTHS, []
+    short = _SHORT_LENGTHS
+    parts: list[bytes] = []
     for name, value in pairs:  # encode_name_value inlined: this runs for every request
         name_length, value_length = len(name), len(value)
         parts += (short[name_length] if name_length < 0x80 else _encode_length(name_length),

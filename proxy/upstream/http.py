@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import cast
 
 from proxy.addresses import format_host
 from proxy.errors import ConnectionClosed, ReadTimeout, StaleConnection, UpstreamError, WriteTimeout
@@ -247,8 +248,8 @@ class HTTPConnection(asyncio.Protocol):
 
     # -- asyncio callbacks ---------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if not self._active:  # nothing is expected between responses

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Awaitable, Callable, Protocol
+from typing import Awaitable, Callable, Generic, Protocol, TypeVar
 
 # Seconds an idle upstream connection is kept: below the keep-alive timeouts of common
 # servers (Apache, Node, uvicorn 5 s; nginx 75 s), so we close it before the backend does
@@ -28,10 +28,13 @@ class PooledConnection(Protocol):
     def close(self) -> None: ...
 
 
-class ConnectionPool:
+C = TypeVar("C", bound=PooledConnection)
+
+
+class ConnectionPool(Generic[C]):
     def __init__(
         self,
-        connect: Callable[[float], Awaitable[PooledConnection]],
+        connect: Callable[[float], Awaitable[C]],
         *,
         max_idle: int = 64,
         idle_timeout: float = IDLE_TIMEOUT,
@@ -41,12 +44,12 @@ class ConnectionPool:
         self._max_idle = max_idle
         self._idle_timeout = idle_timeout
         self._clock = clock
-        self._idle: deque[tuple[PooledConnection, float]] = deque()  # (conn, idle since), oldest left
-        self._in_use: dict[PooledConnection, bool] = {}  # conn -> fresh (close after use)
+        self._idle: deque[tuple[C, float]] = deque()  # (conn, idle since), oldest left
+        self._in_use: dict[C, bool] = {}  # conn -> fresh (close after use)
         self._opened = 0
         self._closed = False
 
-    async def acquire(self, connect_timeout: float, *, fresh: bool = False, reuse: bool = True) -> tuple[PooledConnection, bool]:
+    async def acquire(self, connect_timeout: float, *, fresh: bool = False, reuse: bool = True) -> tuple[C, bool]:
         """A connection and whether it was reused from the idle pool.
 
         `fresh`: always a new connection, closed on release (health checks). `reuse=False`:
@@ -62,7 +65,7 @@ class ConnectionPool:
         self._in_use[conn] = fresh
         return conn, False
 
-    def _take_idle(self) -> PooledConnection | None:
+    def _take_idle(self) -> C | None:
         idle = self._idle
         if not idle:
             return None
@@ -76,7 +79,7 @@ class ConnectionPool:
             conn.close()
         return None
 
-    def release(self, conn: PooledConnection) -> None:
+    def release(self, conn: C) -> None:
         """Back to the idle pool when it can carry another request, else closed. Idempotent."""
         fresh = self._in_use.pop(conn, None)
         if fresh is None:
@@ -88,7 +91,7 @@ class ConnectionPool:
             self._idle.popleft()[0].close()
         self._idle.append((conn, self._clock()))
 
-    def discard(self, conn: PooledConnection) -> None:
+    def discard(self, conn: C) -> None:
         """Close it; it is never reused."""
         self._in_use.pop(conn, None)
         conn.close()
