@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from . import models, validation
 from .choices import HealthState
+from .health.session import comes_back
 from .models import AuditRecord, Backend, ConfigVersion, Director
 from .notify import announce_config_changed
 
@@ -463,7 +464,7 @@ def _store_health_locked(locked: Backend, state: str, error: str, checked_at: da
         fields += ["health_state", "health_changed_at"]
     locked.save(update_fields=fields)
     disabled = False
-    if changed and previous == HealthState.OFFLINE and state == HealthState.ONLINE:
+    if changed and comes_back(previous, state):
         if locked.director.sticky_offline_mode and locked.enabled:
             _set_enabled_locked(locked, False, "health-monitor")  # bumps the version itself
             disabled = True

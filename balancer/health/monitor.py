@@ -33,7 +33,7 @@ from proxy.upstream import Upstream, make_upstream
 
 from .leases import LeaseKeeper, keeper_from_settings, lease_ttl, tick_interval
 from .probe import ProbeResult, probe
-from .session import OFFLINE, ONLINE, HealthSession, Transition
+from .session import OFFLINE, HealthSession, Transition, comes_back
 from .targets import Target, load_targets, store_checks, stored_states, targets_from_rows
 
 log = logging.getLogger("director.health")
@@ -332,7 +332,7 @@ class HealthMonitor:
             log.warning("director %s: backend %s is now offline%s", target.director, target.backend, suffix)
         else:
             log.info("director %s: backend %s is now %s", target.director, target.backend, transition.new)
-        maybe_sticky = transition.old == OFFLINE and transition.new == ONLINE
+        maybe_sticky = comes_back(transition.old, transition.new)
         if not maybe_sticky:
             self._notify_local(target, transition)
         self._outbox.append((target, transition, timezone.now(), maybe_sticky))

@@ -20,6 +20,13 @@ STATES = (UNDEFINED, ONLINE, OFFLINE)
 MODES = (PARANOID, OPPORTUNISTIC, LAZY)
 
 
+def comes_back(old: str, new: str) -> bool:
+    """The transition sticky offline mode turns into "disabled" (SPEC §8): offline -> online
+    only; a new backend's first undefined -> online does not count. The one home of the rule:
+    the monitor, the stored state (balancer.services) and the sessions all ask here."""
+    return old == OFFLINE and new == ONLINE
+
+
 @dataclass(frozen=True, slots=True)
 class Transition:
     """A change of health state; `error` says why a backend went offline ("" otherwise)."""
@@ -30,9 +37,8 @@ class Transition:
     passive: bool = False  # caused by a live request, not by a check
 
     def sticky_disables(self, sticky_offline_mode: bool) -> bool:
-        """Sticky offline mode disables a backend that comes back (offline -> online only;
-        a new backend's first undefined -> online does not count)."""
-        return sticky_offline_mode and self.old == OFFLINE and self.new == ONLINE
+        """Sticky offline mode disables a backend that comes back (see `comes_back`)."""
+        return sticky_offline_mode and comes_back(self.old, self.new)
 
 
 @dataclass(frozen=True, slots=True)
