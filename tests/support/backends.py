@@ -138,6 +138,8 @@ class _ServerThread:
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            if hasattr(self.server, "abort_clients"):  # 3.13: a TLS close would wait for the peer's close_notify
+                self.server.abort_clients()
             await self.server.wait_closed()
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)

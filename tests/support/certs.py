@@ -93,7 +93,17 @@ class _Cryptography:
         builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(key.public_key())
                    .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
                    .not_valid_after(now + datetime.timedelta(days=DAYS))
-                   .add_extension(constraints, critical=True))
+                   .add_extension(constraints, critical=True)
+                   # Python 3.13 verifies with X509_STRICT: key identifiers on every certificate,
+                   # and key usage on a CA
+                   .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()),
+                                  critical=False))
+        if constraints.ca:
+            builder = builder.add_extension(x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+                key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False),
+                critical=True)
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName([_general_name(n) for n in names]),
                                             critical=False)
@@ -122,7 +132,9 @@ class _OpenSSL:
         cert, key = self._paths(name.replace(" ", "-"))
         self._run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
                   "-keyout", key, "-out", cert, "-days", str(DAYS), "-subj", f"/CN={name}",
-                  "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0")
+                  "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+                  "-addext", "keyUsage=critical,digitalSignature,keyCertSign,cRLSign",
+                  "-addext", "subjectKeyIdentifier=hash", "-addext", "authorityKeyIdentifier=keyid:always")
         return cert, key
 
     def leaf(self, stem: str, names, ca) -> tuple[str, str]:
@@ -130,7 +142,8 @@ class _OpenSSL:
         san = ",".join(("IP:" if _is_ip(n) else "DNS:") + n for n in names)
         common = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
                   "-days", str(DAYS), "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={san}",
-                  "-addext", "basicConstraints=critical,CA:FALSE"]
+                  "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "subjectKeyIdentifier=hash",
+                  "-addext", "authorityKeyIdentifier=keyid:always"]
         if ca is None:
             self._run("req", "-x509", *common, "-out", cert)
         else:

@@ -20,7 +20,10 @@ class WrkRun:
     def __init__(self, url: str, connections: int, seconds: float):
         self.seconds = seconds
         binary = require_binary("wrk", "wrk")
-        self.process = subprocess.Popen([binary, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency", url],
+        # --timeout: a response slower than this counts as a socket error; the assertion is
+        # "no request failed", not a latency bound (a 2-CPU machine starting a worker is slow)
+        self.process = subprocess.Popen([binary, "-t2", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "10s",
+                                         "--latency", url],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def result(self) -> WrkResult:
