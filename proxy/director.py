@@ -236,10 +236,15 @@ class DirectorRuntime:
         full: set = set()  # found full in the node during this pass
         while index < len(queue) and (self.active.ready_count or self.backup.ready_count):
             waiter = queue[index]
+            if waiter.future.done():
+                index += 1  # expired or cancelled: leaves the queue by itself
+                continue
             exclude = full.union(waiter.exclude) if full else waiter.exclude
-            slot = None if waiter.future.done() else self._pick_slot(exclude, full)
+            slot = self._pick_slot(exclude, full)
             if slot is None:
-                index += 1  # expired or cancelled (leaves by itself), or all its candidates excluded
+                if not waiter.exclude:
+                    break  # every ready backend is full in the node: nobody behind gets one either
+                index += 1  # all its candidates excluded; the ones behind may still be served
                 continue
             self._unqueue(waiter)
             waiter.future.set_result(slot)
