@@ -3,14 +3,12 @@
 Admin, config sync, API, x0 import and health monitoring all call these functions. Each
 write: validate -> lock and save in one transaction -> audit record (before/after JSON) ->
 bump the config version -> announce it on commit (health results are not configuration:
-`store_health` stores them without a version bump). Errors carry an HTTP status (DRF style)
+balancer.health_store stores them without a version bump). Errors carry an HTTP status (DRF style)
 so every caller maps them the same way.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from functools import partial
 
 from django.core.exceptions import ValidationError
@@ -19,8 +17,6 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from . import models, validation
-from .choices import HealthState
-from .health.session import comes_back
 from .models import AuditRecord, Backend, ConfigVersion, Director
 from .notify import announce_config_changed
 
@@ -358,11 +354,12 @@ def set_backend_enabled(backend: Backend, enabled: bool, *, actor: str) -> Backe
     with transaction.atomic():
         locked = _locked_backend(backend.pk)
         if locked.enabled != enabled:
-            _set_enabled_locked(locked, enabled, actor)
+            set_enabled_locked(locked, enabled, actor)
     return locked
 
 
-def _set_enabled_locked(locked: Backend, enabled: bool, actor: str) -> None:
+def set_enabled_locked(locked: Backend, enabled: bool, actor: str) -> None:
+    """Enable or disable a backend already locked in the caller's transaction (audited, version bumped)."""
     before = backend_json(locked)
     locked.enabled = enabled
     locked.save(update_fields=["enabled", "updated_at"])
@@ -398,74 +395,3 @@ def remove_backend(backend_id: int, *, actor: str) -> None:
         locked.delete()
         _audit(actor, "backend.remove", locked.director.name, before["name"], before=before)
         _bump_version(locked.director)
-
-
-@dataclass(frozen=True)
-class HealthRecord:
-    """What `store_health` did: whether the state changed, the stored state's timestamp
-    (`health_changed_at`, what processes compare to order health news), and whether sticky
-    offline mode disabled the backend."""
-
-    changed: bool
-    changed_at: datetime | None
-    disabled: bool = False
-
-
-def record_health(backend_id: int, state: str, *, error: str = "", checked_at: datetime | None = None) -> bool:
-    """Store a check result; True when the state changed."""
-    record = store_health(backend_id, state, error=error, checked_at=checked_at)
-    return record is not None and record.changed
-
-
-def store_health(backend_id: int, state: str, *, error: str = "",
-                 checked_at: datetime | None = None) -> HealthRecord | None:
-    """Store one check result (None when the backend is gone); see `store_health_many`."""
-    return store_health_many([(backend_id, state, error, checked_at)]).get(backend_id)
-
-
-def store_health_many(results) -> dict[int, HealthRecord]:
-    """Store check results `(backend id, state, error, checked_at or None)` in one
-    transaction (a mass outage is hundreds of them: one commit, not hundreds); records by
-    backend id, backends gone meanwhile left out.
-
-    A health transition is not a configuration change: the version is not bumped; the
-    monitor broadcasts it as a health message and proxies poll `health_changed_at` for the
-    ones they miss. `health_changed_at` only moves forward for one backend (a monitor whose
-    clock is behind the previous writer's stamps just after it), so "newer" means "later".
-    Sticky offline mode (SPEC §8) is applied here, atomically with the transition: a backend
-    going offline -> online on such a director is disabled until an operator enables it,
-    which is a configuration change and bumps the version.
-    """
-    results = list(results)
-    for _, state, _, _ in results:
-        if state not in HealthState.values:
-            raise ValueError(f"unknown health state {state!r}")
-    now = timezone.now()
-    records = {}
-    with transaction.atomic():
-        rows = Backend.objects.select_for_update(of=("self",)).select_related("director")
-        locked = {b.pk: b for b in rows.filter(pk__in=[r[0] for r in results]).order_by("pk")}
-        for backend_id, state, error, checked_at in results:
-            if backend_id in locked:
-                records[backend_id] = _store_health_locked(locked[backend_id], state, error, checked_at or now)
-    return records
-
-
-def _store_health_locked(locked: Backend, state: str, error: str, checked_at: datetime) -> HealthRecord:
-    previous = locked.health_state
-    changed = previous != state
-    locked.last_checked, locked.last_error = checked_at, error
-    fields = ["last_checked", "last_error"]
-    if changed:
-        stamp = checked_at
-        if locked.health_changed_at is not None and stamp <= locked.health_changed_at:
-            stamp = locked.health_changed_at + timedelta(microseconds=1)
-        locked.health_state, locked.health_changed_at = state, stamp
-        fields += ["health_state", "health_changed_at"]
-    locked.save(update_fields=fields)
-    disabled = False
-    if changed and comes_back(previous, state):
-        if locked.director.sticky_offline_mode and locked.enabled:
-            _set_enabled_locked(locked, False, "health-monitor")  # bumps the version itself
-            disabled = True
-    return HealthRecord(changed, locked.health_changed_at, disabled)

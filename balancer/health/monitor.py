@@ -4,7 +4,7 @@ Inputs: active checks (its own timers), passive failures and live activity repor
 data plane (`report_failure`, `report_activity`, or channel messages via the worker), and
 configuration changes (`reload()`, a `config.changed` push, or a 1-second version poll).
 Output, per transition: one log line, `on_transition(backend_id, state, error)` for the data
-plane in this process, the database row (services.record_health), and a `health.changed`
+plane in this process, the database row (health_store.record_health), and a `health.changed`
 message to channel-layer group `director.health` for other processes and the status page.
 
 Several monitors (runproxy processes, healthworkers, nodes) share the backends through
@@ -25,7 +25,7 @@ from typing import Callable, Iterable
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from balancer import services
+from balancer import health_store, services
 from balancer.dbthread import DatabaseThread
 from proxy.channel_names import HEALTH_CHANGED, HEALTH_GROUP
 from proxy.outage_log import OutageLog
@@ -414,12 +414,12 @@ class HealthMonitor:
             await self._db(store_checks, results)
 
 
-def _persist(batch) -> dict[int, services.HealthRecord]:
+def _persist(batch) -> dict[int, health_store.HealthRecord]:
     """Store a batch of transitions in one transaction (sticky offline mode is applied
     atomically by the service). Only the last transition of a backend in the batch counts:
     it is the state the backend is in."""
     last = {target.backend_id: (target, transition, at) for target, transition, at, _ in batch}
-    records = services.store_health_many((i, tr.new, tr.error, at) for i, (_, tr, at) in last.items())
+    records = health_store.store_health_many((i, tr.new, tr.error, at) for i, (_, tr, at) in last.items())
     for backend_id, (target, _, _) in last.items():
         record = records.get(backend_id)
         if record is not None and record.disabled:

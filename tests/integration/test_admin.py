@@ -2,7 +2,7 @@
 import pytest
 from django.utils.html import escape
 
-from balancer import services
+from balancer import health_store, services
 from balancer.admin import STATIC_NOTE
 from balancer.models import AuditRecord, Backend, Director
 from balancer.validation import DIRECTOR_SETTINGS
@@ -60,8 +60,8 @@ def static():
 
 
 def test_lists_show_health_and_counts(admin_client, dynamic, static):
-    services.record_health(dynamic.backends.get(name="b1").pk, "online")
-    services.record_health(dynamic.backends.get(name="b2").pk, "offline", error="connection refused")
+    health_store.record_health(dynamic.backends.get(name="b1").pk, "online")
+    health_store.record_health(dynamic.backends.get(name="b2").pk, "offline", error="connection refused")
     page = admin_client.get(DIRECTORS).content.decode()
     assert "1 / 2" in page and "0 / 1" in page
     page = admin_client.get(BACKENDS).content.decode()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from balancer import services, validation
+from balancer import health_store, services, validation
 from balancer.models import Backend
 from tests.support.api import ApiTestBase, make_director
 
@@ -51,7 +51,7 @@ class TestBackendObjects(ApiTestBase):
         assert record.after["url"] == url
 
     def test_health_reports_the_last_check(self, pool):
-        services.record_health(pool.backends.get().pk, "offline", error="connection refused")
+        health_store.record_health(pool.backends.get().pk, "offline", error="connection refused")
         health = self.call("GET", backend("pool", "b1"), expect=200, client=self.viewer).json()["health"]
         assert (health["state"], health["last_error"]) == ("offline", "connection refused")
         assert health["last_checked"].endswith("Z") or "+00:00" in health["last_checked"]

@@ -19,7 +19,7 @@ from channels.worker import Worker
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.db import connection
 
-from balancer import services
+from balancer import health_store, services
 from balancer.health.worker import HEALTH_CHANNEL, channel_routes
 from balancer.models import Backend
 from proxy.channel_names import health_channel
@@ -121,7 +121,7 @@ async def test_runworker_route_starts_its_own_monitor_on_the_first_message(tmp_p
     director = await sync_to_async(services.create_director)("app", {}, actor="test")
     backend = await sync_to_async(services.create_backend)(
         director, {"name": "app1", "url": f"http://127.0.0.1:{port}", "health_check_interval": 60.0}, actor="test")
-    await sync_to_async(services.record_health)(backend.pk, "online")
+    await sync_to_async(health_store.record_health)(backend.pk, "online")
     layer = get_channel_layer()
     worker = Worker(ChannelNameRouter(channel_routes), [HEALTH_CHANNEL], layer)
     serving = asyncio.ensure_future(worker.arun())

@@ -4,7 +4,7 @@ from datetime import timedelta
 import pytest
 from django.db import transaction
 
-from balancer import services
+from balancer import health_store, services
 from balancer.models import AuditRecord, Backend, Director
 from balancer.services import Conflict, Forbidden, NotFound, ValidationFailed
 
@@ -173,26 +173,26 @@ def test_record_health_stores_without_a_config_version(director):
     """Health is not configuration (SPEC §11): no version bump, so no process reloads."""
     backend = services.create_backend(director, {"name": "b1", "url": URL1}, actor=ACTOR)
     version = services.current_version()
-    assert services.record_health(backend.pk, "online") is True
-    assert services.record_health(backend.pk, "online") is False
-    assert services.record_health(backend.pk, "offline", error="connection refused") is True
+    assert health_store.record_health(backend.pk, "online") is True
+    assert health_store.record_health(backend.pk, "online") is False
+    assert health_store.record_health(backend.pk, "offline", error="connection refused") is True
     assert services.current_version() == version
     stored = Backend.objects.get(pk=backend.pk)
     assert (stored.health_state, stored.last_error) == ("offline", "connection refused")
     assert stored.last_checked and stored.health_changed_at == stored.last_checked
-    assert services.record_health(10**9, "online") is False
+    assert health_store.record_health(10**9, "online") is False
     with pytest.raises(ValueError):
-        services.record_health(backend.pk, "sleepy")
+        health_store.record_health(backend.pk, "sleepy")
 
 
 def test_sticky_offline_disables_on_recovery():
     director = services.create_director("s", {"sticky_offline_mode": True}, actor=ACTOR)
     backend = services.create_backend(director, {"name": "b1", "url": URL1}, actor=ACTOR)
-    services.record_health(backend.pk, "online")  # undefined -> online: stays enabled
+    health_store.record_health(backend.pk, "online")  # undefined -> online: stays enabled
     assert Backend.objects.get(pk=backend.pk).enabled
-    services.record_health(backend.pk, "offline", error="refused")
+    health_store.record_health(backend.pk, "offline", error="refused")
     version = services.current_version()
-    record = services.store_health(backend.pk, "online")
+    record = health_store.store_health(backend.pk, "online")
     assert record.changed and record.disabled
     assert not Backend.objects.get(pk=backend.pk).enabled
     assert audits("backend.disable")[0].actor == "health-monitor"
@@ -203,9 +203,9 @@ def test_health_stamps_only_move_forward(director):
     """A monitor whose clock is behind the previous writer's still stores a later stamp, so
     processes ordering health news by stamp take the newest."""
     backend = services.create_backend(director, {"name": "b1", "url": URL1}, actor=ACTOR)
-    first = services.store_health(backend.pk, "online").changed_at
+    first = health_store.store_health(backend.pk, "online").changed_at
     behind = first - timedelta(seconds=30)
-    second = services.store_health(backend.pk, "offline", checked_at=behind).changed_at
+    second = health_store.store_health(backend.pk, "offline", checked_at=behind).changed_at
     assert second > first
     assert Backend.objects.get(pk=backend.pk).health_changed_at == second
 

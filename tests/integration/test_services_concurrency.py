@@ -4,7 +4,7 @@ import threading
 import pytest
 from django.db import connection
 
-from balancer import services
+from balancer import health_store, services
 from balancer.models import AuditRecord, Backend
 
 ROUNDS = 15
@@ -62,7 +62,7 @@ def test_concurrent_health_reports_store_one_transition_and_no_version():
     barrier, errors, results = threading.Barrier(4), [], []
 
     def report():
-        results.append(services.record_health(backend.pk, "online"))
+        results.append(health_store.record_health(backend.pk, "online"))
 
     threads = [_in_thread(barrier, errors, report) for _ in range(4)]
     for thread in threads:

@@ -1,0 +1,86 @@
+"""Health check results in the database (SPEC §8): the state, when it last changed, the last
+check and its error. Not configuration: nothing here bumps the config version, except sticky
+offline mode disabling a backend, which goes through balancer.services."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import transaction
+from django.utils import timezone
+
+from . import services
+from .choices import HealthState
+from .health.session import comes_back
+from .models import Backend
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """What `store_health` did: whether the state changed, the stored state's timestamp
+    (`health_changed_at`, what processes compare to order health news), and whether sticky
+    offline mode disabled the backend."""
+
+    changed: bool
+    changed_at: datetime | None
+    disabled: bool = False
+
+
+def record_health(backend_id: int, state: str, *, error: str = "", checked_at: datetime | None = None) -> bool:
+    """Store a check result; True when the state changed."""
+    record = store_health(backend_id, state, error=error, checked_at=checked_at)
+    return record is not None and record.changed
+
+
+def store_health(backend_id: int, state: str, *, error: str = "",
+                 checked_at: datetime | None = None) -> HealthRecord | None:
+    """Store one check result (None when the backend is gone); see `store_health_many`."""
+    return store_health_many([(backend_id, state, error, checked_at)]).get(backend_id)
+
+
+def store_health_many(results) -> dict[int, HealthRecord]:
+    """Store check results `(backend id, state, error, checked_at or None)` in one
+    transaction (a mass outage is hundreds of them: one commit, not hundreds); records by
+    backend id, backends gone meanwhile left out.
+
+    A health transition is not a configuration change: the version is not bumped; the
+    monitor broadcasts it as a health message and proxies poll `health_changed_at` for the
+    ones they miss. `health_changed_at` only moves forward for one backend (a monitor whose
+    clock is behind the previous writer's stamps just after it), so "newer" means "later".
+    Sticky offline mode (SPEC §8) is applied here, atomically with the transition: a backend
+    going offline -> online on such a director is disabled until an operator enables it,
+    which is a configuration change and bumps the version.
+    """
+    results = list(results)
+    for _, state, _, _ in results:
+        if state not in HealthState.values:
+            raise ValueError(f"unknown health state {state!r}")
+    now = timezone.now()
+    records = {}
+    with transaction.atomic():
+        rows = Backend.objects.select_for_update(of=("self",)).select_related("director")
+        locked = {b.pk: b for b in rows.filter(pk__in=[r[0] for r in results]).order_by("pk")}
+        for backend_id, state, error, checked_at in results:
+            if backend_id in locked:
+                records[backend_id] = _store_health_locked(locked[backend_id], state, error, checked_at or now)
+    return records
+
+
+def _store_health_locked(locked: Backend, state: str, error: str, checked_at: datetime) -> HealthRecord:
+    previous = locked.health_state
+    changed = previous != state
+    locked.last_checked, locked.last_error = checked_at, error
+    fields = ["last_checked", "last_error"]
+    if changed:
+        stamp = checked_at
+        if locked.health_changed_at is not None and stamp <= locked.health_changed_at:
+            stamp = locked.health_changed_at + timedelta(microseconds=1)
+        locked.health_state, locked.health_changed_at = state, stamp
+        fields += ["health_state", "health_changed_at"]
+    locked.save(update_fields=fields)
+    disabled = False
+    if changed and comes_back(previous, state):
+        if locked.director.sticky_offline_mode and locked.enabled:
+            services.set_enabled_locked(locked, False, "health-monitor")  # bumps the version itself
+            disabled = True
+    return HealthRecord(changed, locked.health_changed_at, disabled)
