@@ -13,6 +13,7 @@ import subprocess
 import time
 
 from tests.support.backends import http_backend
+from tests.support.config_files import app_config
 from tests.support.director import Director
 from tests.support.live_api import api
 from tests.support.load import probing
@@ -21,19 +22,9 @@ from tests.support.shared_services import redis_url
 from tests.support.waiting import wait_for
 from tests.support.workers import every_worker_sees
 
-CONFIG = """
-    [directors.app]
-    health_check_success_threshold = 1
-    backends = {{ one = {{ url = "http://127.0.0.1:{port}", health_check_interval = 0.5 }} }}
-
-    [[routes]]
-    path = "/"
-    pass = "app"
-"""
-
 
 def start_on(tmp_path, database, backend, *args, env=None) -> Director:
-    director = Director(tmp_path, CONFIG.format(port=backend.port), database_url=database.url,
+    director = Director(tmp_path, app_config(one=backend.port), database_url=database.url,
                         extra_args=list(args), env=env)
     migrated = director.manage("migrate", "--noinput", "-v", "0", timeout=120)
     assert migrated.returncode == 0, migrated.stderr

@@ -12,6 +12,7 @@ import signal
 import time
 
 from tests.support.backends import http_backend
+from tests.support.config_files import app_config
 from tests.support.director import Director
 from tests.support.load import probing, wrk_through
 from tests.support.shared_services import postgres_database, redis_url
@@ -21,34 +22,14 @@ from tests.support.workers import every_worker_sees
 LOAD_SECONDS = 30
 RELOAD_AFTER = 8
 
-BEFORE = """
-    [proxy]
-    shutdown_timeout = 10
+def before(one: int) -> str:
+    return app_config(proxy={"shutdown_timeout": 10}, one=one)
 
-    [directors.app]
-    health_check_success_threshold = 1
-    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.5 }} }}
 
-    [[routes]]
-    path = "/"
-    pass = "app"
-"""
-AFTER = """
-    [proxy]
-    shutdown_timeout = 10
-
-    [directors.app]
-    health_check_success_threshold = 1
-    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.5 }}, two = {{ url = "http://127.0.0.1:{two}", health_check_interval = 0.5 }} }}
-
-    [[routes]]
-    path = "/added/"
-    http = "127.0.0.1:{two}"
-
-    [[routes]]
-    path = "/"
-    pass = "app"
-"""
+def after(one: int, two: int) -> str:
+    """One more backend, and a route to it ahead of the catch-all."""
+    return app_config(proxy={"shutdown_timeout": 10}, first_routes=({"path": "/added/", "http": f"127.0.0.1:{two}"},),
+                      one=one, two=two)
 
 
 def pid_of(director: Director) -> int:
@@ -62,7 +43,7 @@ def reload_under_load(director: Director, one, two, reload, workers: int = 0) ->
                  what="every worker to see the backend online")
     with wrk_through(director.url + "/", 16, LOAD_SECONDS) as wrk, probing(director.port) as probe:
         time.sleep(RELOAD_AFTER)  # load before the reload, measured by wrk
-        director.config_path.write_text(AFTER.format(one=one.port, two=two.port).replace("\n    ", "\n"))
+        director.config_path.write_text(after(one.port, two.port))
         signalled = time.monotonic()
         reload(director)
         wait_for(lambda: answered_by(director, "/added/x") == "two", 2.0, what="the new route to answer")
@@ -93,7 +74,7 @@ def reloadproxy(director: Director) -> None:
 
 def test_reload_of_one_process_loses_no_request(tmp_path):
     with http_backend("one") as one, http_backend("two") as two:
-        director = Director(tmp_path, BEFORE.format(one=one.port)).start()
+        director = Director(tmp_path, before(one.port)).start()
         try:
             reload_under_load(director, one, two, reloadproxy)
         finally:
@@ -102,7 +83,7 @@ def test_reload_of_one_process_loses_no_request(tmp_path):
 
 def test_reload_of_two_workers_replaces_them_one_at_a_time_losing_no_request(tmp_path):
     with postgres_database() as database, http_backend("one") as one, http_backend("two") as two:
-        director = Director(tmp_path, BEFORE.format(one=one.port), database_url=database,
+        director = Director(tmp_path, before(one.port), database_url=database,
                             env={"REDIS_URL": redis_url()}, extra_args=["--workers", "2"])
         assert director.manage("migrate", "--noinput", "-v", "0", timeout=120).returncode == 0
         director.start()
@@ -124,7 +105,7 @@ def workers_of(director: Director) -> set[int]:
 
 def test_a_broken_file_changes_nothing_and_says_why(tmp_path):
     with http_backend("one") as one:
-        director = Director(tmp_path, BEFORE.format(one=one.port)).start()
+        director = Director(tmp_path, before(one.port)).start()
         try:
             wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
             director.config_path.write_text(director.config_path.read_text() + "\n[[routes]]\npath = \"/x\"\npass = \"nowhere\"\n")
@@ -138,44 +119,32 @@ def test_a_broken_file_changes_nothing_and_says_why(tmp_path):
 
 
 def test_reloadproxy_without_a_running_proxy_says_so(tmp_path):
-    director = Director(tmp_path, BEFORE.format(one=1))
+    director = Director(tmp_path, before(1))
     done = director.manage("reloadproxy")
     assert done.returncode == 1
     assert "no pid file" in done.stderr and str(tmp_path) in done.stderr
 
 
 def test_the_pid_file_names_the_process_and_goes_with_it(tmp_path):
-    director = Director(tmp_path, BEFORE.format(one=1)).start()
+    director = Director(tmp_path, before(1)).start()
     assert pid_of(director) == director.process.pid
     assert director.stop() == 0
     assert not (director.dir / "runproxy.pid").exists()
 
 
-LISTENERS = """
-    [proxy]
-    listen = [{listen}]
-    admin_listen = "127.0.0.1:{admin}"
-
-    [directors.app]
-    health_check_success_threshold = 1
-    backends = {{ one = {{ url = "http://127.0.0.1:{one}", health_check_interval = 0.5 }} }}
-
-    [[routes]]
-    path = "/"
-    pass = "app"
-"""
+def listeners(one: int, admin: int, *ports: int) -> str:
+    return app_config(proxy={"listen": [f"127.0.0.1:{p}" for p in ports], "admin_listen": f"127.0.0.1:{admin}"}, one=one)
 
 
 def listeners_follow_the_file(director: Director, one) -> None:
     from tests.support.waiting import free_port, port_open
 
     first, second = director.port, free_port()
-    quoted = lambda *ports: ", ".join(f'"127.0.0.1:{p}"' for p in ports)  # noqa: E731
     admin = director.admin_port
-    director.config_path.write_text(LISTENERS.format(listen=quoted(first, second), admin=admin, one=one.port))
+    director.config_path.write_text(listeners(one.port, admin, first, second))
     sighup(director)
     wait_for(lambda: director.get("/", port=second)[2] == b"one", 10, what="the added listener to serve")
-    director.config_path.write_text(LISTENERS.format(listen=quoted(second), admin=admin, one=one.port))
+    director.config_path.write_text(listeners(one.port, admin, second))
     sighup(director)
     wait_for(lambda: not port_open("127.0.0.1", first), 15, what="the removed listener to close")
     assert director.get("/", port=second)[2] == b"one"
@@ -183,8 +152,7 @@ def listeners_follow_the_file(director: Director, one) -> None:
 
 def listening_director(tmp_path, one, **kwargs) -> Director:
     director = Director(tmp_path, "", **kwargs)
-    director.config_path.write_text(LISTENERS.format(listen=f'"127.0.0.1:{director.port}"', admin=director.admin_port,
-                                                     one=one.port))
+    director.config_path.write_text(listeners(one.port, director.admin_port, director.port))
     director.listen_flags = False
     return director
 

@@ -13,22 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.support.backends import http_backend
+from tests.support.config_files import app_config
 from tests.support.director import Director
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import wait_for
 
-CONFIG = """
-    [proxy]
-    shutdown_timeout = {timeout}
 
-    [directors.app]
-    health_check_success_threshold = 1
-    backends = {{ one = {{ url = "http://127.0.0.1:{port}", health_check_interval = 0.5 }} }}
-
-    [[routes]]
-    path = "/"
-    pass = "app"
-"""
+def config(port: int, timeout: float) -> str:
+    return app_config(proxy={"shutdown_timeout": timeout}, one=port)
 
 
 def slow_get(port: int, delay: float) -> int:
@@ -51,7 +43,7 @@ def in_flight_at_backend(backend, count: int):
 @pytest.fixture
 def director(tmp_path):
     with http_backend("one") as backend:
-        instance = Director(tmp_path, CONFIG.format(port=backend.port, timeout=10)).start()
+        instance = Director(tmp_path, config(backend.port, 10)).start()
         instance.backend = backend
         try:
             wait_for(lambda: instance.get("/")[0] == 200, 20, what="the backend online")
@@ -79,7 +71,7 @@ def port_accepts(port: int) -> bool:
 
 def test_a_request_outliving_the_shutdown_timeout_is_closed_not_answered_503(tmp_path):
     with http_backend("one") as backend:
-        director = Director(tmp_path, CONFIG.format(port=backend.port, timeout=1)).start()
+        director = Director(tmp_path, config(backend.port, 1)).start()
         try:
             wait_for(lambda: director.get("/")[0] == 200, 20, what="the backend online")
             with ThreadPoolExecutor(1) as pool:
@@ -97,12 +89,12 @@ def test_a_request_outliving_the_shutdown_timeout_is_closed_not_answered_503(tmp
 
 def test_a_second_runproxy_on_the_listeners_of_a_running_one_exits_naming_the_address(tmp_path):
     with postgres_database() as database:
-        first = Director(tmp_path / "a", CONFIG.format(port=1, timeout=5), database_url=database,
+        first = Director(tmp_path / "a", config(1, 5), database_url=database,
                          env={"REDIS_URL": redis_url()}, extra_args=["--workers", "2"])
         assert first.manage("migrate", "--noinput", "-v", "0", timeout=120).returncode == 0
         first.start()
         try:
-            second = Director(tmp_path / "b", CONFIG.format(port=1, timeout=5), database_url=database,
+            second = Director(tmp_path / "b", config(1, 5), database_url=database,
                               env={"REDIS_URL": redis_url()}, extra_args=["--workers", "2"])
             second.port, second.admin_port = first.port, first.admin_port
             second.start(wait=False)

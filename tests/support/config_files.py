@@ -11,3 +11,14 @@ def with_routes(*routes: dict, directors: str = STATIC_APP) -> str:
     tables = ["[[routes]]\n" + "".join(f"{key} = {json.dumps(value)}\n" for key, value in route.items())
               for route in routes]
     return "\n".join([directors, *tables])
+
+
+def app_config(*, proxy: dict | None = None, first_routes: tuple[dict, ...] = (), **ports: int) -> str:
+    """`[proxy]` values, a static director "app" with one backend per `name=port` on loopback
+    (checked every 0.5 s, online after one good check), `first_routes`, then the catch-all
+    route to "app": the setup the operations tests start from."""
+    head = "[proxy]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in proxy.items()) if proxy else ""
+    backends = ", ".join(f'{name} = {{ url = "http://127.0.0.1:{port}", health_check_interval = 0.5 }}'
+                         for name, port in ports.items())
+    director = f"[directors.app]\nhealth_check_success_threshold = 1\nbackends = {{ {backends} }}\n"
+    return head + with_routes(*first_routes, {"path": "/", "pass": "app"}, directors=director)
