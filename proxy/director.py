@@ -233,7 +233,7 @@ class DirectorRuntime:
         frees is seen by polling the node's table every NODE_POLL while requests wait."""
         queue = self.queue
         index = 0
-        full: set = set()  # found full in the node during this pass
+        full: set | None = set() if self.node is not None else None  # found full in the node this pass
         while index < len(queue) and (self.active.ready_count or self.backup.ready_count):
             waiter = queue[index]
             if waiter.future.done():

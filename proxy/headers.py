@@ -23,6 +23,7 @@ RESPONSE_DROP = HOP_BY_HOP | {b"via"}
 NOT_NOMINABLE = frozenset({b"host"})
 
 
+_NO_TOKENS: frozenset = frozenset()
 _COMMON_CONNECTION = {value: frozenset({value.lower()}) for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close")}
 
 
@@ -30,6 +31,8 @@ def connection_tokens(values) -> frozenset:
     """The lower-case options of Connection header `values` (RFC 9110 7.6.1): a
     comma-separated token list, any case, any order, empty elements ignored. The one
     parser for Connection, front and back (`close, foo` closes like `close`)."""
+    if not values:
+        return _NO_TOKENS
     if type(values) is list and len(values) == 1:  # noqa: E721 - the common case, answered from a table
         common = _COMMON_CONNECTION.get(values[0])
         if common is not None:
