@@ -13,6 +13,7 @@ import logging
 
 from asgiref.sync import sync_to_async
 
+from proxy.gc_tuning import settle_heap
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
 
@@ -76,6 +77,7 @@ class InProcessReload:
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
         self.settings = settings
+        settle_heap()
         log.info("reload: %s applied: %d directors, %d routes", self.path, len(self.service.plane.directors),
                  len(self.service.plane.routes))
         return True
