@@ -33,7 +33,7 @@ START_TIMEOUT = 20.0
 DIRECTOR_READY_TIMEOUT = 60.0
 
 # Debian package of every external binary, for the "not installed" message.
-BINARIES = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "php-fpm8.2": "php8.2-fpm"}
+BINARIES = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "php-fpm8.2": "php8.2-fpm", "caddy": "caddy"}
 
 # The FastCGI params nginx sends (Debian's /etc/nginx/fastcgi_params), inlined so the config
 # does not depend on the system's nginx directory.
@@ -248,12 +248,30 @@ backend nginx
     return _start(workdir, "haproxy", [find_binary("haproxy"), "-db", "-f", path], port)
 
 
-def php_fpm(workdir: Path) -> Server:
+def caddy(workdir: Path, backend_port: int) -> Server:
+    """Caddy's reverse_proxy on one OS thread of Go code (GOMAXPROCS=1), no admin API, no TLS."""
+    port = free_port(HOST)
+    path = workdir / "Caddyfile"
+    path.write_text(f"""{{
+    admin off
+    auto_https off
+}}
+
+http://{HOST}:{port} {{
+    reverse_proxy {HOST}:{backend_port}
+}}
+""")
+    env = dict(os.environ, GOMAXPROCS="1", HOME=str(workdir), XDG_DATA_HOME=str(workdir), XDG_CONFIG_HOME=str(workdir))
+    args = [find_binary("caddy"), "run", "--config", path, "--adapter", "caddyfile"]
+    return _start(workdir, "caddy", args, port, env=env)
+
+
+def php_fpm(workdir: Path, name: str = "php-fpm") -> Server:
     """One static php-fpm8.2 pool of PHP_CHILDREN children on a loopback TCP port, in the foreground."""
     port = free_port(HOST)
     config = f"""[global]
-pid = {workdir}/php-fpm.pid
-error_log = {workdir}/php-fpm.log
+pid = {workdir}/{name}.pid
+error_log = {workdir}/{name}.log
 daemonize = no
 
 [bench]
@@ -261,12 +279,12 @@ listen = {HOST}:{port}
 pm = static
 pm.max_children = {PHP_CHILDREN}
 """
-    path = workdir / "php-fpm.conf"
+    path = workdir / f"{name}.conf"
     path.write_text(config)
     args = [find_binary("php-fpm8.2"), "-F", "-y", path]
     if os.geteuid() == 0:
         args.append("-R")  # allow the pool to run as root (no pool user configured)
-    return _start(workdir, "php-fpm", args, port, logs=("php-fpm.log",))
+    return _start(workdir, name, args, port, logs=(f"{name}.log",))
 
 
 def daphne_hello(workdir: Path) -> Server:
