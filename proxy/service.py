@@ -119,6 +119,9 @@ class ProxyService:
     async def start_background(self) -> None:
         """Called on daphne's loop once every listener is bound."""
         loop = asyncio.get_running_loop()
+        node = self.plane.node_slots
+        if node is not None and node.doorbells is not None:
+            node.doorbells.listen(self.plane.wake_waiters)
         await self.watcher.start()
         await self.follower.start()
         if self.monitor is not None:
