@@ -1,0 +1,182 @@
+"""WebSockets through a real runproxy (SPEC §12): the handshake reaches the backend with its
+Sec-WebSocket-* headers, so a subprotocol and permessage-deflate are negotiated end to end;
+text, 1 MiB binary messages, pings and close codes pass both ways; HTTPS backends and road
+warriors too. Malformed handshakes and FastCGI routes get 400; a backend that does not
+answer 101 has its answer relayed and the connection stays HTTP."""
+import base64
+import json
+import os
+import textwrap
+
+import aiohttp
+import pytest
+
+from tests.support.certs import make_certs
+from tests.support.director import Director
+from tests.support.rawhttp import RawHTTP, request
+from tests.support.waiting import async_wait_for, wait_for
+from tests.support.ws_backends import websocket_backend
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    return make_certs(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="module")
+def backends(certs):
+    plain = websocket_backend("plain")
+    tls = websocket_backend("tls", ssl=certs.server_context(certs.localhost))
+    yield {"plain": plain, "tls": tls}
+    plain.stop()
+    tls.stop()
+
+
+@pytest.fixture(scope="module")
+def director(backends, certs, tmp_path_factory):
+    config = f"""
+        [directors.echo]
+        health_check_success_threshold = 1
+        backends = {{ ws1 = "{backends['plain'].url}" }}
+
+        [directors.tls]
+        health_check_success_threshold = 1
+        backends = {{ ws2 = {{ url = "{backends['tls'].url}", tls_ca_file = "{certs.ca}" }} }}
+
+        [directors.fpm]
+        backends = {{ fpm1 = "fastcgi://127.0.0.1:9" }}
+
+        [[routes]]
+        host = "tls"
+        pass = "tls"
+
+        [[routes]]
+        host = "fpm"
+        pass = "fpm"
+
+        [[routes]]
+        host = "rw"
+        http = "{backends['plain'].url}"
+
+        [[routes]]
+        host = "fcgi-rw"
+        fcgi = "127.0.0.1:9"
+        script_filename = "/srv/index.php"
+
+        [[routes]]
+        path = "/"
+        pass = "echo"
+    """
+    d = Director(tmp_path_factory.mktemp("proxy-ws"), textwrap.dedent(config)).start()
+    try:
+        for host in ("echo", "tls"):
+            wait_for(lambda: d.get("/", headers={"Host": host})[0] == 200, 20, what=f"director {host} online")
+        yield d
+    finally:
+        d.stop()
+
+
+def connect(session: aiohttp.ClientSession, director: Director, host: str = "echo", path: str = "/ws", **kwargs):
+    kwargs.setdefault("protocols", ("chat",))
+    kwargs.setdefault("max_msg_size", 64 * MiB)
+    return session.ws_connect(director.url + path, headers={"Host": host}, timeout=aiohttp.ClientWSTimeout(ws_close=10),
+                              **kwargs)
+
+
+async def echo_round(ws) -> None:
+    await ws.send_str("hello")
+    assert (await ws.receive(timeout=10)).data == "hello"
+    payload = os.urandom(MiB)
+    await ws.send_bytes(payload)
+    message = await ws.receive(timeout=30)
+    assert message.type == aiohttp.WSMsgType.BINARY and message.data == payload
+
+
+@pytest.mark.parametrize("host", ["echo", "tls", "rw"])
+async def test_text_and_1mib_binary_both_ways(director, host):
+    async with aiohttp.ClientSession() as session, connect(session, director, host, compress=15) as ws:
+        assert ws.protocol == "chat"
+        assert ws.compress == 15  # permessage-deflate accepted by the backend, through Director
+        await echo_round(ws)
+        await ws.send_str("headers")
+        seen = json.loads((await ws.receive(timeout=10)).data)
+    assert seen["upgrade"].lower() == "websocket" and "upgrade" in seen["connection"].lower()
+    assert seen["sec-websocket-protocol"] == "chat" and "permessage-deflate" in seen["sec-websocket-extensions"]
+    assert seen["sec-websocket-version"] == "13" and seen["x-forwarded-for"] == "127.0.0.1"
+    assert seen["via"] == "1.1 director"
+
+
+async def test_uncompressed_when_the_client_offers_no_extension(director):
+    async with aiohttp.ClientSession() as session, connect(session, director, compress=0) as ws:
+        assert ws.compress == 0
+        await echo_round(ws)
+
+
+async def test_pings_pass_both_ways(director):
+    async with aiohttp.ClientSession() as session, connect(session, director, autoping=False) as ws:
+        await ws.ping(b"from-client")
+        pong = await ws.receive(timeout=10)
+        assert (pong.type, pong.data) == (aiohttp.WSMsgType.PONG, b"from-client")
+        await ws.send_str("ping")
+        ping = await ws.receive(timeout=10)
+        assert (ping.type, ping.data) == (aiohttp.WSMsgType.PING, b"from-backend")
+
+
+async def test_backend_close_code_reaches_the_client(director):
+    async with aiohttp.ClientSession() as session, connect(session, director) as ws:
+        await ws.send_str("close-4001")
+        message = await ws.receive(timeout=10)
+        assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 4001
+        assert message.extra == "backend says bye"
+
+
+async def test_client_close_code_reaches_the_backend(director, backends):
+    backend = backends["plain"]
+    async with aiohttp.ClientSession() as session, connect(session, director) as ws:
+        await ws.send_str("hi")
+        await ws.receive(timeout=10)
+        await ws.close(code=4001)
+    await async_wait_for(lambda: 4001 in backend.closes, 10, what="the backend to see close code 4001")
+
+
+def handshake(host: str = "echo", path: str = "/ws", *, method: str = "GET", version: str = "HTTP/1.1", drop=(), **fields):
+    headers = {"Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
+               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version": "13"}
+    headers.update(fields)
+    return request(method, path, {k: v for k, v in headers.items() if k not in drop}, version=version)
+
+
+@pytest.mark.parametrize("raw", [
+    handshake(drop=("Sec-WebSocket-Key",)),
+    handshake(**{"Sec-WebSocket-Key": "c2hvcnQ="}),  # decodes to 5 bytes, not 16
+    handshake(**{"Sec-WebSocket-Version": "8"}),
+    handshake(method="POST", **{"Content-Length": "0"}),
+    handshake(version="HTTP/1.0"),
+    handshake(Connection="keep-alive"),
+], ids=["no-key", "short-key", "version-8", "post", "http-1.0", "no-connection-upgrade"])
+def test_malformed_handshake_is_400(director, backends, raw):
+    before = backends["plain"].paths.count("/ws")
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(raw)
+        assert conn.read_response().status == 400
+    assert backends["plain"].paths.count("/ws") == before  # refused by Director, not by the backend
+
+
+@pytest.mark.parametrize("host", ["fpm", "fcgi-rw"])
+def test_fastcgi_route_is_400(director, host):
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(handshake(host))
+        assert conn.read_response().status == 400
+
+
+@pytest.mark.parametrize("path, status, body", [("/plain", 200, b"plain"), ("/missing", 404, None)])
+def test_an_answer_other_than_101_is_relayed_and_the_connection_stays_http(director, path, status, body):
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(handshake(path=path))
+        response = conn.read_response()
+        assert response.status == status and (body is None or response.body == body)
+        conn.send(request("GET", "/", {"Host": "echo"}))
+        second = conn.read_response()
+        assert (second.status, second.body) == (200, b"plain")
