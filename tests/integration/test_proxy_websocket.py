@@ -3,9 +3,7 @@ Sec-WebSocket-* headers, so a subprotocol and permessage-deflate are negotiated 
 text, 1 MiB binary messages, pings and close codes pass both ways; HTTPS backends and road
 warriors too. Malformed handshakes and FastCGI routes get 400; a backend that does not
 answer 101 has its answer relayed and the connection stays HTTP."""
-import base64
 import json
-import os
 import textwrap
 
 import aiohttp
@@ -16,8 +14,7 @@ from tests.support.director import Director
 from tests.support.rawhttp import RawHTTP, request
 from tests.support.waiting import async_wait_for, wait_for
 from tests.support.ws_backends import websocket_backend
-
-MiB = 1024 * 1024
+from tests.support.ws_clients import connect, echo_round, handshake
 
 
 @pytest.fixture(scope="module")
@@ -78,22 +75,6 @@ def director(backends, certs, tmp_path_factory):
         d.stop()
 
 
-def connect(session: aiohttp.ClientSession, director: Director, host: str = "echo", path: str = "/ws", **kwargs):
-    kwargs.setdefault("protocols", ("chat",))
-    kwargs.setdefault("max_msg_size", 64 * MiB)
-    return session.ws_connect(director.url + path, headers={"Host": host}, timeout=aiohttp.ClientWSTimeout(ws_close=10),
-                              **kwargs)
-
-
-async def echo_round(ws) -> None:
-    await ws.send_str("hello")
-    assert (await ws.receive(timeout=10)).data == "hello"
-    payload = os.urandom(MiB)
-    await ws.send_bytes(payload)
-    message = await ws.receive(timeout=30)
-    assert message.type == aiohttp.WSMsgType.BINARY and message.data == payload
-
-
 @pytest.mark.parametrize("host", ["echo", "tls", "rw"])
 async def test_text_and_1mib_binary_both_ways(director, host):
     async with aiohttp.ClientSession() as session, connect(session, director, host, compress=15) as ws:
@@ -139,13 +120,6 @@ async def test_client_close_code_reaches_the_backend(director, backends):
         await ws.receive(timeout=10)
         await ws.close(code=4001)
     await async_wait_for(lambda: 4001 in backend.closes, 10, what="the backend to see close code 4001")
-
-
-def handshake(host: str = "echo", path: str = "/ws", *, method: str = "GET", version: str = "HTTP/1.1", drop=(), **fields):
-    headers = {"Host": host, "Upgrade": "websocket", "Connection": "Upgrade",
-               "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(), "Sec-WebSocket-Version": "13"}
-    headers.update(fields)
-    return request(method, path, {k: v for k, v in headers.items() if k not in drop}, version=version)
 
 
 @pytest.mark.parametrize("raw", [
