@@ -3,7 +3,9 @@
 `GET /` answers 200 with the backend's name (health checks). `/ws` is an echo WebSocket
 offering the subprotocol "chat" and permessage-deflate; text "close-4001" makes it close with
 4001, text "headers" answers the handshake's request headers as JSON, text "ping" makes it
-send a ping. Every close code a client sends is kept in `closes`, the path of every request
+send a ping, text "flood N" makes it send N binary messages of 1 MiB (counted in `flooded`
+as each send returns), and text "sink" makes it read nothing until `release()`, then count
+the binary messages it gets (`sunk`) without answering them. Every close code a client sends is kept in `closes`, the path of every request
 in `paths`. `/plain` answers 200 and
 `/missing` 404 to a handshake, as a backend without WebSockets would.
 """
@@ -15,7 +17,8 @@ import threading
 
 from aiohttp import WSMsgType, web
 
-MAX_MESSAGE = 64 * 1024 * 1024
+MiB = 1024 * 1024
+MAX_MESSAGE = 64 * MiB
 
 
 class WebSocketBackend:
@@ -27,6 +30,8 @@ class WebSocketBackend:
         self.open_sockets = 0
         self.handshakes = 0
         self.paths: list[str] = []
+        self.flooded = self.sunk = 0
+        self._released: asyncio.Event | None = None
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name=f"ws-backend-{name}")
@@ -46,8 +51,13 @@ class WebSocketBackend:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
+    def release(self) -> None:
+        """A "sink" WebSocket starts reading."""
+        self.loop.call_soon_threadsafe(self._released.set)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
+        self._released = asyncio.Event()
         self.loop.run_until_complete(self._listen())
         self._ready.set()
         self.loop.run_forever()
@@ -94,6 +104,14 @@ class WebSocketBackend:
             await ws.send_str(json.dumps({k.lower(): v for k, v in request.headers.items()}))
         elif text == "ping":
             await ws.ping(b"from-backend")
+        elif text.startswith("flood "):
+            for number in range(int(text.split()[1])):
+                await ws.send_bytes(number.to_bytes(4, "big") * (MiB // 4))
+                self.flooded += 1
+        elif text == "sink":
+            await self._released.wait()
+            async for message in ws:
+                self.sunk += message.type == WSMsgType.BINARY
         else:
             await ws.send_str(text)
 
