@@ -94,13 +94,15 @@ class WebSocketPass:
         """Pass the 101 back and relay bytes until both sides are closed; cancelled (server
         shutdown), close both sides with 1001 at once."""
         tunnel = Tunnel(self.limits, what)
-        backend_transport, from_backend = response.detach(tunnel.backend)
+        backend_transport, from_backend, backend_gone = response.detach(tunnel.backend)
         try:
             from_client = self.take_over(self._head(response.headers), tunnel.client)
         except ConnectionError:
             backend_transport.close()
             return
         tunnel.start(backend_transport, from_backend, from_client)
+        if backend_gone:  # it said all it had to say with its 101
+            tunnel.backend_lost()
         try:
             await tunnel.done
         except asyncio.CancelledError:

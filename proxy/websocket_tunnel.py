@@ -23,6 +23,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from twisted.protocols.policies import ProtocolWrapper
+
 from proxy.websocket_frames import GOING_AWAY, MESSAGE_TOO_BIG, FrameReader, close_frame
 
 log = logging.getLogger("director.proxy")
@@ -154,12 +156,16 @@ class Tunnel:
     # -- closing -----------------------------------------------------------------------
 
     def client_lost(self) -> None:
+        if not self._client_open:
+            return
         self._client_open = False
         if self._backend_open:
             self._close_backend()
         self._check_done()
 
     def backend_lost(self) -> None:
+        if not self._backend_open:
+            return
         self._backend_open = False
         if self._client_open:
             self._close_client()
@@ -186,7 +192,10 @@ class Tunnel:
         and could destroy our close frame before the client reads it)."""
         transport = self.client.transport
         self._closing = True
-        transport.loseWriteConnection()
+        if isinstance(transport, ProtocolWrapper):  # TLS: a TCP half-close would skip its close_notify
+            transport.loseConnection()
+        else:
+            transport.loseWriteConnection()
         self._timers.append(self.loop.call_later(CLOSE_GRACE, self._abort_client))
 
     def _close_backend(self) -> None:

@@ -34,6 +34,7 @@ class HTTPConnection(asyncio.Protocol):
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.reusable = False
+        self.lost = False  # connection_lost has been called
         self.served = 0  # requests started on this connection
         self._parser = ResponseParser(self)
         self._closed = False
@@ -197,7 +198,8 @@ class HTTPConnection(asyncio.Protocol):
 
     def detach(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes]:
         """After a 101: give the transport to `protocol` (which gets every later callback) and
-        return it with the bytes that followed the 101 head. This object is done with it."""
+        return it with the bytes that followed the 101 head. This object is done with it.
+        When the backend closed before this (`lost`), `protocol` hears nothing more."""
         transport = self.transport
         early = b"".join(self._body)
         self._active = False
@@ -289,7 +291,7 @@ class HTTPConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self._closed = self.lost = True
         if self._active and not self._complete and self._error is None:
             if exc is None:
                 self.eof_received()
@@ -358,9 +360,11 @@ class UpgradeResponse(HTTPResponse):
     async def abort(self, notify: bool = False) -> None:
         self.release()
 
-    def detach(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes]:
+    def detach(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes, bool]:
+        """(transport, bytes after the 101, whether the backend has closed already)."""
         self._released = True
-        return self._conn.detach(protocol)
+        transport, early = self._conn.detach(protocol)
+        return transport, early, self._conn.lost
 
 
 class HTTPUpstream(Upstream):

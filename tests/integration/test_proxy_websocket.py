@@ -9,6 +9,7 @@ import textwrap
 import aiohttp
 import pytest
 
+from tests.support.backends import misbehaving_backend
 from tests.support.certs import make_certs
 from tests.support.director import Director
 from tests.support.rawhttp import RawHTTP, request
@@ -22,11 +23,17 @@ def certs(tmp_path_factory):
     return make_certs(tmp_path_factory.mktemp("certs"))
 
 
+# A backend that answers the handshake, says one thing and closes, all in one write.
+GOODBYE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Accept: x\r\n\r\n" b"\x81\x03bye" b"\x88\x02\x03\xe8")
+
+
 @pytest.fixture(scope="module")
 def backends(certs):
     plain = websocket_backend("plain")
     tls = websocket_backend("tls", ssl=certs.server_context(certs.localhost))
-    yield {"plain": plain, "tls": tls}
+    with misbehaving_backend(GOODBYE, then="close") as goodbye:
+        yield {"plain": plain, "tls": tls, "goodbye": goodbye}
     plain.stop()
     tls.stop()
 
@@ -56,6 +63,10 @@ def director(backends, certs, tmp_path_factory):
         [[routes]]
         host = "rw"
         http = "{backends['plain'].url}"
+
+        [[routes]]
+        host = "goodbye"
+        http = "{backends['goodbye'].url}"
 
         [[routes]]
         host = "fcgi-rw"
@@ -154,3 +165,10 @@ def test_an_answer_other_than_101_is_relayed_and_the_connection_stays_http(direc
         conn.send(request("GET", "/", {"Host": "echo"}))
         second = conn.read_response()
         assert (second.status, second.body) == (200, b"plain")
+
+
+def test_a_backend_that_closes_right_after_its_101_closes_the_client(director):
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(handshake("goodbye"))
+        assert conn.read_head().status == 101
+        assert conn.read_until_eof(timeout=10) == b"\x81\x03bye\x88\x02\x03\xe8"  # then EOF, not an idle wait
