@@ -89,3 +89,19 @@ async def test_sigterm_waits_for_an_open_websocket_then_closes_it_with_1001(back
         assert time.monotonic() - stopped < 10
     finally:
         director.stop()
+
+
+async def test_a_reload_applies_the_websocket_settings_to_new_websockets(backend, tmp_path):
+    director = start_director(tmp_path, backend)  # idle timeout 3600 s
+    try:
+        async with aiohttp.ClientSession() as session, connect(session, director, host="any") as before:
+            director.config_path.write_text(app_config(proxy={"websocket_idle_timeout": IDLE}, ws1=backend.port))
+            os.kill(director.process.pid, signal.SIGHUP)
+            await async_wait_for(lambda: "applied" in director.output(), 20, what="the reload applied")
+            async with connect(session, director, host="any") as after:
+                message = await after.receive(timeout=IDLE + 10)
+                assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 1001
+            await before.send_str("still here")  # opened under the old settings: not closed
+            assert (await before.receive(timeout=10)).data == "still here"
+    finally:
+        director.stop()
