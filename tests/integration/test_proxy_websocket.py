@@ -30,12 +30,12 @@ GOODBYE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnectio
 
 @pytest.fixture(scope="module")
 def backends(certs):
-    plain = websocket_backend("plain")
+    plain, other = websocket_backend("plain"), websocket_backend("other")
     tls = websocket_backend("tls", ssl=certs.server_context(certs.localhost))
     with misbehaving_backend(GOODBYE, then="close") as goodbye:
-        yield {"plain": plain, "tls": tls, "goodbye": goodbye}
-    plain.stop()
-    tls.stop()
+        yield {"plain": plain, "other": other, "tls": tls, "goodbye": goodbye}
+    for server in (plain, other, tls):
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,10 @@ def director(backends, certs, tmp_path_factory):
         health_check_success_threshold = 1
         backends = {{ ws2 = {{ url = "{backends['tls'].url}", tls_ca_file = "{certs.ca}" }} }}
 
+        [directors.pick]
+        health_check_success_threshold = 1
+        backends = {{ plain = "{backends['plain'].url}", other = "{backends['other'].url}" }}
+
         [directors.fpm]
         backends = {{ fpm1 = "fastcgi://127.0.0.1:9" }}
 
@@ -59,6 +63,11 @@ def director(backends, certs, tmp_path_factory):
         [[routes]]
         host = "fpm"
         pass = "fpm"
+
+        [[routes]]
+        host = "pick"
+        pass = "pick"
+        backend_from = "header:X-Backend"
 
         [[routes]]
         host = "rw"
@@ -79,7 +88,7 @@ def director(backends, certs, tmp_path_factory):
     """
     d = Director(tmp_path_factory.mktemp("proxy-ws"), textwrap.dedent(config)).start()
     try:
-        for host in ("echo", "tls"):
+        for host in ("echo", "tls", "pick"):
             wait_for(lambda: d.get("/", headers={"Host": host})[0] == 200, 20, what=f"director {host} online")
         yield d
     finally:
@@ -122,6 +131,14 @@ async def test_backend_close_code_reaches_the_client(director):
         message = await ws.receive(timeout=10)
         assert message.type == aiohttp.WSMsgType.CLOSE and message.data == 4001
         assert message.extra == "backend says bye"
+
+
+@pytest.mark.parametrize("name", ["plain", "other"])
+async def test_the_client_chooses_the_backend(director, name):
+    async with aiohttp.ClientSession() as session, \
+            connect(session, director, host="pick", headers={"Host": "pick", "X-Backend": name}) as ws:
+        await ws.send_str("name")
+        assert (await ws.receive(timeout=10)).data == name
 
 
 async def test_client_close_code_reaches_the_backend(director, backends):

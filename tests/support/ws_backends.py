@@ -2,7 +2,7 @@
 
 `GET /` answers 200 with the backend's name (health checks). `/ws` is an echo WebSocket
 offering the subprotocol "chat" and permessage-deflate; text "close-4001" makes it close with
-4001, text "headers" answers the handshake's request headers as JSON, text "ping" makes it
+4001, text "name" answers the backend's name, text "headers" answers the handshake's request headers as JSON, text "ping" makes it
 send a ping, text "flood N" makes it send N binary messages of 1 MiB (counted in `flooded`
 as each send returns), and text "sink" makes it read nothing until `release()`, then count
 the binary messages it gets (`sunk`) without answering them. Every close code a client sends is kept in `closes`, the path of every request
@@ -100,6 +100,8 @@ class WebSocketBackend:
     async def _text(self, ws: web.WebSocketResponse, request: web.Request, text: str) -> None:
         if text == "close-4001":
             await ws.close(code=4001, message=b"backend says bye")
+        elif text == "name":
+            await ws.send_str(self.name)
         elif text == "headers":
             await ws.send_str(json.dumps({k.lower(): v for k, v in request.headers.items()}))
         elif text == "ping":

@@ -17,8 +17,8 @@ def connect(session: aiohttp.ClientSession, director: Director, host: str = "ech
     subprotocol "chat" unless told otherwise."""
     kwargs.setdefault("protocols", ("chat",))
     kwargs.setdefault("max_msg_size", 64 * MiB)
-    return session.ws_connect(director.url + path, headers={"Host": host}, timeout=aiohttp.ClientWSTimeout(ws_close=10),
-                              **kwargs)
+    kwargs.setdefault("headers", {"Host": host})
+    return session.ws_connect(director.url + path, timeout=aiohttp.ClientWSTimeout(ws_close=10), **kwargs)
 
 
 async def echo_round(ws, size: int = MiB) -> None:
