@@ -3,6 +3,7 @@ Sec-WebSocket-* headers, so a subprotocol and permessage-deflate are negotiated 
 text, 1 MiB binary messages, pings and close codes pass both ways; HTTPS backends and road
 warriors too. Malformed handshakes and FastCGI routes get 400; a backend that does not
 answer 101 has its answer relayed and the connection stays HTTP."""
+import asyncio
 import json
 import textwrap
 
@@ -189,3 +190,32 @@ def test_a_backend_that_closes_right_after_its_101_closes_the_client(director):
         conn.send(handshake("goodbye"))
         assert conn.read_head().status == 101
         assert conn.read_until_eof(timeout=10) == b"\x81\x03bye\x88\x02\x03\xe8"  # then EOF, not an idle wait
+
+
+async def test_a_handshake_that_cannot_connect_is_retried_on_another_backend(tmp_path):
+    gone, alive = websocket_backend("gone"), websocket_backend("alive")
+    config = f"""
+        [directors.pair]
+        health_check_success_threshold = 1
+        [directors.pair.backends]
+        gone = {{ url = "{gone.url}", health_check_interval = 60 }}
+        alive = {{ url = "{alive.url}", health_check_interval = 60 }}
+
+        [[routes]]
+        path = "/"
+        pass = "pair"
+    """
+    director = Director(tmp_path, textwrap.dedent(config)).start()
+    try:
+        await asyncio.to_thread(wait_for, lambda: {director.get("/")[2] for _ in range(4)} == {b"gone", b"alive"}, 20,
+                                what="both backends online")
+        gone.stop()  # refuses connections now; the next health check is a minute away
+        async with aiohttp.ClientSession() as session:
+            for _ in range(4):  # rr: at least one handshake goes to "gone" first
+                async with connect(session, director, host="pair") as ws:
+                    await ws.send_str("name")
+                    assert (await ws.receive(timeout=10)).data == "alive"
+        assert "gone is now offline" in director.output()
+    finally:
+        director.stop()
+        alive.stop()
