@@ -5,7 +5,9 @@
 An aiohttp echo backend runs in a process of its own (no compression); the client keeps
 `window` messages in flight on each of `connections` WebSockets and counts the echoes that
 come back intact. The same client measures the backend direct, then through a `runproxy`
-(one worker) passing to it. Prints messages/s for both and the ratio.
+(one worker) passing to it. Prints messages/s for both, the ratio, and the CPU time the
+runproxy process used per echoed message (both directions), the figure that depends least
+on what else the machine runs: the client and backend are Python too and compete for CPU.
 """
 from __future__ import annotations
 
@@ -72,6 +74,12 @@ async def measure(url: str, seconds: float, connections: int, window: int) -> fl
         return sum(counts) / (time.monotonic() - started)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -92,10 +100,13 @@ def main() -> None:
             figures = {}
             for label, base in (("direct", f"http://{servers.HOST}:{port}"), ("Director", f"http://{servers.HOST}:{director.port}")):
                 asyncio.run(measure(base + "/ws", 2.0, args.connections, args.window))  # warm-up
+                cpu = cpu_seconds(director.pid)
                 figures[label] = asyncio.run(measure(base + "/ws", args.seconds, args.connections, args.window))
+                cpu = cpu_seconds(director.pid) - cpu
                 print(f"{label:>8}: {figures[label]:9.0f} messages/s (1 KiB echo, {args.connections} connections, "
                       f"window {args.window})")
-            print(f"Director / direct: {figures['Director'] / figures['direct']:.0%}")
+            print(f"Director / direct: {figures['Director'] / figures['direct']:.0%}; Director CPU "
+                  f"{cpu / (figures['Director'] * args.seconds) * 1e6:.1f} µs per echoed message")
     finally:
         if director is not None:
             director.stop()
