@@ -45,7 +45,8 @@ class WebSocketPass:
         request.headers += [(b"upgrade", self.upgrade), (b"connection", b"upgrade")]
 
     async def through_director(self, director, request: UpstreamRequest, send, pinned) -> None:
-        if all(b.address.protocol == "fastcgi" for b in director.backends.values()):
+        backends = director.backends.values()
+        if backends and all(b.address.protocol == "fastcgi" for b in backends):
             await _refuse(send, f"director {director.name} has FastCGI backends only")
             return
         try:

@@ -57,6 +57,9 @@ def director(backends, certs, tmp_path_factory):
         [directors.fpm]
         backends = {{ fpm1 = "fastcgi://127.0.0.1:9" }}
 
+        [directors.empty]
+        dynamic = true
+
         [[routes]]
         host = "tls"
         pass = "tls"
@@ -64,6 +67,10 @@ def director(backends, certs, tmp_path_factory):
         [[routes]]
         host = "fpm"
         pass = "fpm"
+
+        [[routes]]
+        host = "empty"
+        pass = "empty"
 
         [[routes]]
         host = "pick"
@@ -172,6 +179,13 @@ def test_fastcgi_route_is_400(director, host):
     with RawHTTP.tcp("127.0.0.1", director.port) as conn:
         conn.send(handshake(host))
         assert conn.read_response().status == 400
+
+
+def test_a_director_without_backends_is_503_like_any_request(director):
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(handshake("empty"))
+        response = conn.read_response()
+        assert response.status == 503 and response.header("retry-after") == "10"
 
 
 @pytest.mark.parametrize("path, status, body", [("/plain", 200, b"plain"), ("/missing", 404, None)])
