@@ -92,7 +92,7 @@ class BackendSide(asyncio.Protocol):
 
 
 class Tunnel:
-    """One WebSocket's two connections. `start()` them, then await `done`."""
+    """One WebSocket's two connections. `start()` them, then await `done` (see _check_done)."""
 
     def __init__(self, limits: WebSocketLimits, what: str):
         self.loop = asyncio.get_running_loop()
@@ -220,12 +220,17 @@ class Tunnel:
         self.close(GOING_AWAY, "idle timeout")
 
     def _check_done(self) -> None:
-        if self._client_open or self._backend_open:
+        """`done` once the backend connection is closed and the client's is closed or
+        closing: the backend's slot is free then, even while a client that ignores our close
+        lingers (its CLOSE_GRACE abort stays armed until it is gone)."""
+        if self._backend_open or (self._client_open and not self._closing):
             return
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
         if not self.done.done():
             self.done.set_result(None)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        if not self._client_open:
+            for timer in self._timers:
+                timer.cancel()
+            self._timers.clear()
