@@ -106,6 +106,7 @@ class Tunnel:
         self._backend_transport: asyncio.Transport | None = None
         self._client_open = self._backend_open = True
         self._closing = False  # we sent (or gave up sending) our own close: nothing more is relayed
+        self._client_closing = False  # our side of the client connection is shut
         self._last = self.loop.time()
         self._idle_timer: asyncio.TimerHandle | None = None
         self._timers: list[asyncio.TimerHandle] = []  # CLOSE_GRACE aborts
@@ -190,8 +191,10 @@ class Tunnel:
         """Send what is buffered, then close our side; what the client still sends is read
         and dropped until it closes too (closing with unread bytes would reset the connection
         and could destroy our close frame before the client reads it)."""
+        if self._client_closing:
+            return
         transport = self.client.transport
-        self._closing = True
+        self._closing = self._client_closing = True
         if isinstance(transport, ProtocolWrapper):  # TLS: a TCP half-close would skip its close_notify
             transport.loseConnection()
         else:
