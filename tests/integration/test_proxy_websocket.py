@@ -1,7 +1,7 @@
 """WebSockets through a real runproxy (SPEC §12): the handshake reaches the backend with its
 Sec-WebSocket-* headers, so a subprotocol and permessage-deflate are negotiated end to end;
-text, 1 MiB binary messages, pings and close codes pass both ways; HTTPS backends and road
-warriors too. Malformed handshakes and FastCGI routes get 400; a backend that does not
+text, 1 MiB binary messages, pings and close codes pass both ways; HTTPS and UNIX-socket
+backends and road warriors too. Malformed handshakes and FastCGI routes get 400; a backend that does not
 answer 101 has its answer relayed and the connection stays HTTP."""
 import asyncio
 import json
@@ -30,12 +30,13 @@ GOODBYE = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnectio
 
 
 @pytest.fixture(scope="module")
-def backends(certs):
+def backends(certs, tmp_path_factory):
     plain, other = websocket_backend("plain"), websocket_backend("other")
     tls = websocket_backend("tls", ssl=certs.server_context(certs.localhost))
+    unix = websocket_backend("unix", path=str(tmp_path_factory.mktemp("ws-unix") / "ws.sock"))
     with misbehaving_backend(GOODBYE, then="close") as goodbye:
-        yield {"plain": plain, "other": other, "tls": tls, "goodbye": goodbye}
-    for server in (plain, other, tls):
+        yield {"plain": plain, "other": other, "tls": tls, "unix": unix, "goodbye": goodbye}
+    for server in (plain, other, tls, unix):
         server.stop()
 
 
@@ -49,6 +50,10 @@ def director(backends, certs, tmp_path_factory):
         [directors.tls]
         health_check_success_threshold = 1
         backends = {{ ws2 = {{ url = "{backends['tls'].url}", tls_ca_file = "{certs.ca}" }} }}
+
+        [directors.unix]
+        health_check_success_threshold = 1
+        backends = {{ ws3 = "{backends['unix'].url}" }}
 
         [directors.pick]
         health_check_success_threshold = 1
@@ -67,6 +72,10 @@ def director(backends, certs, tmp_path_factory):
         [[routes]]
         host = "fpm"
         pass = "fpm"
+
+        [[routes]]
+        host = "unix"
+        pass = "unix"
 
         [[routes]]
         host = "empty"
@@ -96,14 +105,14 @@ def director(backends, certs, tmp_path_factory):
     """
     d = Director(tmp_path_factory.mktemp("proxy-ws"), textwrap.dedent(config)).start()
     try:
-        for host in ("echo", "tls", "pick"):
+        for host in ("echo", "tls", "pick", "unix"):
             wait_for(lambda: d.get("/", headers={"Host": host})[0] == 200, 20, what=f"director {host} online")
         yield d
     finally:
         d.stop()
 
 
-@pytest.mark.parametrize("host", ["echo", "tls", "rw"])
+@pytest.mark.parametrize("host", ["echo", "tls", "unix", "rw"])
 async def test_text_and_1mib_binary_both_ways(director, host):
     async with aiohttp.ClientSession() as session, connect(session, director, host, compress=15) as ws:
         assert ws.protocol == "chat"

@@ -22,9 +22,12 @@ MAX_MESSAGE = 64 * MiB
 
 
 class WebSocketBackend:
-    def __init__(self, name: str, *, ssl=None):
+    """On loopback TCP (`ssl`: a server context, HTTPS), or on the UNIX socket `path`."""
+
+    def __init__(self, name: str, *, ssl=None, path: str | None = None):
         self.name = name
         self.ssl = ssl
+        self.path = path
         self.port = 0
         self.closes: list[int | None] = []  # close codes the clients sent
         self.open_sockets = 0
@@ -38,6 +41,8 @@ class WebSocketBackend:
 
     @property
     def url(self) -> str:
+        if self.path is not None:
+            return f"http+unix://{self.path}"
         return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> WebSocketBackend:
@@ -69,8 +74,10 @@ class WebSocketBackend:
         app.router.add_get("/plain", self._hello)
         self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=0.1)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl)
-        await site.start()
+        if self.path is not None:
+            await web.UnixSite(self.runner, self.path).start()
+            return
+        await web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl).start()
         self.port = self.runner.addresses[0][1]
 
     @web.middleware
@@ -118,5 +125,5 @@ class WebSocketBackend:
             await ws.send_str(text)
 
 
-def websocket_backend(name: str, *, ssl=None) -> WebSocketBackend:
-    return WebSocketBackend(name, ssl=ssl).start()
+def websocket_backend(name: str, *, ssl=None, path: str | None = None) -> WebSocketBackend:
+    return WebSocketBackend(name, ssl=ssl, path=path).start()
