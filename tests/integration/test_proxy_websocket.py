@@ -91,6 +91,10 @@ def director(backends, certs, tmp_path_factory):
         http = "{backends['plain'].url}"
 
         [[routes]]
+        host = "rw-dead"
+        http = "http://127.0.0.1:9"
+
+        [[routes]]
         host = "goodbye"
         http = "{backends['goodbye'].url}"
 
@@ -188,6 +192,12 @@ def test_fastcgi_route_is_400(director, host):
     with RawHTTP.tcp("127.0.0.1", director.port) as conn:
         conn.send(handshake(host))
         assert conn.read_response().status == 400
+
+
+def test_a_road_warrior_that_refuses_the_connection_is_502(director):
+    with RawHTTP.tcp("127.0.0.1", director.port) as conn:
+        conn.send(handshake("rw-dead"))
+        assert conn.read_response().status == 502
 
 
 def test_a_director_without_backends_is_503_like_any_request(director):
