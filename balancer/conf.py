@@ -28,6 +28,8 @@ DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "health_monitor": True,
     "shutdown_timeout": 30,
+    "websocket_idle_timeout": 3600,
+    "websocket_max_message": "16MiB",
 }
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
@@ -83,6 +85,13 @@ def _parse_seconds(value: Any) -> float:
     return float(value)
 
 
+def _parse_message_limit(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1:
+        raise ValueError("must be at least 1 byte")
+    return size
+
+
 def _parse_workers(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("must be an integer ≥ 1")
@@ -111,6 +120,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "workers": _parse_workers,
     "health_monitor": _parse_bool,
     "shutdown_timeout": _parse_seconds,
+    "websocket_idle_timeout": _parse_seconds,
+    "websocket_max_message": _parse_message_limit,
 }
 
 
@@ -187,6 +198,8 @@ class ProxySettings:
     workers: int
     health_monitor: bool
     shutdown_timeout: float
+    websocket_idle_timeout: float
+    websocket_max_message: int
 
     @classmethod
     def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from proxy.gc_tuning import settle_heap
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
+from proxy.service import websocket_limits
 
 from .reload import ReloadError, read_config, store_config
 
@@ -75,6 +76,7 @@ class InProcessReload:
             log.error("reload: cannot store the configuration (%s); nothing changed", exc)
             return False
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
+        self.app.set_websocket_limits(websocket_limits(settings))
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
         self.settings = settings
         settle_heap()

@@ -18,12 +18,13 @@ import time
 
 from daphne.http_protocol import HTTPFactory
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.web import http
 
 from proxy.error_responses import closing_response
 from proxy.headers import connection_tokens
 from proxy.server_chunked import StrictChunkedDecoder
-from proxy.twisted_compat import TwistedChannel, pending_write_bytes
+from proxy.twisted_compat import TwistedChannel, pending_write_bytes, take_buffered_input
 
 logger = logging.getLogger("director.server")
 
@@ -37,6 +38,7 @@ ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is ab
 DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send one request
 
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
+HANDED_OVER = "handed over"  # the connection belongs to another protocol (a WebSocket tunnel)
 
 CHANNEL_REJECTIONS = {status: closing_response(status) for status in (400, 408, 413, 431)}
 
@@ -181,6 +183,29 @@ class DirectorChannel(TwistedChannel):
         super().requestDone(request)
         if self.factory.server.draining:
             self.close_when_done()
+
+    # -- handing the connection over ---------------------------------------------------
+
+    def hand_over(self, head: bytes, protocol) -> bytes:
+        """Write `head` (a 101 response) and give the connection to `protocol`, a Twisted
+        protocol that also is the transport's push producer; returns the bytes the client
+        sent after its request. From here the server no longer sweeps, drains or closes this
+        channel: `protocol` owns the connection (the application task that made it stays in
+        `traffic_tasks`, so a stopping server still waits for it)."""
+        transport = self.transport
+        transport.write(head)
+        self.phase, self.deadline = HANDED_OVER, None
+        self.factory.server.channel_closed(self)
+        early = take_buffered_input(self)
+        transport.unregisterProducer()
+        if isinstance(transport, ProtocolWrapper):  # TLS: the wrapper carries the protocol
+            transport.wrappedProtocol = protocol
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        transport.registerProducer(protocol, True)
+        transport.resumeProducing()  # the channel pauses reading while it handles a request
+        return early
 
     # -- closing -----------------------------------------------------------------------
 

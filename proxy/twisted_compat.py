@@ -23,7 +23,7 @@ from twisted.web import http
 __all__ = [
     "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "TwistedChannel", "add_reader_unlogged",
     "application_task", "application_tasks", "event_loop_of", "mark_adopted_unix_port", "pending_write_bytes",
-    "replace_accepted_transport", "verify",
+    "replace_accepted_transport", "take_buffered_input", "verify",
 ]
 
 MalformedChunkedData = http._MalformedChunkedDataError  # raised by ChunkedDecoder hooks: the body is refused
@@ -58,6 +58,14 @@ def add_reader_unlogged(reactor, reader) -> bool:
 def pending_write_bytes(transport) -> int:
     """Bytes waiting in a Twisted FileDescriptor's write buffer."""
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def take_buffered_input(channel: http.HTTPChannel) -> bytes:
+    """The bytes an HTTPChannel received after the request it is handling (it buffers them
+    until the response ends), removed from it: they belong to whoever takes the connection."""
+    data = b"".join(channel._dataBuffer)
+    channel._dataBuffer = []
+    return data
 
 
 def replace_accepted_transport(port, tcp_class: type, unix_class: type) -> None:
@@ -210,6 +218,7 @@ def needs() -> list[Need]:
         *(Need(channel, name) for name in ("_abortingCall", "abortTimeout", "totalHeadersSize", "maxHeaders",
                                            "timeOut", "length")),
         Need(_fresh_channel, "_transferDecoder"), Need(_fresh_channel, "requests"),
+        Need(_fresh_channel, "_dataBuffer"),
         Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
         Need(channel, "_respondToBadRequestAndDisconnect", ("self",)),
         Need(channel, "_finishRequestBody", ("self", "data")),
