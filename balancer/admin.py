@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from datetime import datetime, timezone
 
 from django import forms
 from django.contrib import admin, messages
@@ -39,6 +40,8 @@ STATE_COLOURS = {"online": ("#c8f0c0", "#1d5e12"), "offline": ("#f6c4c0", "#8a1b
 admin.site.site_header = "Director"
 admin.site.site_title = "Director"
 admin.site.index_title = "Directors, backends, routes and the audit log"
+admin.site.site_url = None  # no "View site": the header links to the live status page instead
+admin.site.enable_nav_sidebar = False  # the backend list needs the width for its live columns
 
 
 def actor(request) -> str:
@@ -185,7 +188,12 @@ class StatusColumns:
 
     @admin.display(description="last checked", ordering="last_checked")
     def last_checked_at(self, backend: Backend) -> str:
-        return seconds(backend.last_checked)
+        """The monitor's own time when it runs here and is newer (stored times come in batches)."""
+        stored = backend.last_checked
+        monitor = ((livestats.get_health_stats() or {}).get(backend.pk) or {}).get("last_checked")
+        if monitor is not None and (stored is None or monitor > stored.timestamp()):
+            stored = datetime.fromtimestamp(monitor, timezone.utc)
+        return seconds(stored)
 
 
 class BackendInline(StatusColumns, admin.TabularInline):

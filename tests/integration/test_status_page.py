@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from tests.support.admin_session import admin_login
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.waiting import free_port, port_open, wait_for
@@ -54,19 +55,7 @@ gone = {{ url = "{backends['gone'].url}", health_check_interval = 0.2 }} }}
 
 
 async def login(d: Director, user: str) -> aiohttp.ClientSession:
-    """An aiohttp session logged into the admin as `user` (session cookie in its jar)."""
-    session = aiohttp.ClientSession(d.admin_url, cookie_jar=aiohttp.CookieJar(unsafe=True))  # unsafe: IP hosts
-    try:
-        async with session.get("/admin/login/") as response:
-            page = await response.text()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        form = {"username": user, "password": PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/"}
-        async with session.post("/admin/login/", data=form, allow_redirects=False) as response:
-            assert response.status == 302, await response.text()
-    except BaseException:
-        await session.close()
-        raise
-    return session
+    return await admin_login(d, user, PASSWORD)
 
 
 async def session_without_login_form(d: Director, user: str) -> aiohttp.ClientSession:

@@ -12,10 +12,10 @@
   const RETRY_MAX_MS = 4000;
   const STALE_MS = 3.5 * INTERVAL_MS;
   const OPERATOR = body.dataset.operator === "true";
-  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "chart", "check", "error"]
+  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "chart", "check"]
     .concat(OPERATOR ? ["actions"] : []);
   const HEADINGS = ["Backend", "Role", "State", "Load cur / max / total", "Capacity", "Failures", "Req/s",
-                    "Last " + Math.round(WINDOW / 60) + " min", "Last check", "Last error", "Actions"];
+                    "Last " + Math.round(WINDOW / 60) + " min", "Last check, last error", "Actions"];
 
   const directors = document.getElementById("directors");
   const connection = document.getElementById("connection");
@@ -100,7 +100,7 @@
   function render(frame) {
     lastFrameAt = Date.now();
     if (body.dataset.connection !== "live") setConnection("live", "live");
-    updated.textContent = "updated " + new Date(frame.time * 1000).toLocaleTimeString();
+    updated.textContent = "updated " + clock(frame.time);
     if (frame.error) showNotice(frame.error);
     else if (!frame.live) showNotice("No data plane runs in this process: stored state only, no live figures.");
     else showNotice("");
@@ -152,6 +152,8 @@
       } else if (name === "state" && kind === "backend") {
         td.innerHTML = '<details class="history"><summary><span class="state-word"></span> ' +
           '<span class="since"></span></summary><ol class="transitions"></ol></details>';
+      } else if (name === "check" && kind === "backend") {
+        td.innerHTML = '<div class="check-line"></div><div class="error"></div>';
       } else if (name === "actions" && kind === "backend") {
         td.innerHTML = '<button type="button" class="toggle"></button> <a class="remove">Remove…</a>';
         td.querySelector("button.toggle").addEventListener("click", toggleEnabled);
@@ -254,7 +256,9 @@
     set(tr, "failures", backend.failures);
     setRate(tr, "b:" + backend.id, backend.rate, now);
     updateCheck(tr, backend.last_check, now);
-    set(tr, "error", backend.last_error || "", backend.last_error || "");
+    const error = tr.querySelector("td.check .error");
+    text(error, backend.last_error || "");
+    error.title = backend.last_error || "";
     if (OPERATOR) updateActions(tr, director, backend);
   }
 
@@ -283,15 +287,17 @@
   /* Last check: local time to the second, result, HTTP status, duration. */
   function updateCheck(tr, check, now) {
     const td = tr.querySelector("td.check");
+    const line = td.querySelector(".check-line");
     if (check.at === null || check.at === undefined) {
-      set(tr, "check", "not yet", "");
+      text(line, "not yet");
       td.dataset.code = "";
       return;
     }
     const result = check.ok === null || check.ok === undefined ? "" : (check.ok ? "✓" : "✗");
     const parts = [clock(check.at), result, check.status === null || check.status === undefined ? "no answer" : check.status,
                    milliseconds(check.duration)].filter(function (p) { return p !== ""; });
-    set(tr, "check", parts.join(" · "), ago(now, check.at) + (check.ok === false ? ", failed" : ""));
+    text(line, parts.join(" · "));
+    line.title = ago(now, check.at) + (check.ok === false ? ", failed" : "");
     td.dataset.code = check.status === null || check.status === undefined ? "" : String(check.status);
     td.classList.toggle("check-failed", check.ok === false);
   }
