@@ -10,6 +10,8 @@ from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from django.db import transaction
+from django.db.models import F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from . import services
@@ -70,18 +72,33 @@ def store_health_many(results) -> dict[int, HealthRecord]:
             raise ValueError(f"unknown health state {state!r}")
     now = timezone.now()
     records = {}
+    transitions: list[HealthTransition] = []
     with transaction.atomic():
         rows = Backend.objects.select_for_update(of=("self",)).select_related("director")
         locked = {b.pk: b for b in rows.filter(pk__in=[r[0] for r in results]).order_by("pk")}
         for backend_id, state, error, checked_at, check, reason in results:
             if backend_id in locked:
                 records[backend_id] = _store_health_locked(locked[backend_id], state, error, checked_at or now,
-                                                           check, error if reason is None else reason)
+                                                           check, error if reason is None else reason, transitions)
+        _add_transitions(transitions)
     return records
 
 
+def _add_transitions(transitions: list[HealthTransition]) -> None:
+    """Insert the batch's transitions and drop what is beyond TRANSITIONS_KEPT for those
+    backends: three statements per batch, whatever its size (a mass outage is hundreds)."""
+    if not transitions:
+        return
+    HealthTransition.objects.bulk_create(transitions)
+    ranked = HealthTransition.objects.filter(backend_id__in={t.backend_id for t in transitions}).annotate(
+        rank=Window(RowNumber(), partition_by=[F("backend_id")], order_by=[F("at").desc(), F("id").desc()]))
+    stale = list(ranked.filter(rank__gt=TRANSITIONS_KEPT).values_list("pk", flat=True))
+    if stale:
+        HealthTransition.objects.filter(pk__in=stale).delete()
+
+
 def _store_health_locked(locked: Backend, state: str, error: str, checked_at: datetime,
-                         check: CheckFacts | None, reason: str) -> HealthRecord:
+                         check: CheckFacts | None, reason: str, transitions: list) -> HealthRecord:
     previous = locked.health_state
     changed = previous != state
     locked.last_checked, locked.last_error = checked_at, error
@@ -90,7 +107,9 @@ def _store_health_locked(locked: Backend, state: str, error: str, checked_at: da
         locked.last_check_ok, locked.last_check_status, locked.last_check_duration = check
         fields += ["last_check_ok", "last_check_status", "last_check_duration"]
     if changed:
-        fields += _transition(locked, previous, state, checked_at, reason)
+        fields += _transition(locked, previous, state, checked_at)
+        transitions.append(HealthTransition(backend=locked, at=locked.health_changed_at, old_state=previous,
+                                            new_state=state, reason=reason))
     locked.save(update_fields=fields)
     disabled = False
     if changed and comes_back(previous, state):
@@ -100,9 +119,8 @@ def _store_health_locked(locked: Backend, state: str, error: str, checked_at: da
     return HealthRecord(changed, locked.health_changed_at, disabled)
 
 
-def _transition(locked: Backend, previous: str, state: str, checked_at: datetime, reason: str) -> list[str]:
-    """Move the locked row to `state`: stamp, downtime, transition record (the oldest beyond
-    TRANSITIONS_KEPT dropped). Returns the fields changed."""
+def _transition(locked: Backend, previous: str, state: str, checked_at: datetime) -> list[str]:
+    """Move the locked row to `state`: stamp and downtime. Returns the fields changed."""
     stamp = checked_at
     if locked.health_changed_at is not None and stamp <= locked.health_changed_at:
         stamp = locked.health_changed_at + timedelta(microseconds=1)
@@ -111,7 +129,4 @@ def _transition(locked: Backend, previous: str, state: str, checked_at: datetime
         locked.downtime += (stamp - locked.health_changed_at).total_seconds()
         fields.append("downtime")
     locked.health_state, locked.health_changed_at = state, stamp
-    HealthTransition.objects.create(backend=locked, at=stamp, old_state=previous, new_state=state, reason=reason)
-    stale = HealthTransition.objects.filter(backend=locked).values_list("pk", flat=True)[TRANSITIONS_KEPT:]
-    HealthTransition.objects.filter(pk__in=list(stale)).delete()
     return fields

@@ -59,6 +59,17 @@ def test_only_the_last_transitions_are_kept(backend):
     assert kept[0].at == at(TRANSITIONS_KEPT + 4) and kept[-1].at == at(5)
 
 
+def test_a_batch_keeps_the_last_transitions_of_each_backend(backend):
+    other = services.create_backend(backend.director, {"name": "b2", "url": "http://127.0.0.1:3002"}, actor="test")
+    health_store.store_health(other.pk, "online", checked_at=at(0))
+    for i in range(1, TRANSITIONS_KEPT + 3):
+        state = "offline" if i % 2 else "online"
+        health_store.store_health_many([(backend.pk, state, "", at(i)), (other.pk, state, "", at(i))])
+    for b in (backend, other):  # each had more than TRANSITIONS_KEPT; the newest are kept
+        ats = list(HealthTransition.objects.filter(backend=b).values_list("at", flat=True))
+        assert ats == [at(i) for i in range(TRANSITIONS_KEPT + 2, 2, -1)]
+
+
 def test_a_removed_backend_takes_its_history_along(backend):
     health_store.store_health(backend.pk, "online", checked_at=at(0))
     services.remove_backend(backend.pk, actor="test")
