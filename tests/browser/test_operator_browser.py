@@ -169,6 +169,7 @@ def test_remove_through_the_confirmation_page_then_read_its_history(director, co
     status.wait_for_selector("#confirm-remove")
     assert "Remove backend web1 of director pool?" in status.inner_text("h2")
     assert "This deletes backend pool/web1" in status.inner_text("main")
+    screenshot(status, artifacts, "status-remove-confirmation.png")
     status.click("#confirm-remove")
     status.wait_for_selector("body[data-connection=live]", timeout=TIMEOUT_MS)
     assert "pool/web1 is being removed" in status.inner_text(".message-success")
@@ -196,6 +197,14 @@ def test_remove_through_the_confirmation_page_then_read_its_history(director, co
     assert {"STATE", "LOAD", "REQUESTS", "ERRORS"} <= {h.upper() for h in headers}
     assert admin.query_selector('tr:has-text("steady") .director-state.state-online') is not None
     screenshot(admin, artifacts, "admin-backend-list.png")
+
+    admin.check("#action-toggle")  # every backend: the admin's Drain asks and names each refusal
+    admin.select_option("select[name=action]", "drain_backends")
+    admin.click("button[name=index]")
+    admin.wait_for_selector("#drain-list")
+    assert "no: backend 'keep' has terminate_protection set" in admin.inner_text('tr[data-backend="pool/keep"]')
+    assert "is defined in the config file" in admin.inner_text('tr[data-backend="app/steady"]')
+    screenshot(admin, artifacts, "admin-drain-confirmation.png")
 
 
 def test_viewer_sees_no_buttons_and_a_forged_post_changes_nothing(director, context):
