@@ -18,6 +18,7 @@ import time
 
 from daphne.http_protocol import HTTPFactory
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web import http
 
 from proxy.error_responses import closing_response
@@ -66,6 +67,8 @@ class DirectorChannel(TwistedChannel):
     lost = False
     scope_client = None
     scope_server = None
+    scheme = "http"  # "https" over a TLS listener (the ASGI scope's scheme)
+    socket_transport = None  # the TCP/UNIX transport under TLS (or the transport itself)
     _host = None
     _head_size = 0
     _header_count = 0  # header fields of the head being read
@@ -76,7 +79,12 @@ class DirectorChannel(TwistedChannel):
 
     def connectionMade(self):
         super().connectionMade()
-        self.transport.bufferSize = WRITE_HIGH_WATER
+        transport = self.transport
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            self.scheme = "https"
+            transport = transport.transport
+        self.socket_transport = transport
+        transport.bufferSize = WRITE_HIGH_WATER
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self._host = host  # Twisted asks for it on every request: one getsockname() per connection
         if isinstance(peer, (IPv4Address, IPv6Address)):
@@ -204,7 +212,10 @@ class DirectorChannel(TwistedChannel):
             return
         self.transport.write(CHANNEL_REJECTIONS[status])
         self._closing()
-        self.transport.loseWriteConnection()
+        if self.scheme == "https":
+            self.transport.loseConnection()  # TLS: flush, close_notify, then close
+        else:
+            self.transport.loseWriteConnection()
 
     def close(self):
         """Flush what was written, then close; stop parsing; abort if the flush stalls."""
@@ -251,7 +262,7 @@ class DirectorChannel(TwistedChannel):
         """Bytes written but not yet taken by the client: Twisted's buffer plus the socket's
         send queue, which moves even when the kernel is too full to take more from Twisted
         (it asks again only once half its queue is free)."""
-        transport = self.transport
+        transport = self.socket_transport
         buffered = pending_write_bytes(transport)
         try:
             queued = fcntl.ioctl(transport.fileno(), termios.TIOCOUTQ, _OUTQ)
