@@ -42,6 +42,7 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from proxy.addresses import ListenAddress
 from proxy.listeners import BACKLOG, UNIX_SOCKET_MODE, ListenError, describe_error, remove_stale_socket
 from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
+from proxy.server_h2 import DirectorH2Connection
 from proxy.server_protocol import ManagementRequest, TrafficRequest
 from proxy.server_transport import use_coalesced_writes
 from proxy.tls import CertificateSet, ServerTLS, tls_factory
@@ -105,6 +106,7 @@ class DirectorServer(Server):
         self.connections = {}
         self.http_factory = self._factory(ManagementRequest)
         self.traffic_factory = self._factory(TrafficRequest, app=self.traffic_app)
+        self.traffic_factory.h2_protocol = DirectorH2Connection
         if self.server_tls is not None:
             self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory)
         self.ws_factory = WebSocketFactory(self, server=self.server_name)

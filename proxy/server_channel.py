@@ -69,6 +69,7 @@ class DirectorChannel(TwistedChannel):
     scope_server = None
     scheme = "http"  # "https" over a TLS listener (the ASGI scope's scheme)
     socket_transport = None  # the TCP/UNIX transport under TLS (or the transport itself)
+    negotiating = False  # TLS: the first data tells which protocol ALPN chose
     _host = None
     _head_size = 0
     _header_count = 0  # header fields of the head being read
@@ -82,6 +83,7 @@ class DirectorChannel(TwistedChannel):
         transport = self.transport
         if isinstance(transport, TLSMemoryBIOProtocol):
             self.scheme = "https"
+            self.negotiating = self.factory.h2_protocol is not None
             transport = transport.transport
         self.socket_transport = transport
         transport.bufferSize = WRITE_HIGH_WATER
@@ -114,11 +116,30 @@ class DirectorChannel(TwistedChannel):
         """Start the head timer on a request's first byte; never restart it per byte."""
         if self.closing:
             return
+        if self.negotiating:
+            self.negotiating = False
+            if self.transport.negotiatedProtocol == b"h2":
+                self._hand_over_to_h2(data)
+                return
         if self.phase is IDLE:
             self._start_head()
         rest = self.parse_lines(data)  # an incomplete head line: a LF in it is a bare one
         if b"\n" in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
             self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
+
+    def _hand_over_to_h2(self, data: bytes) -> None:
+        """ALPN chose HTTP/2: the TLS transport delivers to a new HTTP/2 connection from now
+        on, which takes this channel's place in the server's table and as the producer the
+        transport pauses."""
+        transport = self.transport
+        self.deadline = None
+        self.factory.server.channel_closed(self)
+        transport.unregisterProducer()
+        connection = self.factory.h2_protocol(self.factory)
+        transport.wrappedProtocol = connection
+        connection.makeConnection(transport)
+        transport.registerProducer(connection, True)
+        connection.dataReceived(data)
 
     def lineReceived(self, line):
         """Count the head, CRLFs included, and answer 431 once it passes HEAD_LIMIT."""
@@ -315,6 +336,7 @@ class ListenerFactory(HTTPFactory):
     """HTTP factory for one plane: its request class, and the limits its channels apply."""
 
     protocol = DirectorChannel
+    h2_protocol = None  # the HTTP/2 connection class, where ALPN may choose h2 (traffic over TLS)
 
     def __init__(self, server, request_class, *, max_request_body: int, header_timeout: float,
                  send_timeout: float = SEND_TIMEOUT, app=None):

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-ALPN_PROTOCOLS = (b"http/1.1",)  # in our order of preference
+ALPN_PROTOCOLS = (b"h2", b"http/1.1")  # in our order of preference
 # Forward-secret AEAD suites for TLS 1.2 (TLS 1.3 suites are OpenSSL's defaults).
 TLS12_CIPHERS = b"ECDHE+AESGCM:ECDHE+CHACHA20"
 

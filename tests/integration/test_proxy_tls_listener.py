@@ -149,6 +149,7 @@ def test_certificates_reload_on_sighup_for_new_connections_only(certs, backend, 
     config = tls_config([(str(cert_path), str(key_path))], backend.port)
     d = Director(tmp_path / "proxy", config, extra_args=["--listen", f"tls://127.0.0.1:{tls_port}"]).start()
     try:
+        wait_for(lambda: d.get("/")[0] == 200, 15, what="backend online")
         old = http.client.HTTPSConnection("127.0.0.1", tls_port, timeout=15, context=client_context())
         old.request("GET", "/", headers={"Host": "localhost"})
         assert old.getresponse().read() == b"b1"

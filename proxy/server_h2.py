@@ -1,0 +1,209 @@
+"""HTTP/2 for clients that negotiate `h2` by ALPN on a TLS listener (SPEC §12).
+
+Twisted's HTTP/2 (`H2Connection`, the `h2` package) parses frames; each stream is a
+`DirectorH2Stream`, which gives `TrafficRequest` the same channel interface a
+`DirectorChannel` gives it on HTTP/1.1: so routing, limits (413 from Content-Length before
+any body byte or once a body passes `max_request_body`), header rules, statuses and retries
+are the HTTP/1.1 ones, and backends still get HTTP/1.1 or FastCGI. Back-pressure: a
+response waits in `drain()` while the stream's flow-control window is used up or the
+socket's buffer is full, and a stream that stays blocked for `send_timeout` is reset.
+
+A connection with no open stream closes after `header_timeout`; a stopping server lets
+open streams finish, then sends GOAWAY and closes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import h2.errors
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.web import _http2  # only for the H2Stream base class: its hooks are public methods
+
+from proxy.server_channel import DRAIN_IDLE_GRACE
+from proxy.twisted_compat import TwistedH2Connection
+
+logger = logging.getLogger("director.server")
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+
+
+class DirectorH2Stream(_http2.H2Stream):
+    """One request/response exchange on an HTTP/2 connection, as TrafficRequest's channel."""
+
+    closing = False  # the response was decided before the body was read: ignore the rest
+    lost = False
+    persistent = True  # HTTP/2 has no Connection: close; respond_error() may set it, harmlessly
+    body_complete = False  # the client ended its side of the stream
+
+    def __init__(self, streamID, connection, headers, requestFactory, site, factory):
+        self.scope_client, self.scope_server = connection.scope_client, connection.scope_server
+        self.scheme = "https"
+        self._write_waiter: asyncio.Future | None = None
+        self._flow_blocked = False
+        super().__init__(streamID, connection, headers, requestFactory, site, factory)
+        self.registerProducer(_FlowGate(self), True)
+
+    def check_announced_length(self) -> None:
+        """413 for a Content-Length over max_request_body, before any body byte is read."""
+        length = self._request.requestHeaders.getRawHeaders(b"content-length")
+        if length and length[-1].isdigit() and int(length[-1]) > self.factory.max_request_body:
+            self.reject(413)
+
+    # -- the channel interface of RequestMixin / TrafficRequest -------------------------
+
+    @property
+    def write_blocked(self) -> bool:
+        return self._flow_blocked or self._conn.is_consumer_blocked()
+
+    async def drain(self) -> None:
+        """Wait until the stream may send again; reset it after send_timeout without progress."""
+        timeout = self.factory.send_timeout
+        while self.write_blocked and not self.lost:
+            if self._write_waiter is None:
+                self._write_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._write_waiter), timeout)
+            except asyncio.TimeoutError:
+                logger.warning("resetting an HTTP/2 stream whose client read nothing for %ss", timeout)
+                self.close()
+                return
+
+    def wake_writer(self) -> None:
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def reject(self, status: int) -> None:
+        """Answer before reading the rest of the body (which is then ignored)."""
+        if self.closing or self.lost:
+            return
+        self.closing = True
+        self._request.respond_error(status)
+
+    def close(self) -> None:
+        """End a response that cannot complete: reset the stream (the client sees an error)."""
+        if self.lost:
+            return
+        self.closing = True
+        self.abortConnection()
+
+    def writeHeaders(self, version, code, reason, headers):
+        for name in HOP_BY_HOP:  # connection-specific fields are malformed in HTTP/2 (RFC 9113 8.2.2)
+            headers.removeHeader(name)
+        super().writeHeaders(version, code, reason, headers)
+
+    # -- events from the connection --------------------------------------------------------
+
+    def receiveDataChunk(self, data, flowControlledLength):
+        if self.closing:  # answered already: the rest of the body only gives its credit back
+            self._conn.openStreamWindow(self.streamID, flowControlledLength)
+            return
+        super().receiveDataChunk(data, flowControlledLength)
+
+    def requestComplete(self):
+        self.body_complete = True
+        if not self.closing:
+            super().requestComplete()
+
+    def connectionLost(self, reason):
+        self.lost = True
+        self.wake_writer()
+        super().connectionLost(reason)
+
+
+class _FlowGate:
+    """The stream's registered producer: told when its flow-control window runs out and
+    when it opens again."""
+
+    def __init__(self, stream: DirectorH2Stream):
+        self.stream = stream
+
+    def pauseProducing(self):  # noqa: N802 - Twisted's IPushProducer
+        self.stream._flow_blocked = True
+
+    def resumeProducing(self):  # noqa: N802
+        self.stream._flow_blocked = False
+        self.stream.wake_writer()
+
+    def stopProducing(self):  # noqa: N802
+        self.stream.wake_writer()
+
+
+class DirectorH2Connection(TwistedH2Connection):
+    """An HTTP/2 connection tracked by the server like a DirectorChannel (`deadline`,
+    `timed_out`, `close_when_done`, `close`)."""
+
+    stream_class = DirectorH2Stream
+    timeOut = None  # Twisted's idle timer restarts on every byte; the server's sweep is used instead
+    deadline: float | None = None
+    draining = False
+    scope_client = None
+    scope_server = None
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+        self.requestFactory = factory.request_class
+        self.server = factory.server
+
+    def connectionMade(self):
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            self.scope_client, self.scope_server = [peer.host, peer.port], [host.host, host.port]
+        super().connectionMade()
+        self.server.channel_opened(self)
+        self._idle_from_now()
+
+    def connectionLost(self, reason, _cancelTimeouts=True):
+        self.deadline = None
+        super().connectionLost(reason, _cancelTimeouts)
+        self.server.channel_closed(self)
+
+    def dataReceived(self, data):
+        super().dataReceived(data)
+        if self.streams:
+            self.deadline = None
+
+    def stream_started(self, stream) -> None:
+        stream.check_announced_length()
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        for stream in list(self.streams.values()):
+            stream.wake_writer()
+
+    def stream_finished(self, stream) -> None:
+        if not stream.body_complete and not stream.lost:
+            # answered before the client finished sending: tell it to stop (RFC 9113 8.1)
+            self.conn.reset_stream(stream.streamID, h2.errors.ErrorCodes.NO_ERROR)
+            self._tryToWriteControlData()
+        if len(self.streams) == 1:  # this was the last one
+            if self.draining:
+                self.server.loop.call_soon(self.close)
+            else:
+                self._idle_from_now()
+
+    def _idle_from_now(self) -> None:
+        self.deadline = time.monotonic() + self.factory.header_timeout
+
+    def timed_out(self):
+        """No stream for header_timeout (or for the drain grace): GOAWAY and close."""
+        if not self.streams:
+            self.close()
+
+    def close_when_done(self):
+        """The server is stopping: streams in flight finish, then GOAWAY and close."""
+        self.draining = True
+        if not self.streams:
+            self.deadline = min(self.deadline or float("inf"), time.monotonic() + DRAIN_IDLE_GRACE)
+
+    def close(self):
+        """GOAWAY (no error) and close once written; open streams are cut."""
+        self.deadline = None
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        self.conn.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+        self._tryToWriteControlData()
+        self.transport.loseConnection()

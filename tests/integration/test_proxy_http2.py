@@ -1,0 +1,173 @@
+"""HTTP/2 clients (ALPN `h2` on a TLS listener, real curl with nghttp2) through a real
+runproxy (SPEC §12): the same routing, limits, headers and statuses as HTTP/1.1, backends
+still spoken to in HTTP/1.1 or FastCGI; several streams at once on one connection; a large
+response streamed whole. And HTTP/2 with prior knowledge on a plain listener gets 400."""
+import hashlib
+import json
+import socket
+import subprocess
+import time
+
+import pytest
+
+from tests.support.backends import http_backend, pattern_bytes
+from tests.support.certs import make_certs
+from tests.support.config_files import toml_value
+from tests.support.director import Director
+from tests.support.fastcgi_servers import start_flup
+from tests.support.processes import require_binary
+from tests.support.waiting import free_port, wait_for
+
+BIG = 6 * 1024 * 1024 + 123  # several MiB, not a multiple of any frame or chunk size
+
+
+@pytest.fixture(scope="module")
+def backend():
+    with http_backend("b1") as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def flup(tmp_path_factory):
+    server = start_flup("127.0.0.1", free_port(), tmp_path_factory.mktemp("flup"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def director(backend, flup, tmp_path_factory):
+    work = tmp_path_factory.mktemp("http2")
+    cert, key = make_certs(work / "certs").localhost
+    tls_port = free_port()
+    config = f"""
+        [proxy]
+        max_request_body = "64KiB"
+        tls_certificates = {toml_value([{"cert": cert, "key": key}])}
+
+        [directors.app]
+        health_check_success_threshold = 1
+        backends = {{ b1 = {{ url = "http://127.0.0.1:{backend.port}", health_check_interval = 0.5 }} }}
+
+        [directors.off]
+        enabled = false
+        retry_after = 7
+        backends = {{ x = "http://127.0.0.1:{backend.port}" }}
+
+        [directors.fcgi]
+        health_check_success_threshold = 1
+        backends = {{ f = {{ url = "fastcgi://127.0.0.1:{flup.port}", health_check_interval = 0.5 }} }}
+
+        [[routes]]
+        host = "off"
+        pass = "off"
+
+        [[routes]]
+        host = "fcgi"
+        pass = "fcgi"
+
+        [[routes]]
+        host = "app"
+        pass = "app"
+    """
+    d = Director(work / "proxy", config, extra_args=["--listen", f"tls://127.0.0.1:{tls_port}"]).start()
+    d.tls_port = tls_port
+    try:
+        wait_for(lambda: d.get("/", headers={"Host": "app"})[0] == 200, 15, what="backend online")
+        wait_for(lambda: d.get("/", headers={"Host": "fcgi"})[0] == 200, 15, what="flup online")
+        yield d
+    finally:
+        d.stop()
+
+
+def curl(director, *args, host="app", path="/", timeout=60) -> subprocess.CompletedProcess:
+    """curl over HTTP/2 to the TLS listener; stdout ends with a line `<http_version> <status>`."""
+    binary = require_binary("curl", "curl")
+    url = f"https://127.0.0.1:{director.tls_port}{path}"
+    return subprocess.run([binary, "--http2", "-k", "-sS", "-H", f"Host: {host}", "-w", r"\n%{http_version} %{http_code}",
+                           *args, url], capture_output=True, timeout=timeout)
+
+
+def answer(result) -> tuple[str, int, bytes]:
+    """(HTTP version, status, body) of a `curl()` run."""
+    body, _, tail = result.stdout.rpartition(b"\n")
+    version, status = tail.decode().split()
+    return version, int(status), body
+
+
+def test_h2_request_reaches_an_http11_backend_with_forwarded_proto_https(director, backend):
+    result = curl(director, path="/headers?via=h2")
+    version, status, body = answer(result)
+    assert (version, status) == ("2", 200), result.stderr
+    seen = json.loads(body)
+    assert seen["x-forwarded-proto"] == ["https"] and seen["host"] == ["app"]
+    assert seen["via"] == ["1.1 director"]
+    assert any(r.target == "/headers?via=h2" for r in backend.requests_seen)  # an HTTP/1.1 request
+
+
+def test_h2_post_body_reaches_the_backend(director):
+    payload = pattern_bytes(50_000)
+    version, status, body = answer(_post(director, payload))
+    assert (version, status, body) == ("2", 200, payload)
+
+
+def _post(director, payload: bytes):
+    binary = require_binary("curl", "curl")
+    return subprocess.run([binary, "--http2", "-k", "-sS", "-H", "Host: app", "--data-binary", "@-",
+                           "-w", r"\n%{http_version} %{http_code}", f"https://127.0.0.1:{director.tls_port}/echo"],
+                          input=payload, capture_output=True, timeout=60)
+
+
+def test_h2_oversized_body_is_413(director):
+    result = _post(director, b"x" * (65 * 1024))
+    assert answer(result)[:2] == ("2", 413), result.stderr
+
+
+def test_h2_statuses_no_route_404_and_disabled_director_503_with_retry_after(director):
+    assert answer(curl(director, host="nowhere"))[:2] == ("2", 404)
+    result = curl(director, "-D", "-", host="off")
+    assert answer(result)[:2] == ("2", 503)
+    assert b"\nretry-after: 7\r\n" in result.stdout
+
+
+def test_h2_large_response_streams_completely(director):
+    result = curl(director, path=f"/bytes?size={BIG}&framing=chunked", timeout=120)
+    version, status, body = answer(result)
+    assert (version, status, len(body)) == ("2", 200, BIG)
+    assert hashlib.sha256(body).digest() == hashlib.sha256(pattern_bytes(BIG)).digest()
+
+
+def test_h2_streams_run_concurrently_on_one_connection(director):
+    urls = [f"https://127.0.0.1:{director.tls_port}/slow?delay=1&n={n}" for n in range(6)]
+    binary = require_binary("curl", "curl")
+    started = time.monotonic()
+    result = subprocess.run([binary, "--http2", "-k", "-sS", "-Z", "-H", "Host: app",
+                             "-w", r"\n%{http_version} %{http_code} %{num_connects}\n", *urls],
+                            capture_output=True, timeout=60)
+    elapsed = time.monotonic() - started
+    lines = [line.split() for line in result.stdout.decode().splitlines() if line.count(" ") == 2]
+    assert [(v, s) for v, s, _ in lines] == [("2", "200")] * 6, result.stdout
+    assert sum(int(c) for _, _, c in lines) == 1  # one connection carried all six
+    assert elapsed < 5.5  # six 1 s answers one after the other would take 6 s
+
+
+def test_fastcgi_backend_sees_https_on_over_h2(director):
+    version, status, body = answer(curl(director, host="fcgi", path="/x?y=1"))
+    assert (version, status) == ("2", 200)
+    environ = json.loads(body)["environ"]
+    assert environ["HTTPS"] == "on" and environ["REQUEST_URI"] == "/x?y=1"
+
+
+def test_h2_prior_knowledge_on_a_plain_listener_gets_400_without_hanging(director):
+    with socket.create_connection(("127.0.0.1", director.port), timeout=10) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    assert received.startswith(b"HTTP/1.1 400 ")
+    binary = require_binary("curl", "curl")
+    started = time.monotonic()
+    result = subprocess.run([binary, "--http2-prior-knowledge", "-sS", "-o", "/dev/null", director.url + "/"],
+                            capture_output=True, timeout=30)
+    assert result.returncode != 0 and time.monotonic() - started < 10  # refused, promptly
