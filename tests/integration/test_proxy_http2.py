@@ -4,6 +4,8 @@ still spoken to in HTTP/1.1 or FastCGI; several streams at once on one connectio
 response streamed whole. And HTTP/2 with prior knowledge on a plain listener gets 400."""
 import hashlib
 import json
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -12,7 +14,7 @@ import pytest
 
 from tests.support.backends import http_backend, pattern_bytes
 from tests.support.certs import make_certs
-from tests.support.config_files import toml_value
+from tests.support.config_files import app_config, toml_value
 from tests.support.director import Director
 from tests.support.fastcgi_servers import start_flup
 from tests.support.processes import require_binary
@@ -171,3 +173,25 @@ def test_h2_prior_knowledge_on_a_plain_listener_gets_400_without_hanging(directo
     result = subprocess.run([binary, "--http2-prior-knowledge", "-sS", "-o", "/dev/null", director.url + "/"],
                             capture_output=True, timeout=30)
     assert result.returncode != 0 and time.monotonic() - started < 10  # refused, promptly
+
+
+def test_shutdown_lets_h2_streams_in_flight_finish_then_closes(backend, tmp_path):
+    cert, key = make_certs(tmp_path / "certs").localhost
+    tls_port = free_port()
+    config = app_config(proxy={"tls_certificates": [{"cert": cert, "key": key}]}, b1=backend.port)
+    d = Director(tmp_path / "proxy", config, extra_args=["--listen", f"tls://127.0.0.1:{tls_port}"]).start()
+    d.tls_port = tls_port
+    try:
+        wait_for(lambda: d.get("/")[0] == 200, 15, what="backend online")
+        binary = require_binary("curl", "curl")
+        slow = subprocess.Popen([binary, "--http2", "-k", "-sS", "-w", r"\n%{http_version} %{http_code}",
+                                 f"https://127.0.0.1:{tls_port}/slow?delay=2"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        wait_for(lambda: any(r.target == "/slow?delay=2" for r in backend.requests_seen), 15, what="request in flight")
+        os.kill(d.process.pid, signal.SIGTERM)
+        out, err = slow.communicate(timeout=30)
+        assert out == b"b1\n2 200", err  # finished on its HTTP/2 connection, then GOAWAY and close
+        assert d.process.proc.wait(30) == 0
+        assert "waiting up to 30s for 1 connections" in d.output()
+    finally:
+        d.stop()
