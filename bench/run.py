@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
 import daphne  # noqa: E402
 
 from bench import servers, slowreader, wrk  # noqa: E402
+from bench.cpu import CpuTime  # noqa: E402
 from bench.hello_asgi import BODY  # noqa: E402
 from bench.rss import PeakRss  # noqa: E402
 
@@ -43,6 +44,7 @@ class Row:
     label: str
     result: wrk.WrkResult | None = None
     peak_mb: float | None = None
+    cpu_seconds: float | None = None  # the server's user + system CPU during the measured run
     problem: str = ""  # "unavailable: ..." or "failed: ..."; empty when measured
     note: str = ""
 
@@ -72,9 +74,9 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
         if body != BODY:
             row.note = f"body differs from the backend's: {body[:60]!r}"
         wrk.run(server.url, settings, duration=WARMUP_SECONDS)
-        with PeakRss(server.pid) as rss:
+        with PeakRss(server.pid) as rss, CpuTime(server.pid) as cpu:
             row.result = wrk.run(server.url, settings)
-        row.peak_mb = rss.peak_mb
+        row.peak_mb, row.cpu_seconds = rss.peak_mb, cpu.seconds
         print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {row.result.p99_ms:.2f} ms", flush=True)
     except ROW_ERRORS as exc:
         row.problem = f"{word}: {exc}"
@@ -101,6 +103,13 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
     def fpm() -> servers.Server:
         return once("php-fpm", lambda: servers.php_fpm(workdir))
 
+    made: list[tuple[str, str]] = []
+
+    def certificate() -> tuple[str, str]:
+        if not made:
+            made.append(servers.test_certificate(workdir))
+        return made[0]
+
     return [
         RowSpec("direct", "direct → nginx backend", backend, stop_after=False),
         RowSpec("haproxy", "HAProxy → nginx", lambda: servers.haproxy(workdir, backend().port)),
@@ -109,6 +118,10 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.director_http(workdir, backend().port), optional=True),
         RowSpec("director-2", "Director (2 workers, Redis) → nginx",
                 lambda: servers.director_http(workdir, backend().port, workers=2), optional=True),
+        RowSpec("haproxy-tls", "HAProxy, TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
+        RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
         RowSpec("daphne", "daphne hello-world (ceiling)", lambda: servers.daphne_hello(workdir)),
         RowSpec("nginx-fastcgi", "nginx fastcgi_pass → php-fpm",
                 lambda: servers.nginx_fastcgi(workdir, fpm().port)),
@@ -127,9 +140,14 @@ RATIOS = (
     ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
     ("Director 2 workers / 1 worker (req/s)", "director-2", "director", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
+    ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
+    ("TLS front: Director TLS / Director plain (req/s)", "director-tls", "director", "requests_per_sec"),
     ("php: Director / nginx fastcgi_pass (req/s)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
     ("php: Director 2 workers / nginx fastcgi_pass (req/s)", "director-fastcgi-2", "nginx-fastcgi", "requests_per_sec"),
 )
+
+
+CPU_NOTED = ("haproxy", "director", "haproxy-tls", "director-tls")  # rows whose CPU per request is noted
 
 
 def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
@@ -154,6 +172,9 @@ def table(rows: list[Row]) -> str:
     lines += ["", "| ratio | value |", "|---|---:|"]
     lines += [f"| {label} | {ratio(by_key, *keys)} |" for label, *keys in RATIOS]
     notes = [f"- row {n}: {row.note}" for n, row in enumerate(rows, 1) if row.note]
+    notes += [f"- row {n}: {row.cpu_seconds / row.result.requests * 1e6:.0f} µs of server CPU per request"
+              for n, row in enumerate(rows, 1) if row.key in CPU_NOTED and row.result and row.result.requests
+              and row.cpu_seconds is not None]
     notes += [f"- row {n} errors: {row.result.describe_errors()}"
               for n, row in enumerate(rows, 1) if row.result is not None and row.result.errors]
     return "\n".join(lines + ([""] + notes if notes else []))
