@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 
+import h2.events
 import pytest
 
 from tests.support.backends import http_backend, pattern_bytes
@@ -17,6 +18,7 @@ from tests.support.certs import make_certs
 from tests.support.config_files import app_config, toml_value
 from tests.support.director import Director
 from tests.support.fastcgi_servers import start_flup
+from tests.support.h2client import H2Client
 from tests.support.processes import require_binary
 from tests.support.waiting import free_port, wait_for
 
@@ -46,6 +48,7 @@ def director(backend, flup, tmp_path_factory):
     config = f"""
         [proxy]
         max_request_body = "64KiB"
+        header_timeout = 2
         tls_certificates = {toml_value([{"cert": cert, "key": key}])}
 
         [directors.app]
@@ -152,6 +155,28 @@ def test_h2_streams_run_concurrently_on_one_connection(director):
     assert [(v, s) for v, s, _ in lines] == [("2", "200")] * 6, result.stdout
     assert sum(int(c) for _, _, c in lines) == 1  # one connection carried all six
     assert elapsed < 5.5  # six 1 s answers one after the other would take 6 s
+
+
+def test_idle_h2_connection_gets_goaway_after_header_timeout(director):
+    with H2Client(director.tls_port) as client:
+        started = time.monotonic()
+        events = client.events_until(lambda e: isinstance(e, h2.events.ConnectionTerminated), timeout=15)
+        assert any(isinstance(e, h2.events.ConnectionTerminated) and e.error_code == 0 for e in events)
+        assert 1.5 < time.monotonic() - started < 10  # header_timeout = 2
+
+
+def test_a_client_that_stops_reading_holds_the_backend_back(director, backend):
+    """Back-pressure: the client never reopens its 64 KiB flow-control window, so Director
+    stops reading the backend's 64 MiB answer (a few socket buffers' worth go through)."""
+    before = backend.bytes_sent
+    with H2Client(director.tls_port) as client:
+        stream = client.request("GET", f"/bytes?size={64 * 1024 * 1024}&n=pressure")
+        client.events_until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream, 15)
+        client.events_until(lambda e: False, timeout=3)
+        held = backend.bytes_sent - before
+        assert 0 < held < 16 * 1024 * 1024, held
+        client.events_until(lambda e: False, timeout=1)
+        assert backend.bytes_sent - before < 16 * 1024 * 1024  # and it stays held
 
 
 def test_fastcgi_backend_sees_https_on_over_h2(director):

@@ -41,12 +41,12 @@ def backend():
 
 @pytest.fixture(scope="module")
 def director(certs, backend, tmp_path_factory):
-    tls_port = free_port()
+    tls_port, tls6_port = free_port(), free_port("::1")
     made = certs["made"]
     config = tls_config([made.localhost, made.backend_test, certs["wild"]], backend.port)
     d = Director(tmp_path_factory.mktemp("tls-listener"), config,
-                 extra_args=["--listen", f"tls://127.0.0.1:{tls_port}"]).start()
-    d.tls_port = tls_port
+                 extra_args=["--listen", f"tls://127.0.0.1:{tls_port}", "--listen", f"tls://[::1]:{tls6_port}"]).start()
+    d.tls_port, d.tls6_port = tls_port, tls6_port
     try:
         wait_for(lambda: d.get("/")[0] == 200, 15, what="backend online")
         yield d
@@ -74,9 +74,8 @@ def peer_names(port: int, server_name: str | None, context=None) -> tuple[str, .
                  .get_values_for_type(x509.DNSName))
 
 
-def https_get(port: int, path: str = "/", server_name: str = "localhost", context=None):
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=15, context=context or client_context())
-    conn._tunnel_host = None
+def https_get(port: int, path: str = "/", server_name: str = "localhost", context=None, host="127.0.0.1"):
+    conn = http.client.HTTPSConnection(host, port, timeout=15, context=context or client_context())
     try:
         conn.request("GET", path, headers={"Host": server_name})
         response = conn.getresponse()
@@ -112,6 +111,12 @@ def test_tls_1_1_is_refused(director):
     with socket.create_connection(("127.0.0.1", director.tls_port), timeout=10) as raw:
         with pytest.raises(ssl.SSLError):
             context.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_ipv6_tls_listener(director):
+    status, _, body = https_get(director.tls6_port, "/headers", host="::1")
+    assert status == 200
+    assert json.loads(body)["x-forwarded-proto"] == ["https"]
 
 
 def test_backend_sees_https_and_plain_listener_stays_http(director):
