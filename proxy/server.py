@@ -286,9 +286,16 @@ class DirectorServer(Server):
     def _sweep(self):
         """One periodic pass instead of a timer per request: time out overdue channels."""
         now = time.monotonic()
-        for channel in [c for c in self.channels if c.deadline is not None and c.deadline <= now]:
-            channel.timed_out()
-        reactor.callLater(self._sweep_interval, self._sweep)
+        try:
+            for channel in [c for c in self.channels if c.deadline is not None and c.deadline <= now]:
+                try:
+                    channel.timed_out()
+                except Exception:  # one broken connection must not stop every other timeout
+                    logger.exception("timing out a connection failed; aborting it")
+                    channel.deadline = None
+                    channel.transport.abortConnection()
+        finally:
+            reactor.callLater(self._sweep_interval, self._sweep)
 
     def create_application(self, protocol, scope):
         """daphne's, plus a done-callback so a failing management app is answered at once."""

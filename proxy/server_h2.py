@@ -21,7 +21,7 @@ import h2.errors
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web import _http2  # only for the H2Stream base class: its hooks are public methods
 
-from proxy.server_channel import DRAIN_IDLE_GRACE
+from proxy.server_channel import DRAIN_IDLE_GRACE, HEAD_LIMIT
 from proxy.twisted_compat import TwistedH2Connection
 
 logger = logging.getLogger("director.server")
@@ -45,9 +45,19 @@ class DirectorH2Stream(_http2.H2Stream):
         super().__init__(streamID, connection, headers, requestFactory, site, factory)
         self.registerProducer(_FlowGate(self), True)
 
-    def check_announced_length(self) -> None:
-        """413 for a Content-Length over max_request_body, before any body byte is read."""
-        length = self._request.requestHeaders.getRawHeaders(b"content-length")
+    def check_head(self) -> None:
+        """The HTTP/1.1 limits on a stream's head, before any body byte is read: 431 for a
+        head over HEAD_LIMIT (counted as its HTTP/1.1 form), 413 for a Content-Length over
+        max_request_body. A CONNECT has no :path; it gets an empty one, and then 405."""
+        if self.path is None:
+            self.path = b""
+        headers = self._request.requestHeaders
+        size = len(self.command or b"") + len(self.path) + sum(
+            len(name) + len(value) + 4 for name, values in headers.getAllRawHeaders() for value in values)
+        if size > HEAD_LIMIT:
+            self.reject(431)
+            return
+        length = headers.getRawHeaders(b"content-length")
         if length and length[-1].isdigit() and int(length[-1]) > self.factory.max_request_body:
             self.reject(413)
 
@@ -167,7 +177,7 @@ class DirectorH2Connection(TwistedH2Connection):
             self.deadline = None
 
     def stream_started(self, stream) -> None:
-        stream.check_announced_length()
+        stream.check_head()
 
     def resumeProducing(self):
         super().resumeProducing()

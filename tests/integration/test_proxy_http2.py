@@ -157,6 +157,15 @@ def test_h2_streams_run_concurrently_on_one_connection(director):
     assert elapsed < 5.5  # six 1 s answers one after the other would take 6 s
 
 
+def test_h2_head_limits_and_methods_match_http11(director):
+    with H2Client(director.tls_port) as client:
+        assert client.status_of(client.request("CONNECT", None, authority="example.test:443")) == 405
+        assert client.status_of(client.request("TRACE", "/")) == 405
+        big = [("x-big-%d" % n, "v" * 4000) for n in range(5)]  # 20 KB of head: over 16 KiB
+        assert client.status_of(client.request("GET", "/", extra=big)) == 431
+        assert client.status_of(client.request("GET", "/")) == 200  # the connection goes on
+
+
 def test_idle_h2_connection_gets_goaway_after_header_timeout(director):
     with H2Client(director.tls_port) as client:
         started = time.monotonic()

@@ -36,9 +36,13 @@ class H2Client:
     def __exit__(self, *exc) -> None:
         self.sock.close()
 
-    def request(self, method: str, path: str, authority: str = "app", end: bool = True) -> int:
+    def request(self, method: str, path: str | None, authority: str = "app", end: bool = True, extra=()) -> int:
+        """Send a request's head (path None: a CONNECT's, without :path and :scheme)."""
         stream = self.conn.get_next_available_stream_id()
-        headers = [(":method", method), (":path", path), (":scheme", "https"), (":authority", authority)]
+        headers = [(":method", method)]
+        if path is not None:
+            headers += [(":path", path), (":scheme", "https")]
+        headers += [(":authority", authority), *extra]
         self.conn.send_headers(stream, headers, end_stream=end)
         self._flush()
         return stream
@@ -66,6 +70,15 @@ class H2Client:
                     return seen
             self._flush()
         return seen
+
+    def status_of(self, stream: int, timeout: float = 15) -> int:
+        """The :status of `stream`'s response."""
+        events = self.events_until(lambda e: isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream,
+                                   timeout)
+        for event in events:
+            if isinstance(event, h2.events.ResponseReceived) and event.stream_id == stream:
+                return int(dict(event.headers)[b":status"])
+        raise AssertionError(f"no response on stream {stream}: {events}")
 
     def _flush(self) -> None:
         pending = self.conn.data_to_send()
