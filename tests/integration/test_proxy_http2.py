@@ -13,6 +13,7 @@ import time
 import h2.events
 import pytest
 
+from tests.integration.test_proxy_faults import live_only
 from tests.support.backends import http_backend, pattern_bytes
 from tests.support.certs import make_certs
 from tests.support.config_files import app_config, toml_value
@@ -41,7 +42,14 @@ def flup(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def director(backend, flup, tmp_path_factory):
+def resetting():
+    """Answers health checks, resets every live request."""
+    with live_only("reset") as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def director(backend, flup, resetting, tmp_path_factory):
     work = tmp_path_factory.mktemp("http2")
     cert, key = make_certs(work / "certs").localhost
     tls_port = free_port()
@@ -64,9 +72,18 @@ def director(backend, flup, tmp_path_factory):
         health_check_success_threshold = 1
         backends = {{ f = {{ url = "fastcgi://127.0.0.1:{flup.port}", health_check_interval = 0.5 }} }}
 
+        [directors.retry]
+        scheduler = "chance"
+        health_check_success_threshold = 1
+        backends = {{ m = {{ url = "{resetting.url}", health_check_interval = 0.2 }}, good = "http://127.0.0.1:{backend.port}" }}
+
         [[routes]]
         host = "off"
         pass = "off"
+
+        [[routes]]
+        host = "retry"
+        pass = "retry"
 
         [[routes]]
         host = "fcgi"
@@ -81,6 +98,7 @@ def director(backend, flup, tmp_path_factory):
     try:
         wait_for(lambda: d.get("/", headers={"Host": "app"})[0] == 200, 15, what="backend online")
         wait_for(lambda: d.get("/", headers={"Host": "fcgi"})[0] == 200, 15, what="flup online")
+        wait_for(lambda: "director retry: backend m is now online" in d.output(), 15, what="retry/m online")
         yield d
     finally:
         d.stop()
@@ -134,6 +152,12 @@ def test_h2_statuses_no_route_404_and_disabled_director_503_with_retry_after(dir
     result = curl(director, "-D", "-", host="off")
     assert answer(result)[:2] == ("2", 503)
     assert b"\nretry-after: 7\r\n" in result.stdout
+
+
+def test_h2_request_is_retried_on_another_backend(director, resetting):
+    version, status, body = answer(curl(director, host="retry"))
+    assert (version, status, body) == ("2", 200, b"b1")
+    assert resetting.live_requests == 1  # "chance" tried m first; it reset, the retry went to good
 
 
 def test_h2_large_response_streams_completely(director):
