@@ -118,10 +118,6 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.director_http(workdir, backend().port), optional=True),
         RowSpec("director-2", "Director (2 workers, Redis) → nginx",
                 lambda: servers.director_http(workdir, backend().port, workers=2), optional=True),
-        RowSpec("haproxy-tls", "HAProxy, TLS front (HTTP/1.1 keep-alive) → nginx",
-                lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
-        RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
-                lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
         RowSpec("daphne", "daphne hello-world (ceiling)", lambda: servers.daphne_hello(workdir)),
         RowSpec("nginx-fastcgi", "nginx fastcgi_pass → php-fpm",
                 lambda: servers.nginx_fastcgi(workdir, fpm().port)),
@@ -129,6 +125,10 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.director_fastcgi(workdir, fpm().port), optional=True),
         RowSpec("director-fastcgi-2", "Director (2 workers, Redis) → php-fpm",
                 lambda: servers.director_fastcgi(workdir, fpm().port, workers=2), optional=True),
+        RowSpec("haproxy-tls", "HAProxy, TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
+        RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
     ]
 
 
