@@ -36,6 +36,7 @@ class DirectorH2Stream(_http2.H2Stream):
     lost = False
     persistent = True  # HTTP/2 has no Connection: close; respond_error() may set it, harmlessly
     body_complete = False  # the client ended its side of the stream
+    reset_sent = False  # close() reset the stream
 
     def __init__(self, streamID, connection, headers, requestFactory, site, factory):
         self.scope_client, self.scope_server = connection.scope_client, connection.scope_server
@@ -94,9 +95,9 @@ class DirectorH2Stream(_http2.H2Stream):
 
     def close(self) -> None:
         """End a response that cannot complete: reset the stream (the client sees an error)."""
-        if self.lost:
+        if self.lost or self.reset_sent or self.streamID not in self._conn.streams:
             return
-        self.closing = True
+        self.closing = self.reset_sent = True
         self.abortConnection()
 
     def writeHeaders(self, version, code, reason, headers):
@@ -185,7 +186,7 @@ class DirectorH2Connection(TwistedH2Connection):
             stream.wake_writer()
 
     def stream_finished(self, stream) -> None:
-        if not stream.body_complete and not stream.lost:
+        if not (stream.body_complete or stream.lost or stream.reset_sent):
             # answered before the client finished sending: tell it to stop (RFC 9113 8.1)
             self.conn.reset_stream(stream.streamID, h2.errors.ErrorCodes.NO_ERROR)
             self._tryToWriteControlData()

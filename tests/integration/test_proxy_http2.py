@@ -14,7 +14,7 @@ import h2.events
 import pytest
 
 from tests.integration.test_proxy_faults import live_only
-from tests.support.backends import http_backend, pattern_bytes
+from tests.support.backends import http_backend, misbehaving_backend, pattern_bytes
 from tests.support.certs import make_certs
 from tests.support.config_files import app_config, toml_value
 from tests.support.director import Director
@@ -49,7 +49,14 @@ def resetting():
 
 
 @pytest.fixture(scope="module")
-def director(backend, flup, resetting, tmp_path_factory):
+def truncating():
+    """Announces 100 body bytes, sends 10, closes."""
+    with misbehaving_backend("short-content-length") as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def director(backend, flup, resetting, truncating, tmp_path_factory):
     work = tmp_path_factory.mktemp("http2")
     cert, key = make_certs(work / "certs").localhost
     tls_port = free_port()
@@ -84,6 +91,10 @@ def director(backend, flup, resetting, tmp_path_factory):
         [[routes]]
         host = "retry"
         pass = "retry"
+
+        [[routes]]
+        host = "truncated"
+        http = "127.0.0.1:{truncating.port}"
 
         [[routes]]
         host = "fcgi"
@@ -158,6 +169,15 @@ def test_h2_request_is_retried_on_another_backend(director, resetting):
     version, status, body = answer(curl(director, host="retry"))
     assert (version, status, body) == ("2", 200, b"b1")
     assert resetting.live_requests == 1  # "chance" tried m first; it reset, the retry went to good
+
+
+def test_a_backend_failing_mid_response_resets_the_stream_not_the_connection(director):
+    with H2Client(director.tls_port) as client:
+        broken = client.request("GET", "/", authority="truncated")
+        events = client.events_until(lambda e: isinstance(e, (h2.events.StreamReset, h2.events.StreamEnded))
+                                     and e.stream_id == broken, 15)
+        assert isinstance(events[-1], h2.events.StreamReset)  # never an answer that looks complete
+        assert client.status_of(client.request("GET", "/")) == 200  # the connection goes on
 
 
 def test_h2_large_response_streams_completely(director):
