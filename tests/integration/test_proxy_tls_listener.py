@@ -17,7 +17,7 @@ from tests.support.backends import http_backend
 from tests.support.certs import make_certs, make_leaf
 from tests.support.config_files import app_config
 from tests.support.director import Director
-from tests.support.waiting import free_port, wait_for
+from tests.support.waiting import free_port, port_open, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -165,5 +165,34 @@ def test_certificates_reload_on_sighup_for_new_connections_only(certs, backend, 
         old.request("GET", "/", headers={"Host": "localhost"})  # the old connection goes on
         assert old.getresponse().read() == b"b1"
         old.close()
+    finally:
+        d.stop()
+
+
+def test_a_reload_adds_a_tls_listener_and_a_broken_certificate_changes_nothing(certs, backend, tmp_path):
+    made = certs["made"]
+    cert_path, key_path = tmp_path / "live.pem", tmp_path / "live.key"
+    shutil.copy(made.localhost[0], cert_path)
+    shutil.copy(made.localhost[1], key_path)
+    d = Director(tmp_path / "proxy", "")
+    tls_port = free_port()
+    plain = {"listen": [f"127.0.0.1:{d.port}"], "admin_listen": f"127.0.0.1:{d.admin_port}"}
+    d.config_path.write_text(app_config(proxy=plain, b1=backend.port))
+    d.listen_flags = False
+    d.start()
+    try:
+        wait_for(lambda: d.get("/")[0] == 200, 15, what="backend online")
+        with_tls = {**plain, "listen": [*plain["listen"], f"tls://127.0.0.1:{tls_port}"],
+                    "tls_certificates": [{"cert": str(cert_path), "key": str(key_path)}]}
+        d.config_path.write_text(app_config(proxy=with_tls, b1=backend.port))
+        os.kill(d.process.pid, signal.SIGHUP)
+        wait_for(lambda: port_open("127.0.0.1", tls_port), 15, what="the new TLS listener")
+        assert https_get(tls_port)[2] == b"b1"
+        key_path.write_text("not a key")  # a renewal gone wrong
+        os.kill(d.process.pid, signal.SIGHUP)
+        wait_for(lambda: "nothing changed" in d.output(), 15, what="the reload to be refused")
+        assert f"proxy.tls_certificates: [0].key {key_path}: not a PEM private key" in d.output()
+        assert peer_names(tls_port, "localhost") == ("localhost",)  # the running certificate stays
+        assert https_get(tls_port)[2] == b"b1"
     finally:
         d.stop()
