@@ -8,8 +8,9 @@ are the HTTP/1.1 ones, and backends still get HTTP/1.1 or FastCGI. Back-pressure
 response waits in `drain()` while the stream's flow-control window is used up or the
 socket's buffer is full, and a stream that stays blocked for `send_timeout` is reset.
 
-A connection with no open stream closes after `header_timeout`; a stopping server lets
-open streams finish, then sends GOAWAY and closes.
+A connection with no open stream closes after `header_timeout`, and a stream whose request
+body stops for `header_timeout` gets 408 (as on HTTP/1.1, every body chunk earns another);
+a stopping server lets open streams finish, then sends GOAWAY and closes.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ class DirectorH2Stream(_http2.H2Stream):
     persistent = True  # HTTP/2 has no Connection: close; respond_error() may set it, harmlessly
     body_complete = False  # the client ended its side of the stream
     reset_sent = False  # close() reset the stream
+    body_deadline: float | None = None  # the next body byte is due by then (monotonic), else 408
 
     def __init__(self, streamID, connection, headers, requestFactory, site, factory):
         self.scope_client, self.scope_server = connection.scope_client, connection.scope_server
@@ -45,6 +47,7 @@ class DirectorH2Stream(_http2.H2Stream):
         self._flow_blocked = False
         super().__init__(streamID, connection, headers, requestFactory, site, factory)
         self.registerProducer(_FlowGate(self), True)
+        self.body_deadline = time.monotonic() + factory.header_timeout  # cleared when the client ends the stream
 
     def check_head(self) -> None:
         """The HTTP/1.1 limits on a stream's head, before any body byte is read: 431 for a
@@ -91,6 +94,7 @@ class DirectorH2Stream(_http2.H2Stream):
         if self.closing or self.lost:
             return
         self.closing = True
+        self.body_deadline = None
         self._request.respond_error(status)
 
     def close(self) -> None:
@@ -111,10 +115,12 @@ class DirectorH2Stream(_http2.H2Stream):
         if self.closing:  # answered already: the rest of the body only gives its credit back
             self._conn.openStreamWindow(self.streamID, flowControlledLength)
             return
+        self.body_deadline = time.monotonic() + self.factory.header_timeout  # as HTTP/1.1: per chunk
         super().receiveDataChunk(data, flowControlledLength)
 
     def requestComplete(self):
         self.body_complete = True
+        self.body_deadline = None
         if not self.closing:
             super().requestComplete()
 
@@ -175,7 +181,12 @@ class DirectorH2Connection(TwistedH2Connection):
     def dataReceived(self, data):
         super().dataReceived(data)
         if self.streams:
-            self.deadline = None
+            self._deadline_from(self.streams.values())
+
+    def _deadline_from(self, streams) -> None:
+        """The earliest body deadline of `streams` (None: none is waiting for its body)."""
+        due = [s.body_deadline for s in streams if s.body_deadline is not None]
+        self.deadline = min(due) if due else None
 
     def stream_started(self, stream) -> None:
         stream.check_head()
@@ -190,19 +201,28 @@ class DirectorH2Connection(TwistedH2Connection):
             # answered before the client finished sending: tell it to stop (RFC 9113 8.1)
             self.conn.reset_stream(stream.streamID, h2.errors.ErrorCodes.NO_ERROR)
             self._tryToWriteControlData()
-        if len(self.streams) == 1:  # this was the last one
-            if self.draining:
-                self.server.loop.call_soon(self.close)
-            else:
-                self._idle_from_now()
+        others = [s for s in self.streams.values() if s is not stream]
+        if others:
+            self._deadline_from(others)
+        elif self.draining:
+            self.server.loop.call_soon(self.close)
+        else:
+            self._idle_from_now()
 
     def _idle_from_now(self) -> None:
         self.deadline = time.monotonic() + self.factory.header_timeout
 
     def timed_out(self):
-        """No stream for header_timeout (or for the drain grace): GOAWAY and close."""
+        """No stream for header_timeout (or for the drain grace): GOAWAY and close. A stream
+        whose body stalled for header_timeout: 408 on that stream."""
         if not self.streams:
             self.close()
+            return
+        now = time.monotonic()
+        for stream in list(self.streams.values()):
+            if stream.body_deadline is not None and stream.body_deadline <= now:
+                stream.reject(408)
+        self._deadline_from(self.streams.values())
 
     def close_when_done(self):
         """The server is stopping: streams in flight finish, then GOAWAY and close."""

@@ -210,6 +210,15 @@ def test_h2_head_limits_and_methods_match_http11(director):
         assert client.status_of(client.request("GET", "/")) == 200  # the connection goes on
 
 
+def test_h2_stalled_request_body_gets_408_and_the_connection_goes_on(director):
+    with H2Client(director.tls_port) as client:
+        started = time.monotonic()
+        stalled = client.request("POST", "/echo", end=False, extra=[("content-length", "10")])
+        assert client.status_of(stalled) == 408
+        assert 1.5 < time.monotonic() - started < 10  # header_timeout = 2
+        assert client.status_of(client.request("GET", "/")) == 200
+
+
 def test_idle_h2_connection_gets_goaway_after_header_timeout(director):
     with H2Client(director.tls_port) as client:
         started = time.monotonic()
