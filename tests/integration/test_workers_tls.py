@@ -17,6 +17,7 @@ from tests.support.director import Director
 from tests.support.processes import require_binary
 from tests.support.shared_services import postgres_database, redis_url
 from tests.support.waiting import free_port, wait_for
+from tests.support.workers import every_worker_sees
 
 
 def test_two_workers_serve_tls_and_reload_the_certificate(tmp_path):
@@ -34,7 +35,8 @@ def test_two_workers_serve_tls_and_reload_the_certificate(tmp_path):
         director.start()
         try:
             wait_for(lambda: len(worker_pids(director.process.pid)) == 2, 20, what="two workers")
-            wait_for(lambda: https_get(tls_port)[0] == 200, 20, what="the backend through TLS")
+            wait_for(lambda: every_worker_sees(director, 2, {"b1": "online"}), 30,
+                     what="every worker to see the backend online")
             assert all(https_get(tls_port)[2] == b"b1" for _ in range(30))
             curl = require_binary("curl", "curl")
             h2 = subprocess.run([curl, "--http2", "-k", "-sS", "-w", r"\n%{http_version}",
