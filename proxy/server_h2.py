@@ -52,10 +52,14 @@ class DirectorH2Stream(_http2.H2Stream):
     def check_head(self) -> None:
         """The HTTP/1.1 limits on a stream's head, before any body byte is read: 431 for a
         head over HEAD_LIMIT (counted as its HTTP/1.1 form), 413 for a Content-Length over
-        max_request_body. A CONNECT has no :path; it gets an empty one, and then 405."""
+        max_request_body. A CONNECT has no :path; it gets an empty one, and then 405. One
+        Host field goes on, even when the client sent one besides :authority."""
         if self.path is None:
             self.path = b""
         headers = self._request.requestHeaders
+        hosts = headers.getRawHeaders(b"host")
+        if hosts and len(hosts) > 1:  # :authority and a Host field (h2 checked they are equal)
+            headers.setRawHeaders(b"host", hosts[:1])
         size = len(self.command or b"") + len(self.path) + sum(
             len(name) + len(value) + 4 for name, values in headers.getAllRawHeaders() for value in values)
         if size > HEAD_LIMIT:

@@ -210,6 +210,15 @@ def test_h2_head_limits_and_methods_match_http11(director):
         assert client.status_of(client.request("GET", "/")) == 200  # the connection goes on
 
 
+def test_h2_authority_and_host_field_reach_the_backend_as_one_host(director):
+    """(h2 refuses a Host that differs from :authority, RFC 9113 8.3.1; an equal one is allowed.)"""
+    with H2Client(director.tls_port) as client:
+        stream = client.request("GET", "/headers", authority="app", extra=[("host", "app")])
+        events = client.events_until(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == stream, 15)
+    body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream)
+    assert json.loads(body)["host"] == ["app"]
+
+
 def test_h2_stalled_request_body_gets_408_and_the_connection_goes_on(director):
     with H2Client(director.tls_port) as client:
         started = time.monotonic()
