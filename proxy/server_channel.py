@@ -5,7 +5,9 @@ DESIGN.md lists under "daphne: what it does to a proxy": every parse failure (40
 431, 408) gets a small plain-text answer and a lingering close instead of a dropped
 connection; `header_timeout` runs from a request's first byte (swept by the server, no
 per-request timer); and `drain()` makes the application wait while the client's send
-buffer is full. The request objects (`proxy.server_protocol`) build on it.
+buffer is full. The request objects (`proxy.server_protocol`) build on it. On a TLS
+listener the same channel serves HTTP/1.1, and hands a connection whose client chose `h2`
+by ALPN to `proxy.server_h2` at its first byte.
 """
 from __future__ import annotations
 
@@ -349,7 +351,8 @@ class ListenerFactory(HTTPFactory):
         self.timeOut = None
 
     def buildProtocol(self, addr):
-        """A bare DirectorChannel: no TLS/ALPN wrapper, so no HTTP/2 switching to proxy."""
+        """A bare DirectorChannel, without Twisted's protocol-switching wrapper: over TLS the
+        channel hands a connection that negotiated h2 to `h2_protocol` itself."""
         channel = http.HTTPFactory.buildProtocol(self, addr)
         channel.requestFactory = self.request_class
         return channel
