@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 import daphne  # noqa: E402
 
 from bench import servers, slowreader, wrk  # noqa: E402
-from bench.cputime import tree_cpu_seconds  # noqa: E402
+from bench.cpu import CpuTime  # noqa: E402
 from bench.hello_asgi import BODY  # noqa: E402
 from bench.rss import PeakRss  # noqa: E402
 
@@ -74,12 +74,10 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
         if body != BODY:
             row.note = f"body differs from the backend's: {body[:60]!r}"
         wrk.run(server.url, settings, duration=WARMUP_SECONDS)
-        cpu_before = tree_cpu_seconds(server.pid)
-        with PeakRss(server.pid) as rss:
+        with PeakRss(server.pid) as rss, CpuTime(server.pid) as cpu:
             row.result = wrk.run(server.url, settings)
-        cpu = tree_cpu_seconds(server.pid) - cpu_before
         row.peak_mb = rss.peak_mb
-        row.cpu_us_per_request = cpu / row.result.requests * 1e6 if row.result.requests else None
+        row.cpu_us_per_request = cpu.seconds / row.result.requests * 1e6 if row.result.requests else None
         print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {row.result.p99_ms:.2f} ms, "
               f"{row.cpu_us_per_request or 0:.1f} µs CPU/request", flush=True)
     except ROW_ERRORS as exc:
@@ -108,6 +106,13 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
         """A php-fpm pool per front (nginx keeps FastCGI connections that hold its children)."""
         return once(f"php-fpm-{owner}", lambda: servers.php_fpm(workdir, f"php-fpm-{owner}"))
 
+    made: list[tuple[str, str]] = []
+
+    def certificate() -> tuple[str, str]:
+        if not made:
+            made.append(servers.test_certificate(workdir))
+        return made[0]
+
     return [
         RowSpec("direct", "direct → nginx backend", backend, stop_after=False),
         RowSpec("haproxy", "HAProxy → nginx", lambda: servers.haproxy(workdir, backend().port)),
@@ -125,6 +130,10 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.director_fastcgi(workdir, fpm("director").port), optional=True),
         RowSpec("director-fastcgi-2", "Director (2 workers, Redis) → php-fpm",
                 lambda: servers.director_fastcgi(workdir, fpm("director").port, workers=2), optional=True),
+        RowSpec("haproxy-tls", "HAProxy, TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
+        RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
     ]
 
 
@@ -138,6 +147,9 @@ RATIOS = (
     ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
     ("Director 2 workers / 1 worker (req/s; SPEC §14: >= 1.6)", "director-2", "director", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
+    ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
+    ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
+    ("TLS front: Director TLS / Director plain (req/s)", "director-tls", "director", "requests_per_sec"),
     ("php: Director / nginx fastcgi_pass (req/s; SPEC §14: >= 0.45)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
     ("php: Director 2 workers / nginx fastcgi_pass (req/s)", "director-fastcgi-2", "nginx-fastcgi", "requests_per_sec"),
 )

@@ -233,7 +233,7 @@ class TrafficRequest(RequestMixin, http.Request):
             "path": unquote(self.path.decode("ascii")),
             "raw_path": self.path,
             "root_path": "",
-            "scheme": "http",
+            "scheme": channel.scheme,
             "query_string": self.query_string,
             "headers": headers,
             "client": channel.scope_client,

@@ -162,6 +162,7 @@ class Command(BaseCommand):
             server_name=settings.pseudonym,
             sockets=inherited_sockets(),
             shutdown_timeout=settings.shutdown_timeout,
+            tls_certificates=settings.load_tls(),
         )
 
 
