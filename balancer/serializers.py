@@ -23,8 +23,6 @@ class RuleField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and "\x00" in data:
-            raise serializers.ValidationError("must not contain NUL characters")
         try:
             return self.rule.clean(data)
         except ValueError as exc:
@@ -46,18 +44,14 @@ class RuleFieldSchema(OpenApiSerializerFieldExtension):
         if rule.kind == "choice":
             return {"type": "string", "enum": list(rule.choices)}
         if rule.kind == "str":
-            schema = {"type": "string"}
-            if rule == validation.NAME_RULE:  # fields hold deep copies of their rule
-                schema["pattern"] = f"^{validation.NAME_PATTERN.pattern}$"
+            schema = {"type": "string", "maxLength": rule.max_length}
+            if rule.pattern:
+                schema["pattern"] = rule.pattern
+            if rule.pattern or rule.check is validation.check_name:
+                schema["minLength"] = 1
             return schema
-        schema = {"type": "integer" if rule.kind == "int" else "number"}
-        if rule.minimum is not None:
-            schema["minimum"] = rule.minimum
-            if rule.exclusive:
-                schema["exclusiveMinimum"] = True
-        if rule.maximum is not None:
-            schema["maximum"] = rule.maximum
-        return schema
+        return {"type": "integer" if rule.kind == "int" else "number",
+                "minimum": rule.minimum, "maximum": rule.maximum}
 
 
 def rule_fields(rules: dict[str, validation.Rule], *, read_only: bool = False, required=()) -> dict:
