@@ -23,6 +23,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "balancer.api_json.ApiJsonMiddleware",  # first: it sees every answer, and makes those under /api/ JSON
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -32,6 +33,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+CSRF_FAILURE_VIEW = "balancer.api_json.csrf_failure"
 ROOT_URLCONF = "director_site.urls"
 ASGI_APPLICATION = "director_site.asgi.application"
 
