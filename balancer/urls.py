@@ -9,7 +9,7 @@ enable/disable answer with and without a trailing slash; only the SPEC form is i
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
 
-from . import api, api_docs, api_errors, haproxy_csv, metrics, route_api, status
+from . import api, api_docs, api_errors, audit_api, haproxy_csv, metrics, route_api, status
 
 API = "api/v1/"
 BACKEND = API + "directors/<str:director>/backends/<str:backend>/"
@@ -26,7 +26,7 @@ urlpatterns = [
     path(BACKEND + "disable/", api.BackendDisable.as_view(schema=None)),
     path(API + "routes/", route_api.RouteList.as_view(), name="api-route-list"),
     path(API + "routes/<str:route>/", route_api.RouteDetail.as_view(), name="api-route-detail"),
-    path(API + "audit/", api.AuditList.as_view(), name="api-audit-list"),
+    path(API + "audit/", audit_api.AuditList.as_view(), name="api-audit-list"),
     path(API + "schema/", api_docs.SchemaView.as_view(), name="api-schema"),
     path(API + "docs/", api_docs.DocsView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/(?P<rest>.*)$", api_errors.unknown_api_path, name=api_errors.UNKNOWN_API_PATH),

@@ -24,7 +24,7 @@ OPERATIONS = {
     (BACKEND, "delete"): {"202", "404"},
     (BACKEND + "enable", "post"): {"200", "404"},
     (BACKEND + "disable", "post"): {"200", "404"},
-    ("/api/v1/audit/", "get"): {"200"},
+    ("/api/v1/audit/", "get"): {"200", "400"},
     ("/api/v1/routes/", "get"): {"200"},
     ("/api/v1/routes/", "post"): {"201", "400"},
     ("/api/v1/routes/{route}/", "get"): {"200", "404"},
