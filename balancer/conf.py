@@ -18,6 +18,8 @@ from django.core.signals import setting_changed
 
 from proxy.addresses import ListenAddress, parse_listen
 
+from .admin_hosts import parse_admin_hosts
+
 DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:8080"],
     "admin_listen": "127.0.0.1:8081",
@@ -28,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "health_monitor": True,
     "shutdown_timeout": 30,
+    "admin_hosts": None,  # None: the admin listen address, localhost and 127.0.0.1
 }
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
@@ -111,6 +114,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "workers": _parse_workers,
     "health_monitor": _parse_bool,
     "shutdown_timeout": _parse_seconds,
+    "admin_hosts": parse_admin_hosts,
 }
 
 
@@ -187,6 +191,7 @@ class ProxySettings:
     workers: int
     health_monitor: bool
     shutdown_timeout: float
+    admin_hosts: tuple[str, ...] | None = None
 
     @classmethod
     def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":

@@ -16,6 +16,7 @@ from asgiref.sync import sync_to_async
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
 
+from . import admin_hosts
 from .reload import ReloadError, read_config, store_config
 
 log = logging.getLogger("director.proxy")
@@ -75,6 +76,7 @@ class InProcessReload:
             return False
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
+        admin_hosts.apply(settings)
         self.settings = settings
         log.info("reload: %s applied: %d directors, %d routes", self.path, len(self.service.plane.directors),
                  len(self.service.plane.routes))

@@ -5,7 +5,8 @@ BASE_DIR = env.REPO_DIR
 DATA_DIR = env.data_dir()
 SECRET_KEY = env.secret_key(DATA_DIR)
 DEBUG = False
-ALLOWED_HOSTS = ["*"]
+# runproxy replaces these with `[proxy] admin_hosts` (balancer.admin_hosts)
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -25,6 +26,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "balancer.api_json.ApiJsonMiddleware",  # first: it sees every answer, and makes those under /api/ JSON
     "django.middleware.security.SecurityMiddleware",
+    "balancer.admin_hosts.OriginMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

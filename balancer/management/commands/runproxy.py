@@ -35,6 +35,7 @@ class Command(BaseCommand):
         except AdapterMismatch as exc:
             self._fail(str(exc))
 
+        from balancer import admin_hosts
         from balancer.reload import ReloadError, config_path
         from balancer.worker_stats import worker_index
         from proxy.service import StartupError
@@ -45,6 +46,7 @@ class Command(BaseCommand):
         supervisor = server = None
         try:
             config, settings = _read(path, overrides)
+            admin_hosts.apply(settings)
             if settings.workers > 1 and worker_index() is None:
                 supervisor = self._supervisor(path, overrides, config, settings)
             else:
