@@ -12,10 +12,26 @@ REPO_DIR = Path(__file__).resolve().parent.parent
 
 
 def data_dir() -> Path:
-    """`DIRECTOR_DATA_DIR`, default `<repo>/var/`; created if missing."""
+    """`DIRECTOR_DATA_DIR`, default `<repo>/var/`; created if missing, for its owner only
+    (it holds the secret key and the configuration snapshot)."""
     path = Path(os.environ.get("DIRECTOR_DATA_DIR") or REPO_DIR / "var")
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        path.chmod(0o700)
     return path
+
+
+def private_sqlite_file(settings: dict) -> None:
+    """Create a missing SQLite database file readable by its owner only, before SQLite would
+    create it with the umask's mode (its journal and WAL files take the database's mode)."""
+    name = str(settings.get("NAME", ""))
+    if not settings["ENGINE"].endswith("sqlite3") or name in ("", ":memory:") or not os.path.isdir(
+            os.path.dirname(name) or "."):
+        return
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def secret_key(directory: Path) -> str:

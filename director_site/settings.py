@@ -55,11 +55,18 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database_from_url(env.database_url())}
+env.private_sqlite_file(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = env.channel_layers()
 CACHES = env.caches()
 
-AUTH_PASSWORD_VALIDATORS = []
+# Checked by the admin's password forms, changepassword, createsuperuser and ensureadmin.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
