@@ -19,6 +19,11 @@ class Command(BaseCommand):
     help = "Serve the proxy (traffic listeners) and the management listener on daphne."
     requires_system_checks = []
 
+    def get_version(self) -> str:
+        from director_site.version import describe
+
+        return describe()
+
     def add_arguments(self, parser):
         parser.add_argument("--config", default=None, help="config file (default $DIRECTOR_CONFIG, else ./director.toml)")
         parser.add_argument("--listen", action="append", default=None, metavar="ADDR",
