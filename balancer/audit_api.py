@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 
 from django.utils import dateparse, timezone
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics
 from rest_framework.exceptions import ValidationError
@@ -26,6 +25,7 @@ TEXT_FILTERS = {"actor": ("actor", 200), "director": ("director_name", 64), "bac
                 "action": ("action", 64)}
 TIME_FILTERS = {"since": "at__gte", "until": "at__lt"}
 DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET = 50, 500, 2**31 - 1
+TIME_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][^\\u0000-\\u001f\\u007f]*)?$"
 PAGE_PARAMETERS = {"limit": (1, MAX_LIMIT), "offset": (0, MAX_OFFSET)}
 ALLOWED = (*TEXT_FILTERS, *TIME_FILTERS, *PAGE_PARAMETERS, "format")
 _FILTER_HELP = {"actor": "who made the change, e.g. `api:ops` or `admin:admin`", "director": "a director's name",
@@ -76,6 +76,13 @@ def audit_filters(params) -> dict:
     return filters
 
 
+def _parameter_schema(name: str) -> dict:
+    """A text filter: its length and no control characters; a time: ISO 8601's date first."""
+    if name in TIME_FILTERS:
+        return {"type": "string", "pattern": TIME_PATTERN, "maxLength": 64}
+    return {"type": "string", "pattern": validation.TEXT_PATTERN, "maxLength": TEXT_FILTERS[name][1]}
+
+
 class AuditPagination(LimitOffsetPagination):
     """`limit` (default 50, at most 500) and `offset`, checked by `audit_filters` before use."""
 
@@ -100,8 +107,8 @@ class AuditList(generics.ListAPIView):
         return AuditRecord.objects.filter(**audit_filters(self.request.query_params)).order_by("-at", "-id")
 
     @extend_schema(
-        parameters=[OpenApiParameter(name, OpenApiTypes.DATETIME if name in TIME_FILTERS else OpenApiTypes.STR,
-                                     description=help_text) for name, help_text in _FILTER_HELP.items()],
+        parameters=[OpenApiParameter(name, _parameter_schema(name), description=help_text)
+                    for name, help_text in _FILTER_HELP.items()],
         responses={200: AuditRecordSerializer(many=True), **error_responses(400)})
     def get(self, request, *args, **kwargs):
         return super().get(request, *args, **kwargs)

@@ -39,7 +39,8 @@ _ID = re.compile(r"[0-9]{1,19}")
 def _write_fields() -> dict:
     fields = {"priority": RuleField(validation.PRIORITY_RULE, required=False, help_text=_HELP["priority"])}
     for name, limit in validation.ROUTE_TEXT_LIMITS.items():
-        fields[name] = RuleField(validation.Rule("str", max_length=limit), required=False, allow_null=True, help_text=_HELP[name])
+        rule = validation.Rule("str", max_length=limit, pattern=validation.ROUTE_PATTERNS.get(name))
+        fields[name] = RuleField(rule, required=False, allow_null=True, help_text=_HELP[name])
     return fields
 
 

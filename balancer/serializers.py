@@ -6,6 +6,8 @@ Reads are built from prefetched rows plus the data plane's live figures (`balanc
 """
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
@@ -44,10 +46,9 @@ class RuleFieldSchema(OpenApiSerializerFieldExtension):
         if rule.kind == "choice":
             return {"type": "string", "enum": list(rule.choices)}
         if rule.kind == "str":
-            schema = {"type": "string", "maxLength": rule.max_length}
-            if rule.pattern:
-                schema["pattern"] = rule.pattern
-            if rule.pattern or rule.check is validation.check_name:
+            pattern = rule.pattern or validation.TEXT_PATTERN
+            schema = {"type": "string", "maxLength": rule.max_length, "pattern": pattern}
+            if not re.search(pattern, ""):  # the pattern needs a character: say so plainly too
                 schema["minLength"] = 1
             return schema
         return {"type": "integer" if rule.kind == "int" else "number",

@@ -56,6 +56,16 @@ def check_server_name(value: str) -> str:
 
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# OpenAPI patterns of text fields: what their checks require syntactically. A value outside
+# is always refused; one inside may still be refused for what a pattern cannot say (a port
+# above 65535, a CA file that does not exist).
+TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f]*$"
+_STATUS_PART = r"\s*[0-9]+\s*(-\s*[0-9]+\s*)?"
+EXPECTED_STATUS_PATTERN = f"^{_STATUS_PART}(,{_STATUS_PART})*$"
+_NOT_IN_URL = "/?@\\s\\u0000-\\u001f\\u007f"
+URL_PATTERN = (f"^(https?|fastcgi)://[^{_NOT_IN_URL}]+:[0-9]+/*$"
+               "|^(http|fastcgi)\\+unix:///[^\\u0000-\\u001f\\u007f]+$")
+ABSOLUTE_PATH_PATTERN = "^/[^\\u0000-\\u001f\\u007f]*$"
 # What goes on the wire of a health check as is: visible ASCII, nothing to escape or encode.
 VISIBLE_ASCII = "!-~"
 HOST_HEADER_PATTERN = re.compile(f"[{VISIBLE_ASCII}]{{1,255}}")
@@ -105,7 +115,7 @@ def parse_expected_status(text: str) -> tuple[tuple[int, int], ...]:
     for part in str(text).split(","):
         part = part.strip()
         low_text, sep, high_text = part.partition("-")
-        if not low_text.strip().isdigit() or (sep and not high_text.strip().isdigit()):
+        if not _ascii_digits(low_text.strip()) or (sep and not _ascii_digits(high_text.strip())):
             raise ValueError(f"{part!r} is not a status code or range like 200-399")
         low = int(low_text)
         high = int(high_text) if sep else low
@@ -113,6 +123,10 @@ def parse_expected_status(text: str) -> tuple[tuple[int, int], ...]:
             raise ValueError(f"{part!r}: status codes must be 100-599, low to high")
         ranges.append((low, high))
     return tuple(ranges)
+
+
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def check_expected_status(value: str) -> str:
@@ -211,15 +225,15 @@ DIRECTOR_SETTINGS: dict[str, Rule] = {
                                      pattern=f"^{HOST_HEADER_PATTERN.pattern}$"),
     "health_check_request_path": Rule("str", "/", check=check_health_path, max_length=1024,
                                       pattern=f"^{REQUEST_PATH_PATTERN.pattern}$"),
-    "health_check_fcgi_script_filename": Rule("str", ""),
+    "health_check_fcgi_script_filename": Rule("str", "", pattern=TEXT_PATTERN),
     "health_check_success_threshold": _count(2, 1, MAX_THRESHOLD),
     "health_check_failure_threshold": _count(1, 1, MAX_THRESHOLD),
     "health_check_expected_status": Rule("str", "200", check=check_expected_status, coerce_int_to_str=True,
-                                         max_length=255),
+                                         max_length=255, pattern=EXPECTED_STATUS_PATTERN),
 }
 
 NAME_RULE = Rule("str", check=check_name, max_length=64, pattern=f"^{NAME_PATTERN.pattern}$")
-URL_RULE = Rule("str", check=check_url)
+URL_RULE = Rule("str", check=check_url, pattern=URL_PATTERN)
 
 # Backend fields a client may set (SPEC §6); name and url only at creation.
 BACKEND_FIELDS: dict[str, Rule] = {
@@ -233,8 +247,8 @@ BACKEND_FIELDS: dict[str, Rule] = {
     "terminate_protection": Rule("bool", False),
     "position": _count(None, 0, MAX_COUNT),
     "tls_verify": Rule("bool", True),
-    "tls_ca_file": Rule("str", "", check=check_ca_file),
-    "tls_server_name": Rule("str", "", check=check_server_name, max_length=255),
+    "tls_ca_file": Rule("str", "", check=check_ca_file, pattern=f"^$|{ABSOLUTE_PATH_PATTERN}"),
+    "tls_server_name": Rule("str", "", check=check_server_name, max_length=255, pattern=TEXT_PATTERN),
 }
 TLS_FIELDS = ("tls_verify", "tls_ca_file", "tls_server_name")
 BACKEND_IMMUTABLE = ("name", "url", "protocol")
@@ -279,10 +293,15 @@ ROUTE_ACTIONS = ("pass", "http", "fcgi")
 ROUTE_TEXT_LIMITS = {"host": 255, "path": 1024, "pass": 64, "backend_from": 200, "http": 1024, "fcgi": 1024,
                      "document_root": 4096, "script_filename": 4096}
 ROUTE_KEYS = (*ROUTE_TEXT_LIMITS, "priority")
+_HEADER_NAME_CHARACTERS = "[!#$%&'*+.^_`|~0-9A-Za-z-]"
+# OpenAPI patterns of route keys (TEXT_PATTERN for the others): see TEXT_PATTERN.
+ROUTE_PATTERNS = {"path": "^/[^ \\u0000-\\u001f\\u007f]*$", "document_root": ABSOLUTE_PATH_PATTERN,
+                  "script_filename": ABSOLUTE_PATH_PATTERN,
+                  "backend_from": f"^(cookie|header):{_HEADER_NAME_CHARACTERS}+$"}
 PRIORITY_RULE = _count(None, -1_000_000, 1_000_000)
 ROUTE_ITSELF = "non_field_errors"  # errors about the route as a whole (the TOML loader names the table)
 BACKEND_SOURCES = ("cookie", "header")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_NAME = re.compile(_HEADER_NAME_CHARACTERS + "+")
 ANY_HOST = "*"
 
 
