@@ -13,6 +13,7 @@ from yarl import URL
 from balancer.admin_hosts import parse_admin_hosts
 from balancer.config import ConfigError, parse_config
 from tests.support.director import Director
+from tests.support.waiting import wait_for
 
 CONFIG = '[directors.app]\nbackends = { a1 = "http://127.0.0.1:1" }\n'
 
@@ -73,13 +74,17 @@ async def test_the_status_websocket_refuses_a_foreign_origin_or_host(director):
             assert refused.value.status == 403
 
 
-def test_configured_hosts_replace_the_default(tmp_path):
+def test_configured_hosts_replace_the_default_and_a_reload_changes_them(tmp_path):
     config = '[proxy]\nadmin_hosts = ["director.example.com", ".ops.example"]\n' + CONFIG
     d = Director(tmp_path, config).start()
     try:
         assert admin_get(d, "/-/ready", Host="director.example.com")[0] == 200
         assert admin_get(d, "/-/ready", Host="eu.ops.example:8081")[0] == 200
         assert admin_get(d, "/-/ready", Host="127.0.0.1")[0] == 400
+        d.config_path.write_text('[proxy]\nadmin_hosts = ["new.example.com"]\n' + CONFIG)
+        assert d.manage("reloadproxy").returncode == 0
+        wait_for(lambda: admin_get(d, "/-/ready", Host="new.example.com")[0] == 200, 15, what="the reload")
+        assert admin_get(d, "/-/ready", Host="director.example.com")[0] == 400
     finally:
         d.stop()
 
