@@ -96,6 +96,8 @@ def test_the_index_lists_every_endpoint():
     ("patch", "/api/v1/directors/dyn/", {"queue_limit": 3}),
     ("get", "/api/v1/audit/", None),
     ("get", "/api/v1/schema/", None),
+    ("get", "/api/v1/docs/", None),
+    ("options", "/api/v1/docs/", None),
     ("post", "/api/v1/directors/dyn/backends/b1/disable", None),
 ])
 def test_a_database_outage_is_a_json_503_on_every_path(operator, method, path, data):
