@@ -8,7 +8,8 @@ CONFIG ?= director.toml
 COMPAT_VENV ?= .venv-compat
 COMPAT_UPGRADE ?= daphne Twisted
 COMPAT_TESTS ?= tests/unit/test_twisted_compat.py tests/unit/test_reactor.py tests/unit/test_http_parser.py \
-	tests/integration/test_server_*.py tests/integration/test_runproxy_startup.py
+	tests/integration/test_server_*.py tests/integration/test_runproxy_startup.py \
+	tests/integration/test_proxy_tls_listener.py tests/integration/test_proxy_http2.py
 
 .PHONY: run test bench venv test-venv compat clean
 

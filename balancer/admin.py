@@ -2,11 +2,14 @@
 
 Every save goes through `balancer.services`; the forms run the services' validation so its
 errors appear on the fields. Static directors are read-only except each backend's `enabled`.
+History buttons show the audit log (`balancer.admin_history`); the backend list's Drain
+asks first (`balancer.admin_drain`). Times are shown to the second.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+from datetime import datetime, timezone
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,7 +17,9 @@ from django.db.models import Count, Q
 from django.forms.models import BaseInlineFormSet, construct_instance
 from django.utils.html import format_html
 
-from . import livestats, services, validation
+from . import livestats, overview, services, validation
+from .admin_drain import drain_action
+from .admin_history import AuditHistoryMixin
 from .choices import HealthState
 from .models import AuditRecord, Backend, Director
 from .services import Conflict, ServiceError, ValidationFailed
@@ -23,9 +28,20 @@ SETTINGS = list(validation.DIRECTOR_SETTINGS)
 BACKEND_EDITABLE = ["role", "capacity", "enabled", "health_check_mode", "health_check_interval", "terminate_protection",
                     *validation.TLS_FIELDS]
 BACKEND_FIELDS = ["name", "url", *BACKEND_EDITABLE]
-BACKEND_STATUS = ["health_state", "last_checked", "last_error", "load", "terminating"]
+BACKEND_STATUS = ["state", "last_checked_at", "last_error", "load", "terminating"]
 STATIC_NOTE = "static: defined in the config file; only the backends' enabled flag can be changed here"
 DYNAMIC_NOTE = "dynamic: managed here and through the API"
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Background and text colour of each state (the status page's, balancer/static/balancer/status.css).
+STATE_COLOURS = {"online": ("#c8f0c0", "#1d5e12"), "offline": ("#f6c4c0", "#8a1b12"),
+                 "undefined": ("#e4e4e4", "#555"), overview.STATE_DISABLED: ("#c8d8f4", "#1f3f7a"),
+                 overview.STATE_DRAINING: ("#f8e3a8", "#6b4d00")}
+
+admin.site.site_header = "Director"
+admin.site.site_title = "Director"
+admin.site.index_title = "Directors, backends, routes and the audit log"
+admin.site.site_url = None  # no "View site": the header links to the live status page instead
+admin.site.enable_nav_sidebar = False  # the backend list needs the width for its live columns
 
 
 def actor(request) -> str:
@@ -133,16 +149,51 @@ class BackendFormSet(BaseInlineFormSet):
             raise forms.ValidationError(refusals)
 
 
+def seconds(value) -> str:
+    """A stored time to the second (UTC, the site's time zone), or "–"."""
+    return value.strftime(TIME_FORMAT) if value is not None else "–"
+
+
 class StatusColumns:
-    """Read-only health and live-load columns shared by the inline and the backend list."""
+    """Read-only health and live-load columns shared by the inline and the backend list. Live
+    figures come from the data plane of this process (runproxy), "–" without one."""
+
+    def _stats(self, backend: Backend) -> dict:
+        return (livestats.get_backend_stats(backend.pk) if backend.pk else None) or {}
 
     @admin.display(description="load")
     def load(self, backend: Backend) -> str:
-        stats = livestats.get_backend_stats(backend.pk) if backend.pk else None
+        stats = self._stats(backend)
         if not stats:
             return "–"
         current = (stats.get("load") or {}).get("current", "?")
         return f"{current} / {backend.capacity or '∞'}"
+
+    @admin.display(description="requests")
+    def requests(self, backend: Backend) -> str:
+        stats = self._stats(backend)
+        return str((stats.get("load") or {}).get("total", "–")) if stats else "–"
+
+    @admin.display(description="errors")
+    def errors(self, backend: Backend) -> str:
+        stats = self._stats(backend)
+        return str(stats.get("failures", "–")) if stats else "–"
+
+    @admin.display(description="state", ordering="health_state")
+    def state(self, backend: Backend) -> str:
+        word = overview.display_state(backend.enabled, backend.terminating, backend.health_state)
+        background, colour = STATE_COLOURS.get(word, STATE_COLOURS["undefined"])
+        return format_html('<span class="director-state state-{}" style="background:{};color:{};padding:0 .5em;'
+                           'border-radius:3px;font-weight:600">{}</span>', word, background, colour, word)
+
+    @admin.display(description="last checked", ordering="last_checked")
+    def last_checked_at(self, backend: Backend) -> str:
+        """The monitor's own time when it runs here and is newer (stored times come in batches)."""
+        stored = backend.last_checked
+        monitor = ((livestats.get_health_stats() or {}).get(backend.pk) or {}).get("last_checked")
+        if monitor is not None and (stored is None or monitor > stored.timestamp()):
+            stored = datetime.fromtimestamp(monitor, timezone.utc)
+        return seconds(stored)
 
 
 class BackendInline(StatusColumns, admin.TabularInline):
@@ -165,7 +216,7 @@ class BackendInline(StatusColumns, admin.TabularInline):
 
 
 @admin.register(Director)
-class DirectorAdmin(admin.ModelAdmin):
+class DirectorAdmin(AuditHistoryMixin, admin.ModelAdmin):
     form = DirectorForm
     inlines = [BackendInline]
     list_display = ["name", "mutable_column", "enabled", "scheduler", "backends_online"]
@@ -254,10 +305,10 @@ def _save_backend(backend: Backend, changes: dict, request) -> Backend:
 
 
 @admin.register(Backend)
-class BackendAdmin(StatusColumns, admin.ModelAdmin):
+class BackendAdmin(AuditHistoryMixin, StatusColumns, admin.ModelAdmin):
     form = BackendForm
-    list_display = ["name", "director", "url", "role", "enabled", "health_state", "last_checked", "load",
-                    "terminating"]
+    list_display = ["name", "director", "url", "role", "state", "load", "requests", "errors", "last_checked_at",
+                    "enabled"]
     list_filter = ["director", "health_state", "enabled", "role"]
     search_fields = ["name", "url", "director__name"]
     list_select_related = ["director"]
@@ -310,18 +361,22 @@ class BackendAdmin(StatusColumns, admin.ModelAdmin):
     def disable_backends(self, request, queryset):
         self._each(request, queryset, "disabled", lambda b: services.set_backend_enabled(b, False, actor=actor(request)))
 
-    @admin.action(description="Drain selected backends (remove once idle)")
+    @admin.action(description="Drain selected backends (remove once idle)…")
     def drain_backends(self, request, queryset):
-        self._each(request, queryset, "draining", lambda b: services.delete_backend(b, actor=actor(request)))
+        return drain_action(self, request, queryset, actor(request))
 
 
 @admin.register(AuditRecord)
 class AuditRecordAdmin(admin.ModelAdmin):
-    list_display = ["at", "actor", "action", "director_name", "backend_name"]
+    list_display = ["time", "actor", "action", "director_name", "backend_name"]
     list_filter = ["action", "actor"]
     search_fields = ["director_name", "backend_name", "actor"]
-    fields = ["at", "actor", "action", "director_name", "backend_name", "before_json", "after_json"]
+    fields = ["time", "actor", "action", "director_name", "backend_name", "before_json", "after_json"]
     readonly_fields = fields
+
+    @admin.display(description="time (UTC)", ordering="at")
+    def time(self, record: AuditRecord) -> str:
+        return seconds(record.at)
 
     @admin.display(description="before")
     def before_json(self, record: AuditRecord):

@@ -17,6 +17,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from proxy.addresses import ListenAddress, parse_listen
+from proxy.tls import CertificateFiles, CertificateSet, load_certificates
 
 from .admin_hosts import parse_admin_hosts
 
@@ -30,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "health_monitor": True,
     "shutdown_timeout": 30,
+    "websocket_idle_timeout": 3600,
+    "websocket_max_message": "16MiB",
+    "tls_certificates": [],
     "admin_hosts": None,  # None: the admin listen address, localhost and 127.0.0.1
 }
 
@@ -57,7 +61,32 @@ def _parse_listen_list(value: Any) -> tuple[ListenAddress, ...]:
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError("must be a non-empty list of addresses like \"127.0.0.1:8080\"")
-    return tuple(parse_listen(item) for item in value)
+    addresses = tuple(parse_listen(item) for item in value)
+    seen: set = set()
+    for address in addresses:
+        where = address.path or (address.host, address.port)
+        if where in seen:
+            raise ValueError(f"{address} is listed twice (plain and tls:// cannot share a port)")
+        seen.add(where)
+    return addresses
+
+
+def _parse_tls_certificates(value: Any) -> tuple[CertificateFiles, ...]:
+    """Every entry is read and checked now (files readable, PEM, key matching the
+    certificate), so checkconfig and a reload report a bad one before anything changes."""
+    if not isinstance(value, (list, tuple)):
+        raise ValueError('must be a list of tables like { cert = "PATH", key = "PATH" }')
+    entries = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict) or set(item) != {"cert", "key"}:
+            raise ValueError(f'[{index}]: must be a table with exactly cert = "PATH" and key = "PATH"')
+        for name in ("cert", "key"):
+            if not isinstance(item[name], str) or not item[name]:
+                raise ValueError(f"[{index}].{name}: must be a file path")
+        entries.append(CertificateFiles(item["cert"], item["key"]))
+    if entries:
+        load_certificates(entries)
+    return tuple(entries)
 
 
 def _parse_networks(value: Any) -> tuple:
@@ -86,6 +115,13 @@ def _parse_seconds(value: Any) -> float:
     return float(value)
 
 
+def _parse_message_limit(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1:
+        raise ValueError("must be at least 1 byte")
+    return size
+
+
 def _parse_workers(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError("must be an integer ≥ 1")
@@ -101,7 +137,10 @@ def _parse_bool(value: Any) -> bool:
 def _parse_admin_listen(value: Any) -> ListenAddress:
     if not isinstance(value, str):
         raise ValueError("must be one address like \"127.0.0.1:8081\"")
-    return parse_listen(value)
+    address = parse_listen(value)
+    if address.tls:
+        raise ValueError("the management listener speaks plain HTTP: tls:// is for traffic listeners")
+    return address
 
 
 PARSERS: dict[str, Callable[[Any], Any]] = {
@@ -114,6 +153,9 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "workers": _parse_workers,
     "health_monitor": _parse_bool,
     "shutdown_timeout": _parse_seconds,
+    "websocket_idle_timeout": _parse_seconds,
+    "websocket_max_message": _parse_message_limit,
+    "tls_certificates": _parse_tls_certificates,
     "admin_hosts": parse_admin_hosts,
 }
 
@@ -130,6 +172,9 @@ def parse_proxy_values(values: dict) -> tuple[dict, dict[str, str]]:
             parsed[key] = parser(value)
         except ValueError as exc:
             errors[key] = str(exc)
+    tls_listeners = [str(a) for a in parsed.get("listen", ()) if a.tls]
+    if tls_listeners and not parsed.get("tls_certificates") and "tls_certificates" not in errors:
+        errors["listen"] = f"{', '.join(tls_listeners)} needs [proxy] tls_certificates (none are configured)"
     return parsed, errors
 
 
@@ -191,6 +236,9 @@ class ProxySettings:
     workers: int
     health_monitor: bool
     shutdown_timeout: float
+    websocket_idle_timeout: float
+    websocket_max_message: int
+    tls_certificates: tuple[CertificateFiles, ...]
     admin_hosts: tuple[str, ...] | None = None
 
     @classmethod
@@ -205,3 +253,8 @@ class ProxySettings:
         if errors:
             raise ImproperlyConfigured("; ".join(f"proxy.{k}: {msg}" for k, msg in errors.items()))
         return cls(**parsed)
+
+    def load_tls(self) -> CertificateSet | None:
+        """The certificates of the `tls://` listeners, read now (ValueError naming the
+        entry and file when one has become unreadable since it was checked)."""
+        return load_certificates(self.tls_certificates) if self.tls_certificates else None

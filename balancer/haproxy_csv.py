@@ -8,8 +8,11 @@ to [A-Za-z0-9_.-], so no value needs quoting. Open on the management listener, l
 HAProxy's stats URI (it binds loopback by default).
 
 Server status: UP (online), DOWN (offline or not yet checked), MAINT (disabled by an
-operator), DRAIN (removed, finishing in-flight requests). check_status: L7OK, L7STS (wrong
-status), L7TOUT / L4CON (timeout / other failure), INI (not yet checked).
+operator), DRAIN (removed, finishing in-flight requests). Health columns: `lastchg` seconds
+since the last state change, `downtime` total seconds offline (the current period included),
+`check_status` of the last check L7OK, L7STS (wrong status), L7TOUT / L4CON (timeout / other
+failure), INI (not yet checked), `check_code` its HTTP status, `check_duration` its
+milliseconds.
 """
 from __future__ import annotations
 
@@ -108,21 +111,39 @@ def _server(director: dict, backend: dict, iid: int, sid: int, now: float) -> di
         "dresp": 0, "econ": 0, "eresp": backend["failures"], "wretr": 0, "wredis": 0,
         "status": SERVER_STATUS.get(backend["state"], "DOWN"), "weight": 1,
         "act": 0 if backup else 1, "bck": 1 if backup else 0,
-        "lastchg": max(0, now - changed) if changed is not None else None,
-        "check_status": check_status, "check_code": check_code, **_http_responses(backend["responses"]),
+        "lastchg": max(0, now - changed) if changed is not None else None, "downtime": _downtime(backend, now),
+        "check_status": check_status, "check_code": check_code, "check_duration": _milliseconds(backend),
+        **_http_responses(backend["responses"]),
     }
 
 
+def _downtime(backend: dict, now: float) -> float:
+    changed = backend["health_changed"]
+    current = max(0.0, now - changed) if backend["health"] == "offline" and changed is not None else 0.0
+    return backend["downtime"] + current
+
+
+def _milliseconds(backend: dict) -> int | None:
+    duration = backend["last_check"]["duration"]
+    return None if duration is None else round(duration * 1000)
+
+
 def _check(backend: dict) -> tuple[str, int | None]:
-    health, error = backend["health"], backend["last_error"]
-    if health == "online":
-        return "L7OK", None
-    if health == "undefined":
-        return "INI", None
+    """HAProxy's check_status and check_code of the last check (the state before any check)."""
+    check, error = backend["last_check"], backend["last_error"]
+    if check["ok"] is None:  # no check stored yet: what the state says
+        return {"undefined": "INI", "online": "L7OK"}.get(backend["health"]) or _failure(error), None
+    if check["ok"]:
+        return "L7OK", check["status"]
+    if check["status"] is not None:
+        return "L7STS", check["status"]
+    return _failure(error), None
+
+
+def _failure(error: str) -> str:
     if error.startswith(UNEXPECTED_STATUS):
-        code = error[len(UNEXPECTED_STATUS):].split()[0]
-        return "L7STS", int(code) if code.isdigit() else None
-    return ("L7TOUT" if TIMED_OUT in error else "L4CON"), None
+        return "L7STS"
+    return "L7TOUT" if TIMED_OUT in error else "L4CON"
 
 
 async def stats_csv(request):

@@ -13,8 +13,10 @@ import logging
 
 from asgiref.sync import sync_to_async
 
+from proxy.gc_tuning import settle_heap
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
+from proxy.service import websocket_limits
 
 from . import admin_hosts
 from .reload import ReloadError, read_config, store_config
@@ -63,27 +65,31 @@ class InProcessReload:
             if getattr(settings, name) != getattr(self.settings, name):
                 log.warning("reload: proxy.%s changes only with a restart", name)
         previous = self.server.traffic_listen, self.server.management_listen
+        previous_tls = self.server.server_tls.certificates if self.server.server_tls is not None else None
         try:
-            self._apply_server(settings)
-        except ListenError as exc:
+            self._apply_server(settings, settings.load_tls())
+        except (ListenError, ValueError) as exc:
             log.error("reload: %s; nothing changed", exc)
             return False
         try:
             await sync_to_async(store_config, thread_sensitive=False)(config, reload=True)
         except Exception as exc:  # noqa: BLE001 - database away: undo the listeners, keep the old config
-            self._apply_server(self.settings, listen=previous)
+            self._apply_server(self.settings, previous_tls, listen=previous)
             log.error("reload: cannot store the configuration (%s); nothing changed", exc)
             return False
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
+        self.app.set_websocket_limits(websocket_limits(settings))
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
         admin_hosts.apply(settings)
         self.settings = settings
+        settle_heap()
         log.info("reload: %s applied: %d directors, %d routes", self.path, len(self.service.plane.directors),
                  len(self.service.plane.routes))
         return True
 
-    def _apply_server(self, settings, listen=None) -> None:
+    def _apply_server(self, settings, certificates, listen=None) -> None:
         traffic, management = listen or (list(settings.listen), [settings.admin_listen])
         self.server.reconfigure(traffic_listen=traffic, management_listen=management,
                                 max_request_body=settings.max_request_body, header_timeout=settings.header_timeout,
-                                server_name=settings.pseudonym, shutdown_timeout=settings.shutdown_timeout)
+                                server_name=settings.pseudonym, shutdown_timeout=settings.shutdown_timeout,
+                                tls_certificates=certificates)

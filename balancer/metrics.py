@@ -6,9 +6,9 @@ double-bookkept in prometheus_client's global registry. Open on the management l
 like HAProxy's stats URI (it binds loopback by default).
 
 Health-check figures come from the monitor (in this process, or worker 0's published ones under
-`--workers`): checks done and
-the last check's duration (`director_health_check_duration_seconds`), besides the stored
-`*_last_check_timestamp_seconds` and `*_state_change_timestamp_seconds`.
+`--workers`): checks done and the histogram of their durations
+(`director_health_check_duration_seconds`, counted since that monitor started), besides the
+stored `*_last_check_timestamp_seconds` and `*_state_change_timestamp_seconds`.
 
 Several worker processes (`--workers > 1`): prometheus_client's multiprocess mode only
 aggregates its own Counter/Gauge objects, while these counters live in each worker's data
@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from django.http import HttpResponse
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from . import overview
+from .health.history import cumulative_buckets
 
 D = ["director"]
 B = ["director", "backend"]
@@ -93,8 +94,8 @@ class OverviewCollector(Collector):
                                          "Time of the last health state change", labels=B),
             "checks": CounterMetricFamily("director_health_checks", "Health checks run by this process's monitor",
                                           labels=B),
-            "duration": GaugeMetricFamily("director_health_check_duration_seconds",
-                                          "How long the last health check took", labels=B),
+            "duration": HistogramMetricFamily("director_health_check_duration_seconds",
+                                              "How long health checks took (this process's monitor)", labels=B),
         }
         for d in self.view["directors"]:
             for b in d["backends"]:
@@ -112,8 +113,9 @@ class OverviewCollector(Collector):
                 if b["health_changed"] is not None:
                     f["changed"].add_metric(names, b["health_changed"])
                 f["checks"].add_metric(names, b.get("checks", 0))
-                if b.get("check_duration") is not None:
-                    f["duration"].add_metric(names, b["check_duration"])
+                histogram = b.get("check_histogram")
+                if histogram is not None:
+                    f["duration"].add_metric(names, cumulative_buckets(histogram["buckets"]), histogram["sum"])
         yield from f.values()
 
 

@@ -110,6 +110,12 @@ class Backend(models.Model):
     last_error = models.TextField(blank=True, default="", editable=False)
     last_checked = models.DateTimeField(null=True, blank=True, editable=False)
     health_changed_at = models.DateTimeField(null=True, blank=True, editable=False, db_index=True)  # health poll
+    last_check_ok = models.BooleanField(null=True, blank=True, editable=False, help_text="result of the last check")
+    last_check_status = models.IntegerField(null=True, blank=True, editable=False,
+                                            help_text="HTTP status of the last check (none: no answer)")
+    last_check_duration = models.FloatField(null=True, blank=True, editable=False, help_text="seconds")
+    downtime = models.FloatField(default=0.0, editable=False,
+                                 help_text="seconds spent offline before the current state")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -135,6 +141,25 @@ class Backend(models.Model):
             raise ValidationError(errors)
         self.derive_address()
 
+
+class HealthTransition(models.Model):
+    """One change of a backend's health state; the last TRANSITIONS_KEPT per backend are kept."""
+
+    backend = models.ForeignKey(Backend, related_name="transitions", on_delete=models.CASCADE)
+    at = models.DateTimeField()
+    old_state = models.CharField(max_length=16, choices=HealthState.choices)
+    new_state = models.CharField(max_length=16, choices=HealthState.choices)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["backend", "-at"], name="transition_backend_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.old_state} -> {self.new_state}"
+
+
+TRANSITIONS_KEPT = 10
 
 _R = validation.ROUTE_TEXT_LIMITS
 

@@ -1,5 +1,6 @@
 """What the operator views show: the data plane's live figures of every director and backend
-merged with the stored health facts (last check, last error, state change times).
+merged with the stored health facts (state and since when, last check, last error, the last
+transitions, time offline) and the routes (which directors no route reaches).
 
 Shared by the status feed, /metrics, /haproxy/stats.csv and /-/ready. Call `current()` on the
 event loop that runs the data plane (async views and consumers do). Stored facts are read in
@@ -13,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import livestats
+from . import livestats, status_routes
 from .dbthread import DatabaseThread
 
 log = logging.getLogger("director.views")
@@ -26,9 +27,11 @@ STATE_DISABLED = "disabled"
 STATE_DRAINING = "draining"
 RESPONSE_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx", "failed")
 
-DIRECTOR_FACTS = ("id", "name", "enabled")
-BACKEND_FACTS = ("id", "director_id", "name", "role", "enabled", "terminating", "capacity", "health_state",
-                 "last_checked", "last_error", "health_changed_at")
+DIRECTOR_FACTS = ("id", "name", "enabled", "dynamic")
+BACKEND_FACTS = ("id", "director_id", "name", "url", "role", "enabled", "terminating", "capacity", "health_state",
+                 "last_checked", "last_error", "health_changed_at", "last_check_ok", "last_check_status",
+                 "last_check_duration", "downtime", "terminate_protection")
+ROUTE_FACTS = ("id", "host", "path", "director")
 
 _database = DatabaseThread("director-views-db")
 
@@ -54,6 +57,8 @@ class Facts:
     directors: tuple[dict, ...]
     backends: tuple[dict, ...]
     read_at: float
+    transitions: dict[int, list[dict]] = field(default_factory=dict)  # backend id -> newest first
+    routes: tuple[dict, ...] = ()  # in match order
 
 
 EMPTY_FACTS = Facts((), (), 0.0)
@@ -63,12 +68,41 @@ def read_facts() -> Facts:
     """Blocking: run it in the db thread."""
     from django.db import transaction
 
-    from .models import Backend, Director
+    from .models import Backend, Director, Route
 
     with transaction.atomic():
         directors = tuple(Director.objects.values(*DIRECTOR_FACTS))
         backends = tuple(Backend.objects.values(*BACKEND_FACTS))
-    return Facts(directors, backends, time.time())
+        routes = tuple(Route.objects.values(*ROUTE_FACTS))
+        transitions = TRANSITIONS.read()
+    return Facts(directors, backends, time.time(), transitions, routes)
+
+
+class TransitionsMemo:
+    """The stored transitions by backend, re-read only when a new one was written (the
+    newest id moved): once per transition, not once a second."""
+
+    def __init__(self):
+        self._newest: int | None = None
+        self._by_backend: dict[int, list[dict]] = {}
+
+    def read(self) -> dict[int, list[dict]]:
+        from django.db.models import Max
+
+        from .models import HealthTransition
+
+        newest = HealthTransition.objects.aggregate(newest=Max("id"))["newest"]
+        if newest != self._newest:
+            by_backend: dict[int, list[dict]] = {}
+            for row in HealthTransition.objects.values("backend_id", "at", "old_state", "new_state", "reason"):
+                by_backend.setdefault(row["backend_id"], []).append(
+                    {"at": row["at"].timestamp(), "from": row["old_state"], "to": row["new_state"],
+                     "reason": row["reason"]})
+            self._newest, self._by_backend = newest, by_backend
+        return self._by_backend
+
+
+TRANSITIONS = TransitionsMemo()
 
 
 class FactsCache:
@@ -125,49 +159,76 @@ def display_state(enabled: bool, terminating: bool, health: str) -> str:
 
 
 def merge(snapshot: dict | None, facts: Facts, checks: dict | None = None) -> dict:
-    """{"live": bool, "directors": [{id, name, enabled, load, queued, dropped, responses,
-    backends: [{id, name, role, enabled, terminating, capacity, health, state, load, failures,
-    responses, last_checked, last_error, health_changed}]}]} with times as epoch seconds or
-    None. Live figures and membership come from the snapshot when there is one; `checks`
-    (the health monitor's stats, when it runs here) adds checks and check_duration."""
+    """{"live": bool, "directors": [{id, name, enabled, mutable, unreached, load, queued,
+    dropped, responses, backends: [{id, name, url, role, enabled, terminating,
+    terminate_protection, capacity, health, state, load, failures, responses, health_changed,
+    downtime, last_checked, last_error, last_check: {at, ok, status, duration}, transitions:
+    [{at, from, to, reason}], checks, check_histogram}]}]} with times as epoch seconds or
+    None. Live figures and membership come from the snapshot when there is one; `checks` (a
+    health monitor's stats: in this process or worker 0's) gives the last check exactly when
+    it is newer than the stored one (stored checks are written in batches) and the check
+    count and duration histogram. `unreached` says why no route reaches the director, or None."""
     stored = {row["id"]: row for row in facts.backends}
+    directors_by_id = {row["id"]: row for row in facts.directors}
+    unreached = status_routes.unreached(list(facts.routes), [d["name"] for d in facts.directors])
+    checks = checks or {}
+
+    def backend(live: dict) -> dict:
+        return _backend(live, stored.get(live["id"]), checks.get(live["id"]), facts.transitions.get(live["id"], []))
+
     if snapshot is None:
-        directors = _directors_from_facts(facts)
+        lives = _directors_from_facts(facts)
     else:
-        checks = checks or {}
-        directors = [_director(d, [_backend(b, stored.get(b["id"]), checks.get(b["id"])) for b in d["backends"]])
-                     for d in snapshot["directors"]]
+        lives = snapshot["directors"]
+    directors = [_director(d, [backend(b) for b in d["backends"]], directors_by_id.get(d["id"], {}), unreached)
+                 for d in lives]
     return {"live": snapshot is not None, "directors": directors}
 
 
-def _director(live: dict, backends: list[dict]) -> dict:
-    return {"id": live["id"], "name": live["name"], "enabled": live["enabled"], "load": dict(live["load"]),
-            "queued": dict(live["queued"]), "dropped": live["dropped"], "responses": _responses(live["responses"]),
-            "backends": backends}
+def _director(live: dict, backends: list[dict], row: dict, unreached: dict[str, str]) -> dict:
+    return {"id": live["id"], "name": live["name"], "enabled": live["enabled"], "mutable": bool(row.get("dynamic")),
+            "unreached": unreached.get(live["name"]), "load": dict(live["load"]), "queued": dict(live["queued"]),
+            "dropped": live["dropped"], "responses": _responses(live["responses"]), "backends": backends}
 
 
-def _backend(live: dict, row: dict | None, checks: dict | None = None) -> dict:
+def _backend(live: dict, row: dict | None, checks: dict | None, transitions: list[dict]) -> dict:
     row = row or {}
     checks = checks or {}
+    last_check, last_error = _last_check(row, checks)
     return {
-        "id": live["id"], "name": live["name"], "role": live["role"], "enabled": live["enabled"],
-        "terminating": live["terminating"], "capacity": live["capacity"], "health": live["health"],
-        "state": display_state(live["enabled"], live["terminating"], live["health"]),
+        "id": live["id"], "name": live["name"], "url": row.get("url", ""), "role": live["role"],
+        "enabled": live["enabled"], "terminating": live["terminating"],
+        "terminate_protection": bool(row.get("terminate_protection")), "capacity": live["capacity"],
+        "health": live["health"], "state": display_state(live["enabled"], live["terminating"], live["health"]),
         "load": dict(live["load"]), "failures": live["failures"], "responses": _responses(live["responses"]),
-        "last_checked": _epoch(row.get("last_checked")), "last_error": row.get("last_error") or "",
-        "health_changed": _epoch(row.get("health_changed_at")),
-        "checks": checks.get("checks", 0), "check_duration": checks.get("last_duration"),
+        "health_changed": _epoch(row.get("health_changed_at")), "downtime": row.get("downtime") or 0.0,
+        "last_checked": last_check["at"], "last_error": last_error, "last_check": last_check,
+        "transitions": transitions, "checks": checks.get("checks", 0),
+        "check_histogram": ({"buckets": checks["duration_buckets"], "sum": checks["duration_sum"]}
+                            if "duration_buckets" in checks else None),
     }
 
 
+def _last_check(row: dict, checks: dict) -> tuple[dict, str]:
+    """The newer of the stored last check and the monitor's, and its error."""
+    stored_at = _epoch(row.get("last_checked"))
+    monitor_at = checks.get("last_checked")
+    if monitor_at is not None and (stored_at is None or monitor_at >= stored_at):
+        return ({"at": monitor_at, "ok": checks.get("last_ok"), "status": checks.get("last_status"),
+                 "duration": checks.get("last_duration")}, checks.get("last_error") or "")
+    return ({"at": stored_at, "ok": row.get("last_check_ok"), "status": row.get("last_check_status"),
+             "duration": row.get("last_check_duration")}, row.get("last_error") or "")
+
+
 def _directors_from_facts(facts: Facts) -> list[dict]:
+    """The live-figure shape of every stored director and backend, with zero counters."""
     members: dict[int, list[dict]] = {d["id"]: [] for d in facts.directors}
     for row in facts.backends:
         if row["director_id"] in members:
-            live = {**row, "health": row["health_state"], "load": _zero_counter(), "failures": 0, "responses": {}}
-            members[row["director_id"]].append(_backend(live, row))
+            members[row["director_id"]].append(
+                {**row, "health": row["health_state"], "load": _zero_counter(), "failures": 0, "responses": {}})
     live_director = {"load": _zero_counter(), "queued": _zero_counter(), "dropped": 0, "responses": {}}
-    return [_director({**live_director, **d}, members[d["id"]]) for d in sorted(facts.directors, key=lambda d: d["name"])]
+    return [{**live_director, **d, "backends": members[d["id"]]} for d in sorted(facts.directors, key=lambda d: d["name"])]
 
 
 def _zero_counter() -> dict:

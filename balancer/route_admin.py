@@ -9,6 +9,7 @@ from django.contrib import admin
 
 from . import route_services
 from .admin import ServiceForm, actor, errors_as_messages
+from .admin_history import AuditHistoryMixin
 from .models import Route
 from .services import ServiceError
 
@@ -40,7 +41,7 @@ class RouteForm(ServiceForm):
 
 
 @admin.register(Route)
-class RouteAdmin(admin.ModelAdmin):
+class RouteAdmin(AuditHistoryMixin, admin.ModelAdmin):
     form = RouteForm
     list_display = ["__str__", "priority", "host", "path", "director", "http", "fcgi", "mutable", "source"]
     list_filter = ["mutable"]

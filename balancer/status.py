@@ -1,5 +1,6 @@
 """Operator pages of the management listener: the live status page (staff only; its data
-comes over the websocket of balancer.consumers) and the readiness probe `/-/ready`."""
+comes over the websocket of balancer.consumers, its actions are balancer.status_actions) and
+the readiness probe `/-/ready`."""
 from __future__ import annotations
 
 from django.contrib.admin.views.decorators import staff_member_required
@@ -7,6 +8,7 @@ from django.http import HttpResponse
 from django.shortcuts import render
 
 from . import livestats, overview
+from .permissions import is_operator
 from .status_feed import FEED
 
 READY = "ready\n"
@@ -14,7 +16,10 @@ READY = "ready\n"
 
 @staff_member_required
 def status_page(request):
-    return render(request, "balancer/status.html", {"interval": FEED.interval, "window": FEED.window})
+    """The page; with operator rights its rows carry enable / disable / remove (the CSRF token
+    for their POSTs is in the page)."""
+    context = {"interval": FEED.interval, "window": FEED.window, "operator": is_operator(request.user)}
+    return render(request, "balancer/status.html", context)
 
 
 async def ready(request):

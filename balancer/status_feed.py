@@ -80,12 +80,13 @@ class StatusFeed:
     """Per-process source of status frames; see the module docstring."""
 
     def __init__(self, *, interval: float = INTERVAL, window: int = WINDOW, facts: overview.FactsCache | None = None,
-                 snapshot=livestats.get_snapshot, clock=time.time):
+                 snapshot=livestats.get_snapshot, checks=livestats.get_health_stats, clock=time.time):
         self.interval = interval
         self.window = window
         self.rates = RateTracker(interval, window)
         self._facts = facts or overview.FACTS
         self._snapshot = snapshot
+        self._checks = checks
         self._clock = clock
         self._subscribers: list[Subscriber] = []
         self._task: asyncio.Task | None = None
@@ -121,7 +122,7 @@ class StatusFeed:
     async def frame(self) -> dict:
         """The current status frame."""
         stored = await self._facts.get()
-        merged = overview.merge(self._snapshot(), stored)
+        merged = overview.merge(self._snapshot(), stored, self._checks())
         for director in merged["directors"]:
             director["rate"] = self.rates.rate("d", director["id"])
             for backend in director["backends"]:

@@ -1,5 +1,5 @@
 """Management listener routes of the balancer app (SPEC §9): the JSON API, its schema and
-docs; the operator views (live status page, /metrics, /haproxy/stats.csv, /-/ready); and the
+docs; the operator views (live status page and its backend actions, /metrics, /haproxy/stats.csv, /-/ready); and the
 static files of the admin and the status page (served by Django from the app directories:
 the management listener is low-traffic and has no separate web server).
 
@@ -9,7 +9,7 @@ enable/disable answer with and without a trailing slash; only the SPEC form is i
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
 
-from . import api, api_docs, api_errors, audit_api, haproxy_csv, metrics, route_api, status
+from . import api, api_docs, api_errors, audit_api, haproxy_csv, metrics, route_api, status, status_actions
 
 API = "api/v1/"
 BACKEND = API + "directors/<str:director>/backends/<str:backend>/"
@@ -31,6 +31,9 @@ urlpatterns = [
     path(API + "docs/", api_docs.DocsView.as_view(url_name="api-schema"), name="api-docs"),
     re_path(r"^api/(?P<rest>.*)$", api_errors.unknown_api_path, name=api_errors.UNKNOWN_API_PATH),
     path("status/", status.status_page, name="status"),
+    path("status/backends/<int:pk>/enable", status_actions.enable_backend, name="status-backend-enable"),
+    path("status/backends/<int:pk>/disable", status_actions.disable_backend, name="status-backend-disable"),
+    path("status/backends/<int:pk>/remove", status_actions.remove_backend, name="status-backend-remove"),
     path("metrics", metrics.metrics_view, name="metrics"),
     path("haproxy/stats.csv", haproxy_csv.stats_csv, name="haproxy-stats-csv"),
     path("-/ready", status.ready, name="ready"),

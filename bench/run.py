@@ -28,6 +28,7 @@ if str(REPO) not in sys.path:
 import daphne  # noqa: E402
 
 from bench import servers, slowreader, wrk  # noqa: E402
+from bench.cpu import CpuTime  # noqa: E402
 from bench.hello_asgi import BODY  # noqa: E402
 from bench.rss import PeakRss  # noqa: E402
 
@@ -43,6 +44,7 @@ class Row:
     label: str
     result: wrk.WrkResult | None = None
     peak_mb: float | None = None
+    cpu_us_per_request: float | None = None  # the server's utime+stime / requests served
     problem: str = ""  # "unavailable: ..." or "failed: ..."; empty when measured
     note: str = ""
 
@@ -72,10 +74,12 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
         if body != BODY:
             row.note = f"body differs from the backend's: {body[:60]!r}"
         wrk.run(server.url, settings, duration=WARMUP_SECONDS)
-        with PeakRss(server.pid) as rss:
+        with PeakRss(server.pid) as rss, CpuTime(server.pid) as cpu:
             row.result = wrk.run(server.url, settings)
         row.peak_mb = rss.peak_mb
-        print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {row.result.p99_ms:.2f} ms", flush=True)
+        row.cpu_us_per_request = cpu.seconds / row.result.requests * 1e6 if row.result.requests else None
+        print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {row.result.p99_ms:.2f} ms, "
+              f"{row.cpu_us_per_request or 0:.1f} µs CPU/request", flush=True)
     except ROW_ERRORS as exc:
         row.problem = f"{word}: {exc}"
         print(f"   {row.problem}", flush=True)
@@ -98,24 +102,38 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
     def backend() -> servers.Server:
         return once("backend", lambda: servers.nginx_backend(workdir, BODY))
 
-    def fpm() -> servers.Server:
-        return once("php-fpm", lambda: servers.php_fpm(workdir))
+    def fpm(owner: str) -> servers.Server:
+        """A php-fpm pool per front (nginx keeps FastCGI connections that hold its children)."""
+        return once(f"php-fpm-{owner}", lambda: servers.php_fpm(workdir, f"php-fpm-{owner}"))
+
+    made: list[tuple[str, str]] = []
+
+    def certificate() -> tuple[str, str]:
+        if not made:
+            made.append(servers.test_certificate(workdir))
+        return made[0]
 
     return [
         RowSpec("direct", "direct → nginx backend", backend, stop_after=False),
         RowSpec("haproxy", "HAProxy → nginx", lambda: servers.haproxy(workdir, backend().port)),
         RowSpec("nginx", "nginx proxy_pass → nginx", lambda: servers.nginx_proxy(workdir, backend().port)),
+        RowSpec("caddy", "Caddy reverse_proxy (GOMAXPROCS=1) → nginx",
+                lambda: servers.caddy(workdir, backend().port)),
         RowSpec("director", "Director (1 worker) → nginx",
                 lambda: servers.director_http(workdir, backend().port), optional=True),
         RowSpec("director-2", "Director (2 workers, Redis) → nginx",
                 lambda: servers.director_http(workdir, backend().port, workers=2), optional=True),
         RowSpec("daphne", "daphne hello-world (ceiling)", lambda: servers.daphne_hello(workdir)),
         RowSpec("nginx-fastcgi", "nginx fastcgi_pass → php-fpm",
-                lambda: servers.nginx_fastcgi(workdir, fpm().port)),
+                lambda: servers.nginx_fastcgi(workdir, fpm("nginx").port)),
         RowSpec("director-fastcgi", "Director (1 worker) → php-fpm",
-                lambda: servers.director_fastcgi(workdir, fpm().port), optional=True),
+                lambda: servers.director_fastcgi(workdir, fpm("director").port), optional=True),
         RowSpec("director-fastcgi-2", "Director (2 workers, Redis) → php-fpm",
-                lambda: servers.director_fastcgi(workdir, fpm().port, workers=2), optional=True),
+                lambda: servers.director_fastcgi(workdir, fpm("director").port, workers=2), optional=True),
+        RowSpec("haproxy-tls", "HAProxy, TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
+        RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
+                lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
     ]
 
 
@@ -124,31 +142,44 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
 RATIOS = (
     ("Director / HAProxy (req/s)", "director", "haproxy", "requests_per_sec"),
     ("Director / nginx proxy_pass (req/s)", "director", "nginx", "requests_per_sec"),
+    ("Director / Caddy (req/s; SPEC §14: >= 1.0)", "director", "caddy", "requests_per_sec"),
+    ("Director / HAProxy (CPU per request; SPEC §14: <= 3.0)", "director", "haproxy", "cpu_us_per_request"),
     ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
-    ("Director 2 workers / 1 worker (req/s)", "director-2", "director", "requests_per_sec"),
+    ("Director 2 workers / 1 worker (req/s; SPEC §14: >= 1.6)", "director-2", "director", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
-    ("php: Director / nginx fastcgi_pass (req/s)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
+    ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
+    ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
+    ("TLS front: Director TLS / Director plain (req/s)", "director-tls", "director", "requests_per_sec"),
+    ("php: Director / nginx fastcgi_pass (req/s; SPEC §14: >= 0.45)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
     ("php: Director 2 workers / nginx fastcgi_pass (req/s)", "director-fastcgi-2", "nginx-fastcgi", "requests_per_sec"),
 )
 
 
+def _figure(row: Row, attribute: str) -> float | None:
+    if row.result is None:
+        return None
+    return row.cpu_us_per_request if attribute == "cpu_us_per_request" else getattr(row.result, attribute)
+
+
 def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
-    a, b = rows[top].result, rows[bottom].result
-    if a is None or b is None or getattr(b, attribute) == 0:
+    a, b = _figure(rows[top], attribute), _figure(rows[bottom], attribute)
+    if a is None or not b:
         return "n/a"
-    return f"{getattr(a, attribute) / getattr(b, attribute):.2f}"
+    return f"{a / b:.2f}"
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| row | req/s | p50 ms | p99 ms | errors | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| row | req/s | p50 ms | p99 ms | CPU µs/request | errors | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for number, row in enumerate(rows, 1):
         label = f"{number}. {row.label}"
         if row.result is None:
             problem = row.problem.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {label} | {problem} | | | | |")
+            lines.append(f"| {label} | {problem} | | | | | |")
             continue
         r = row.result
-        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+        cpu = f"{row.cpu_us_per_request:.1f}" if row.cpu_us_per_request is not None else "n/a"
+        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {cpu} "
                      f"| {r.errors} | {row.peak_mb:.1f} |")
     by_key = {row.key: row for row in rows}
     lines += ["", "| ratio | value |", "|---|---:|"]
@@ -174,6 +205,7 @@ def header(settings: wrk.WrkSettings) -> str:
         _version([servers.find_binary("nginx"), "-v"]),
         _version([servers.find_binary("haproxy"), "-v"]).split(" - ")[0],
         _version([servers.find_binary("php-fpm8.2"), "-v"]).split(" (")[0],
+        "Caddy " + _version([servers.find_binary("caddy"), "version"]).split(" ")[0],
         f"daphne {daphne.__version__}", f"Python {platform.python_version()}",
     ])
     return (f"# Director benchmark, {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}\n\n"

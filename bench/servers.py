@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -33,7 +34,7 @@ START_TIMEOUT = 20.0
 DIRECTOR_READY_TIMEOUT = 60.0
 
 # Debian package of every external binary, for the "not installed" message.
-BINARIES = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "php-fpm8.2": "php8.2-fpm"}
+BINARIES = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "php-fpm8.2": "php8.2-fpm", "caddy": "caddy"}
 
 # The FastCGI params nginx sends (Debian's /etc/nginx/fastcgi_params), inlined so the config
 # does not depend on the system's nginx directory.
@@ -79,10 +80,11 @@ class Server:
     process: Process
     path: str = "/"
     logs: list[Path] = field(default_factory=list)
+    scheme: str = "http"  # "https": a TLS front (its test certificate is not verified)
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}{self.path}"
+        return f"{self.scheme}://{HOST}:{self.port}{self.path}"
 
     @property
     def pid(self) -> int:
@@ -105,8 +107,9 @@ class Server:
 
     def get(self, timeout: float = 5.0) -> tuple[int, bytes]:
         """One GET of `url`: (status, body); status 0 when the connection failed."""
+        context = ssl._create_unverified_context() if self.scheme == "https" else None
         try:
-            with urllib.request.urlopen(self.url, timeout=timeout) as response:
+            with urllib.request.urlopen(self.url, timeout=timeout, context=context) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -221,9 +224,15 @@ def nginx_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR) -> Server:
 
 # --- HAProxy, php-fpm, daphne --------------------------------------------------------------
 
-def haproxy(workdir: Path, backend_port: int) -> Server:
-    """HAProxy, one thread, HTTP mode, server connections kept alive and reused."""
+def haproxy(workdir: Path, backend_port: int, tls: tuple[str, str] | None = None) -> Server:
+    """HAProxy, one thread, HTTP mode, server connections kept alive and reused; with `tls`
+    (cert, key) it terminates TLS (1.2+, ALPN http/1.1) on its front."""
     port = free_port(HOST)
+    bind = f"{HOST}:{port}"
+    if tls is not None:
+        pem = workdir / "haproxy-front.pem"
+        pem.write_bytes(Path(tls[0]).read_bytes() + Path(tls[1]).read_bytes())
+        bind += f" ssl crt {pem} ssl-min-ver TLSv1.2 alpn http/1.1"
     config = f"""global
     nbthread 1
     maxconn 4096
@@ -237,23 +246,44 @@ defaults
     timeout server 30s
 
 frontend bench
-    bind {HOST}:{port}
+    bind {bind}
     default_backend nginx
 
 backend nginx
     server backend {HOST}:{backend_port}
 """
-    path = workdir / "haproxy.cfg"
+    name = "haproxy-tls" if tls else "haproxy"
+    path = workdir / f"{name}.cfg"
     path.write_text(config)
-    return _start(workdir, "haproxy", [find_binary("haproxy"), "-db", "-f", path], port)
+    server = _start(workdir, name, [find_binary("haproxy"), "-db", "-f", path], port)
+    server.scheme = "https" if tls else "http"
+    return server
 
 
-def php_fpm(workdir: Path) -> Server:
+def caddy(workdir: Path, backend_port: int) -> Server:
+    """Caddy's reverse_proxy on one OS thread of Go code (GOMAXPROCS=1), no admin API, no TLS."""
+    port = free_port(HOST)
+    path = workdir / "Caddyfile"
+    path.write_text(f"""{{
+    admin off
+    auto_https off
+}}
+
+http://{HOST}:{port} {{
+    reverse_proxy {HOST}:{backend_port}
+}}
+""")
+    env = dict(os.environ, GOMAXPROCS="1", HOME=str(workdir), XDG_DATA_HOME=str(workdir), XDG_CONFIG_HOME=str(workdir))
+    args = [find_binary("caddy"), "run", "--config", path, "--adapter", "caddyfile"]
+    return _start(workdir, "caddy", args, port, env=env)
+
+
+def php_fpm(workdir: Path, name: str = "php-fpm") -> Server:
     """One static php-fpm8.2 pool of PHP_CHILDREN children on a loopback TCP port, in the foreground."""
     port = free_port(HOST)
     config = f"""[global]
-pid = {workdir}/php-fpm.pid
-error_log = {workdir}/php-fpm.log
+pid = {workdir}/{name}.pid
+error_log = {workdir}/{name}.log
 daemonize = no
 
 [bench]
@@ -261,12 +291,12 @@ listen = {HOST}:{port}
 pm = static
 pm.max_children = {PHP_CHILDREN}
 """
-    path = workdir / "php-fpm.conf"
+    path = workdir / f"{name}.conf"
     path.write_text(config)
     args = [find_binary("php-fpm8.2"), "-F", "-y", path]
     if os.geteuid() == 0:
         args.append("-R")  # allow the pool to run as root (no pool user configured)
-    return _start(workdir, "php-fpm", args, port, logs=("php-fpm.log",))
+    return _start(workdir, name, args, port, logs=(f"{name}.log",))
 
 
 def daphne_hello(workdir: Path) -> Server:
@@ -301,9 +331,11 @@ pass = {json.dumps(DIRECTOR_NAME)}
 """
 
 
-def director(workdir: Path, name: str, config: str, path: str = "/", workers: int = 1) -> Server:
+def director(workdir: Path, name: str, config: str, path: str = "/", workers: int = 1,
+             tls: tuple[str, str] | None = None) -> Server:
     """`manage.py migrate`, then `runproxy` (health monitor on) with `config`; `workers` > 1
-    needs Redis (REDIS_URL, default 127.0.0.1:6379).
+    needs Redis (REDIS_URL, default 127.0.0.1:6379); with `tls` (cert, key) the traffic
+    listener is `tls://`.
 
     Returns once a GET of `path` through it answers 200, i.e. the backend is online.
     """
@@ -320,11 +352,15 @@ def director(workdir: Path, name: str, config: str, path: str = "/", workers: in
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     if migrate.returncode != 0:
         raise ServerError(f"manage.py migrate failed: {last_line(migrate.stderr + migrate.stdout)}")
+    if tls is not None:
+        config = f"[proxy]\ntls_certificates = [{{ cert = {json.dumps(tls[0])}, key = {json.dumps(tls[1])} }}]\n\n{config}"
     (home / "director.toml").write_text(config)
     port, admin_port = free_port(HOST), free_port(HOST)
+    listen = f"tls://{HOST}:{port}" if tls else f"{HOST}:{port}"
     args = [sys.executable, "manage.py", "runproxy", "--config", home / "director.toml",
-            "--listen", f"{HOST}:{port}", "--admin-listen", f"{HOST}:{admin_port}", "--workers", str(workers)]
+            "--listen", listen, "--admin-listen", f"{HOST}:{admin_port}", "--workers", str(workers)]
     server = _start(workdir, name, args, port, path, env=env)
+    server.scheme = "https" if tls else "http"
     try:
         server.wait_ok(DIRECTOR_READY_TIMEOUT)
     except BaseException:
@@ -346,6 +382,17 @@ def _reachable_redis() -> str:
 def director_http(workdir: Path, backend_port: int, workers: int = 1) -> Server:
     return director(workdir, f"director-http-{workers}", director_config(f"http://{HOST}:{backend_port}"),
                     workers=workers)
+
+
+def director_https(workdir: Path, backend_port: int, tls: tuple[str, str]) -> Server:
+    return director(workdir, "director-https", director_config(f"http://{HOST}:{backend_port}"), tls=tls)
+
+
+def test_certificate(workdir: Path) -> tuple[str, str]:
+    """(cert, key) for 127.0.0.1 and localhost, made here (EC P-256, as the tests make them)."""
+    from tests.support.certs import make_certs
+
+    return make_certs(workdir / "certs").localhost
 
 
 def director_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR, workers: int = 1) -> Server:

@@ -154,22 +154,30 @@ def parse_target(text: str, protocol: str) -> BackendAddress:
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """A listener: TCP host+port (host an IP literal) or a UNIX socket path."""
+    """A listener: TCP host+port (host an IP literal) or a UNIX socket path; `tls` for
+    `tls://HOST:PORT` (SPEC §12: TLS with the `[proxy] tls_certificates`)."""
 
     host: str | None = None
     port: int | None = None
     path: str | None = None
+    tls: bool = False
 
     def __str__(self) -> str:
         if self.path is not None:
             return f"unix:{self.path}"
-        return f"{format_host(self.host)}:{self.port}"
+        return f"{'tls://' if self.tls else ''}{format_host(self.host)}:{self.port}"
 
 
 def parse_listen(text: str) -> ListenAddress:
-    """`HOST:PORT` (IPv4 literal or localhost), `[V6]:PORT`, or `unix:/path`."""
+    """`HOST:PORT` (IPv4 literal or localhost), `[V6]:PORT`, `unix:/path`, or a TCP form
+    after `tls://`."""
     if not isinstance(text, str):
         raise ValueError(f"listen address must be a string, not {type(text).__name__}")
+    if text.startswith("tls://"):
+        plain = parse_listen(text[6:])
+        if plain.path is not None or plain.tls:
+            raise ValueError(f"listen address {text!r}: expected tls://HOST:PORT or tls://[V6]:PORT")
+        return replace(plain, tls=True)
     if text.startswith("unix:"):
         path = text[5:]
         if not path.startswith("/"):

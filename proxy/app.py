@@ -1,7 +1,8 @@
 """The traffic ASGI application: route, then pass to a director or straight to an address.
 
 Raw ASGI, no Django on this path. proxy.server_protocol puts the spooled request body in
-`scope["extensions"]["director"]` so retries replay it without copying.
+`scope["extensions"]["director"]` so retries replay it without copying, and the function
+that hands the connection over after a WebSocket handshake (proxy.websocket).
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from proxy.runtime import DirectorSettings
 from proxy.state import DataPlane
 from proxy.upstream import RequestBody, UpstreamRequest
 from proxy.upstream.cgi import BadRequestPath
+from proxy.websocket import WebSocketPass
+from proxy.websocket_frames import handshake_problem, upgrade_value
+from proxy.websocket_tunnel import WebSocketLimits
 
 log = logging.getLogger("director.proxy")
 ROAD_WARRIOR = DirectorSettings()
@@ -25,36 +29,63 @@ ROAD_WARRIOR = DirectorSettings()
 class ProxyApp:
     """ASGI callable for the traffic listeners."""
 
-    def __init__(self, plane: DataPlane, rules: HeaderRules | None = None, health: HealthSink | None = None):
+    def __init__(self, plane: DataPlane, rules: HeaderRules | None = None, health: HealthSink | None = None,
+                 websocket: WebSocketLimits | None = None):
         self.plane = plane
         self.rules = rules or HeaderRules()
         self.dispatcher = Dispatcher(self.rules, health)
+        self.websocket = websocket or WebSocketLimits()
 
     def set_rules(self, rules: HeaderRules) -> None:
         """Reloaded `[proxy]` settings (pseudonym, trusted proxies) for requests from now on."""
         self.rules = self.dispatcher.rules = rules
+
+    def set_websocket_limits(self, limits: WebSocketLimits) -> None:
+        """Reloaded `[proxy] websocket_*` settings, for WebSockets opened from now on."""
+        self.websocket = limits
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
         headers = scope["headers"]
         host = b""
+        upgrade = False
         for name, value in headers:
             if name == b"host":
                 host = value
-                break
+            elif name == b"upgrade":
+                upgrade = True
         route = find_route(self.plane.routes, host, scope["raw_path"])
         if route is None:
             await respond(send, 404)
             return
+        websocket = self._websocket(scope) if upgrade else None
+        if websocket is False:
+            await respond(send, 400)
+            return
         request = await self._upstream_request(scope, receive, route)
         try:
             if route.target is not None:
-                await self._road_warrior(route, request, send)
+                await self._road_warrior(route, request, send, websocket)
             else:
-                await self._pass(route, request, send, headers)
+                await self._pass(route, request, send, headers, websocket)
         except BadRequestPath:
             await respond(send, 400)
+
+    def _websocket(self, scope) -> WebSocketPass | None | bool:
+        """A WebSocketPass for a valid `Upgrade: websocket` handshake, False (400) for an
+        invalid one, None when the upgrade asks for something else (it is dropped as before)."""
+        value = upgrade_value(scope["headers"])
+        if value is None:
+            return None
+        problem = handshake_problem(scope["method"], scope.get("http_version", "1.1"), scope["headers"])
+        take_over = ((scope.get("extensions") or {}).get("director") or {}).get("take_over")
+        if problem is None and take_over is None:
+            problem = "this connection cannot be handed over (HTTP/2?)"
+        if problem is not None:
+            log.info("websocket handshake refused: %s", problem)
+            return False
+        return WebSocketPass(self.dispatcher, self.rules, self.websocket, take_over, value)
 
     async def _upstream_request(self, scope, receive, route: Route) -> UpstreamRequest:
         client = scope.get("client")
@@ -77,7 +108,7 @@ class ProxyApp:
             script_filename=route.script_filename,
         )
 
-    async def _pass(self, route: Route, request: UpstreamRequest, send, headers) -> None:
+    async def _pass(self, route: Route, request: UpstreamRequest, send, headers, websocket: WebSocketPass | None) -> None:
         director = self.plane.directors.get(route.director)
         if director is None:
             log.warning("route to director %s: no such director (deleted?)", route.director)
@@ -93,11 +124,19 @@ class ProxyApp:
                     log.warning("director %s: client-chosen backend %s is %s", director.name, chosen, problem)
                     await self.dispatcher.refuse(director, send, f"backend {chosen} {problem}")
                     return
+        if websocket is not None:
+            websocket.prepare(request)
+            await websocket.through_director(director, request, send, pinned)
+            return
         await self.dispatcher.pass_request(director, request, send, pinned)
 
-    async def _road_warrior(self, route: Route, request: UpstreamRequest, send) -> None:
+    async def _road_warrior(self, route: Route, request: UpstreamRequest, send, websocket: WebSocketPass | None) -> None:
         """Straight to one address: no queue, no health checks, no retries (SPEC §7.4)."""
         upstream = self.plane.upstream_for(route.target)  # the route may have been reloaded meanwhile
+        if websocket is not None:
+            websocket.prepare(request)
+            await websocket.direct(upstream, request, send, ROAD_WARRIOR.timeouts)
+            return
         try:
             response, first = await open_response(upstream, request, ROAD_WARRIOR.timeouts)
         except UpstreamError as err:

@@ -146,14 +146,17 @@ class DirectorRuntime:
         backend.load -= 1
         backend.load_counter.decrement()
         self.load.decrement()
-        if self.node is not None and backend.capacity:
-            self.node.give_back(backend.id)
+        node = self.node
+        if node is not None and backend.capacity:
+            node.give_back(backend.id)
         if backend.capacity and backend.load == backend.capacity - 1:
             self._refile(backend, backend.available)
         elif backend.pool is not None:
             backend.pool.load_changed(backend)
         if self.queue:
             self.dispatch_waiters()
+        if node is not None and backend.capacity:
+            node.offer(self.id, backend.id, backend.capacity)
 
     async def acquire(self, exclude=frozenset(), *, retrying: bool = False) -> Slot:
         """A slot on a backend for this request; queues when all are busy."""
@@ -230,7 +233,8 @@ class DirectorRuntime:
     def dispatch_waiters(self) -> None:
         """Hand free slots to waiters in FIFO order (a waiter whose candidates are all
         excluded does not block the ones behind it). Under --workers a slot another worker
-        frees is seen by polling the node's table every NODE_POLL while requests wait."""
+        frees rings this one's doorbell (proxy.node_wake); the node's table is also polled
+        every NODE_POLL while requests wait, in case a ring is lost."""
         queue = self.queue
         index = 0
         full: set | None = set() if self.node is not None else None  # found full in the node this pass

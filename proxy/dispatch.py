@@ -15,7 +15,7 @@ from proxy.relay import finish_after_abort, first_chunk, open_response, relay
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
 from proxy.slots import Slot
-from proxy.upstream import UpstreamRequest
+from proxy.upstream import UpstreamRequest, UpstreamResponse
 from proxy.upstream.base import IDEMPOTENT
 
 log = logging.getLogger("director.proxy")
@@ -47,6 +47,16 @@ class Dispatcher:
         await respond(send, status, extra)
 
     async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send, pinned: BackendRuntime | None = None) -> None:
+        sent = await self.send_with_retries(director, request, send, pinned, self._send)
+        if sent is not None:
+            await self.relay_response(director, *sent, request, send)
+
+    async def send_with_retries(self, director: DirectorRuntime, request: UpstreamRequest, send,
+                                pinned: BackendRuntime | None, attempt) -> tuple[Slot, UpstreamResponse, bytes] | None:
+        """Choose a backend and `await attempt(director, slot, request)` -> (response, first
+        body chunk), again on another backend after a failure as SPEC §7.5 allows. Returns the
+        slot (the caller now owns it), response and first chunk; None when the client was
+        already answered (refused, or failed after the retries)."""
         settings = director.settings
         exclude: set = set()
         last_error: UpstreamError | None = None
@@ -63,11 +73,11 @@ class Dispatcher:
                         await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status)
                     else:
                         await self.refuse(director, send, refused.reason)
-                    return
+                    return None
             backend = slot.backend
             self.health.activity(backend.id)
             try:
-                response, first = await self._send(director, slot, request)
+                response, first = await attempt(director, slot, request)
             except UpstreamError as err:
                 slot.release()
                 self.backend_failed(backend, err)
@@ -75,14 +85,13 @@ class Dispatcher:
                 attempts += 1
                 if attempts > settings.max_retry_count or not (may_resend or err.safe_to_resend):
                     await self.refuse(director, send, err.reason, err.status)
-                    return
+                    return None
                 exclude.add(backend)
                 continue
             except BaseException:
                 slot.release()  # a no-op when the slot went to a background finisher
                 raise
-            await self._relay(director, slot, response, first, request, send)
-            return
+            return slot, response, first
 
     async def _send(self, director: DirectorRuntime, slot: Slot, request: UpstreamRequest):
         settings = director.settings
@@ -113,7 +122,8 @@ class Dispatcher:
             return
         finish_after_abort(task.result(), director.settings.on_client_abort, slot.release)
 
-    async def _relay(self, director, slot: Slot, response, first, request, send) -> None:
+    async def relay_response(self, director, slot: Slot, response, first, request, send) -> None:
+        """Relay the response to the client, count its status, release response and slot."""
         backend = slot.backend
         try:
             status = await relay(response, send, self.rules, request.method == "HEAD", first=first)

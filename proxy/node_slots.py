@@ -23,6 +23,8 @@ import os
 import struct
 from pathlib import Path
 
+from proxy.node_wake import Doorbells
+
 log = logging.getLogger("director.workers")
 
 COLUMNS = 64  # worker processes at once, old and new ones of a reload included
@@ -48,19 +50,25 @@ class NodeSlots:
         if not 0 <= column < COLUMNS:
             raise ValueError(f"column {column} outside 0..{COLUMNS - 1}")
         self.column = column
+        self.path = Path(path)
         self._fd = os.open(path, os.O_RDWR)
         self._map = mmap.mmap(self._fd, SIZE)
         self._rows: dict[int, int] = {}  # key -> offset
         self._full_warned = False
+        self.doorbells: Doorbells | None = None  # a worker's (from_environment), not the supervisor's
 
     @classmethod
     def from_environment(cls, directory: Path | None) -> NodeSlots | None:
         column = os.environ.get(COLUMN_ENV)
         if directory is None or column is None or not (Path(directory) / FILE).exists():
             return None
-        return cls(Path(directory) / FILE, int(column))
+        slots = cls(Path(directory) / FILE, int(column))
+        slots.doorbells = Doorbells(slots.path, slots.column)
+        return slots
 
     def close(self) -> None:
+        if self.doorbells is not None:
+            self.doorbells.close()
         self._map.close()
         os.close(self._fd)
 
@@ -145,6 +153,22 @@ class NodeSlots:
             return 0, 0
         counts = self._counts(offset)
         return sum(counts), sum(1 for c in counts if c)
+
+    def offer(self, director_id: int, backend_id: int, capacity: int) -> None:
+        """A slot of the backend was freed and this process had no waiter to take it: wake
+        the other processes with requests waiting for the director (proxy.node_wake)."""
+        waiting = self._row(-director_id) if self.doorbells is not None else None
+        if waiting is None:
+            return
+        counts = self._counts(waiting)
+        if sum(counts) == counts[self.column]:
+            return  # nobody else waits (the common case: one look at one row)
+        offset = self._row(backend_id)
+        if offset is not None and sum(self._counts(offset)) >= capacity:
+            return  # taken meanwhile
+        for column, count in enumerate(counts):
+            if count and column != self.column:
+                self.doorbells.ring(column)
 
     # -- the supervisor ----------------------------------------------------------------
 

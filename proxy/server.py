@@ -42,8 +42,10 @@ from twisted.logger import STDLibLogObserver, globalLogBeginner
 from proxy.addresses import ListenAddress
 from proxy.listeners import BACKLOG, UNIX_SOCKET_MODE, ListenError, describe_error, remove_stale_socket
 from proxy.server_channel import SEND_TIMEOUT, ListenerFactory
+from proxy.server_h2 import DirectorH2Connection
 from proxy.server_protocol import ManagementRequest, TrafficRequest
 from proxy.server_transport import use_coalesced_writes
+from proxy.tls import CertificateSet, ServerTLS, tls_factory
 from proxy.twisted_compat import application_task, application_tasks, event_loop_of, mark_adopted_unix_port
 
 logger = logging.getLogger("director.server")
@@ -66,8 +68,11 @@ class DirectorServer(Server):
     def __init__(self, *, traffic_app, management_app, traffic_listen, management_listen,
                  max_request_body: int, header_timeout: float, ready_callback=None,
                  server_name: str = "director", verbosity: int = 1, send_timeout: float = SEND_TIMEOUT,
-                 sockets=None, shutdown_timeout: float = SHUTDOWN_TIMEOUT):
+                 sockets=None, shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 tls_certificates: CertificateSet | None = None):
         self.shutdown_timeout = shutdown_timeout
+        self.server_tls = ServerTLS(tls_certificates) if tls_certificates is not None else None
+        self.tls_traffic_factory = None
         self.draining = False
         self.traffic_app = traffic_app
         self.sockets = dict(sockets or {})
@@ -101,6 +106,9 @@ class DirectorServer(Server):
         self.connections = {}
         self.http_factory = self._factory(ManagementRequest)
         self.traffic_factory = self._factory(TrafficRequest, app=self.traffic_app)
+        self.traffic_factory.h2_protocol = DirectorH2Connection
+        if self.server_tls is not None:
+            self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory)
         self.ws_factory = WebSocketFactory(self, server=self.server_name)
         self.ws_factory.setProtocolOptions(
             autoPingTimeout=self.ping_timeout,
@@ -161,6 +169,10 @@ class DirectorServer(Server):
             logger.info("%s %s", "serving inherited listener" if address in self.sockets else "listening on", address)
 
     def _listen(self, address: ListenAddress, factory):
+        if address.tls:
+            if self.tls_traffic_factory is None or factory is not self.traffic_factory:
+                raise ListenError(f"cannot listen on {address}: TLS needs [proxy] tls_certificates")
+            factory = self.tls_traffic_factory
         port = self._open_port(address, factory)
         use_coalesced_writes(port)
         return port
@@ -197,12 +209,17 @@ class DirectorServer(Server):
             port.stopListening()
 
     def reconfigure(self, *, traffic_listen: list[ListenAddress], management_listen: list[ListenAddress],
-                    max_request_body: int, header_timeout: float, server_name: str, shutdown_timeout: float):
+                    max_request_body: int, header_timeout: float, server_name: str, shutdown_timeout: float,
+                    tls_certificates: CertificateSet | None = None):
         """Apply reloaded `[proxy]` settings without closing a listener that stays.
 
         New listeners are bound first: if one fails, ListenError and nothing has changed.
         Listeners no longer wanted stop accepting; their open connections finish.
+        New TLS connections get `tls_certificates`; open ones keep theirs.
         """
+        previous_tls = self.server_tls.certificates if self.server_tls is not None else None
+        if tls_certificates is not None:
+            self._use_certificates(tls_certificates)
         wanted = [("traffic", a, self.traffic_factory) for a in traffic_listen]
         wanted += [("management", a, self.http_factory) for a in management_listen]
         current = {(kind, address) for kind, address, _ in self.ports}
@@ -214,6 +231,8 @@ class DirectorServer(Server):
         except ListenError:
             for _kind, _address, port in added:
                 port.stopListening()
+            if previous_tls is not None:
+                self._use_certificates(previous_tls)
             raise
         keep = {(kind, address) for kind, address, _ in wanted}
         for _kind, address, port in [p for p in self.ports if (p[0], p[1]) not in keep]:
@@ -229,6 +248,13 @@ class DirectorServer(Server):
         self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4, self.send_timeout / 4)
         self.server_name = server_name
         self.shutdown_timeout = shutdown_timeout
+
+    def _use_certificates(self, certificates: CertificateSet) -> None:
+        if self.server_tls is None:
+            self.server_tls = ServerTLS(certificates)
+            self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory)
+        else:
+            self.server_tls.replace(certificates)
 
     def _ready(self):
         """Run ready_callback on the loop; if it fails, stop and let run() raise its error."""
@@ -260,9 +286,16 @@ class DirectorServer(Server):
     def _sweep(self):
         """One periodic pass instead of a timer per request: time out overdue channels."""
         now = time.monotonic()
-        for channel in [c for c in self.channels if c.deadline is not None and c.deadline <= now]:
-            channel.timed_out()
-        reactor.callLater(self._sweep_interval, self._sweep)
+        try:
+            for channel in [c for c in self.channels if c.deadline is not None and c.deadline <= now]:
+                try:
+                    channel.timed_out()
+                except Exception:  # one broken connection must not stop every other timeout
+                    logger.exception("timing out a connection failed; aborting it")
+                    channel.deadline = None
+                    channel.transport.abortConnection()
+        finally:
+            reactor.callLater(self._sweep_interval, self._sweep)
 
     def create_application(self, protocol, scope):
         """daphne's, plus a done-callback so a failing management app is answered at once."""
@@ -336,7 +369,8 @@ def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddr
                  management_listen: list[ListenAddress], max_request_body: int, header_timeout: float,
                  ready_callback=None, server_name: str = "director", verbosity: int = 1,
                  send_timeout: float = SEND_TIMEOUT, sockets=None,
-                 shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> DirectorServer:
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 tls_certificates: CertificateSet | None = None) -> DirectorServer:
     """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it.
 
     `send_timeout`: a response blocked by a client that reads nothing for this long is
@@ -344,10 +378,12 @@ def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddr
     `sockets`: {ListenAddress: listening socket} made by a parent process, adopted instead
     of binding those addresses (`--workers`: see proxy.listeners).
     `shutdown_timeout`: how long a stopping server lets in-flight requests finish.
+    `tls_certificates`: what `tls://` listeners serve (proxy.tls.load_certificates).
     """
     return DirectorServer(
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,
         management_listen=management_listen, max_request_body=max_request_body,
         header_timeout=header_timeout, ready_callback=ready_callback, server_name=server_name,
         verbosity=verbosity, send_timeout=send_timeout, sockets=sockets, shutdown_timeout=shutdown_timeout,
+        tls_certificates=tls_certificates,
     )

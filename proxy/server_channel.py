@@ -5,7 +5,9 @@ DESIGN.md lists under "daphne: what it does to a proxy": every parse failure (40
 431, 408) gets a small plain-text answer and a lingering close instead of a dropped
 connection; `header_timeout` runs from a request's first byte (swept by the server, no
 per-request timer); and `drain()` makes the application wait while the client's send
-buffer is full. The request objects (`proxy.server_protocol`) build on it.
+buffer is full. The request objects (`proxy.server_protocol`) build on it. On a TLS
+listener the same channel serves HTTP/1.1, and hands a connection whose client chose `h2`
+by ALPN to `proxy.server_h2` at its first byte.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ import time
 
 from daphne.http_protocol import HTTPFactory
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.web import http
 
 from proxy.error_responses import closing_response
 from proxy.headers import connection_tokens
 from proxy.server_chunked import StrictChunkedDecoder
-from proxy.twisted_compat import TwistedChannel, pending_write_bytes
+from proxy.twisted_compat import TwistedChannel, pending_write_bytes, take_buffered_input
 
 logger = logging.getLogger("director.server")
 
@@ -37,6 +41,7 @@ ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is ab
 DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send one request
 
 IDLE, HEAD, BODY, BUSY = "idle", "head", "body", "busy"  # DirectorChannel.phase values
+HANDED_OVER = "handed over"  # the connection belongs to another protocol (a WebSocket tunnel)
 
 CHANNEL_REJECTIONS = {status: closing_response(status) for status in (400, 408, 413, 431)}
 
@@ -66,6 +71,9 @@ class DirectorChannel(TwistedChannel):
     lost = False
     scope_client = None
     scope_server = None
+    scheme = "http"  # "https" over a TLS listener (the ASGI scope's scheme)
+    socket_transport = None  # the TCP/UNIX transport under TLS (or the transport itself)
+    negotiating = False  # TLS: the first data tells which protocol ALPN chose
     _host = None
     _head_size = 0
     _header_count = 0  # header fields of the head being read
@@ -76,7 +84,13 @@ class DirectorChannel(TwistedChannel):
 
     def connectionMade(self):
         super().connectionMade()
-        self.transport.bufferSize = WRITE_HIGH_WATER
+        transport = self.transport
+        if isinstance(transport, TLSMemoryBIOProtocol):
+            self.scheme = "https"
+            self.negotiating = self.factory.h2_protocol is not None
+            transport = transport.transport
+        self.socket_transport = transport
+        transport.bufferSize = WRITE_HIGH_WATER
         peer, host = self.transport.getPeer(), self.transport.getHost()
         self._host = host  # Twisted asks for it on every request: one getsockname() per connection
         if isinstance(peer, (IPv4Address, IPv6Address)):
@@ -106,11 +120,30 @@ class DirectorChannel(TwistedChannel):
         """Start the head timer on a request's first byte; never restart it per byte."""
         if self.closing:
             return
+        if self.negotiating:
+            self.negotiating = False
+            if self.transport.negotiatedProtocol == b"h2":
+                self._hand_over_to_h2(data)
+                return
         if self.phase is IDLE:
             self._start_head()
         rest = self.parse_lines(data)  # an incomplete head line: a LF in it is a bare one
         if b"\n" in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
             self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
+
+    def _hand_over_to_h2(self, data: bytes) -> None:
+        """ALPN chose HTTP/2: the TLS transport delivers to a new HTTP/2 connection from now
+        on, which takes this channel's place in the server's table and as the producer the
+        transport pauses."""
+        transport = self.transport
+        self.deadline = None
+        self.factory.server.channel_closed(self)
+        transport.unregisterProducer()
+        connection = self.factory.h2_protocol(self.factory)
+        transport.wrappedProtocol = connection
+        connection.makeConnection(transport)
+        transport.registerProducer(connection, True)
+        connection.dataReceived(data)
 
     def lineReceived(self, line):
         """Count the head, CRLFs included, and answer 431 once it passes HEAD_LIMIT."""
@@ -182,6 +215,29 @@ class DirectorChannel(TwistedChannel):
         if self.factory.server.draining:
             self.close_when_done()
 
+    # -- handing the connection over ---------------------------------------------------
+
+    def hand_over(self, head: bytes, protocol) -> bytes:
+        """Write `head` (a 101 response) and give the connection to `protocol`, a Twisted
+        protocol that also is the transport's push producer; returns the bytes the client
+        sent after its request. From here the server no longer sweeps, drains or closes this
+        channel: `protocol` owns the connection (the application task that made it stays in
+        `traffic_tasks`, so a stopping server still waits for it)."""
+        transport = self.transport
+        transport.write(head)
+        self.phase, self.deadline = HANDED_OVER, None
+        self.factory.server.channel_closed(self)
+        early = take_buffered_input(self)
+        transport.unregisterProducer()
+        if isinstance(transport, ProtocolWrapper):  # TLS: the wrapper carries the protocol
+            transport.wrappedProtocol = protocol
+        else:
+            transport.protocol = protocol
+        protocol.makeConnection(transport)
+        transport.registerProducer(protocol, True)
+        transport.resumeProducing()  # the channel pauses reading while it handles a request
+        return early
+
     # -- closing -----------------------------------------------------------------------
 
     def close_when_done(self, idle_until: float | None = None):
@@ -204,7 +260,10 @@ class DirectorChannel(TwistedChannel):
             return
         self.transport.write(CHANNEL_REJECTIONS[status])
         self._closing()
-        self.transport.loseWriteConnection()
+        if self.scheme == "https":
+            self.transport.loseConnection()  # TLS: flush, close_notify, then close
+        else:
+            self.transport.loseWriteConnection()
 
     def close(self):
         """Flush what was written, then close; stop parsing; abort if the flush stalls."""
@@ -251,7 +310,7 @@ class DirectorChannel(TwistedChannel):
         """Bytes written but not yet taken by the client: Twisted's buffer plus the socket's
         send queue, which moves even when the kernel is too full to take more from Twisted
         (it asks again only once half its queue is free)."""
-        transport = self.transport
+        transport = self.socket_transport
         buffered = pending_write_bytes(transport)
         try:
             queued = fcntl.ioctl(transport.fileno(), termios.TIOCOUTQ, _OUTQ)
@@ -304,6 +363,7 @@ class ListenerFactory(HTTPFactory):
     """HTTP factory for one plane: its request class, and the limits its channels apply."""
 
     protocol = DirectorChannel
+    h2_protocol = None  # the HTTP/2 connection class, where ALPN may choose h2 (traffic over TLS)
 
     def __init__(self, server, request_class, *, max_request_body: int, header_timeout: float,
                  send_timeout: float = SEND_TIMEOUT, app=None):
@@ -316,7 +376,8 @@ class ListenerFactory(HTTPFactory):
         self.timeOut = None
 
     def buildProtocol(self, addr):
-        """A bare DirectorChannel: no TLS/ALPN wrapper, so no HTTP/2 switching to proxy."""
+        """A bare DirectorChannel, without Twisted's protocol-switching wrapper: over TLS the
+        channel hands a connection that negotiated h2 to `h2_protocol` itself."""
         channel = http.HTTPFactory.buildProtocol(self, addr)
         channel.requestFactory = self.request_class
         return channel

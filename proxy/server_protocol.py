@@ -4,6 +4,8 @@ reaches the client.
 - `RequestMixin` owns the response side shared by both planes: message order, short and
   over-long bodies, and a failure after the response started, which closes the
   connection rather than leaving the client hanging or corrupting the next response.
+  A traffic request may also hand its connection over to another protocol after a 101
+  (`take_over`, for WebSocket tunnels).
 - `TrafficRequest` is the lean hot path for `proxy.app`; `ManagementRequest` keeps daphne's
   `WebRequest` (and so its websocket upgrade) for the Django management app.
 
@@ -231,12 +233,13 @@ class TrafficRequest(RequestMixin, http.Request):
             "path": unquote(self.path.decode("ascii")),
             "raw_path": self.path,
             "root_path": "",
-            "scheme": "http",
+            "scheme": channel.scheme,
             "query_string": self.query_string,
             "headers": headers,
             "client": channel.scope_client,
             "server": channel.scope_server,
-            "extensions": {"director": {"body_file": self.content, "body_length": self._body_length}},
+            "extensions": {"director": {"body_file": self.content, "body_length": self._body_length,
+                                        "take_over": self.take_over}},
         }
         self._tasks = tasks = factory.server.traffic_tasks
         self._task = task = factory.server.loop.create_task(factory.app(scope, self.receive, self.send))
@@ -275,6 +278,16 @@ class TrafficRequest(RequestMixin, http.Request):
                 self.start_response(message)
         else:
             raise ValueError(f"Cannot handle message type {kind}!")
+
+    def take_over(self, head: bytes, protocol) -> bytes:
+        """The app's way out of HTTP (scope extension "take_over"): write `head`, a complete
+        101 response, and hand the client connection to the Twisted `protocol`; returns the
+        bytes the client sent after this request. The request counts as finished here."""
+        if self.finished or self.lost or self._response_started:
+            raise ConnectionError("the client connection is gone or already answered")
+        self._response_started = True
+        self.finished = True  # app_done has nothing left to answer
+        return self.channel.hand_over(head, protocol)
 
     def _wake_receiver(self):
         gone = self._gone

@@ -26,9 +26,10 @@ class CoalescingWriteMixin:
     _gathered: list[bytes] | None = None  # writes waiting for this step's flush
     _gathered_size = 0
     _twisted_sending = False  # Twisted's buffer may hold bytes: new writes go behind them
+    _aborted = False  # abortConnection() ran: later writes (a TLS layer's, say) are dropped
 
     def write(self, data: bytes) -> None:
-        if not data or not self.connected:
+        if not data or not self.connected or self._aborted:
             return
         gathered = self._gathered
         if gathered is None:
@@ -48,7 +49,7 @@ class CoalescingWriteMixin:
 
     def _flush(self) -> None:
         gathered, self._gathered = self._gathered, None
-        if not gathered or not self.connected:
+        if not gathered or not self.connected or self._aborted:
             return
         data = gathered[0] if len(gathered) == 1 else b"".join(gathered)
         try:
@@ -77,6 +78,7 @@ class CoalescingWriteMixin:
 
     def abortConnection(self):
         self._gathered = None
+        self._aborted = True  # Twisted closes on its next turn; a write before would re-arm the socket
         return super().abortConnection()
 
 

@@ -17,6 +17,7 @@ from proxy.node_slots import NodeSlots
 from proxy.state import DataPlane
 from proxy.supervisor import workers_directory
 from proxy.watcher import ConfigWatcher
+from proxy.websocket_tunnel import WebSocketLimits
 
 log = logging.getLogger("director.proxy")
 
@@ -71,6 +72,11 @@ async def _send_quietly(layer, message) -> None:
         log.debug("cannot reach the health monitors: %s", exc)
 
 
+def websocket_limits(settings) -> WebSocketLimits:
+    """The `[proxy] websocket_*` settings of a ProxySettings."""
+    return WebSocketLimits(settings.websocket_idle_timeout, settings.websocket_max_message)
+
+
 class ProxyService:
     def __init__(self, settings, source: ConfigSource, *, channel_layer=None, monitor_factory=None,
                  serve_monitor=None, snapshot=None, on_database_back=None):
@@ -114,11 +120,14 @@ class ProxyService:
     def traffic_app(self):
         from proxy.app import ProxyApp
 
-        return ProxyApp(self.plane, self.rules, self.link)
+        return ProxyApp(self.plane, self.rules, self.link, websocket_limits(self.settings))
 
     async def start_background(self) -> None:
         """Called on daphne's loop once every listener is bound."""
         loop = asyncio.get_running_loop()
+        node = self.plane.node_slots
+        if node is not None and node.doorbells is not None:
+            node.doorbells.listen(self.plane.wake_waiters)
         await self.watcher.start()
         await self.follower.start()
         if self.monitor is not None:

@@ -34,8 +34,10 @@ class SnapshotStore:
         partial = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # dumps, not dump: json.dump encodes in Python with closures that form reference cycles
+            text = json.dumps({"format": FORMAT, "rows": list(rows)}, default=_json_value, separators=(",", ":"))
             with os.fdopen(fd, "w") as out:
-                json.dump({"format": FORMAT, "rows": list(rows)}, out, default=_json_value, separators=(",", ":"))
+                out.write(text)
             os.replace(partial, self.path)
         except OSError as exc:
             log.warning("cannot save the configuration snapshot %s: %s", self.path, exc)

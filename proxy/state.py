@@ -121,6 +121,12 @@ class DataPlane:
         self._backend_rows: dict[int, dict] = {}
         self.rows_changed = False
 
+    def wake_waiters(self) -> None:
+        """Another worker freed a slot (proxy.node_wake): queued requests look again."""
+        for director in self.directors.values():
+            if director.queue:
+                director.dispatch_waiters()
+
     def upstream_for(self, address: BackendAddress) -> Upstream:
         upstream = self._upstreams.get(address)
         if upstream is None:

@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from collections import deque
 from dataclasses import dataclass
 from importlib import metadata
 
+import priority
 from daphne.http_protocol import WebRequest
 from twisted.internet import abstract, asyncioreactor, tcp, unix
+from twisted.internet.defer import Deferred
 from twisted.protocols.basic import LineReceiver
-from twisted.web import http
+from twisted.web import _http2, http
 
 __all__ = [
-    "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "TwistedChannel", "add_reader_unlogged",
+    "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "TwistedChannel", "TwistedH2Connection",
+    "add_reader_unlogged",
     "application_task", "application_tasks", "event_loop_of", "mark_adopted_unix_port", "pending_write_bytes",
-    "replace_accepted_transport", "verify",
+    "replace_accepted_transport", "take_buffered_input", "verify",
 ]
 
 MalformedChunkedData = http._MalformedChunkedDataError  # raised by ChunkedDecoder hooks: the body is refused
@@ -58,6 +62,14 @@ def add_reader_unlogged(reactor, reader) -> bool:
 def pending_write_bytes(transport) -> int:
     """Bytes waiting in a Twisted FileDescriptor's write buffer."""
     return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+
+
+def take_buffered_input(channel: http.HTTPChannel) -> bytes:
+    """The bytes an HTTPChannel received after the request it is handling (it buffers them
+    until the response ends), removed from it: they belong to whoever takes the connection."""
+    data = b"".join(channel._dataBuffer)
+    channel._dataBuffer = []
+    return data
 
 
 def replace_accepted_transport(port, tcp_class: type, unix_class: type) -> None:
@@ -151,6 +163,58 @@ class ChunkedDecoder(http._ChunkedTransferDecoder):
         return super()._dataReceived_TRAILER()
 
 
+class TwistedH2Connection(_http2.H2Connection):
+    """Twisted's HTTP/2 connection with documented hooks: new streams are instances of
+    `stream_class` (an `H2Stream` subclass), `stream_started(stream)` runs once a stream
+    can write, and `stream_finished(stream)` when its response has ended or it was reset,
+    before Twisted forgets it."""
+
+    stream_class: type = _http2.H2Stream
+
+    def _requestReceived(self, event):
+        """Twisted's, with `stream_class`."""
+        stream = self.stream_class(event.stream_id, self, event.headers, self.requestFactory, self.site, self.factory)
+        self.streams[event.stream_id] = stream
+        self._streamCleanupCallbacks[event.stream_id] = Deferred()
+        self._outboundStreamQueues[event.stream_id] = deque()
+        try:
+            self.priority.insert_stream(event.stream_id)
+        except priority.DuplicateStreamError:
+            pass  # a PRIORITY frame made it already
+        else:
+            self.priority.block(event.stream_id)
+        self.stream_started(stream)
+
+    def stream_started(self, stream) -> None:
+        """Override: `stream` has its headers and may now write."""
+
+    def stream_finished(self, stream) -> None:
+        """Override: `stream` is done (response ended or stream reset)."""
+
+    def _requestDone(self, streamID):
+        stream = self.streams.get(streamID)
+        if stream is not None:
+            self.stream_finished(stream)
+        super()._requestDone(streamID)
+
+    def _requestDataReceived(self, event):
+        """Twisted's, except for a stream it has already forgotten (answered and ended, or
+        reset, while the client was still sending: Twisted raised KeyError and dropped the
+        connection): the data only gives its flow-control credit back."""
+        if event.stream_id in self.streams:
+            super()._requestDataReceived(event)
+        else:
+            self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+
+    def _requestEnded(self, event):
+        if event.stream_id in self.streams:
+            super()._requestEnded(event)
+
+    def is_consumer_blocked(self) -> bool:
+        """The transport paused us: its buffer is full."""
+        return self._consumerBlocked is not None
+
+
 # -- the check -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -190,6 +254,18 @@ def _fresh_channel():
     return http.HTTPChannel()
 
 
+def _fresh_h2_connection():
+    return _http2.H2Connection(reactor=_NoClock())
+
+
+class _NoClock:
+    def seconds(self) -> float:
+        return 0.0
+
+    def callLater(self, delay, function, *args):  # noqa: N802 - Twisted's interface
+        return None
+
+
 def _fresh_decoder():
     return http._ChunkedTransferDecoder(None, None)
 
@@ -210,6 +286,7 @@ def needs() -> list[Need]:
         *(Need(channel, name) for name in ("_abortingCall", "abortTimeout", "totalHeadersSize", "maxHeaders",
                                            "timeOut", "length")),
         Need(_fresh_channel, "_transferDecoder"), Need(_fresh_channel, "requests"),
+        Need(_fresh_channel, "_dataBuffer"),
         Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
         Need(channel, "_respondToBadRequestAndDisconnect", ("self",)),
         Need(channel, "_finishRequestBody", ("self", "data")),
@@ -228,6 +305,16 @@ def needs() -> list[Need]:
                                                  "ping_timeout", "websocket_handshake_timeout",
                                                  "websocket_max_message_size", "websocket_max_frame_size",
                                                  "signal_handlers")),
+        Need(_http2.H2Connection, "_requestReceived", ("self", "event"),
+             mentions=("H2Stream(", "self.streams[", "_streamCleanupCallbacks", "_outboundStreamQueues",
+                       "insert_stream", "self.priority.block")),
+        Need(_http2.H2Connection, "_requestDone", ("self", "streamID"), mentions=("del self.streams",)),
+        Need(_http2.H2Connection, "_requestDataReceived", ("self", "event"), mentions=("self.streams[event.stream_id]",)),
+        Need(_http2.H2Connection, "_requestEnded", ("self", "event"), mentions=("self.streams[event.stream_id]",)),
+        Need(_http2.H2Stream, "__init__", ("self", "streamID", "connection", "headers", "requestFactory", "site",
+                                           "factory")),
+        *(Need(_fresh_h2_connection, name) for name in ("_consumerBlocked", "_streamCleanupCallbacks",
+                                                        "_outboundStreamQueues", "priority", "streams")),
         Need(WebRequest, "handle_reply", ("self", "message")),
         Need(WebRequest, "basic_error", ("self", "status", "status_text", "body")),
         Need(WebRequest, "handle_exception", ("self", "exception")),

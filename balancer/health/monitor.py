@@ -27,10 +27,12 @@ from django.utils import timezone
 
 from balancer import health_store, services
 from balancer.dbthread import DatabaseThread
+from balancer.health_store import CheckFacts
 from proxy.channel_names import HEALTH_CHANGED, HEALTH_GROUP
 from proxy.outage_log import OutageLog
 from proxy.upstream import Upstream, make_upstream
 
+from .history import CheckHistory
 from .leases import LeaseKeeper, keeper_from_settings, lease_ttl, tick_interval
 from .probe import ProbeResult, probe
 from .session import OFFLINE, HealthSession, Transition, comes_back
@@ -49,8 +51,7 @@ FROM_SETTINGS = object()  # HealthMonitor(leases=...) default: Redis leases when
 class _Watch:
     """Runtime of one checked backend: its target, session, client and timer task."""
 
-    __slots__ = ("target", "session", "upstream", "request", "wake", "task", "checks", "last_result",
-                 "last_duration", "held")
+    __slots__ = ("target", "session", "upstream", "request", "wake", "task", "history", "held")
 
     def __init__(self, target: Target, session: HealthSession, upstream: Upstream, held: bool):
         self.target = target
@@ -59,9 +60,7 @@ class _Watch:
         self.request = target.request()
         self.wake = asyncio.Event()
         self.task: asyncio.Task | None = None
-        self.checks = 0
-        self.last_duration: float | None = None  # seconds the last check took
-        self.last_result: ProbeResult | None = None
+        self.history = CheckHistory()
         self.held = held  # this monitor holds the backend's lease: it checks it
 
 
@@ -194,13 +193,11 @@ class HealthMonitor:
             self._lease_wake.set()  # claim new backends now, not at the next tick
 
     def stats(self) -> dict[int, dict]:
-        """Per backend id: names, state, number of checks and the last result."""
+        """Per backend id: names, state, whether this monitor holds it, and its checks here
+        (count, the last one, the duration histogram: `CheckHistory.as_dict`)."""
         return {
             backend_id: {"director": w.target.director, "backend": w.target.backend, "state": w.session.state,
-                         "mode": w.session.policy.mode, "checks": w.checks,
-                         "last_status": w.last_result.status if w.last_result else None,
-                         "last_error": w.last_result.error if w.last_result else "",
-                         "last_duration": w.last_duration, "held": w.held}
+                         "mode": w.session.policy.mode, "held": w.held, **w.history.as_dict()}
             for backend_id, w in self._watches.items()
         }
 
@@ -269,13 +266,14 @@ class HealthMonitor:
         except Exception as exc:
             log.exception("health check of director %s backend %s raised", target.director, target.backend)
             result = ProbeResult(False, None, f"health check error: {type(exc).__name__}: {exc}")
-        watch.checks += 1
-        watch.last_duration = self._clock() - started
-        watch.last_result = result
-        self._checked[target.backend_id] = (timezone.now(), result.error)
+        duration = self._clock() - started
+        checked_at = timezone.now()
+        watch.history.add(result, duration, checked_at.timestamp())
+        check = CheckFacts(result.ok, result.status, duration)
+        self._checked[target.backend_id] = (checked_at, result.error, check)
         transition = watch.session.record(result.ok, result.error)
         if transition is not None:
-            self._publish(target, transition)
+            self._publish(target, transition, check)
 
     # --- leases ------------------------------------------------------------------------
 
@@ -319,7 +317,7 @@ class HealthMonitor:
 
     # --- outputs -----------------------------------------------------------------------
 
-    def _publish(self, target: Target, transition: Transition) -> None:
+    def _publish(self, target: Target, transition: Transition, check: CheckFacts | None = None) -> None:
         """Log and tell the data plane now; persist, then broadcast, in the background.
 
         offline -> online may be turned into "disabled" by sticky offline mode: then the data
@@ -335,7 +333,7 @@ class HealthMonitor:
         maybe_sticky = comes_back(transition.old, transition.new)
         if not maybe_sticky:
             self._notify_local(target, transition)
-        self._outbox.append((target, transition, timezone.now(), maybe_sticky))
+        self._outbox.append((target, transition, timezone.now(), maybe_sticky, check))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_outbox())
             self._pending.add(self._writer)
@@ -353,7 +351,7 @@ class HealthMonitor:
                 records = {}
             last = {item[0].backend_id: item for item in batch}  # an earlier one was not stored
             await asyncio.gather(*(self._announce(records.get(target.backend_id), target, transition, maybe_sticky)
-                                   for target, transition, _, maybe_sticky in last.values()))
+                                   for target, transition, _, maybe_sticky, _ in last.values()))
 
     async def _announce(self, record, target: Target, transition: Transition, maybe_sticky: bool) -> None:
         disabled = record is not None and record.disabled
@@ -418,10 +416,22 @@ def _persist(batch) -> dict[int, health_store.HealthRecord]:
     """Store a batch of transitions in one transaction (sticky offline mode is applied
     atomically by the service). Only the last transition of a backend in the batch counts:
     it is the state the backend is in."""
-    last = {target.backend_id: (target, transition, at) for target, transition, at, _ in batch}
-    records = health_store.store_health_many((i, tr.new, tr.error, at) for i, (_, tr, at) in last.items())
-    for backend_id, (target, _, _) in last.items():
+    last = {target.backend_id: (target, transition, at, check) for target, transition, at, _, check in batch}
+    records = health_store.store_health_many((i, tr.new, tr.error, at, check, transition_reason(tr, check))
+                                             for i, (_, tr, at, check) in last.items())
+    for backend_id, (target, *_) in last.items():
         record = records.get(backend_id)
         if record is not None and record.disabled:
             log.warning("director %s: backend %s disabled due to sticky offline mode", target.director, target.backend)
     return records
+
+
+def transition_reason(transition: Transition, check: CheckFacts | None) -> str:
+    """What the stored transition says happened."""
+    if transition.passive:
+        return f"live request failed: {transition.error}"
+    if transition.new == OFFLINE:
+        return transition.error
+    if check is not None and check.status is not None:
+        return f"health check passed (HTTP {check.status})"
+    return "health check passed"

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 from django.db import connection, transaction
 
 from balancer import services
+from balancer.health_store import CheckFacts
 from balancer.models import Backend
 from proxy.addresses import BackendAddress, backend_address
 from proxy.upstream import Timeouts, UpstreamRequest
@@ -123,19 +124,24 @@ def load_targets() -> tuple[int, dict[int, Target]]:
         return version, {backend.pk: target_of(backend) for backend in backends}
 
 
-def store_checks(results: dict[int, tuple[datetime, str]]) -> None:
-    """last_checked / last_error of many backends in one transaction (no version bump: nothing
-    a proxy routes on changed). One prepared UPDATE run for every row: Django's bulk_update
-    builds a CASE per field and row in Python, which cost a third of the monitor's CPU with
-    1,000 backends. Backends removed meanwhile are simply not matched."""
+CHECK_COLUMNS = ("last_checked", "last_error", "last_check_ok", "last_check_status", "last_check_duration")
+
+
+def store_checks(results: dict[int, tuple[datetime, str, CheckFacts]]) -> None:
+    """The last check (time, error, result, status, duration) of many backends in one
+    transaction (no version bump: nothing a proxy routes on changed). One prepared UPDATE run
+    for every row: Django's bulk_update builds a CASE per field and row in Python, which cost
+    a third of the monitor's CPU with 1,000 backends. Backends removed meanwhile are simply
+    not matched."""
     if not results:
         return
     table = connection.ops.quote_name(Backend._meta.db_table)
-    at, error, pk = (connection.ops.quote_name(Backend._meta.get_field(f).column) for f in ("last_checked", "last_error", "id"))
-    sql = f"UPDATE {table} SET {at} = %s, {error} = %s WHERE {pk} = %s"
+    columns = ", ".join(f"{connection.ops.quote_name(Backend._meta.get_field(f).column)} = %s" for f in CHECK_COLUMNS)
+    pk = connection.ops.quote_name(Backend._meta.pk.column)
+    sql = f"UPDATE {table} SET {columns} WHERE {pk} = %s"
     field = Backend._meta.get_field("last_checked")
-    rows = [(field.get_db_prep_value(checked, connection), err, backend_id)
-            for backend_id, (checked, err) in sorted(results.items())]
+    rows = [(field.get_db_prep_value(checked, connection), err, *check, backend_id)
+            for backend_id, (checked, err, check) in sorted(results.items())]
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.executemany(sql, rows)
 

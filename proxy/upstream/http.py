@@ -34,6 +34,7 @@ class HTTPConnection(asyncio.Protocol):
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.reusable = False
+        self.lost = False  # connection_lost has been called
         self.served = 0  # requests started on this connection
         self._parser = ResponseParser(self)
         self._closed = False
@@ -83,14 +84,15 @@ class HTTPConnection(asyncio.Protocol):
 
     # -- one exchange ------------------------------------------------------------------------
 
-    async def exchange(self, head: bytes, body: RequestBody, timeouts: Timeouts, head_request: bool) -> ResponseHead:
-        """Send a request and wait for the final response head."""
+    async def exchange(self, head: bytes, body: RequestBody, timeouts: Timeouts, head_request: bool,
+                       upgrade: bool = False) -> ResponseHead:
+        """Send a request and wait for the final response head (`upgrade`: a 101 is one)."""
         if self._closed or self.transport.is_closing():
             raise ConnectionClosed("connection closed by backend while idle")
         self._active = True
         self.served += 1
         self._timeouts = timeouts
-        self._parser.start(head_request)
+        self._parser.start(head_request, upgrade)
         self._head_waiter = waiter = self._loop.create_future()
         now = self._loop.time()
         self._last_read = self._last_write = now
@@ -194,6 +196,23 @@ class HTTPConnection(asyncio.Protocol):
         self.reusable = reusable
         return reusable
 
+    def detach(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes]:
+        """After a 101: give the transport to `protocol` (which gets every later callback) and
+        return it with the bytes that followed the 101 head. This object is done with it.
+        When the backend closed before this (`lost`), `protocol` hears nothing more."""
+        transport = self.transport
+        early = b"".join(self._body)
+        self._active = False
+        self._stop_timer()
+        self._reset()
+        self._closed = True
+        self.transport = None
+        transport.set_protocol(protocol)
+        if self._reading_paused:
+            self._reading_paused = False
+            transport.resume_reading()
+        return transport, early
+
     # -- body consumption ----------------------------------------------------------------------
 
     @property
@@ -272,7 +291,7 @@ class HTTPConnection(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
+        self._closed = self.lost = True
         if self._active and not self._complete and self._error is None:
             if exc is None:
                 self.eof_received()
@@ -326,6 +345,28 @@ class HTTPResponse(UpstreamResponse):
         self._pool.discard(self._conn)
 
 
+class UpgradeResponse(HTTPResponse):
+    """The answer to an upgrade request, on a connection of its own that is never pooled:
+    a 101 is `detach()`ed into a tunnel, any other answer is relayed and closed."""
+
+    __slots__ = ()
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._conn.finish()
+            self._conn.close()
+
+    async def abort(self, notify: bool = False) -> None:
+        self.release()
+
+    def detach(self, protocol: asyncio.Protocol) -> tuple[asyncio.Transport, bytes, bool]:
+        """(transport, bytes after the 101, whether the backend has closed already)."""
+        self._released = True
+        transport, early = self._conn.detach(protocol)
+        return transport, early, self._conn.lost
+
+
 class HTTPUpstream(Upstream):
     def __init__(self, address, *, max_idle: int = 64, idle_timeout: float = IDLE_TIMEOUT):
         super().__init__(address)
@@ -377,6 +418,18 @@ class HTTPUpstream(Upstream):
             self._pool.discard(conn)
             raise
         return HTTPResponse(response_head, conn, self._pool)
+
+    async def open_upgrade(self, request: UpstreamRequest, timeouts: Timeouts) -> UpgradeResponse:
+        """Send an upgrade request (its headers carry Upgrade and Connection) on a new
+        connection of its own and return the backend's answer, a 101 or any other."""
+        conn = await self._connect(timeouts.connect)
+        try:
+            head = await conn.exchange(request_head(request, False, self._host_field), request.body, timeouts, False,
+                                       upgrade=True)
+        except BaseException:
+            conn.close()
+            raise
+        return UpgradeResponse(head, conn, self._pool)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -2,7 +2,9 @@
 
 The parser is fed whatever bytes arrive, split anywhere, and reports to a sink:
 `on_head(head)` once per final response, `on_body(chunk)` with de-chunked body bytes, and
-`on_complete()` when the message ends. 1xx interim responses are skipped. Violations raise
+`on_complete()` when the message ends. 1xx interim responses are skipped, except a 101 to
+a request started with `upgrade=True`: it is reported as the head, and every byte after it
+goes to `on_body` (they belong to the upgraded protocol). Violations raise
 `ProtocolError`; a premature end of input raises `ConnectionClosed` from `feed_eof()`.
 One parser serves every response of a connection: `start()` resets it.
 """
@@ -53,16 +55,19 @@ class Sink(Protocol):
 
 
 class ResponseParser:
-    __slots__ = ("_sink", "_state", "_buf", "_scan", "_remaining", "_head_request", "received", "extra_data", "keep_alive")
+    __slots__ = ("_sink", "_state", "_buf", "_scan", "_remaining", "_head_request", "_upgrade", "received",
+                 "extra_data", "keep_alive")
 
     def __init__(self, sink: Sink):
         self._sink = sink
         self._buf = bytearray()
         self.start()
 
-    def start(self, head_request: bool = False) -> None:
-        """Expect a new response; `head_request`: it answers HEAD, so it has no body."""
+    def start(self, head_request: bool = False, upgrade: bool = False) -> None:
+        """Expect a new response; `head_request`: it answers HEAD, so it has no body;
+        `upgrade`: the request asked to switch protocols, so a 101 is its answer."""
         self._state = _HEAD
+        self._upgrade = upgrade
         self._buf.clear()
         self._scan = 0
         self._remaining = 0
@@ -155,9 +160,8 @@ class ResponseParser:
             raise ProtocolError(f"invalid status line {lines[0][:80]!r}")
         version, status = status_match.group(1, 2)
         minor, status = int(version), int(status)
-        if status < 200:
-            if status == 101:
-                raise ProtocolError("101 Switching Protocols is not supported")
+        if status == 101 and not self._upgrade:
+            raise ProtocolError("101 Switching Protocols to a request that did not ask for it")
         headers = []
         lengths = transfer = connection = None
         for line in lines[1:]:
@@ -176,6 +180,9 @@ class ResponseParser:
             elif name == b"connection":
                 connection = [value] if connection is None else [*connection, value]
             headers.append((name, value))
+        if status == 101:
+            self._state, self.keep_alive = _UNTIL_CLOSE, False  # the rest is the new protocol's
+            return ResponseHead(status, minor, headers, False, None)
         if status < 200:
             return None
         return self._framing(status, minor, headers, lengths, transfer, connection)

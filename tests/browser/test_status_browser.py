@@ -11,6 +11,8 @@ from datetime import datetime
 
 import pytest
 
+from tests.browser import pages
+from tests.browser.pages import TIMEOUT_MS, open_status, row
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.waiting import wait_for
@@ -18,7 +20,6 @@ from tests.support.waiting import wait_for
 pytestmark = pytest.mark.browser
 
 PASSWORD = "browser-pw"
-TIMEOUT_MS = 15_000
 OFFLINE_LINE = re.compile(r"^(\S+ \S+) WARNING director\.health: director app: backend fragile is now offline", re.M)
 LOG_TIME = "%Y-%m-%d %H:%M:%S,%f"
 
@@ -81,22 +82,7 @@ class LoadLoop:
 
 
 def login(page, d: Director) -> None:
-    page.goto(f"{d.admin_url}/admin/login/?next=/admin/")
-    page.fill("#id_username", "admin")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(f"{d.admin_url}/admin/")
-
-
-def open_status(context, d: Director):
-    page = context.new_page()
-    page.goto(f"{d.admin_url}/status/")
-    page.wait_for_selector("body[data-connection=live]", timeout=TIMEOUT_MS)
-    return page
-
-
-def row(director: str, backend: str, state: str | None = None) -> str:
-    return f'tr[data-backend="{director}/{backend}"]' + (f'[data-state="{state}"]' if state else "")
+    pages.login(page, d, "admin", PASSWORD)
 
 
 def rate(page, selector: str) -> float | None:

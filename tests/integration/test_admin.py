@@ -65,8 +65,9 @@ def test_lists_show_health_and_counts(admin_client, dynamic, static):
     page = admin_client.get(DIRECTORS).content.decode()
     assert "1 / 2" in page and "0 / 1" in page
     page = admin_client.get(BACKENDS).content.decode()
-    cells = [f'<td class="field-health_state">{state}</td>' for state in ("online", "offline", "undefined")]
+    cells = [f'class="director-state state-{state}"' for state in ("online", "offline", "undefined")]
     assert [page.count(cell) for cell in cells] == [1, 1, 1]
+    assert "#f6c4c0" in page  # offline in the status page's colour
     change = admin_client.get(f"{DIRECTORS}{dynamic.pk}/change/").content.decode()
     assert "connection refused" in change
 
@@ -180,11 +181,19 @@ def test_backend_actions_are_audited(admin_client, dynamic, static):
     assert AuditRecord.objects.filter(action="backend.disable", actor="admin:admin").count() == 3
     admin_client.post(BACKENDS, {"action": "enable_backends", "_selected_action": ids})
     assert not Backend.objects.filter(enabled=False).exists()
-    response = admin_client.post(BACKENDS, {"action": "drain_backends", "_selected_action": ids}, follow=True)
-    page = response.content.decode()
-    assert "config file" in page  # the static backend refuses
+    confirm = admin_client.post(BACKENDS, {"action": "drain_backends", "_selected_action": ids})
+    assert confirm.status_code == 200 and not Backend.objects.filter(terminating=True).exists()  # asks first
+    page = confirm.content.decode()
+    assert "no: director &#x27;app&#x27; is defined in the config file" in page  # the static backend refuses
+    assert 'data-backend="pool/b1"' in page and URL1 in page and 'id="confirm-drain"' in page
+    drainable = [b.pk for b in Backend.objects.filter(director=dynamic)]
+    response = admin_client.post(BACKENDS, {"action": "drain_backends", "_selected_action": drainable, "post": "yes"},
+                                 follow=True)
+    assert "Draining 2 backend(s)" in response.content.decode()
     assert set(Backend.objects.filter(terminating=True).values_list("name", flat=True)) == {"b1", "b2"}
     assert AuditRecord.objects.filter(action="backend.delete", actor="admin:admin").count() == 2
+    again = admin_client.post(BACKENDS, {"action": "drain_backends", "_selected_action": drainable}).content.decode()
+    assert "no: already draining" in again and 'id="confirm-drain"' not in again
 
 
 def test_audit_log_is_read_only(admin_client, dynamic):
@@ -198,7 +207,7 @@ def test_audit_log_is_read_only(admin_client, dynamic):
 
 class _Stats:
     def backend_stats(self, backend_id):
-        return {"load": {"current": 3, "max": 5, "total": 99}, "failures": 0}
+        return {"load": {"current": 3, "max": 5, "total": 99}, "failures": 4}
 
     def director_stats(self, director_id):
         return None
@@ -215,3 +224,45 @@ def test_load_column_reads_live_stats(admin_client, dynamic):
     finally:
         livestats.register(None)
     assert page.count('<td class="field-load">3 / ∞</td>') == 2
+    assert page.count('<td class="field-requests">99</td>') == 2 and page.count('<td class="field-errors">4</td>') == 2
+
+
+def test_backend_list_times_to_the_second(admin_client, dynamic):
+    from datetime import datetime, timezone
+
+    checked = datetime(2026, 12, 6, 20, 1, 2, tzinfo=timezone.utc)
+    health_store.store_health(dynamic.backends.get(name="b1").pk, "online", checked_at=checked)
+    page = admin_client.get(BACKENDS).content.decode()
+    assert '<td class="field-last_checked_at">2026-12-06 20:01:02</td>' in page
+
+
+def test_admin_says_director(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "| Director</title>" in page
+    assert '<a href="/admin/">Director</a>' in page and "Django administration" not in page
+
+
+def test_history_shows_the_objects_audit_records(admin_client, dynamic):
+    b1 = dynamic.backends.get(name="b1")
+    services.set_backend_enabled(b1, False, actor="api:ops")
+    page = admin_client.get(f"{BACKENDS}{b1.pk}/history/").content.decode()
+    assert "doesn’t have a change history" not in page and "have a change history" not in page
+    assert page.count('class="audit-record"') == 2  # created, disabled; not b2's records
+    assert "api:ops" in page and "backend.disable" in page and "enabled: True → False" in page
+    director_page = admin_client.get(f"{DIRECTORS}{dynamic.pk}/history/").content.decode()
+    assert director_page.count('class="audit-record"') == 4  # the director, two backends, the disable
+
+
+def test_route_history(admin_client):
+    from balancer import route_services
+
+    route = route_services.create_route({"path": "/api/", "http": "127.0.0.1:3001"}, actor="api:ops")
+    route_services.update_route(route, {"path": "/v2/"}, actor="admin:admin")
+    page = admin_client.get(f"/admin/balancer/route/{route.pk}/history/").content.decode()
+    assert page.count('class="audit-record"') == 2 and "path: &#x27;/api/&#x27; → &#x27;/v2/&#x27;" in page
+
+
+def test_audit_times_to_the_second(admin_client, dynamic):
+    record = AuditRecord.objects.first()
+    page = admin_client.get("/admin/balancer/auditrecord/").content.decode()
+    assert record.at.strftime("%Y-%m-%d %H:%M:%S") in page

@@ -133,10 +133,15 @@ def test_load_queue_and_dropped_while_requests_are_held(director):
 
 def test_health_check_count_and_duration(director):
     m1 = {"director": "app", "backend": "m1"}
-    first = scrape_until(director, lambda s: ("director_health_check_duration_seconds", tuple(sorted(m1.items()))) in s,
+    count_key = ("director_health_check_duration_seconds_count", tuple(sorted(m1.items())))
+    first = scrape_until(director, lambda s: s.get(count_key),
                          "a timed check of m1")
-    duration = value(first, "director_health_check_duration_seconds", **m1)
-    assert 0 < duration < 1  # a loopback check of a healthy test backend
+    count = value(first, "director_health_check_duration_seconds_count", **m1)
+    assert 0 < value(first, "director_health_check_duration_seconds_sum", **m1) / count < 1  # loopback checks
+    # a histogram: cumulative buckets up to +Inf, which counts every check
+    assert value(first, "director_health_check_duration_seconds_bucket", le="+Inf", **m1) == count
+    assert value(first, "director_health_check_duration_seconds_bucket", le="1.0", **m1) == count
+    assert value(first, "director_health_check_duration_seconds_bucket", le="0.001", **m1) <= count
     later = scrape_until(director, lambda s: value(s, "director_health_checks_total", **m1)
                          > value(first, "director_health_checks_total", **m1), "more checks of m1")
     assert value(later, "director_health_checks_total", **m1) >= 2

@@ -14,7 +14,8 @@ from tests.support.waiting import port_open
 
 MODULES = ["tests/integration/test_services.py", "tests/integration/test_services_concurrency.py",
            "tests/integration/test_services_sync.py", "tests/integration/test_services_sync_routes.py",
-           "tests/integration/test_api_routes.py", "tests/integration/test_api_backends_bulk.py"]
+           "tests/integration/test_api_routes.py", "tests/integration/test_api_backends_bulk.py",
+           "tests/integration/test_health_history.py"]
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 
 

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from tests.support.admin_session import admin_login
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.waiting import free_port, port_open, wait_for
@@ -54,19 +55,7 @@ gone = {{ url = "{backends['gone'].url}", health_check_interval = 0.2 }} }}
 
 
 async def login(d: Director, user: str) -> aiohttp.ClientSession:
-    """An aiohttp session logged into the admin as `user` (session cookie in its jar)."""
-    session = aiohttp.ClientSession(d.admin_url, cookie_jar=aiohttp.CookieJar(unsafe=True))  # unsafe: IP hosts
-    try:
-        async with session.get("/admin/login/") as response:
-            page = await response.text()
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-        form = {"username": user, "password": PASSWORD, "csrfmiddlewaretoken": token, "next": "/admin/"}
-        async with session.post("/admin/login/", data=form, allow_redirects=False) as response:
-            assert response.status == 302, await response.text()
-    except BaseException:
-        await session.close()
-        raise
-    return session
+    return await admin_login(d, user, PASSWORD)
 
 
 async def session_without_login_form(d: Director, user: str) -> aiohttp.ClientSession:
@@ -180,6 +169,24 @@ async def test_frames_every_second_with_live_figures_and_rates(director):
             await loader
 
 
+async def test_last_check_is_exact_to_the_second_with_code_and_duration(director):
+    """Checks every 0.2 s: the frame's last check is at most about a second old (the stored
+    one is written every 5 s), with its HTTP status and duration; "since" is the stored
+    transition time and the transition itself is listed."""
+    async with await login(director, "admin") as session, session.ws_connect("/ws/status/") as socket:
+        for _ in range(3):
+            frame = await next_frame(socket)
+            b1 = backend_of(frame, "app", "b1")
+            assert frame["time"] - b1["last_check"]["at"] < 1.2
+            assert (b1["last_check"]["ok"], b1["last_check"]["status"]) == (True, 200)
+            assert 0 < b1["last_check"]["duration"] < 1
+        assert b1["health_changed"] is not None and b1["health_changed"] <= frame["time"]
+        assert b1["transitions"][0]["to"] == "online" and b1["transitions"][0]["reason"] == "health check passed (HTTP 200)"
+        assert b1["transitions"][0]["at"] == b1["health_changed"]
+        app = next(d for d in frame["directors"] if d["name"] == "app")
+        assert app["unreached"] is None and app["mutable"] is False
+
+
 async def test_several_sockets_each_get_frames(director):
     async with await login(director, "admin") as session:
         sockets = [await session.ws_connect("/ws/status/") for _ in range(3)]
@@ -207,6 +214,10 @@ async def test_offline_reaches_the_socket_within_one_second(director, backends):
         assert -0.05 < latency < 1.0
         gone = backend_of(frame, "app", "gone")
         assert gone["health"] == "offline"
+        frame = await next_frame(socket)  # the stored transition follows the broadcast
+        gone = backend_of(frame, "app", "gone")
+        assert gone["transitions"][0]["from"] == "online" and gone["transitions"][0]["to"] == "offline"
+        assert "refused" in gone["transitions"][0]["reason"] and gone["last_check"]["status"] is None
 
 
 def test_ready_when_serving(director):

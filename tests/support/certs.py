@@ -10,6 +10,7 @@ message saying so. Keys are EC P-256 (fast to make).
     certs.backend_test  # (cert, key) for the name "backend.test" only, signed by the CA
     certs.self_signed   # (cert, key) for localhost and 127.0.0.1, signed by itself
     certs.server_context(certs.localhost)  # an ssl.SSLContext for a test backend
+    make_leaf(tmp_path, "wild", ["*.example.test"])  # (cert, key), self-signed, these names
 """
 from __future__ import annotations
 
@@ -38,8 +39,7 @@ class TestCerts:
         return context
 
 
-def make_certs(directory: Path) -> TestCerts:
-    directory = Path(directory)
+def _issuer(directory: Path):
     directory.mkdir(parents=True, exist_ok=True)
     try:
         import cryptography  # noqa: F401
@@ -47,9 +47,18 @@ def make_certs(directory: Path) -> TestCerts:
         if shutil.which("openssl") is None:
             raise RuntimeError("TLS tests need the cryptography package or the openssl command to make "
                                "test certificates; neither is available") from None
-        issue = _OpenSSL(directory)
-    else:
-        issue = _Cryptography(directory)
+        return _OpenSSL(directory)
+    return _Cryptography(directory)
+
+
+def make_leaf(directory: Path, stem: str, names) -> tuple[str, str]:
+    """(cert, key) of a self-signed certificate for `names` (CN = the first), files `stem`.*"""
+    return _issuer(Path(directory)).leaf(stem, tuple(names), None)
+
+
+def make_certs(directory: Path) -> TestCerts:
+    directory = Path(directory)
+    issue = _issuer(directory)
     ca = issue.ca("Director test CA")
     return TestCerts(
         ca=ca[0],

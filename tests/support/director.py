@@ -50,6 +50,8 @@ def base_env(data_dir: Path, database_url: str) -> dict:
 class Director:
     """A runproxy process with its own config, database and ports."""
 
+    entry = ["manage.py"]  # what runs `runproxy`: a module that acts as manage.py
+
     def __init__(self, tmp_path: Path, config: str, *, extra_args=(), database_url: str | None = None, env=None):
         self.dir = Path(tmp_path)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +80,7 @@ class Director:
 
     def start(self, wait: bool = True) -> "Director":
         listen = ["--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}"]
-        args = [sys.executable, "manage.py", "runproxy", "--config", self.config_path,
+        args = [sys.executable, *self.entry, "runproxy", "--config", self.config_path,
                 *(listen if self.listen_flags else []), *self.extra_args]
         self.process = Process(args, self.dir / "runproxy.log", env=self.env)
         if wait:

@@ -93,6 +93,8 @@ def test_target_rejections(text, protocol, message):
     ("[::]:8080", ListenAddress(host="::", port=8080)),
     ("0.0.0.0:80", ListenAddress(host="0.0.0.0", port=80)),
     ("unix:/tmp/director.sock", ListenAddress(path="/tmp/director.sock")),
+    ("tls://127.0.0.1:8443", ListenAddress(host="127.0.0.1", port=8443, tls=True)),
+    ("tls://[::1]:8443", ListenAddress(host="::1", port=8443, tls=True)),
 ])
 def test_listen_forms(text, expected):
     address = parse_listen(text)
@@ -105,6 +107,9 @@ def test_listen_forms(text, expected):
     ("127.0.0.1:0", "out of range"),
     ("8080", "expected HOST:PORT"),
     ("unix:tmp.sock", "unix:/absolute/path"),
+    ("tls://unix:/tmp/d.sock", "expected tls://HOST:PORT"),
+    ("tls://tls://127.0.0.1:1", "expected tls://HOST:PORT"),
+    ("tls://::1:8443", "IPv6 addresses need brackets"),
 ])
 def test_listen_rejections(text, message):
     with pytest.raises(ValueError, match=message):

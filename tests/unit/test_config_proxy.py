@@ -29,6 +29,15 @@ def test_defaults():
     assert proxy.admin_listen == ListenAddress("127.0.0.1", 8081)
     assert (proxy.pseudonym, proxy.trusted_proxies, proxy.max_request_body) == ("director", (), 64 * 1024**2)
     assert (proxy.header_timeout, proxy.workers, proxy.health_monitor) == (10.0, 1, True)
+    assert (proxy.websocket_idle_timeout, proxy.websocket_max_message) == (3600.0, 16 * 1024**2)
+
+
+def test_websocket_settings():
+    proxy = ProxySettings.build({"websocket_idle_timeout": 90, "websocket_max_message": "1MiB"})
+    assert (proxy.websocket_idle_timeout, proxy.websocket_max_message) == (90.0, 1024**2)
+    _, errors = parse_proxy_values({"websocket_idle_timeout": 0, "websocket_max_message": "0B"})
+    assert errors == {"websocket_idle_timeout": "must be a number of seconds > 0",
+                      "websocket_max_message": "must be at least 1 byte"}
 
 
 def test_precedence_django_setting_file_then_flags(settings):

@@ -261,3 +261,27 @@ def test_any_chunking_of_large_inputs_gives_the_same_result(name, cuts):
     raw = PROTOCOL_ERRORS.get(name) or (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                         b"10000\r\n" + b"z" * 0x10000 + b"\r\n0\r\n\r\n")
     assert run(raw, cuts) == run(raw)
+
+
+UPGRADED = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\n\r\n\x81\x02hi")
+
+
+@pytest.mark.parametrize("cuts", [(), (30,), (60, 61), tuple(range(0, len(UPGRADED), 7))])
+def test_a_101_to_an_upgrade_request_is_its_head_and_the_rest_is_the_new_protocol(cuts):
+    sink = Recorder()
+    parser = ResponseParser(sink)
+    parser.start(upgrade=True)
+    bounds = [0, *cuts, len(UPGRADED)]
+    for start, end in zip(bounds, bounds[1:]):
+        parser.feed(UPGRADED[start:end])
+    assert sink.heads == [(101, 1, [(b"upgrade", b"websocket"), (b"connection", b"Upgrade")], False, None)]
+    assert (bytes(sink.body), sink.completions, parser.keep_alive) == (b"\x81\x02hi", 0, False)
+
+
+def test_an_upgrade_request_may_get_an_ordinary_answer():
+    sink = Recorder()
+    parser = ResponseParser(sink)
+    parser.start(upgrade=True)
+    parser.feed(OK_LENGTH)
+    assert (sink.heads[0][0], bytes(sink.body), sink.completions) == (200, b"hello", 1)

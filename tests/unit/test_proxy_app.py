@@ -95,9 +95,9 @@ def make_app(routes, backends, failures=None):
     return ProxyApp(plane, HeaderRules("director"), health), plane, upstreams, health
 
 
-async def call(app, method="GET", path=b"/", host=b"example.com", body=b""):
+async def call(app, method="GET", path=b"/", host=b"example.com", body=b"", headers=()):
     scope = {"type": "http", "method": method, "path": path.decode(), "raw_path": path, "query_string": b"",
-             "http_version": "1.1", "scheme": "http", "headers": [(b"host", host)], "client": ["10.0.0.1", 5000],
+             "http_version": "1.1", "scheme": "http", "headers": [(b"host", host), *headers], "client": ["10.0.0.1", 5000],
              "server": ["127.0.0.1", 8080], "extensions": {"director": {"body_file": None, "body_length": len(body)}}}
     sent = []
 
@@ -194,3 +194,13 @@ def test_a_fastcgi_client_shared_by_two_directors_names_both_in_its_log_lines():
     upstream = plane.backends[1].upstream
     assert upstream is plane.backends[2].upstream
     assert upstream.log_context == "director app backend php1, director shop backend fpm"
+
+
+async def test_a_websocket_handshake_on_a_connection_that_cannot_be_handed_over_is_400():
+    """As on HTTP/2: the server offers no `take_over` extension."""
+    app, _, upstreams, _ = make_app([PASS], [backend(1, "one", 3001)])
+    handshake = [(b"upgrade", b"websocket"), (b"connection", b"Upgrade"),
+                 (b"sec-websocket-key", b"dGhlIHNhbXBsZSBub25jZQ=="), (b"sec-websocket-version", b"13")]
+    assert (await call(app, headers=handshake))[0] == 400
+    assert upstreams["one"].requests == []
+    assert (await call(app, headers=[(b"upgrade", b"h2c"), (b"connection", b"Upgrade")]))[2] == b"one"  # not ours

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from datetime import datetime, timezone
 
 import pytest
 
@@ -11,6 +12,7 @@ from balancer import haproxy_csv, overview
 from balancer.status_feed import RateTracker, StatusFeed
 
 COUNTER = {"current": 0, "max": 0, "total": 0}
+AT_100 = datetime.fromtimestamp(100.0, timezone.utc)
 
 
 def live_backend(backend_id=1, name="b1", ok=0, **extra):
@@ -163,9 +165,15 @@ async def test_feed_survives_a_failing_snapshot():
 def test_csv_check_status_and_limits():
     view = overview.merge(snapshot(live_backend(1, "a", capacity=2), live_backend(2, "b", capacity=3, health="offline"),
                                    live_backend(3, "c", capacity=1, health="undefined")),
-                          overview.Facts((), ({"id": 2, "last_error": "unexpected status 503"},), 0.0))
-    rows = [line.split(",") for line in haproxy_csv.render(view, now=0.0).splitlines()[1:]]
+                          overview.Facts((), ({"id": 1, "last_check_ok": True, "last_check_status": 204,
+                                               "last_check_duration": 0.0042},
+                                              {"id": 2, "last_error": "unexpected status 503", "last_check_ok": False,
+                                               "last_check_status": 503, "health_changed_at": AT_100, "downtime": 7.0},),
+                                         0.0))
+    rows = [line.split(",") for line in haproxy_csv.render(view, now=130.0).splitlines()[1:]]
     by_name = {row[1]: dict(zip(haproxy_csv.FIELDS, row)) for row in rows}
+    assert (by_name["a"]["check_status"], by_name["a"]["check_code"], by_name["a"]["check_duration"]) == ("L7OK", "204", "4")
     assert (by_name["b"]["check_status"], by_name["b"]["check_code"]) == ("L7STS", "503")
+    assert (by_name["b"]["lastchg"], by_name["b"]["downtime"]) == ("30", "37")  # 7 s before + 30 s offline now
     assert by_name["c"]["check_status"] == "INI" and by_name["c"]["status"] == "DOWN"
     assert by_name["BACKEND"]["slim"] == "6"  # every member limited: the sum

@@ -122,6 +122,7 @@ class Command(BaseCommand):
         from balancer.live_reload import InProcessReload
         from balancer.reload import store_config
         from director_site.asgi import application as management_app
+        from proxy.gc_tuning import settle_heap
         from proxy.supervisor import inherited_sockets, report_ready, stop_with_supervisor
 
         index = worker_stats.worker_index()
@@ -154,6 +155,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{who} serving {self._serving(settings, path)}, "
                               f"{len(service.plane.directors)} directors, {len(service.plane.routes)} routes")
             self.stdout.flush()
+            settle_heap()
             report_ready()
 
         return proxy_server.build_server(
@@ -167,6 +169,7 @@ class Command(BaseCommand):
             server_name=settings.pseudonym,
             sockets=inherited_sockets(),
             shutdown_timeout=settings.shutdown_timeout,
+            tls_certificates=settings.load_tls(),
         )
 
 

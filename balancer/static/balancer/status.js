@@ -1,6 +1,8 @@
 /* Director live status page: renders the frames of /ws/status/ (see balancer/status_feed.py),
    keeps a requests-per-second history per director and backend for the small charts, and
-   reconnects with back-off when the socket closes (e.g. runproxy restarting). No libraries. */
+   reconnects with back-off when the socket closes (e.g. runproxy restarting). Operators get
+   enable / disable buttons (POSTs to balancer/status_actions.py) and a link to the removal
+   confirmation page. No libraries. */
 "use strict";
 (function () {
   const body = document.body;
@@ -9,14 +11,17 @@
   const RETRY_MIN_MS = 250;
   const RETRY_MAX_MS = 4000;
   const STALE_MS = 3.5 * INTERVAL_MS;
-  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "chart", "checked", "error"];
+  const OPERATOR = body.dataset.operator === "true";
+  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "chart", "check"]
+    .concat(OPERATOR ? ["actions"] : []);
   const HEADINGS = ["Backend", "Role", "State", "Load cur / max / total", "Capacity", "Failures", "Req/s",
-                    "Last " + Math.round(WINDOW / 60) + " min", "Last check", "Last error"];
+                    "Last " + Math.round(WINDOW / 60) + " min", "Last check, last error", "Actions"];
 
   const directors = document.getElementById("directors");
   const connection = document.getElementById("connection");
   const updated = document.getElementById("updated");
   const notice = document.getElementById("notice");
+  const actionMessage = document.getElementById("action-message");
   const history = new Map(); // "d:<id>" or "b:<id>" -> [[time, rate], ...]
   let retryMs = RETRY_MIN_MS;
   let lastFrameAt = 0;
@@ -95,7 +100,7 @@
   function render(frame) {
     lastFrameAt = Date.now();
     if (body.dataset.connection !== "live") setConnection("live", "live");
-    updated.textContent = "updated " + new Date(frame.time * 1000).toLocaleTimeString();
+    updated.textContent = "updated " + clock(frame.time);
     if (frame.error) showNotice(frame.error);
     else if (!frame.live) showNotice("No data plane runs in this process: stored state only, no live figures.");
     else showNotice("");
@@ -117,7 +122,8 @@
       section = document.createElement("section");
       section.className = "director";
       section.dataset.directorId = director.id;
-      section.innerHTML = '<h2><span class="director-name"></span> <span class="state director-state"></span></h2>' +
+      section.innerHTML = '<h2><span class="director-name"></span> <span class="state director-state"></span> ' +
+        '<span class="unreached" hidden>no route reaches this director</span></h2>' +
         '<p class="summary"></p><table><thead><tr></tr></thead><tbody></tbody></table>';
       const head = section.querySelector("thead tr");
       HEADINGS.forEach(function (text, i) {
@@ -143,6 +149,14 @@
         canvas.width = 160;
         canvas.height = 28;
         td.append(canvas);
+      } else if (name === "state" && kind === "backend") {
+        td.innerHTML = '<details class="history"><summary><span class="state-word"></span> ' +
+          '<span class="since"></span></summary><ol class="transitions"></ol></details>';
+      } else if (name === "check" && kind === "backend") {
+        td.innerHTML = '<div class="check-line"></div><div class="error"></div>';
+      } else if (name === "actions" && kind === "backend") {
+        td.innerHTML = '<button type="button" class="toggle"></button> <a class="remove">Remove…</a>';
+        td.querySelector("button.toggle").addEventListener("click", toggleEnabled);
       }
       tr.append(td);
     }
@@ -169,6 +183,30 @@
     return seconds < 120 ? seconds + " s ago" : Math.round(seconds / 60) + " min ago";
   }
 
+  function two(n) { return (n < 10 ? "0" : "") + n; }
+
+  /* Local time to the second; the date too when it is not today. */
+  function clock(epoch) {
+    const d = new Date(epoch * 1000);
+    const time = two(d.getHours()) + ":" + two(d.getMinutes()) + ":" + two(d.getSeconds());
+    if (d.toDateString() === new Date().toDateString()) return time;
+    return d.toLocaleDateString([], {month: "short", day: "numeric"}) + " " + time;
+  }
+
+  function span(seconds) {
+    seconds = Math.max(0, Math.round(seconds));
+    if (seconds < 120) return seconds + " s";
+    if (seconds < 7200) return Math.round(seconds / 60) + " min";
+    if (seconds < 172800) return Math.round(seconds / 3600) + " h";
+    return Math.round(seconds / 86400) + " d";
+  }
+
+  function milliseconds(duration) {
+    if (duration === null || duration === undefined) return "";
+    const ms = duration * 1000;
+    return (ms < 10 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
+  }
+
   function updateDirector(section, director, now) {
     section.dataset.director = director.name;
     section.querySelector(".director-name").textContent = director.name;
@@ -181,6 +219,10 @@
     const tbody = section.querySelector("tbody");
     const total = tbody.querySelector("tr.total");
     const online = director.backends.filter(function (b) { return b.state === "online"; }).length;
+    const unreached = section.querySelector(".unreached");
+    unreached.hidden = !director.unreached;
+    unreached.title = director.unreached || "";
+    section.dataset.unreached = director.unreached ? "true" : "false";
     set(total, "name", "all backends");
     set(total, "state", online + " / " + director.backends.length + " online");
     set(total, "load", counter(director.load));
@@ -208,14 +250,92 @@
     tr.dataset.state = backend.state;
     set(tr, "name", backend.name);
     set(tr, "role", backend.role);
-    set(tr, "state", backend.state).className = "state state-" + backend.state;
+    updateState(tr, backend, now);
     set(tr, "load", counter(backend.load));
     set(tr, "capacity", backend.capacity || "∞");
     set(tr, "failures", backend.failures);
     setRate(tr, "b:" + backend.id, backend.rate, now);
-    const checked = backend.last_checked ? new Date(backend.last_checked * 1000).toISOString() : "";
-    set(tr, "checked", ago(now, backend.last_checked), checked);
-    set(tr, "error", backend.last_error || "", backend.last_error || "");
+    updateCheck(tr, backend.last_check, now);
+    const error = tr.querySelector("td.check .error");
+    text(error, backend.last_error || "");
+    error.title = backend.last_error || "";
+    if (OPERATOR) updateActions(tr, director, backend);
+  }
+
+  /* The state word, "since" (time of the last change) and the last transitions. */
+  function updateState(tr, backend, now) {
+    const td = tr.querySelector("td.state");
+    td.className = "state state-" + backend.state;
+    text(td.querySelector(".state-word"), backend.state);
+    const since = td.querySelector(".since");
+    const changed = backend.health_changed;
+    text(since, changed ? "since " + clock(changed) : "");
+    since.title = changed ? new Date(changed * 1000).toString() + " (" + span(now - changed) + " ago)" : "";
+    const list = td.querySelector("ol.transitions");
+    const key = JSON.stringify(backend.transitions);
+    if (list.dataset.key === key) return;
+    list.dataset.key = key;
+    list.textContent = "";
+    for (const t of backend.transitions) {
+      const li = document.createElement("li");
+      li.textContent = clock(t.at) + "  " + t.from + " → " + t.to + (t.reason ? ": " + t.reason : "");
+      list.append(li);
+    }
+    if (!backend.transitions.length) list.innerHTML = "<li>no change recorded yet</li>";
+  }
+
+  /* Last check: local time to the second, result, HTTP status, duration. */
+  function updateCheck(tr, check, now) {
+    const td = tr.querySelector("td.check");
+    const line = td.querySelector(".check-line");
+    if (check.at === null || check.at === undefined) {
+      text(line, "not yet");
+      td.dataset.code = "";
+      return;
+    }
+    const result = check.ok === null || check.ok === undefined ? "" : (check.ok ? "✓" : "✗");
+    const parts = [clock(check.at), result, check.status === null || check.status === undefined ? "no answer" : check.status,
+                   milliseconds(check.duration)].filter(function (p) { return p !== ""; });
+    text(line, parts.join(" · "));
+    line.title = ago(now, check.at) + (check.ok === false ? ", failed" : "");
+    td.dataset.code = check.status === null || check.status === undefined ? "" : String(check.status);
+    td.classList.toggle("check-failed", check.ok === false);
+  }
+
+  function updateActions(tr, director, backend) {
+    const toggle = tr.querySelector("td.actions button.toggle");
+    text(toggle, backend.enabled ? "Disable" : "Enable");
+    toggle.dataset.action = backend.enabled ? "disable" : "enable";
+    toggle.dataset.id = backend.id;
+    toggle.hidden = backend.terminating;
+    const remove = tr.querySelector("td.actions a.remove");
+    remove.href = "/status/backends/" + backend.id + "/remove";
+    remove.hidden = !director.mutable || backend.terminating;
+  }
+
+  function text(element, value) {
+    if (element.textContent !== value) element.textContent = value;
+  }
+
+  function toggleEnabled(event) {
+    const button = event.currentTarget;
+    const token = document.querySelector("#csrf input[name=csrfmiddlewaretoken]").value;
+    button.disabled = true;
+    fetch("/status/backends/" + button.dataset.id + "/" + button.dataset.action, {
+      method: "POST", headers: {"X-CSRFToken": token}, credentials: "same-origin", cache: "no-store",
+    }).then(function (response) {
+      return response.json().catch(function () { return {detail: "HTTP " + response.status}; }).then(function (answer) {
+        showActionMessage(answer.detail, !response.ok);
+      });
+    }).catch(function (error) {
+      showActionMessage("request failed: " + error, true);
+    }).finally(function () { button.disabled = false; });
+  }
+
+  function showActionMessage(message, failed) {
+    actionMessage.textContent = message;
+    actionMessage.className = "message " + (failed ? "message-error" : "message-success");
+    actionMessage.hidden = false;
   }
 
   function setRate(tr, key, rate, now) {

@@ -1,0 +1,244 @@
+"""HTTP/2 for clients that negotiate `h2` by ALPN on a TLS listener (SPEC §12).
+
+Twisted's HTTP/2 (`H2Connection`, the `h2` package) parses frames; each stream is a
+`DirectorH2Stream`, which gives `TrafficRequest` the same channel interface a
+`DirectorChannel` gives it on HTTP/1.1: so routing, limits (413 from Content-Length before
+any body byte or once a body passes `max_request_body`), header rules, statuses and retries
+are the HTTP/1.1 ones, and backends still get HTTP/1.1 or FastCGI. Back-pressure: a
+response waits in `drain()` while the stream's flow-control window is used up or the
+socket's buffer is full, and a stream that stays blocked for `send_timeout` is reset.
+
+A connection with no open stream closes after `header_timeout`, and a stream whose request
+body stops for `header_timeout` gets 408 (as on HTTP/1.1, every body chunk earns another);
+a stopping server lets open streams finish, then sends GOAWAY and closes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import h2.errors
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.web import _http2  # only for the H2Stream base class: its hooks are public methods
+
+from proxy.server_channel import DRAIN_IDLE_GRACE, HEAD_LIMIT
+from proxy.twisted_compat import TwistedH2Connection
+
+logger = logging.getLogger("director.server")
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+
+
+class DirectorH2Stream(_http2.H2Stream):
+    """One request/response exchange on an HTTP/2 connection, as TrafficRequest's channel."""
+
+    closing = False  # the response was decided before the body was read: ignore the rest
+    lost = False
+    persistent = True  # HTTP/2 has no Connection: close; respond_error() may set it, harmlessly
+    body_complete = False  # the client ended its side of the stream
+    reset_sent = False  # close() reset the stream
+    body_deadline: float | None = None  # the next body byte is due by then (monotonic), else 408
+
+    def __init__(self, streamID, connection, headers, requestFactory, site, factory):
+        self.scope_client, self.scope_server = connection.scope_client, connection.scope_server
+        self.scheme = "https"
+        self._write_waiter: asyncio.Future | None = None
+        self._flow_blocked = False
+        super().__init__(streamID, connection, headers, requestFactory, site, factory)
+        self.registerProducer(_FlowGate(self), True)
+        self.body_deadline = time.monotonic() + factory.header_timeout  # cleared when the client ends the stream
+
+    def check_head(self) -> None:
+        """The HTTP/1.1 limits on a stream's head, before any body byte is read: 431 for a
+        head over HEAD_LIMIT (counted as its HTTP/1.1 form), 413 for a Content-Length over
+        max_request_body. A CONNECT has no :path; it gets an empty one, and then 405. One
+        Host field goes on, even when the client sent one besides :authority."""
+        if self.path is None:
+            self.path = b""
+        headers = self._request.requestHeaders
+        hosts = headers.getRawHeaders(b"host")
+        if hosts and len(hosts) > 1:  # :authority and a Host field (h2 checked they are equal)
+            headers.setRawHeaders(b"host", hosts[:1])
+        size = len(self.command or b"") + len(self.path) + sum(
+            len(name) + len(value) + 4 for name, values in headers.getAllRawHeaders() for value in values)
+        if size > HEAD_LIMIT:
+            self.reject(431)
+            return
+        length = headers.getRawHeaders(b"content-length")
+        if length and length[-1].isdigit() and int(length[-1]) > self.factory.max_request_body:
+            self.reject(413)
+
+    # -- the channel interface of RequestMixin / TrafficRequest -------------------------
+
+    @property
+    def write_blocked(self) -> bool:
+        return self._flow_blocked or self._conn.is_consumer_blocked()
+
+    async def drain(self) -> None:
+        """Wait until the stream may send again; reset it after send_timeout without progress."""
+        timeout = self.factory.send_timeout
+        while self.write_blocked and not self.lost:
+            if self._write_waiter is None:
+                self._write_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._write_waiter), timeout)
+            except asyncio.TimeoutError:
+                logger.warning("resetting an HTTP/2 stream whose client read nothing for %ss", timeout)
+                self.close()
+                return
+
+    def wake_writer(self) -> None:
+        waiter, self._write_waiter = self._write_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def reject(self, status: int) -> None:
+        """Answer before reading the rest of the body (which is then ignored)."""
+        if self.closing or self.lost:
+            return
+        self.closing = True
+        self.body_deadline = None
+        self._request.respond_error(status)
+
+    def close(self) -> None:
+        """End a response that cannot complete: reset the stream (the client sees an error)."""
+        if self.lost or self.reset_sent or self.streamID not in self._conn.streams:
+            return
+        self.closing = self.reset_sent = True
+        self.abortConnection()
+
+    def writeHeaders(self, version, code, reason, headers):
+        for name in HOP_BY_HOP:  # connection-specific fields are malformed in HTTP/2 (RFC 9113 8.2.2)
+            headers.removeHeader(name)
+        super().writeHeaders(version, code, reason, headers)
+
+    # -- events from the connection --------------------------------------------------------
+
+    def receiveDataChunk(self, data, flowControlledLength):
+        if self.closing:  # answered already: the rest of the body only gives its credit back
+            self._conn.openStreamWindow(self.streamID, flowControlledLength)
+            return
+        self.body_deadline = time.monotonic() + self.factory.header_timeout  # as HTTP/1.1: per chunk
+        super().receiveDataChunk(data, flowControlledLength)
+
+    def requestComplete(self):
+        self.body_complete = True
+        self.body_deadline = None
+        if not self.closing:
+            super().requestComplete()
+
+    def connectionLost(self, reason):
+        self.lost = True
+        self.wake_writer()
+        super().connectionLost(reason)
+
+
+class _FlowGate:
+    """The stream's registered producer: told when its flow-control window runs out and
+    when it opens again."""
+
+    def __init__(self, stream: DirectorH2Stream):
+        self.stream = stream
+
+    def pauseProducing(self):  # noqa: N802 - Twisted's IPushProducer
+        self.stream._flow_blocked = True
+
+    def resumeProducing(self):  # noqa: N802
+        self.stream._flow_blocked = False
+        self.stream.wake_writer()
+
+    def stopProducing(self):  # noqa: N802
+        self.stream.wake_writer()
+
+
+class DirectorH2Connection(TwistedH2Connection):
+    """An HTTP/2 connection tracked by the server like a DirectorChannel (`deadline`,
+    `timed_out`, `close_when_done`, `close`)."""
+
+    stream_class = DirectorH2Stream
+    timeOut = None  # Twisted's idle timer restarts on every byte; the server's sweep is used instead
+    deadline: float | None = None
+    draining = False
+    scope_client = None
+    scope_server = None
+
+    def __init__(self, factory):
+        super().__init__()
+        self.factory = factory
+        self.requestFactory = factory.request_class
+        self.server = factory.server
+
+    def connectionMade(self):
+        peer, host = self.transport.getPeer(), self.transport.getHost()
+        if isinstance(peer, (IPv4Address, IPv6Address)):
+            self.scope_client, self.scope_server = [peer.host, peer.port], [host.host, host.port]
+        super().connectionMade()
+        self.server.channel_opened(self)
+        self._idle_from_now()
+
+    def connectionLost(self, reason, _cancelTimeouts=True):
+        self.deadline = None
+        super().connectionLost(reason, _cancelTimeouts)
+        self.server.channel_closed(self)
+
+    def dataReceived(self, data):
+        super().dataReceived(data)
+        if self.streams:
+            self._deadline_from(self.streams.values())
+
+    def _deadline_from(self, streams) -> None:
+        """The earliest body deadline of `streams` (None: none is waiting for its body)."""
+        due = [s.body_deadline for s in streams if s.body_deadline is not None]
+        self.deadline = min(due) if due else None
+
+    def stream_started(self, stream) -> None:
+        stream.check_head()
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        for stream in list(self.streams.values()):
+            stream.wake_writer()
+
+    def stream_finished(self, stream) -> None:
+        if not (stream.body_complete or stream.lost or stream.reset_sent):
+            # answered before the client finished sending: tell it to stop (RFC 9113 8.1)
+            self.conn.reset_stream(stream.streamID, h2.errors.ErrorCodes.NO_ERROR)
+            self._tryToWriteControlData()
+        others = [s for s in self.streams.values() if s is not stream]
+        if others:
+            self._deadline_from(others)
+        elif self.draining:
+            self.server.loop.call_soon(self.close)
+        else:
+            self._idle_from_now()
+
+    def _idle_from_now(self) -> None:
+        self.deadline = time.monotonic() + self.factory.header_timeout
+
+    def timed_out(self):
+        """No stream for header_timeout (or for the drain grace): GOAWAY and close. A stream
+        whose body stalled for header_timeout: 408 on that stream."""
+        if not self.streams:
+            self.close()
+            return
+        now = time.monotonic()
+        for stream in list(self.streams.values()):
+            if stream.body_deadline is not None and stream.body_deadline <= now:
+                stream.reject(408)
+        self._deadline_from(self.streams.values())
+
+    def close_when_done(self):
+        """The server is stopping: streams in flight finish, then GOAWAY and close."""
+        self.draining = True
+        if not self.streams:
+            self.deadline = min(self.deadline or float("inf"), time.monotonic() + DRAIN_IDLE_GRACE)
+
+    def close(self):
+        """GOAWAY (no error) and close once written; open streams are cut."""
+        self.deadline = None
+        if self.transport is None or getattr(self.transport, "disconnecting", False):
+            return
+        self.conn.close_connection(h2.errors.ErrorCodes.NO_ERROR)
+        self._tryToWriteControlData()
+        self.transport.loseConnection()
