@@ -1,5 +1,5 @@
 """drf-spectacular postprocessing hooks that complete the served OpenAPI document (SPEC §9):
-415 on every operation that takes a body, and links from each create to what can be done with
+415 on every operation that takes a body, a required body on every create, and links from each create to what can be done with
 the object it made (so a client, or schemathesis' stateful tests, can chain create -> read ->
 update -> delete)."""
 from __future__ import annotations
@@ -39,6 +39,15 @@ def document_unsupported_media_type(result, generator, request, public):
                 operation["responses"].setdefault(
                     "415", {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
                             "description": UNSUPPORTED_MEDIA_TYPE})
+    return result
+
+
+def require_create_bodies(result, generator, request, public):
+    """A create without a body is refused (400 naming what is missing): the body is required."""
+    for item in result.get("paths", {}).values():
+        body = item.get("post", {}).get("requestBody")
+        if body is not None:
+            body["required"] = True
     return result
 
 

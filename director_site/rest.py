@@ -42,6 +42,7 @@ SPECTACULAR_SETTINGS = {
         "drf_spectacular.hooks.postprocess_schema_enums",
         "balancer.api_errors.forbid_unknown_request_fields",
         "balancer.openapi_hooks.document_unsupported_media_type",
+        "balancer.openapi_hooks.require_create_bodies",
         "balancer.openapi_hooks.add_links",
     ],
 }

@@ -87,6 +87,11 @@ class TestSchema(ApiTestBase):
         assert set(paths["/api/v1/routes/"]["post"]["responses"]["201"]["links"]) == {
             "GetRoute", "UpdateRoute", "DeleteRoute"}
 
+    def test_creates_require_a_body(self):
+        paths = self.call("GET", "/api/v1/schema/", expect=200).json()["paths"]
+        for path in ("/api/v1/directors/", DIRECTOR + "backends/", "/api/v1/routes/"):
+            assert paths[path]["post"]["requestBody"]["required"] is True, path
+
     def test_backend_creation_takes_one_object_or_a_list(self):
         schema = self.call("GET", "/api/v1/schema/?format=json", expect=200).json()
         post = schema["paths"][DIRECTOR + "backends/"]["post"]
