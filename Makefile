@@ -35,6 +35,7 @@ run: $(VENV)/.run-deps $(CONFIG)
 	$(PY) manage.py ensureadmin
 	@trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
 	$(PY) manage.py demobackends & demo=$$!; \
+	$(PY) manage.py waitlisten 127.0.0.1:3001 127.0.0.1:3002 && \
 	$(PY) manage.py runproxy --config $(CONFIG)
 
 test: $(VENV)/.test-deps

@@ -1,4 +1,4 @@
-"""Views of the JSON management API (SPEC §9): directors, backends, the audit log.
+"""Views of the JSON management API (SPEC §9): directors and backends (the audit log: audit_api).
 
 Objects are looked up by name. Every write goes through `balancer.services` with actor
 `api:<username>`; the services validate again, lock, audit and announce the change.
@@ -6,18 +6,15 @@ Objects are looked up by name. Every write goes through `balancer.services` with
 from __future__ import annotations
 
 from django.db.models import Prefetch
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
-from rest_framework import generics, serializers, status
-from rest_framework.pagination import LimitOffsetPagination
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import services, validation
 from .api_errors import error_responses
-from .models import AuditRecord, Backend, Director
+from .models import Backend, Director
 from .serializers import (
-    AuditRecordSerializer,
     BackendCreateSerializer,
     BackendSerializer,
     BackendUpdateSerializer,
@@ -194,28 +191,3 @@ class BackendDisable(BackendEnable):
     """Disable the backend (x0 LOCK); allowed on static directors too. No request body."""
 
     enabled = False
-
-
-class AuditPagination(LimitOffsetPagination):
-    default_limit = 50
-    max_limit = 500
-
-
-class AuditList(generics.ListAPIView):
-    """The audit log, newest first; `?director=NAME` narrows it to one director."""
-
-    serializer_class = AuditRecordSerializer
-    pagination_class = AuditPagination
-
-    def get_queryset(self):
-        records = AuditRecord.objects.order_by("-at", "-id")
-        name = self.request.query_params.get("director")
-        if name is None:
-            return records
-        return records.filter(director_name=name) if _valid_name(name) else records.none()
-
-    @extend_schema(
-        parameters=[OpenApiParameter("director", OpenApiTypes.STR, description="only this director's records")],
-        responses={200: AuditRecordSerializer(many=True), **error_responses()})
-    def get(self, request, *args, **kwargs):
-        return super().get(request, *args, **kwargs)

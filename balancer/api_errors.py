@@ -9,6 +9,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import InterfaceError, OperationalError
 from django.http import JsonResponse
+from django.urls import resolve, reverse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -40,9 +42,19 @@ def exception_handler(exc, context):
     return drf_exception_handler(exc, context)
 
 
+UNKNOWN_API_PATH = "api-unknown"
+
+
+@csrf_exempt  # nothing is changed here: a write to a wrong path learns that, not about CSRF
 def unknown_api_path(request, rest: str = ""):
-    """404 for a path under /api/ that names no endpoint, as JSON like every API error."""
-    return JsonResponse({"detail": f"No API endpoint at {request.path}."}, status=404)
+    """404 for a path under /api/ that names no endpoint, as JSON like every API error; a path
+    that lacks only its trailing slash is told the right one."""
+    with_slash = request.path_info + "/"
+    if resolve(with_slash).url_name != UNKNOWN_API_PATH:
+        detail = f"No API endpoint at {request.path}; API paths end with a slash: {request.path}/"
+    else:
+        detail = f"No API endpoint at {request.path}; the endpoints are listed at {reverse('api-index')}"
+    return JsonResponse({"detail": detail}, status=404)
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -19,6 +19,8 @@ from django.core.signals import setting_changed
 from proxy.addresses import ListenAddress, parse_listen
 from proxy.tls import CertificateFiles, CertificateSet, load_certificates
 
+from .admin_hosts import parse_admin_hosts
+
 DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:8080"],
     "admin_listen": "127.0.0.1:8081",
@@ -32,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "websocket_idle_timeout": 3600,
     "websocket_max_message": "16MiB",
     "tls_certificates": [],
+    "admin_hosts": None,  # None: the admin listen address, localhost and 127.0.0.1
 }
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
@@ -153,6 +156,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "websocket_idle_timeout": _parse_seconds,
     "websocket_max_message": _parse_message_limit,
     "tls_certificates": _parse_tls_certificates,
+    "admin_hosts": parse_admin_hosts,
 }
 
 
@@ -235,6 +239,7 @@ class ProxySettings:
     websocket_idle_timeout: float
     websocket_max_message: int
     tls_certificates: tuple[CertificateFiles, ...]
+    admin_hosts: tuple[str, ...] | None = None
 
     @classmethod
     def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":

@@ -18,6 +18,7 @@ from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
 from proxy.service import websocket_limits
 
+from . import admin_hosts
 from .reload import ReloadError, read_config, store_config
 
 log = logging.getLogger("director.proxy")
@@ -79,6 +80,7 @@ class InProcessReload:
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
         self.app.set_websocket_limits(websocket_limits(settings))
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
+        admin_hosts.apply(settings)
         self.settings = settings
         settle_heap()
         log.info("reload: %s applied: %d directors, %d routes", self.path, len(self.service.plane.directors),

@@ -1,14 +1,16 @@
 """Throttling of failed Django admin logins, per client IP and per username.
 
-Rule: when a client IP or a username has `MAX_FAILURES` failed logins within the last
-`WINDOW_S` seconds, further login attempts from that IP, or for that username from
-anywhere, are refused with 429, `Retry-After` and the login form saying "Too many failed
-login attempts; try again in N s" — without the password being checked. A failure falls out
-of the count `WINDOW_S` after it happened. A successful login clears the counts of its IP and
-its username. Only attempts that reach authentication count (a form without username or
-password does not). Counts live in Django's default cache: Redis when `REDIS_URL` is set,
-shared by every runproxy process (`director_site.environment.caches`), else each process
-counts on its own.
+Rule: every login attempt that reaches authentication is counted, per client IP and per
+username, *before* the password is checked, with one atomic increment in the cache; an
+attempt that makes either count exceed `MAX_FAILURES` is refused with 429, `Retry-After` and
+the login form saying "Too many failed login attempts; try again in N s", without the
+password being checked. Counting first and atomically is what makes the limit hold under
+parallel attempts: of any number of simultaneous guesses at most `MAX_FAILURES` are checked.
+Counts are kept per fixed window of `WINDOW_S` seconds (aligned to the epoch) and start
+from zero in the next; a successful login clears the counts of its IP and its username. A form without username or
+password does not count. Counts live in Django's default cache: Redis when `REDIS_URL` is
+set, shared by every runproxy process (`director_site.environment.caches`), else each
+process counts on its own; both increment atomically.
 
 `install(admin.site)` wires it in; it must run before `admin.site.urls` is read.
 """
@@ -47,7 +49,7 @@ def _unless_the_store_fails(default):
 
 
 class LoginThrottle:
-    """Failure timestamps per key in a cache, with a sliding window."""
+    """Attempt counts per key and fixed time window in a cache."""
 
     def __init__(self, limit: int = MAX_FAILURES, window: float = WINDOW_S, *, clock=time.time, store=None):
         self.limit, self.window, self.clock = limit, window, clock
@@ -60,30 +62,32 @@ class LoginThrottle:
             return CACHE_PREFIX + kind + ":" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
         return [key("ip", ip), key("user", username.casefold())]
 
-    def _recent(self, key: str, now: float) -> list[float]:
-        return [at for at in self.store.get(key, []) if now - at < self.window]
+    def _window(self, now: float) -> tuple[str, float]:
+        """(suffix of the counting window holding `now`, seconds until it ends)."""
+        number = math.floor(now / self.window)
+        return f":{number}", (number + 1) * self.window - now
+
+    def _count(self, key: str) -> int:
+        """Add one to `key`'s count atomically; the new count."""
+        for _ in range(2):  # the entry may expire between add and incr: add it again
+            self.store.add(key, 0, timeout=math.ceil(self.window) + 1)
+            try:
+                return self.store.incr(key)
+            except ValueError:
+                continue
+        return 1
 
     @_unless_the_store_fails(0)
-    def blocked_for(self, ip: str, username: str) -> int:
-        """Seconds until an attempt for (ip, username) is allowed again; 0: allowed now."""
-        now = self.clock()
-        wait = 0.0
-        for key in self.keys(ip, username):
-            recent = self._recent(key, now)
-            if len(recent) >= self.limit:
-                wait = max(wait, recent[-self.limit] + self.window - now)
-        return math.ceil(wait) if wait > 0 else 0
-
-    @_unless_the_store_fails(None)
-    def failed(self, ip: str, username: str) -> None:
-        now = self.clock()
-        for key in self.keys(ip, username):
-            recent = self._recent(key, now)[-(self.limit - 1):] if self.limit > 1 else []
-            self.store.set(key, [*recent, now], timeout=math.ceil(self.window))
+    def attempt(self, ip: str, username: str) -> int:
+        """Count an attempt for (ip, username): seconds to wait if it is one too many, else 0."""
+        suffix, left = self._window(self.clock())
+        counts = [self._count(key + suffix) for key in self.keys(ip, username)]
+        return max(1, math.ceil(left)) if max(counts) > self.limit else 0
 
     @_unless_the_store_fails(None)
     def succeeded(self, ip: str, username: str) -> None:
-        self.store.delete_many(self.keys(ip, username))
+        suffix, _ = self._window(self.clock())
+        self.store.delete_many([key + suffix for key in self.keys(ip, username)])
 
 
 THROTTLE = LoginThrottle()
@@ -94,7 +98,7 @@ def client_ip(request) -> str:
 
 
 class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
-    """The admin login form; refuses blocked attempts before authenticating, counts failures."""
+    """The admin login form; counts every attempt and refuses those over the limit before authenticating."""
 
     throttle = THROTTLE
 
@@ -104,15 +108,11 @@ class ThrottledAdminAuthenticationForm(AdminAuthenticationForm):
         if username is None or password is None:
             return super().clean()  # a field error already; nothing is authenticated
         ip = client_ip(self.request)
-        wait = self.throttle.blocked_for(ip, username)
+        wait = self.throttle.attempt(ip, username)  # counted before the password is looked at
         if wait:
             setattr(self.request, BLOCKED_ATTRIBUTE, wait)
             raise ValidationError(TOO_MANY_MESSAGE, code="throttled", params={"seconds": wait})
-        try:
-            cleaned = super().clean()
-        except ValidationError:
-            self.throttle.failed(ip, username)
-            raise
+        cleaned = super().clean()
         self.throttle.succeeded(ip, username)
         return cleaned
 

@@ -1,7 +1,8 @@
 """Directors, backends, routes, the config version and the audit log: the control plane's truth.
 
-Only `balancer.services` writes these rows. Value rules live in `balancer.validation` and are
-applied by `clean()`, so the admin's forms, the API and the config loader agree.
+Only `balancer.services` writes these rows. Value rules live in `balancer.validation`; the
+services apply them once per write (the API's serializers and the admin's forms check with
+the same rules first, to name the fields), and `clean()` applies them to a model built by hand.
 """
 from __future__ import annotations
 

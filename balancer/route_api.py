@@ -21,7 +21,6 @@ from .api_errors import error_responses
 from .models import Route
 from .serializers import RuleField, StrictSerializer
 
-_TEXT = validation.Rule("str")
 _HELP = {
     "priority": "lower first; file routes without one come first, in file order",
     "host": "exact host (case-insensitive); null, \"\" or \"*\": any host",
@@ -39,8 +38,9 @@ _ID = re.compile(r"[0-9]{1,19}")
 
 def _write_fields() -> dict:
     fields = {"priority": RuleField(validation.PRIORITY_RULE, required=False, help_text=_HELP["priority"])}
-    for name in validation.ROUTE_TEXT_LIMITS:
-        fields[name] = RuleField(_TEXT, required=False, allow_null=True, help_text=_HELP[name])
+    for name, limit in validation.ROUTE_TEXT_LIMITS.items():
+        rule = validation.Rule("str", max_length=limit, pattern=validation.ROUTE_PATTERNS.get(name))
+        fields[name] = RuleField(rule, required=False, allow_null=True, help_text=_HELP[name])
     return fields
 
 

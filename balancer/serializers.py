@@ -6,6 +6,8 @@ Reads are built from prefetched rows plus the data plane's live figures (`balanc
 """
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
@@ -23,8 +25,6 @@ class RuleField(serializers.Field):
         super().__init__(**kwargs)
 
     def to_internal_value(self, data):
-        if isinstance(data, str) and "\x00" in data:
-            raise serializers.ValidationError("must not contain NUL characters")
         try:
             return self.rule.clean(data)
         except ValueError as exc:
@@ -46,18 +46,13 @@ class RuleFieldSchema(OpenApiSerializerFieldExtension):
         if rule.kind == "choice":
             return {"type": "string", "enum": list(rule.choices)}
         if rule.kind == "str":
-            schema = {"type": "string"}
-            if rule == validation.NAME_RULE:  # fields hold deep copies of their rule
-                schema["pattern"] = f"^{validation.NAME_PATTERN.pattern}$"
+            pattern = rule.pattern or validation.TEXT_PATTERN
+            schema = {"type": "string", "maxLength": rule.max_length, "pattern": pattern}
+            if not re.search(pattern, ""):  # the pattern needs a character: say so plainly too
+                schema["minLength"] = 1
             return schema
-        schema = {"type": "integer" if rule.kind == "int" else "number"}
-        if rule.minimum is not None:
-            schema["minimum"] = rule.minimum
-            if rule.exclusive:
-                schema["exclusiveMinimum"] = True
-        if rule.maximum is not None:
-            schema["maximum"] = rule.maximum
-        return schema
+        return {"type": "integer" if rule.kind == "int" else "number",
+                "minimum": rule.minimum, "maximum": rule.maximum}
 
 
 def rule_fields(rules: dict[str, validation.Rule], *, read_only: bool = False, required=()) -> dict:

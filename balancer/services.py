@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
@@ -116,13 +115,6 @@ def record_reload(actor: str, source: str) -> None:
     _audit(actor, "reload", "", after={"config": source})
 
 
-def _model_check(obj, exclude=()) -> None:
-    try:
-        obj.full_clean(exclude=list(exclude), validate_unique=False, validate_constraints=False)
-    except ValidationError as exc:
-        raise ValidationFailed(exc.message_dict) from None
-
-
 def _clean(rules: dict, data: dict) -> dict:
     cleaned, errors = validation.clean_values(rules, data)
     if errors:
@@ -207,7 +199,6 @@ def check_backend_deletable(backend: Backend, *, allow_static: bool = False) -> 
 def create_director(name: str, settings: dict, *, actor: str, dynamic: bool = True, load_path: str = "") -> Director:
     cleaned = clean_director(name, settings)
     director = Director(dynamic=dynamic, load_path=load_path, **cleaned)
-    _model_check(director)
     with transaction.atomic():
         ensure_director_name_free(director.name)
         try:
@@ -236,7 +227,6 @@ def update_director(director: Director, changes: dict, *, actor: str, allow_stat
         after = director_json(locked)
         if after == before:
             return locked
-        _model_check(locked)
         locked.save()
         _audit(actor, "director.update", locked.name, before=before, after=after)
         _bump_version(locked)
@@ -309,9 +299,9 @@ def _next_position(director: Director) -> int:
 
 
 def _new_backend(locked: Director, cleaned: dict) -> Backend:
-    """A checked, unsaved backend of the locked director."""
+    """An unsaved backend of the locked director from cleaned fields, its address derived."""
     backend = Backend(director=locked, **cleaned)
-    _model_check(backend, exclude=["director"])
+    backend.derive_address()
     return backend
 
 
@@ -339,7 +329,6 @@ def update_backend(backend: Backend, changes: dict, *, actor: str, allow_static:
         before = backend_json(locked)
         for key in differing:
             setattr(locked, key, cleaned[key])
-        _model_check(locked, exclude=["director"])
         locked.save()
         after = backend_json(locked)
         _audit(actor, "backend.update", locked.director.name, locked.name, before=before, after=after)

@@ -8,14 +8,14 @@ enable/disable answer with and without a trailing slash; only the SPEC form is i
 """
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from . import api, api_errors, haproxy_csv, metrics, route_api, status, status_actions
+from . import api, api_docs, api_errors, audit_api, haproxy_csv, metrics, route_api, status, status_actions
 
 API = "api/v1/"
 BACKEND = API + "directors/<str:director>/backends/<str:backend>/"
 
 urlpatterns = [
+    path(API, api_docs.ApiIndex.as_view(), name="api-index"),
     path(API + "directors/", api.DirectorList.as_view(), name="api-director-list"),
     path(API + "directors/<str:director>/", api.DirectorDetail.as_view(), name="api-director-detail"),
     path(API + "directors/<str:director>/backends/", api.BackendList.as_view(), name="api-backend-list"),
@@ -26,10 +26,10 @@ urlpatterns = [
     path(BACKEND + "disable/", api.BackendDisable.as_view(schema=None)),
     path(API + "routes/", route_api.RouteList.as_view(), name="api-route-list"),
     path(API + "routes/<str:route>/", route_api.RouteDetail.as_view(), name="api-route-detail"),
-    path(API + "audit/", api.AuditList.as_view(), name="api-audit-list"),
-    path(API + "schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path(API + "docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
-    re_path(r"^api/(?P<rest>.*)$", api_errors.unknown_api_path),
+    path(API + "audit/", audit_api.AuditList.as_view(), name="api-audit-list"),
+    path(API + "schema/", api_docs.SchemaView.as_view(), name="api-schema"),
+    path(API + "docs/", api_docs.DocsView.as_view(url_name="api-schema"), name="api-docs"),
+    re_path(r"^api/(?P<rest>.*)$", api_errors.unknown_api_path, name=api_errors.UNKNOWN_API_PATH),
     path("status/", status.status_page, name="status"),
     path("status/backends/<int:pk>/enable", status_actions.enable_backend, name="status-backend-enable"),
     path("status/backends/<int:pk>/disable", status_actions.disable_backend, name="status-backend-disable"),

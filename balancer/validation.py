@@ -19,6 +19,12 @@ from .choices import ClientAbort, HealthCheckMode, Role, Scheduler
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 UNKNOWN_FIELD = "unknown field"
+DAY_S = 86400.0  # the longest duration of any setting
+MAX_COUNT = 1_000_000  # the largest queue or capacity
+MAX_THRESHOLD = 1000  # the most consecutive checks or failures a threshold may ask for
+MAX_RETRIES = 100
+MIN_TIMEOUT_S = 0.001
+MIN_INTERVAL_S = 0.1  # health checks more often than ten times a second are a load test
 
 
 def check_name(value: str) -> str:
@@ -49,9 +55,57 @@ def check_server_name(value: str) -> str:
     return value
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+# OpenAPI patterns of text fields: what their checks require syntactically. A value outside
+# is always refused; one inside may still be refused for what a pattern cannot say (a port
+# above 65535, a CA file that does not exist).
+TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f]*$"
+_STATUS_PART = r"\s*[0-9]+\s*(-\s*[0-9]+\s*)?"
+EXPECTED_STATUS_PATTERN = f"^{_STATUS_PART}(,{_STATUS_PART})*$"
+_NOT_IN_URL = "/?@\\s\\u0000-\\u001f\\u007f"
+URL_PATTERN = (f"^(https?|fastcgi)://[^{_NOT_IN_URL}]+:[0-9]+/*$"
+               "|^(http|fastcgi)\\+unix:///[^\\u0000-\\u001f\\u007f]+$")
+ABSOLUTE_PATH_PATTERN = "^/[^\\u0000-\\u001f\\u007f]*$"
+# What goes on the wire of a health check as is: visible ASCII, nothing to escape or encode.
+VISIBLE_ASCII = "!-~"
+HOST_HEADER_PATTERN = re.compile(f"[{VISIBLE_ASCII}]{{1,255}}")
+REQUEST_PATH_PATTERN = re.compile(f"/[{VISIBLE_ASCII}]{{0,1023}}")
+
+
+def check_text(value: str) -> str:
+    """Every text value: no control characters (they would split a header or a request line)
+    and nothing that is not UTF-8 (a lone surrogate from JSON "\\ud800")."""
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError(f"{value!r} must not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{value!r} is not valid text") from None
+    return value
+
+
 def check_request_path(value: str) -> str:
-    if not value.startswith("/") or any(c in value for c in " \r\n\x00"):
+    """A path sent in a request line: starts with '/', no spaces or control characters."""
+    check_text(value)
+    if not value.startswith("/") or " " in value:
         raise ValueError(f"{value!r} must start with '/' and contain no spaces or control characters")
+    return value
+
+
+def check_health_path(value: str) -> str:
+    """The health-check path goes on the wire as is: '/' and visible ASCII (percent-encode the rest)."""
+    check_request_path(value)
+    if not REQUEST_PATH_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} must be '/' followed by at most 1023 visible ASCII characters "
+                         "(percent-encode others)")
+    return value
+
+
+def check_host_header(value: str) -> str:
+    """The health-check Host header: 1-255 visible ASCII characters (an IDN in its xn-- form)."""
+    check_text(value)
+    if not HOST_HEADER_PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} must be 1-255 visible ASCII characters (no spaces; an IDN as xn--)")
     return value
 
 
@@ -61,7 +115,7 @@ def parse_expected_status(text: str) -> tuple[tuple[int, int], ...]:
     for part in str(text).split(","):
         part = part.strip()
         low_text, sep, high_text = part.partition("-")
-        if not low_text.strip().isdigit() or (sep and not high_text.strip().isdigit()):
+        if not _ascii_digits(low_text.strip()) or (sep and not _ascii_digits(high_text.strip())):
             raise ValueError(f"{part!r} is not a status code or range like 200-399")
         low = int(low_text)
         high = int(high_text) if sep else low
@@ -71,6 +125,10 @@ def parse_expected_status(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(ranges)
 
 
+def _ascii_digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
 def check_expected_status(value: str) -> str:
     parse_expected_status(value)
     return value
@@ -78,16 +136,20 @@ def check_expected_status(value: str) -> str:
 
 @dataclass(frozen=True)
 class Rule:
-    """How one field is typed, bounded and checked; `clean()` returns the normalised value."""
+    """How one field is typed, bounded and checked; `clean()` returns the normalised value.
+
+    Every number has both bounds and every text a longest length (SPEC §5: absurd values such
+    as a 1e308 s interval are refused, not obeyed); text never holds control characters."""
 
     kind: str  # "bool" | "int" | "seconds" | "str" | "choice"
     default: Any = None
     minimum: float | None = None
-    exclusive: bool = False  # minimum itself not allowed
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     check: Callable[[str], str] | None = None
     coerce_int_to_str: bool = False  # TOML `200` for a status list
+    max_length: int = 4096
+    pattern: str | None = None  # the regular expression `check` enforces, for the OpenAPI schema
 
     def describe(self) -> str:
         if self.kind == "bool":
@@ -95,15 +157,9 @@ class Rule:
         if self.kind == "choice":
             return "must be one of " + ", ".join(self.choices)
         if self.kind == "str":
-            return "must be a string"
+            return f"must be a string of at most {self.max_length} characters"
         what = "an integer" if self.kind == "int" else "a number of seconds"
-        if self.maximum is not None:
-            return f"must be {what} from {self.minimum:g} to {self.maximum:g}"
-        if self.minimum is None:
-            return f"must be {what}"
-        bound = ">" if self.exclusive else "≥"
-        minimum = int(self.minimum) if float(self.minimum).is_integer() else self.minimum
-        return f"must be {what} {bound} {minimum}"
+        return f"must be {what} from {_number(self.minimum)} to {_number(self.maximum)}"
 
     def clean(self, value: Any) -> Any:
         if self.kind == "bool":
@@ -111,27 +167,40 @@ class Rule:
                 raise ValueError(self.describe())
             return value
         if self.kind in ("str", "choice"):
-            if self.coerce_int_to_str and isinstance(value, int) and not isinstance(value, bool):
-                value = str(value)
-            if not isinstance(value, str):
-                raise ValueError(self.describe())
-            if self.kind == "choice" and value not in self.choices:
-                raise ValueError(f"{value!r}: {self.describe()}")
-            return self.check(value) if self.check else value
+            return self._clean_text(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(self.describe())
-        if self.kind == "int":
-            if not isinstance(value, int):
+        if self.kind == "int" and not isinstance(value, int):
+            raise ValueError(self.describe())
+        if self.kind == "seconds":
+            if not math.isfinite(value):
                 raise ValueError(self.describe())
-        elif not math.isfinite(value):
-            raise ValueError(self.describe())
-        else:
             value = float(value)
-        if self.minimum is not None and (value < self.minimum or (self.exclusive and value == self.minimum)):
-            raise ValueError(self.describe())
-        if self.maximum is not None and value > self.maximum:
+        if not self.minimum <= value <= self.maximum:  # type: ignore[operator]
             raise ValueError(self.describe())
         return value
+
+    def _clean_text(self, value: Any) -> str:
+        if self.coerce_int_to_str and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or len(value) > self.max_length:
+            raise ValueError(self.describe())
+        if self.kind == "choice" and value not in self.choices:
+            raise ValueError(f"{value!r}: {self.describe()}")
+        check_text(value)
+        return self.check(value) if self.check else value
+
+
+def _number(value) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _count(default: int | None, minimum: int, maximum: int) -> Rule:
+    return Rule("int", default, minimum=minimum, maximum=maximum)
+
+
+def _seconds(default: float, minimum: float, maximum: float = DAY_S) -> Rule:
+    return Rule("seconds", default, minimum=minimum, maximum=maximum)
 
 
 def _choice(enum, default) -> Rule:
@@ -141,42 +210,45 @@ def _choice(enum, default) -> Rule:
 DIRECTOR_SETTINGS: dict[str, Rule] = {
     "enabled": Rule("bool", True),
     "scheduler": _choice(Scheduler, Scheduler.RR.value),
-    "queue_limit": Rule("int", 128, minimum=0),
-    "queue_timeout": Rule("seconds", 60.0, minimum=0),
-    "retry_after": Rule("seconds", 10.0, minimum=0),
-    "max_retry_count": Rule("int", 6, minimum=0),
-    "passive_failure_threshold": Rule("int", 1, minimum=1),
-    "connect_timeout": Rule("seconds", 10.0, minimum=0, exclusive=True),
-    "read_timeout": Rule("seconds", 120.0, minimum=0, exclusive=True),
-    "write_timeout": Rule("seconds", 10.0, minimum=0, exclusive=True),
+    "queue_limit": _count(128, 0, MAX_COUNT),
+    "queue_timeout": _seconds(60.0, 0),
+    "retry_after": _seconds(10.0, 0),
+    "max_retry_count": _count(6, 0, MAX_RETRIES),
+    "passive_failure_threshold": _count(1, 1, MAX_THRESHOLD),
+    "connect_timeout": _seconds(10.0, MIN_TIMEOUT_S),
+    "read_timeout": _seconds(120.0, MIN_TIMEOUT_S),
+    "write_timeout": _seconds(10.0, MIN_TIMEOUT_S),
     "on_client_abort": _choice(ClientAbort, ClientAbort.CLOSE.value),
     "sticky_offline_mode": Rule("bool", False),
     "enqueue_on_unavailable": Rule("bool", False),
-    "health_check_host_header": Rule("str", "backend-healthcheck"),
-    "health_check_request_path": Rule("str", "/", check=check_request_path),
-    "health_check_fcgi_script_filename": Rule("str", ""),
-    "health_check_success_threshold": Rule("int", 2, minimum=1),
-    "health_check_failure_threshold": Rule("int", 1, minimum=1),
-    "health_check_expected_status": Rule("str", "200", check=check_expected_status, coerce_int_to_str=True),
+    "health_check_host_header": Rule("str", "backend-healthcheck", check=check_host_header, max_length=255,
+                                     pattern=f"^{HOST_HEADER_PATTERN.pattern}$"),
+    "health_check_request_path": Rule("str", "/", check=check_health_path, max_length=1024,
+                                      pattern=f"^{REQUEST_PATH_PATTERN.pattern}$"),
+    "health_check_fcgi_script_filename": Rule("str", "", pattern=TEXT_PATTERN),
+    "health_check_success_threshold": _count(2, 1, MAX_THRESHOLD),
+    "health_check_failure_threshold": _count(1, 1, MAX_THRESHOLD),
+    "health_check_expected_status": Rule("str", "200", check=check_expected_status, coerce_int_to_str=True,
+                                         max_length=255, pattern=EXPECTED_STATUS_PATTERN),
 }
 
-NAME_RULE = Rule("str", check=check_name)
-URL_RULE = Rule("str", check=check_url)
+NAME_RULE = Rule("str", check=check_name, max_length=64, pattern=f"^{NAME_PATTERN.pattern}$")
+URL_RULE = Rule("str", check=check_url, pattern=URL_PATTERN)
 
 # Backend fields a client may set (SPEC §6); name and url only at creation.
 BACKEND_FIELDS: dict[str, Rule] = {
     "name": NAME_RULE,
     "url": URL_RULE,
     "role": _choice(Role, Role.ACTIVE.value),
-    "capacity": Rule("int", 0, minimum=0),
+    "capacity": _count(0, 0, MAX_COUNT),
     "enabled": Rule("bool", True),
     "health_check_mode": _choice(HealthCheckMode, HealthCheckMode.PARANOID.value),
-    "health_check_interval": Rule("seconds", 2.0, minimum=0, exclusive=True),
+    "health_check_interval": _seconds(2.0, MIN_INTERVAL_S),
     "terminate_protection": Rule("bool", False),
-    "position": Rule("int", minimum=0),
+    "position": _count(None, 0, MAX_COUNT),
     "tls_verify": Rule("bool", True),
-    "tls_ca_file": Rule("str", "", check=check_ca_file),
-    "tls_server_name": Rule("str", "", check=check_server_name),
+    "tls_ca_file": Rule("str", "", check=check_ca_file, pattern=f"^$|{ABSOLUTE_PATH_PATTERN}"),
+    "tls_server_name": Rule("str", "", check=check_server_name, max_length=255, pattern=TEXT_PATTERN),
 }
 TLS_FIELDS = ("tls_verify", "tls_ca_file", "tls_server_name")
 BACKEND_IMMUTABLE = ("name", "url", "protocol")
@@ -221,10 +293,15 @@ ROUTE_ACTIONS = ("pass", "http", "fcgi")
 ROUTE_TEXT_LIMITS = {"host": 255, "path": 1024, "pass": 64, "backend_from": 200, "http": 1024, "fcgi": 1024,
                      "document_root": 4096, "script_filename": 4096}
 ROUTE_KEYS = (*ROUTE_TEXT_LIMITS, "priority")
-PRIORITY_RULE = Rule("int", minimum=-1_000_000, maximum=1_000_000)
+_HEADER_NAME_CHARACTERS = "[!#$%&'*+.^_`|~0-9A-Za-z-]"
+# OpenAPI patterns of route keys (TEXT_PATTERN for the others): see TEXT_PATTERN.
+ROUTE_PATTERNS = {"path": "^/[^ \\u0000-\\u001f\\u007f]*$", "document_root": ABSOLUTE_PATH_PATTERN,
+                  "script_filename": ABSOLUTE_PATH_PATTERN,
+                  "backend_from": f"^(cookie|header):{_HEADER_NAME_CHARACTERS}+$"}
+PRIORITY_RULE = _count(None, -1_000_000, 1_000_000)
 ROUTE_ITSELF = "non_field_errors"  # errors about the route as a whole (the TOML loader names the table)
 BACKEND_SOURCES = ("cookie", "header")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_NAME = re.compile(_HEADER_NAME_CHARACTERS + "+")
 ANY_HOST = "*"
 
 
@@ -283,11 +360,11 @@ def clean_route(table: dict, director_names) -> tuple[dict, dict[str, list[str]]
             continue
         if not isinstance(value, str) or not _encodable(value):
             add(key, "must be a string")
-        elif len(value) > limit or "\x00" in value:
-            add(key, f"must be at most {limit} characters, without NUL")
+        elif len(value) > limit:
+            add(key, f"must be at most {limit} characters")
         else:
             try:
-                _check_route_value(key, value)
+                _check_route_value(key, check_text(value))
                 values[key] = value
             except ValueError as exc:
                 add(key, str(exc))

@@ -11,11 +11,34 @@ from urllib.parse import unquote, urlsplit
 REPO_DIR = Path(__file__).resolve().parent.parent
 
 
+class EnvironmentProblem(ValueError):
+    """An environment variable that cannot work; manage.py prints it as one line and exits 1."""
+
+
 def data_dir() -> Path:
-    """`DIRECTOR_DATA_DIR`, default `<repo>/var/`; created if missing."""
+    """`DIRECTOR_DATA_DIR`, default `<repo>/var/`; created if missing, for its owner only
+    (it holds the secret key and the configuration snapshot)."""
     path = Path(os.environ.get("DIRECTOR_DATA_DIR") or REPO_DIR / "var")
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o700)
+        except OSError as exc:
+            raise EnvironmentProblem(f"DIRECTOR_DATA_DIR: cannot create {path}: {exc.strerror}") from None
     return path
+
+
+def private_sqlite_file(settings: dict) -> None:
+    """Create a missing SQLite database file readable by its owner only, before SQLite would
+    create it with the umask's mode (its journal and WAL files take the database's mode)."""
+    name = str(settings.get("NAME", ""))
+    if not settings["ENGINE"].endswith("sqlite3") or name in ("", ":memory:") or not os.path.isdir(
+            os.path.dirname(name) or "."):
+        return
+    try:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def secret_key(directory: Path) -> str:
@@ -35,9 +58,21 @@ def secret_key(directory: Path) -> str:
 
 
 def database_from_url(url: str) -> dict:
-    """Django DATABASES entry from `sqlite:///abs/path` or `postgres://user:pw@host:port/db`."""
+    """Django DATABASES entry from `sqlite:///abs/path` or `postgres://user:pw@host:port/db`;
+    EnvironmentProblem naming what is wrong with any other URL."""
+    try:
+        return _database_from_url(url)
+    except ValueError as exc:  # urlsplit's own: an invalid port or IPv6 literal
+        message = str(exc) if isinstance(exc, EnvironmentProblem) else f"DATABASE_URL: {exc}"
+        raise EnvironmentProblem(message) from None
+
+
+def _database_from_url(url: str) -> dict:
     parts = urlsplit(url)
+    str(parts.port)  # an invalid port raises here, not when Django connects
     if parts.scheme == "sqlite":
+        if parts.netloc:
+            raise EnvironmentProblem(f"DATABASE_URL: {url!r}: a SQLite URL has no host; use sqlite:///ABSOLUTE/PATH")
         name = unquote(parts.path) or ":memory:"
         return {"ENGINE": "django.db.backends.sqlite3", "NAME": name,
                 "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"}}
@@ -51,7 +86,7 @@ def database_from_url(url: str) -> dict:
             "PORT": str(parts.port or ""),
             "CONN_MAX_AGE": 0,
         }
-    raise ValueError(f"DATABASE_URL: unsupported scheme {parts.scheme!r} (use sqlite:/// or postgres://)")
+    raise EnvironmentProblem(f"DATABASE_URL: unsupported scheme {parts.scheme!r} (use sqlite:/// or postgres://)")
 
 
 def database_url() -> str:

@@ -12,7 +12,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["balancer.permissions.DirectorRole"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["balancer.api_json.GuardedJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "balancer.api_errors.exception_handler",
 }
@@ -41,5 +41,8 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "balancer.api_errors.forbid_unknown_request_fields",
+        "balancer.openapi_hooks.document_unsupported_media_type",
+        "balancer.openapi_hooks.require_create_bodies",
+        "balancer.openapi_hooks.add_links",
     ],
 }

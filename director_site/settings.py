@@ -5,7 +5,8 @@ BASE_DIR = env.REPO_DIR
 DATA_DIR = env.data_dir()
 SECRET_KEY = env.secret_key(DATA_DIR)
 DEBUG = False
-ALLOWED_HOSTS = ["*"]
+# runproxy replaces these with `[proxy] admin_hosts` (balancer.admin_hosts)
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -23,7 +24,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "balancer.api_json.ApiJsonMiddleware",  # first: it sees every answer, and makes those under /api/ JSON
     "django.middleware.security.SecurityMiddleware",
+    "balancer.admin_hosts.OriginMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -32,6 +35,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+CSRF_FAILURE_VIEW = "balancer.api_json.csrf_failure"
 ROOT_URLCONF = "director_site.urls"
 ASGI_APPLICATION = "director_site.asgi.application"
 
@@ -51,11 +55,18 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.database_from_url(env.database_url())}
+env.private_sqlite_file(DATABASES["default"])
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 CHANNEL_LAYERS = env.channel_layers()
 CACHES = env.caches()
 
-AUTH_PASSWORD_VALIDATORS = []
+# Checked by the admin's password forms, changepassword, createsuperuser and ensureadmin.
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True

@@ -100,7 +100,7 @@ def test_service_validation_errors_appear_on_fields(admin_client, dynamic):
     assert response.status_code == 200
     form = response.context["adminform"].form
     assert "'abc' is not a status code" in form.errors["health_check_expected_status"][0]
-    assert form.errors["queue_timeout"] == ["must be a number of seconds ≥ 0"]
+    assert form.errors["queue_timeout"] == ["must be a number of seconds from 0 to 86400"]
     (inline,) = response.context["inline_admin_formsets"]
     assert "backend URL 'ftp://x'" in inline.formset.forms[0].errors["url"][0]
     assert not Director.objects.filter(name="new").exists()

@@ -4,7 +4,7 @@ import socket
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from tests.support.processes import Process, python_args
 from tests.support.waiting import free_port, wait_for, wait_port
@@ -41,11 +41,28 @@ def test_ensureadmin_generates_once_then_explains_reset(monkeypatch, tmp_path):
 def test_ensureadmin_takes_password_from_environment(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "director.toml").write_text('[proxy]\nadmin_listen = "127.0.0.1:9181"\n')
-    out = ensureadmin(monkeypatch, "s3cret-one")
-    assert "s3cret-one" not in out and "http://127.0.0.1:9181/admin/" in out
-    assert get_user_model().objects.get(username="admin").check_password("s3cret-one")
-    ensureadmin(monkeypatch, "s3cret-two")
-    assert get_user_model().objects.get(username="admin").check_password("s3cret-two")
+    out = ensureadmin(monkeypatch, "s3cret-one-horse")
+    assert "s3cret-one-horse" not in out and "http://127.0.0.1:9181/admin/" in out
+    assert get_user_model().objects.get(username="admin").check_password("s3cret-one-horse")
+    ensureadmin(monkeypatch, "s3cret-two-horse")
+    assert get_user_model().objects.get(username="admin").check_password("s3cret-two-horse")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("weak, reason", [("short1", "too short"), ("password123", "too common"),
+                                          ("8172635490", "entirely numeric")])
+def test_ensureadmin_refuses_a_weak_password_saying_why(monkeypatch, tmp_path, weak, reason):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(CommandError, match=f"DIRECTOR_ADMIN_PASSWORD refused: .*{reason}"):
+        ensureadmin(monkeypatch, weak)
+    assert not get_user_model().objects.filter(username="admin").exists()
+
+
+@pytest.mark.django_db
+def test_the_admin_password_change_form_applies_the_validators(admin_client):
+    response = admin_client.post("/admin/password_change/", {
+        "old_password": "password", "new_password1": "12345678", "new_password2": "12345678"})
+    assert response.status_code == 200 and "This password is too short" in response.content.decode()
 
 
 def exchange(sock: socket.socket, request: bytes, expect_close: bool = False) -> bytes:

@@ -1,8 +1,13 @@
-"""`GET /api/v1/audit/`: the audit log, read-only, newest first, paginated, by director."""
+"""`GET /api/v1/audit/`: the audit log, read-only, newest first, paginated, filtered by actor,
+director, backend, action and time; bad query parameters are 400s naming them."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+import pytest
+
 from balancer import services
-from balancer.models import Backend
+from balancer.models import AuditRecord, Backend
 from tests.support.api import ApiTestBase, make_director
 
 AUDIT = "/api/v1/audit/"
@@ -29,7 +34,41 @@ class TestAuditLog(ApiTestBase):
         assert [(r["action"], r["backend_name"]) for r in body["results"]] == [
             ("backend.create", "b1"), ("director.create", "")]
         assert self.call("GET", AUDIT + "?director=nope", expect=200).json()["count"] == 0
-        assert self.call("GET", AUDIT + "?director=a%00b", expect=200).json()["count"] == 0
+        assert set(self.call("GET", AUDIT + "?director=a%00b", expect=400).json()) == {"director"}
+
+    def test_filter_by_actor_backend_and_action(self):
+        director = make_director("pool", backends={"b1": "http://127.0.0.1:1", "b2": "http://127.0.0.1:2"})
+        for name in ("b1", "b2"):
+            services.set_backend_enabled(Backend.objects.get(director=director, name=name), False, actor="api:ops")
+        services.set_backend_enabled(Backend.objects.get(director=director, name="b1"), True, actor="admin:root")
+
+        def picked(query: str) -> list:
+            return [(r["actor"], r["action"], r["backend_name"])
+                    for r in self.call("GET", AUDIT + query, expect=200).json()["results"]]
+
+        assert picked("?actor=api:ops") == [("api:ops", "backend.disable", "b2"), ("api:ops", "backend.disable", "b1")]
+        assert picked("?backend=b1&action=backend.enable") == [("admin:root", "backend.enable", "b1")]
+        assert picked("?director=pool&backend=b2&actor=api:ops") == [("api:ops", "backend.disable", "b2")]
+        assert picked("?actor=nobody") == []
+
+    def test_filter_by_time_window(self):
+        make_director("old")
+        AuditRecord.objects.update(at=datetime(2026, 1, 1, 12, tzinfo=timezone.utc))
+        make_director("new")
+        names = lambda query: [r["director_name"] for r in self.call("GET", AUDIT + query, expect=200).json()["results"]]  # noqa: E731
+        assert names("?since=2026-01-02") == ["new"]
+        assert names("?until=2026-01-01T12:00:01Z") == ["old"]
+        assert names("?since=2026-01-01T12:00:00%2B00:00&until=2026-01-01T13:00:00") == ["old"]
+        assert names("?since=2026-01-01t11:00:00z&until=2099-01-01") == ["new", "old"]
+
+    @pytest.mark.parametrize("query, field", [
+        ("?since=yesterday", "since"), ("?until=2026-13-01", "until"), ("?colour=red", "colour"),
+        ("?limit=text", "limit"), ("?offset=null", "offset"), ("?limit=0", "limit"), ("?limit=501", "limit"),
+        ("?offset=-1", "offset"), ("?actor=" + "a" * 201, "actor"), ("?action=a%0Db", "action"),
+    ])
+    def test_bad_query_parameters_are_400_naming_them(self, query, field):
+        body = self.call("GET", AUDIT + query, expect=400, client=self.viewer).json()
+        assert list(body) == [field] and body[field][0], body
 
     def test_paginated_by_limit_and_offset(self):
         director = make_director("pool", backends={"b1": "http://127.0.0.1:1"})

@@ -115,7 +115,7 @@ class TestSessions(ApiTestBase):
         assert response.status_code == 403
 
 
-@pytest.mark.parametrize("path", ["/api/", "/api/v1/", "/api/v1/nope/", "/api/v2/directors/", "/api/v1/directors/pool/backends/b1/x"])
+@pytest.mark.parametrize("path", ["/api/", "/api/v1/nope/", "/api/v2/directors/", "/api/v1/directors/pool/backends/b1/x"])
 def test_unknown_api_paths_get_a_json_404(path):
     response = token_client("operator").get(path)
     assert response.status_code == 404

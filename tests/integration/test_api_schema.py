@@ -13,22 +13,22 @@ DIRECTOR = "/api/v1/directors/{director}/"
 BACKEND = DIRECTOR + "backends/{backend}/"
 OPERATIONS = {
     ("/api/v1/directors/", "get"): {"200"},
-    ("/api/v1/directors/", "post"): {"201", "400", "409"},
+    ("/api/v1/directors/", "post"): {"201", "400", "409", "415"},
     (DIRECTOR, "get"): {"200", "404"},
-    (DIRECTOR, "patch"): {"200", "400", "404"},
+    (DIRECTOR, "patch"): {"200", "400", "404", "415"},
     (DIRECTOR, "delete"): {"204", "404"},
     (DIRECTOR + "backends/", "get"): {"200", "404"},
-    (DIRECTOR + "backends/", "post"): {"201", "400", "404", "409"},
+    (DIRECTOR + "backends/", "post"): {"201", "400", "404", "409", "415"},
     (BACKEND, "get"): {"200", "404"},
-    (BACKEND, "patch"): {"200", "400", "404"},
+    (BACKEND, "patch"): {"200", "400", "404", "415"},
     (BACKEND, "delete"): {"202", "404"},
     (BACKEND + "enable", "post"): {"200", "404"},
     (BACKEND + "disable", "post"): {"200", "404"},
-    ("/api/v1/audit/", "get"): {"200"},
+    ("/api/v1/audit/", "get"): {"200", "400"},
     ("/api/v1/routes/", "get"): {"200"},
-    ("/api/v1/routes/", "post"): {"201", "400"},
+    ("/api/v1/routes/", "post"): {"201", "400", "415"},
     ("/api/v1/routes/{route}/", "get"): {"200", "404"},
-    ("/api/v1/routes/{route}/", "patch"): {"200", "400", "404"},
+    ("/api/v1/routes/{route}/", "patch"): {"200", "400", "404", "415"},
     ("/api/v1/routes/{route}/", "delete"): {"204", "404"},
 }
 
@@ -58,6 +58,39 @@ class TestSchema(ApiTestBase):
         assert components["BackendCreateRequest"]["required"] == ["name", "url"]
         assert components["BackendCreateRequest"]["properties"]["name"]["pattern"] == "^[A-Za-z0-9_.-]{1,64}$"
         assert {"id", "mutable"}.isdisjoint(components["RouteWriteRequest"]["properties"])
+
+    def test_the_bounds_the_server_enforces_are_in_the_schema(self):
+        components = self.call("GET", "/api/v1/schema/", expect=200).json()["components"]["schemas"]
+        director = components["PatchedDirectorUpdateRequest"]["properties"]
+        assert (director["retry_after"]["minimum"], director["retry_after"]["maximum"]) == (0, 86400)
+        assert director["connect_timeout"]["minimum"] == 0.001
+        assert director["health_check_host_header"]["maxLength"] == 255
+        assert director["health_check_host_header"]["minLength"] == 1
+        assert director["health_check_request_path"]["pattern"].startswith("^/")
+        assert "u0000" in director["health_check_fcgi_script_filename"]["pattern"]
+        backend = components["BackendCreateRequest"]["properties"]
+        assert backend["health_check_interval"]["minimum"] == 0.1 and backend["capacity"]["maximum"] == 1_000_000
+        audit = self.call("GET", "/api/v1/schema/", expect=200).json()["paths"]["/api/v1/audit/"]["get"]
+        limit = next(p for p in audit["parameters"] if p["name"] == "limit")
+        assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 500)
+        assert {"actor", "director", "backend", "action", "since", "until"} <= {p["name"] for p in audit["parameters"]}
+
+    def test_creates_link_to_reading_changing_and_deleting_what_they_made(self):
+        paths = self.call("GET", "/api/v1/schema/", expect=200).json()["paths"]
+        links = paths["/api/v1/directors/"]["post"]["responses"]["201"]["links"]
+        assert links["GetDirector"] == {"operationId": paths[DIRECTOR]["get"]["operationId"],
+                                        "parameters": {"director": "$response.body#/name"}}
+        assert {"UpdateDirector", "DeleteDirector", "CreateBackend"} <= set(links)
+        backend_links = paths[DIRECTOR + "backends/"]["post"]["responses"]["201"]["links"]
+        assert backend_links["DeleteBackend"]["parameters"] == {"director": "$request.path.director",
+                                                                 "backend": "$response.body#/name"}
+        assert set(paths["/api/v1/routes/"]["post"]["responses"]["201"]["links"]) == {
+            "GetRoute", "UpdateRoute", "DeleteRoute"}
+
+    def test_creates_require_a_body(self):
+        paths = self.call("GET", "/api/v1/schema/", expect=200).json()["paths"]
+        for path in ("/api/v1/directors/", DIRECTOR + "backends/", "/api/v1/routes/"):
+            assert paths[path]["post"]["requestBody"]["required"] is True, path
 
     def test_backend_creation_takes_one_object_or_a_list(self):
         schema = self.call("GET", "/api/v1/schema/?format=json", expect=200).json()

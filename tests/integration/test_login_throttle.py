@@ -1,6 +1,7 @@
 """Admin login throttling (balancer.login_throttle) through Django's test client: blocked per
 client IP and per username after MAX_FAILURES failures, without checking the password; reset
-on success; failures age out of the window."""
+on success; counts start again in the next window. Parallel attempts against a real server:
+test_login_throttle_parallel.py."""
 from __future__ import annotations
 
 import logging
@@ -20,10 +21,10 @@ WRONG_CREDENTIALS_TEXT = "Please enter the correct username and password"
 
 
 class Clock:
-    """A settable wall clock for the throttle's sliding window."""
+    """A settable wall clock for the throttle's windows."""
 
     def __init__(self):
-        self.now = 1_000_000.0
+        self.now = 1000.0 * WINDOW_S  # the start of a counting window
 
     def __call__(self) -> float:
         return self.now
@@ -102,14 +103,13 @@ def test_success_resets_the_count(client):
     assert attempt(client, "admin", PASSWORD).status_code == 302
 
 
-def test_failures_age_out_of_the_window(client, clock):
-    fail(client, MAX_FAILURES - 1)
-    clock.now += 100
-    fail(client, 1)
-    assert_blocked(attempt(client, "admin", PASSWORD), seconds=WINDOW_S - 100)  # until the oldest expires
+def test_counts_start_again_in_the_next_window(client, clock):
+    clock.now = 10 * WINDOW_S + 100  # 100 s into a window
+    fail(client, MAX_FAILURES)
+    assert_blocked(attempt(client, "admin", PASSWORD), seconds=WINDOW_S - 100)  # until the window ends
     clock.now += WINDOW_S - 101
     assert_blocked(attempt(client, "admin", PASSWORD), seconds=1)
-    clock.now += 1  # the oldest four aged out: below the limit again
+    clock.now += 1  # a new window: counting starts again
     assert attempt(client, "admin", PASSWORD).status_code == 302
 
 

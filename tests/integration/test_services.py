@@ -44,7 +44,7 @@ def test_director_validation_names_every_field():
     errors = info.value.errors
     assert info.value.status == 400
     assert set(errors) == {"name", "queue_limit", "scheduler", "read_timeout", "health_check_expected_status", "colour"}
-    assert errors["colour"] == ["unknown field"] and errors["queue_limit"] == ["must be an integer ≥ 0"]
+    assert errors["colour"] == ["unknown field"] and errors["queue_limit"] == ["must be an integer from 0 to 1000000"]
     assert not Director.objects.exists() and not audits()
 
 

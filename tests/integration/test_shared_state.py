@@ -2,16 +2,12 @@
 nodes): a change made through one reaches the other's data plane within a second, and a
 health transition decided by the one monitor is applied by the proxy that runs none; failed
 admin logins counted by one process block the next attempt on the other."""
-import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from http.cookiejar import CookieJar
 
 import pytest
 
 from balancer.login_throttle import CACHE_PREFIX, MAX_FAILURES
+from tests.support.admin_login import admin_login
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.live_api import BACKENDS, CONFIG, LiveApi
@@ -85,25 +81,6 @@ def clean_login_counts():
     clear()
     yield
     clear()
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # a 302 is the answer under test, not a page to follow
-
-
-def admin_login(director: Director, username: str, password: str) -> int:
-    """Status of one admin login through the form, CSRF token included."""
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()), _NoRedirect)
-    base = f"http://127.0.0.1:{director.admin_port}/admin/login/"
-    page = opener.open(base, timeout=30).read().decode()
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    form = urllib.parse.urlencode({"username": username, "password": password,
-                                   "csrfmiddlewaretoken": token, "next": "/admin/"}).encode()
-    try:
-        return opener.open(base, data=form, timeout=30).status
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_failed_logins_on_one_process_block_the_other(pair, clean_login_counts):

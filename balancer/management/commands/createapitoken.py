@@ -1,8 +1,9 @@
-"""`manage.py createapitoken USER [--viewer]`: an API token for USER, created if missing.
+"""`manage.py createapitoken USER [--viewer] [--create]`: an API token for USER.
 
-stdout carries only the token key, so scripts can do `TOKEN=$(manage.py createapitoken ci)`;
+stdout carries only the token key, so scripts can do `TOKEN=$(manage.py createapitoken --create ci)`;
 everything else goes to stderr. Running it again prints the same key and sets the role
-given now (operator, or viewer with --viewer).
+given now (operator, or viewer with --viewer). A user that does not exist is created only
+with `--create`: a mistyped name must not silently become a new operator.
 """
 from __future__ import annotations
 
@@ -16,13 +17,14 @@ from balancer.permissions import grant_role
 
 
 class Command(BaseCommand):
-    help = "Create USER if missing, give it operator (or --viewer: read-only) API rights, print its token."
+    help = "Give USER (with --create: created if missing) operator (or --viewer: read-only) API rights, print its token."
 
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument("--viewer", action="store_true", help="read-only rights instead of operator")
+        parser.add_argument("--create", action="store_true", help="create USER if it does not exist")
 
-    def handle(self, *args, username: str, viewer: bool, **options):
+    def handle(self, *args, username: str, viewer: bool, create: bool, **options):
         user_model = get_user_model()
         try:
             user_model._meta.get_field(user_model.USERNAME_FIELD).run_validators(username)
@@ -30,7 +32,10 @@ class Command(BaseCommand):
             raise CommandError(f"invalid user name {username!r}: {' '.join(exc.messages)}") from None
         role = "viewer" if viewer else "operator"
         with transaction.atomic():
-            user, created = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
+            if create:
+                user, created = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
+            else:
+                user, created = _existing(user_model, username), False
             if created:
                 user.set_unusable_password()  # API only; an admin login needs a password set separately
                 user.save(update_fields=["password"])
@@ -38,3 +43,10 @@ class Command(BaseCommand):
             token, _ = Token.objects.get_or_create(user=user)
         self.stderr.write(f"{'created' if created else 'existing'} user {username!r} has {role} rights")
         self.stdout.write(token.key)
+
+
+def _existing(user_model, username: str):
+    try:
+        return user_model.objects.get(**{user_model.USERNAME_FIELD: username})
+    except user_model.DoesNotExist:
+        raise CommandError(f"no user {username!r}: check the name, or add --create to create it") from None

@@ -1,12 +1,15 @@
 """`manage.py ensureadmin`: make sure the superuser "admin" exists, never with a fixed password.
 
-The password comes from DIRECTOR_ADMIN_PASSWORD, else one is generated and printed once.
+The password comes from DIRECTOR_ADMIN_PASSWORD (checked by AUTH_PASSWORD_VALIDATORS: a weak
+one is refused with the validators' reasons, exit 1), else one is generated and printed once.
 """
 import os
 import secrets
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
 
 from balancer.conf import director_settings
 from balancer.config import ConfigError, load_config
@@ -35,6 +38,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         password = os.environ.get(PASSWORD_ENV)
         user = get_user_model().objects.filter(username=USERNAME).first()
+        if password:
+            _check(password, user)
         if user is None:
             generated = secrets.token_urlsafe(12) if not password else None
             get_user_model().objects.create_superuser(USERNAME, email="", password=password or generated)
@@ -48,3 +53,10 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"admin login {USERNAME!r} exists ({admin_url()}); "
                               f"to reset its password: python manage.py changepassword {USERNAME}")
+
+
+def _check(password: str, user) -> None:
+    try:
+        validate_password(password, user or get_user_model()(username=USERNAME))
+    except ValidationError as exc:
+        raise CommandError(f"{PASSWORD_ENV} refused: {' '.join(exc.messages)}") from None

@@ -19,6 +19,11 @@ class Command(BaseCommand):
     help = "Serve the proxy (traffic listeners) and the management listener on daphne."
     requires_system_checks = []
 
+    def get_version(self) -> str:
+        from director_site.version import describe
+
+        return describe()
+
     def add_arguments(self, parser):
         parser.add_argument("--config", default=None, help="config file (default $DIRECTOR_CONFIG, else ./director.toml)")
         parser.add_argument("--listen", action="append", default=None, metavar="ADDR",
@@ -35,6 +40,7 @@ class Command(BaseCommand):
         except AdapterMismatch as exc:
             self._fail(str(exc))
 
+        from balancer import admin_hosts
         from balancer.reload import ReloadError, config_path
         from balancer.worker_stats import worker_index
         from proxy.service import StartupError
@@ -45,6 +51,7 @@ class Command(BaseCommand):
         supervisor = server = None
         try:
             config, settings = _read(path, overrides)
+            admin_hosts.apply(settings)
             if settings.workers > 1 and worker_index() is None:
                 supervisor = self._supervisor(path, overrides, config, settings)
             else:
