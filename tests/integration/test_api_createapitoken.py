@@ -1,5 +1,5 @@
-"""`manage.py createapitoken USER [--viewer] [--create]` (SPEC §2): only the key on stdout, same key
-again; an unknown user only with --create."""
+"""`manage.py createapitoken USER [--viewer] [--existing]` (SPEC §2): only the key on stdout, same key
+again; an unknown user is created with a line on stderr saying so, or refused with --existing."""
 from __future__ import annotations
 
 import io
@@ -28,26 +28,27 @@ def test_command_prints_only_the_key_and_the_same_key_again_and_fails_cleanly(tm
     database = tmp_path / "db.sqlite3"
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{database}", "DIRECTOR_DATA_DIR": str(tmp_path)}
     assert manage("migrate", "-v0", env=env).returncode == 0
-    typo = manage("createapitoken", "ic", env=env)
-    assert typo.returncode == 1 and typo.stdout == "" and "no user 'ic'" in typo.stderr and "--create" in typo.stderr
-    first = manage("createapitoken", "--create", "ci", env=env)
+    typo = manage("createapitoken", "--existing", "ic", env=env)
+    assert typo.returncode == 1 and typo.stdout == "" and "no user 'ic'" in typo.stderr
+    first = manage("createapitoken", "ci", env=env)
     again = manage("createapitoken", "ci", env=env)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
     key = first.stdout.removesuffix("\n")
     assert len(key) == 40 and key.isalnum() and first.stdout == key + "\n"
     assert again.stdout == first.stdout
-    assert "operator" in first.stderr
+    assert "there was no user 'ci': created it, with operator rights" in first.stderr
+    assert "created" not in again.stderr
     with sqlite3.connect(database) as db:
         stored = db.execute("SELECT t.key FROM authtoken_token t JOIN auth_user u ON u.id = t.user_id "
                             "WHERE u.username = 'ci'").fetchall()
     assert stored == [(key,)]
-    bad = manage("createapitoken", "--create", "no spaces allowed", env=env)
+    bad = manage("createapitoken", "no spaces allowed", env=env)
     assert bad.returncode != 0 and bad.stdout == "" and "invalid user name" in bad.stderr
 
 
 def create(*args) -> str:
     out, err = io.StringIO(), io.StringIO()
-    call_command("createapitoken", "--create", *args, stdout=out, stderr=err)
+    call_command("createapitoken", *args, stdout=out, stderr=err)
     return out.getvalue().strip()
 
 
@@ -78,13 +79,13 @@ class TestRoles:
 
     def test_existing_user_keeps_its_password(self):
         get_user_model().objects.create_user("dave", password="secret")
-        call_command("createapitoken", "dave", stdout=io.StringIO(), stderr=io.StringIO())  # no --create needed
+        call_command("createapitoken", "dave", stdout=io.StringIO(), stderr=io.StringIO())
         assert get_user_model().objects.get(username="dave").check_password("secret")
         assert is_operator(get_user_model().objects.get(username="dave"))
 
-    def test_an_unknown_user_is_refused_without_create(self):
-        with pytest.raises(CommandError, match="no user 'erin': check the name, or add --create"):
-            call_command("createapitoken", "erin", stdout=io.StringIO(), stderr=io.StringIO())
+    def test_an_unknown_user_is_refused_with_existing(self):
+        with pytest.raises(CommandError, match="no user 'erin': check the name"):
+            call_command("createapitoken", "--existing", "erin", stdout=io.StringIO(), stderr=io.StringIO())
         assert not get_user_model().objects.filter(username="erin").exists()
 
     def test_invalid_name_raises(self):

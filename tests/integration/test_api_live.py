@@ -29,7 +29,7 @@ def proxied_by(live: Director, name: str) -> bool:
 
 
 def test_api_changes_reach_the_proxy_and_survive_a_restart(live):
-    created = live.manage("createapitoken", "--create", "ops")
+    created = live.manage("createapitoken", "ops")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
     assert api(live, "GET", BACKENDS, None)[0] == 401
@@ -58,7 +58,7 @@ def test_api_changes_reach_the_proxy_and_survive_a_restart(live):
 
 
 def test_swagger_ui_assets_are_served_without_a_cdn(live):
-    key = live.manage("createapitoken", "--create", "reader", "--viewer").stdout.strip()
+    key = live.manage("createapitoken", "reader", "--viewer").stdout.strip()
     status, _, html = live.request("GET", "/api/v1/docs/", headers={"Authorization": f"Token {key}"},
                                    port=live.admin_port)
     assert status == 200 and SWAGGER_BUNDLE.encode() in html

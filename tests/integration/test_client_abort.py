@@ -60,7 +60,7 @@ def director(backends, tmp_path_factory):
     try:
         for host in ("ignore", "queue", "once"):
             wait_for(lambda: d.get("/", headers={"Host": host})[0] == 200, 15, what=f"director {host} online")
-        created = d.manage("createapitoken", "--create", "abort-tests")
+        created = d.manage("createapitoken", "abort-tests")
         assert created.returncode == 0, created.stderr
         d.token = created.stdout.strip()
         yield d

@@ -29,7 +29,7 @@ def start_on(tmp_path, database, backend, *args, env=None) -> Director:
     migrated = director.manage("migrate", "--noinput", "-v", "0", timeout=120)
     assert migrated.returncode == 0, migrated.stderr
     director.start()
-    director.key = director.manage("createapitoken", "--create", "ops").stdout.strip()
+    director.key = director.manage("createapitoken", "ops").stdout.strip()
     wait_for(lambda: director.get("/")[2] == b"one", 20, what="the backend online")
     if "--workers" in args:
         wait_for(lambda: every_worker_sees(director, 2, {"one": "online"}), 20, what="both workers to see it")

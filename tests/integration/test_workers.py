@@ -60,7 +60,7 @@ def cluster(tmp_path):
         director.start()
         try:
             wait_for(lambda: len(worker_pids(director.process.proc.pid)) == 2, 20, what="two workers")
-            director.key = director.manage("createapitoken", "--create", "viewer", "--viewer").stdout.strip()
+            director.key = director.manage("createapitoken", "viewer", "--viewer").stdout.strip()
             wait_for(lambda: stored_health(director) == {"one": "online", "two": "online"}, 20,
                      what="both backends stored online")
             wait_for(lambda: every_worker_sees_both_online(director), 20, what="both workers to see both backends online")

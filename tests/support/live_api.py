@@ -38,7 +38,7 @@ class LiveApi:
 
     def __init__(self, director: Director):
         self.director = director
-        created = director.manage("createapitoken", "--create", "ops")
+        created = director.manage("createapitoken", "ops")
         assert created.returncode == 0, created.stderr
         self.key = created.stdout.strip()
 
