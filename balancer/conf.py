@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -28,7 +29,10 @@ DEFAULTS: dict[str, Any] = {
     "workers": 1,
     "health_monitor": True,
     "shutdown_timeout": 30,
+    "access_log": "",
+    "access_log_format": "combined",
 }
+ACCESS_LOG_FORMATS = ("combined", "json")
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
@@ -95,6 +99,26 @@ def _parse_bool(value: Any) -> bool:
     return value
 
 
+def _parse_access_log(value: Any) -> str:
+    """"" (off), "-" (standard output) or a file path whose directory exists."""
+    if not isinstance(value, str):
+        raise ValueError('must be "" (off), "-" (standard output) or a file path')
+    if value in ("", "-"):
+        return value
+    if os.path.isdir(value):
+        raise ValueError(f"{value!r} is a directory; name a file in it")
+    directory = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(directory):
+        raise ValueError(f"directory {directory!r} does not exist")
+    return value
+
+
+def _parse_access_log_format(value: Any) -> str:
+    if value not in ACCESS_LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(repr(f) for f in ACCESS_LOG_FORMATS)}, not {value!r}")
+    return value
+
+
 def _parse_admin_listen(value: Any) -> ListenAddress:
     if not isinstance(value, str):
         raise ValueError("must be one address like \"127.0.0.1:8081\"")
@@ -111,6 +135,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "workers": _parse_workers,
     "health_monitor": _parse_bool,
     "shutdown_timeout": _parse_seconds,
+    "access_log": _parse_access_log,
+    "access_log_format": _parse_access_log_format,
 }
 
 
@@ -187,6 +213,8 @@ class ProxySettings:
     workers: int
     health_monitor: bool
     shutdown_timeout: float
+    access_log: str = ""
+    access_log_format: str = "combined"
 
     @classmethod
     def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":

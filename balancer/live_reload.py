@@ -15,6 +15,7 @@ from asgiref.sync import sync_to_async
 
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
+from proxy.service import StartupError
 
 from .reload import ReloadError, read_config, store_config
 
@@ -74,6 +75,10 @@ class InProcessReload:
             log.error("reload: cannot store the configuration (%s); nothing changed", exc)
             return False
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
+        try:
+            self.service.set_access_log(settings)
+        except StartupError as exc:  # the file was valid; opening the new log failed: keep the old one
+            log.error("reload: %s; the access log stays as it was", exc)
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
         self.settings = settings
         log.info("reload: %s applied: %d directors, %d routes", self.path, len(self.service.plane.directors),

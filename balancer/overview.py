@@ -143,7 +143,7 @@ def merge(snapshot: dict | None, facts: Facts, checks: dict | None = None) -> di
 def _director(live: dict, backends: list[dict]) -> dict:
     return {"id": live["id"], "name": live["name"], "enabled": live["enabled"], "load": dict(live["load"]),
             "queued": dict(live["queued"]), "dropped": live["dropped"], "responses": _responses(live["responses"]),
-            "backends": backends}
+            **_traffic(live, ("bytes", "durations")), "backends": backends}
 
 
 def _backend(live: dict, row: dict | None, checks: dict | None = None) -> dict:
@@ -157,7 +157,15 @@ def _backend(live: dict, row: dict | None, checks: dict | None = None) -> dict:
         "last_checked": _epoch(row.get("last_checked")), "last_error": row.get("last_error") or "",
         "health_changed": _epoch(row.get("health_changed_at")),
         "checks": checks.get("checks", 0), "check_duration": checks.get("last_duration"),
+        **_traffic(live, ("bytes", "durations", "upstream")),
     }
+
+
+def _traffic(live: dict, keys: tuple[str, ...]) -> dict:
+    """Request figures of proxy.request_metrics (bytes {received, sent}, durations by status
+    class and upstream times as {counts, sum}); empty ones without a data plane."""
+    empty = {"bytes": {"received": 0, "sent": 0}, "durations": {}, "upstream": None}
+    return {key: live.get(key, empty[key]) for key in keys}
 
 
 def _directors_from_facts(facts: Facts) -> list[dict]:

@@ -1,16 +1,21 @@
 """The traffic ASGI application: route, then pass to a director or straight to an address.
 
 Raw ASGI, no Django on this path. proxy.server_protocol puts the spooled request body in
-`scope["extensions"]["director"]` so retries replay it without copying.
+`scope["extensions"]["director"]` so retries replay it without copying, with the request's
+`RequestRecord` (proxy.request_record), which this module and proxy.dispatch fill in and
+`request_done` turns into metrics and an access log line once the server has finished it.
 """
 from __future__ import annotations
 
 import logging
+from time import monotonic
 
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
 from proxy.relay import open_response, relay
+from proxy.request_metrics import record_request
+from proxy.request_record import RequestRecord
 from proxy.responses import respond
 from proxy.routes import Route, find_route
 from proxy.runtime import DirectorSettings
@@ -25,10 +30,19 @@ ROAD_WARRIOR = DirectorSettings()
 class ProxyApp:
     """ASGI callable for the traffic listeners."""
 
-    def __init__(self, plane: DataPlane, rules: HeaderRules | None = None, health: HealthSink | None = None):
+    def __init__(self, plane: DataPlane, rules: HeaderRules | None = None, health: HealthSink | None = None,
+                 access_log=None):
         self.plane = plane
         self.rules = rules or HeaderRules()
         self.dispatcher = Dispatcher(self.rules, health)
+        self.access_log = access_log  # a proxy.access_log.AccessLog, or None: off
+
+    def request_done(self, record: RequestRecord) -> None:
+        """The server finished a request: count it, and log it when the access log is on."""
+        record_request(record)
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.write(record)
 
     def set_rules(self, rules: HeaderRules) -> None:
         """Reloaded `[proxy]` settings (pseudonym, trusted proxies) for requests from now on."""
@@ -43,24 +57,28 @@ class ProxyApp:
             if name == b"host":
                 host = value
                 break
+        record = _record(scope)
         route = find_route(self.plane.routes, host, scope["raw_path"])
         if route is None:
+            client = scope.get("client")
+            record.request_id = self.rules.request_id(headers, client[0] if client else "")
             await respond(send, 404)
             return
-        request = await self._upstream_request(scope, receive, route)
+        request = await self._upstream_request(scope, receive, route, record)
         try:
             if route.target is not None:
-                await self._road_warrior(route, request, send)
+                await self._road_warrior(route, request, send, record)
             else:
-                await self._pass(route, request, send, headers)
+                await self._pass(route, request, send, headers, record)
         except BadRequestPath:
             await respond(send, 400)
 
-    async def _upstream_request(self, scope, receive, route: Route) -> UpstreamRequest:
+    async def _upstream_request(self, scope, receive, route: Route, record: RequestRecord) -> UpstreamRequest:
         client = scope.get("client")
         client_ip = client[0] if client else ""
         http_version = scope.get("http_version", "1.1")
-        upstream_headers, host, https = self.rules.request(scope["headers"], client_ip, scope.get("scheme", "http"), http_version)
+        upstream_headers, host, https = self.rules.request(scope["headers"], client_ip, scope.get("scheme", "http"),
+                                                           http_version, record)
         query = scope.get("query_string") or b""
         target = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
         return UpstreamRequest(
@@ -77,12 +95,13 @@ class ProxyApp:
             script_filename=route.script_filename,
         )
 
-    async def _pass(self, route: Route, request: UpstreamRequest, send, headers) -> None:
+    async def _pass(self, route: Route, request: UpstreamRequest, send, headers, record: RequestRecord) -> None:
         director = self.plane.directors.get(route.director)
         if director is None:
             log.warning("route to director %s: no such director (deleted?)", route.director)
             await respond(send, 503, ROAD_WARRIOR.retry_after_header)
             return
+        record.director = director
         pinned = None
         if route.backend_from is not None:
             chosen = _client_choice(route.backend_from, headers)
@@ -93,13 +112,17 @@ class ProxyApp:
                     log.warning("director %s: client-chosen backend %s is %s", director.name, chosen, problem)
                     await self.dispatcher.refuse(director, send, f"backend {chosen} {problem}")
                     return
-        await self.dispatcher.pass_request(director, request, send, pinned)
+        await self.dispatcher.pass_request(director, request, send, pinned, record)
 
-    async def _road_warrior(self, route: Route, request: UpstreamRequest, send) -> None:
+    async def _road_warrior(self, route: Route, request: UpstreamRequest, send, record: RequestRecord) -> None:
         """Straight to one address: no queue, no health checks, no retries (SPEC §7.4)."""
         upstream = self.plane.upstream_for(route.target)  # the route may have been reloaded meanwhile
+        record.upstream_name = route.target
+        record.attempts = 1
+        sent_at = monotonic()
         try:
             response, first = await open_response(upstream, request, ROAD_WARRIOR.timeouts)
+            record.upstream_time = monotonic() - sent_at
         except UpstreamError as err:
             log.info("road warrior %s: %s", route.target, err.reason)
             await respond(send, err.status, ROAD_WARRIOR.retry_after_header if err.status == 503 else ())
@@ -108,6 +131,14 @@ class ProxyApp:
             await relay(response, send, self.rules, request.method == "HEAD", first=first)
         finally:
             response.release()  # an unfinished body closes the connection (on_client_abort close)
+
+
+def _record(scope) -> RequestRecord:
+    """The server's record of this request (a new one when the server made none: unit tests)."""
+    ext = scope.get("extensions") or {}
+    spooled = ext.get("director")
+    record = spooled.get("record") if spooled is not None else None
+    return record if record is not None else RequestRecord(scope)
 
 
 async def _body(scope, receive) -> RequestBody:

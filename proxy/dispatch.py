@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import monotonic
 
 from proxy.director import DirectorRuntime, Refused
 from proxy.errors import UpstreamError
 from proxy.relay import finish_after_abort, first_chunk, open_response, relay
+from proxy.request_record import RequestRecord
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
 from proxy.slots import Slot
@@ -46,7 +48,11 @@ class Dispatcher:
         log.debug("director %s: %s -> %d", director.name, reason, status)
         await respond(send, status, extra)
 
-    async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send, pinned: BackendRuntime | None = None) -> None:
+    async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send,
+                           pinned: BackendRuntime | None = None, record: RequestRecord | None = None) -> None:
+        """`record` gets the backends tried, the attempts and the upstream response time."""
+        if record is None:
+            record = RequestRecord(None)
         settings = director.settings
         exclude: set = set()
         last_error: UpstreamError | None = None
@@ -64,10 +70,13 @@ class Dispatcher:
                     else:
                         await self.refuse(director, send, refused.reason)
                     return
-            backend = slot.backend
+            backend = record.backend = slot.backend
+            record.attempts += 1
             self.health.activity(backend.id)
+            sent_at = monotonic()
             try:
                 response, first = await self._send(director, slot, request)
+                record.upstream_time = monotonic() - sent_at
             except UpstreamError as err:
                 slot.release()
                 self.backend_failed(backend, err)
