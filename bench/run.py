@@ -116,6 +116,9 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.director_fastcgi(workdir, fpm().port), optional=True),
         RowSpec("director-fastcgi-2", "Director (2 workers, Redis) → php-fpm",
                 lambda: servers.director_fastcgi(workdir, fpm().port, workers=2), optional=True),
+        # Last, so the numbers of the rows above stay what bench/README.md calls them.
+        RowSpec("director-logged", "Director (1 worker, access log to a file) → nginx",
+                lambda: servers.director_http(workdir, backend().port, access_log=True), optional=True),
     ]
 
 
@@ -126,6 +129,7 @@ RATIOS = (
     ("Director / nginx proxy_pass (req/s)", "director", "nginx", "requests_per_sec"),
     ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
     ("Director 2 workers / 1 worker (req/s)", "director-2", "director", "requests_per_sec"),
+    ("Director access log on / off (req/s)", "director-logged", "director", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("php: Director / nginx fastcgi_pass (req/s)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
     ("php: Director 2 workers / nginx fastcgi_pass (req/s)", "director-fastcgi-2", "nginx-fastcgi", "requests_per_sec"),

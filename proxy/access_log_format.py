@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timezone
 
 _UNSAFE = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 _time_cache: tuple[int, str] = (0, "")
@@ -35,6 +34,18 @@ def _local_time(now: float) -> str:
     if _time_cache[0] != second:
         _time_cache = (second, time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(second)))
     return _time_cache[1]
+
+
+_iso_cache: tuple[int, str] = (0, "")
+
+
+def _iso_time(now: float) -> str:
+    """`2026-12-06T20:55:01.123+00:00` (UTC), the seconds formatted once per second."""
+    global _iso_cache
+    second = int(now)
+    if _iso_cache[0] != second:
+        _iso_cache = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_iso_cache[1]}.{int((now - second) * 1000):03d}+00:00"
 
 
 def _request_fields(scope: dict) -> tuple[str, str, str, str, str | None, str | None, str | None]:
@@ -59,17 +70,20 @@ def combined(record) -> str:
     client, method, target, protocol, _host, agent, referer = _request_fields(record.scope or {})
     upstream = f"{record.upstream_time:.3f}" if record.upstream_time is not None else "-"
     rid = record.request_id.decode("latin-1") if record.request_id is not None else "-"
-    return (f'{client} - - [{_local_time(time.time())}] "{_escape(method)} {_escape(target)} {protocol}" '
-            f'{record.status} {record.bytes_sent} "{_escape(referer or "-")}" "{_escape(agent or "-")}" '
-            f'{record.director_name or "-"} {_escape(record.backend_name or "-")} {record.duration:.3f} {upstream} '
-            f'{_escape(rid)}\n')
+    quoted = (method, target, protocol, referer or "-", agent or "-", rid)  # what a client may fill
+    if _UNSAFE.search("".join(quoted)) is not None:
+        quoted = tuple(_escape(text) for text in quoted)
+    method, target, protocol, referer, agent, rid = quoted
+    return (f'{client} - - [{_local_time(time.time())}] "{method} {target} {protocol}" '
+            f'{record.status} {record.bytes_sent} "{referer}" "{agent}" '
+            f'{record.director_name or "-"} {record.backend_name or "-"} {record.duration:.3f} {upstream} {rid}\n')
 
 
 def json_line(record) -> str:
     client, method, target, protocol, host, agent, referer = _request_fields(record.scope or {})
     upstream = record.upstream_time
     return json.dumps({
-        "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        "time": _iso_time(time.time()),
         "client": client, "method": method, "target": target, "protocol": protocol,
         "status": record.status, "bytes_sent": record.bytes_sent,
         "duration_ms": round(record.duration * 1000, 3),
