@@ -70,7 +70,7 @@ def combined(record) -> str:
     client, method, target, protocol, _host, agent, referer = _request_fields(record.scope or {})
     upstream = f"{record.upstream_time:.3f}" if record.upstream_time is not None else "-"
     rid = record.request_id.decode("latin-1") if record.request_id is not None else "-"
-    quoted = (method, target, protocol, referer or "-", agent or "-", rid)  # what a client may fill
+    quoted: tuple[str, ...] = (method, target, protocol, referer or "-", agent or "-", rid)  # what a client may fill
     if _UNSAFE.search("".join(quoted)) is not None:
         quoted = tuple(_escape(text) for text in quoted)
     method, target, protocol, referer, agent, rid = quoted
