@@ -149,6 +149,17 @@ def test_sigusr1_reopens_the_file_in_every_worker(tmp_path):
             director.stop()
 
 
+def test_sigusr1_without_an_access_log_is_harmless(tmp_path):
+    with http_backend("a1") as a1:
+        director = started(tmp_path, app_config(a1=a1.port))
+        try:
+            os.kill(director.process.pid, signal.SIGUSR1)
+            assert director.get("/")[0] == 200
+            assert director.process.alive()
+        finally:
+            director.stop()
+
+
 def served_by_workers(director: Director) -> dict[int, int]:
     return {worker: sum(d["load"]["total"] for d in snapshot["directors"])
             for worker, snapshot in published(director).items()}
