@@ -2,7 +2,8 @@
 (SPEC §13: director_request_duration_seconds, director_upstream_response_seconds,
 director_bytes_received_total, director_bytes_sent_total).
 
-Fixed buckets and plain ints, so one observation is a bisect and two additions. The objects
+Fixed buckets and plain ints, so one observation is a bisect and two additions
+(`record_request`, once per request). The objects
 hang off the long-lived director and backend runtimes, so they survive reloads; what a worker
 publishes (`as_dict`) is summed across workers by balancer.worker_stats.
 """
@@ -24,10 +25,6 @@ class Histogram:
         self.counts = [0] * (len(BUCKETS) + 1)
         self.sum = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.counts[bisect_left(BUCKETS, seconds)] += 1
-        self.sum += seconds
-
     def as_dict(self) -> dict:
         return {"counts": list(self.counts), "sum": self.sum}
 
@@ -44,14 +41,6 @@ class Traffic:
         self.bytes_received = 0
         self.bytes_sent = 0
 
-    def observe(self, status_class: int, duration: float, received: int, sent: int) -> None:
-        histogram = self.durations[status_class]
-        if histogram is None:
-            histogram = self.durations[status_class] = Histogram()
-        histogram.observe(duration)
-        self.bytes_received += received
-        self.bytes_sent += sent
-
     def as_dict(self) -> dict:
         """{"durations": {"2xx": {counts, sum}, ...}, "upstream": {counts, sum}, "bytes": {received, sent}}"""
         durations = {STATUS_CLASSES[i - 1]: h.as_dict() for i, h in enumerate(self.durations) if h is not None and i}
@@ -61,7 +50,8 @@ class Traffic:
 
 def record_request(record) -> None:
     """Add a finished `proxy.request_record.RequestRecord` to its director's figures.
-    Requests of no director (404, road warrior) have none to add to."""
+    Requests of no director (404, road warrior) have none to add to. Traffic.observe and
+    Histogram.observe written out: this runs once per request."""
     director = record.director
     if director is None:
         return
@@ -73,6 +63,16 @@ def record_request(record) -> None:
     director.bytes_sent += sent
     backend = record.backend
     traffic = backend.traffic if backend is not None else director.traffic
-    traffic.observe(status_class, record.duration, received, sent)
-    if record.upstream_time is not None and backend is not None:
-        backend.traffic.upstream.observe(record.upstream_time)
+    traffic.bytes_received += received
+    traffic.bytes_sent += sent
+    histogram = traffic.durations[status_class]
+    if histogram is None:
+        histogram = traffic.durations[status_class] = Histogram()
+    duration = record.duration
+    histogram.counts[bisect_left(BUCKETS, duration)] += 1
+    histogram.sum += duration
+    upstream_time = record.upstream_time
+    if upstream_time is not None and backend is not None:
+        upstream = traffic.upstream
+        upstream.counts[bisect_left(BUCKETS, upstream_time)] += 1
+        upstream.sum += upstream_time

@@ -25,7 +25,7 @@ CLIENT_GONE = 499  # nginx's status for a client that left before the response s
 # ASCII characters.
 VALID_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,200}")
 _IDS_PER_DRAW = 128
-_random_hex = ""
+_random_hex = b""
 _random_pos = 0
 
 
@@ -35,15 +35,15 @@ def new_request_id() -> bytes:
     global _random_hex, _random_pos
     pos = _random_pos
     if pos >= len(_random_hex):
-        _random_hex, pos = os.urandom(16 * _IDS_PER_DRAW).hex(), 0
+        _random_hex, pos = os.urandom(16 * _IDS_PER_DRAW).hex().encode("ascii"), 0
     _random_pos = pos + 32
-    return _random_hex[pos:pos + 32].encode("ascii")
+    return _random_hex[pos:pos + 32]
 
 
 def _forget_drawn_ids() -> None:
     """A forked child must not hand out the ids its parent will."""
     global _random_hex, _random_pos
-    _random_hex, _random_pos = "", 0
+    _random_hex, _random_pos = b"", 0
 
 
 os.register_at_fork(after_in_child=_forget_drawn_ids)

@@ -327,6 +327,7 @@ class TrafficRequest(RequestMixin, http.Request):
                 done(record)
             except Exception:  # noqa: BLE001 - logging or metrics must never break a response
                 logger.exception("request_done failed")
+        record.scope = None  # the scope holds the record: no cycle left for the garbage collector
 
 
     def _refused_scope(self) -> dict:

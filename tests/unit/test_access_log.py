@@ -13,7 +13,7 @@ from proxy import access_log as access_log_module
 from proxy.access_log import AccessLog
 from proxy.access_log_format import combined, json_line
 from proxy.request_record import RequestRecord, choose_request_id, new_request_id
-from tests.support.waiting import wait_for
+from tests.support.waiting import async_wait_for
 
 
 def finished_record(**headers: str) -> RequestRecord:
@@ -61,8 +61,7 @@ def test_lines_reach_the_file_and_reopen_follows_a_rename(tmp_path):
     async def scenario():
         log = AccessLog(str(path), "combined")
         log.write(finished_record())
-        await asyncio.sleep(0)
-        wait_for(lambda: path.exists() and path.read_text().count("\n") == 1, 5, what="the first line")
+        await async_wait_for(lambda: path.exists() and path.read_text().count("\n") == 1, 5, what="the first line")
         path.rename(tmp_path / "access.log.1")
         log.reopen()
         log.write(finished_record())
