@@ -329,7 +329,6 @@ class TrafficRequest(RequestMixin, http.Request):
                 logger.exception("request_done failed")
         record.scope = None  # the scope holds the record: no cycle left for the garbage collector
 
-
     def _refused_scope(self) -> dict:
         """What the access log reads of a request the server answered itself."""
         return {
