@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import time
+from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -62,25 +62,21 @@ class RequestRecord:
     first body bytes) was ready, None when no backend answered."""
 
     __slots__ = (
-        "scope", "started", "client_request_id", "request_id", "director", "backend", "upstream_name",
+        "scope", "started", "request_id", "director", "backend", "upstream_name",
         "attempts", "upstream_time", "status", "bytes_received", "bytes_sent", "duration", "done",
     )
 
     def __init__(self, scope: dict | None, started: float | None = None):
         self.scope = scope
-        self.started = time.monotonic() if started is None else started
-        self.client_request_id: bytes | None = None  # the client's X-Request-ID header, if any
+        self.started = monotonic() if started is None else started
         self.request_id: bytes | None = None
         self.director: DirectorRuntime | None = None  # of a `pass` route
         self.backend: BackendRuntime | None = None  # that answered (or was tried last)
         self.upstream_name: BackendAddress | None = None  # road warrior: the address it went to
         self.attempts = 0
         self.upstream_time: float | None = None
-        self.status = 0
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.duration = 0.0
         self.done = False
+        # status, bytes_received, bytes_sent and duration are set by finish()
 
     def ensure_request_id(self) -> bytes:
         """The request id, a new one if nothing chose it yet (server-side refusals)."""
@@ -97,7 +93,7 @@ class RequestRecord:
         self.status = status
         self.bytes_received = bytes_received
         self.bytes_sent = bytes_sent
-        self.duration = time.monotonic() - self.started
+        self.duration = monotonic() - self.started
         return True
 
     @property
