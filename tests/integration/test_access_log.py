@@ -79,6 +79,21 @@ def test_combined_lines_name_director_backend_status_bytes_and_request_id(tmp_pa
     assert (sized["target"], sized["status"], sized["bytes"]) == ("/bytes?size=5000", "200", "5000")
 
 
+def test_a_client_that_leaves_before_the_response_is_logged_as_499(tmp_path):
+    log = tmp_path / "access.log"
+    with http_backend("a1") as a1:
+        director = started(tmp_path, logging_config(log, a1.port))
+        try:
+            with pytest.raises(TimeoutError):
+                director.get("/slow?delay=3", timeout=0.5)  # closes the connection on the timeout
+            line = COMBINED.fullmatch(line_with(log, '"GET /slow?delay=3'))
+        finally:
+            director.stop()
+    assert (line["status"], line["director"], line["backend"], line["bytes"]) == ("499", "app", "a1", "0")
+    assert line["upstream_time"] == "-"
+    assert 0.4 < float(line["request_time"]) < 3
+
+
 def test_a_reload_switches_to_json_lines(tmp_path):
     log = tmp_path / "access.log"
     with http_backend("a1") as a1:
