@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -35,7 +36,10 @@ DEFAULTS: dict[str, Any] = {
     "websocket_max_message": "16MiB",
     "tls_certificates": [],
     "admin_hosts": None,  # None: the admin listen address, localhost and 127.0.0.1
+    "access_log": "",
+    "access_log_format": "combined",
 }
+ACCESS_LOG_FORMATS = ("combined", "json")
 
 SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
               "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
@@ -134,6 +138,26 @@ def _parse_bool(value: Any) -> bool:
     return value
 
 
+def _parse_access_log(value: Any) -> str:
+    """"" (off), "-" (standard output) or a file path whose directory exists."""
+    if not isinstance(value, str):
+        raise ValueError('must be "" (off), "-" (standard output) or a file path')
+    if value in ("", "-"):
+        return value
+    if os.path.isdir(value):
+        raise ValueError(f"{value!r} is a directory; name a file in it")
+    directory = os.path.dirname(os.path.abspath(value))
+    if not os.path.isdir(directory):
+        raise ValueError(f"directory {directory!r} does not exist")
+    return value
+
+
+def _parse_access_log_format(value: Any) -> str:
+    if value not in ACCESS_LOG_FORMATS:
+        raise ValueError(f"must be one of {', '.join(repr(f) for f in ACCESS_LOG_FORMATS)}, not {value!r}")
+    return value
+
+
 def _parse_admin_listen(value: Any) -> ListenAddress:
     if not isinstance(value, str):
         raise ValueError("must be one address like \"127.0.0.1:8081\"")
@@ -157,6 +181,8 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "websocket_max_message": _parse_message_limit,
     "tls_certificates": _parse_tls_certificates,
     "admin_hosts": parse_admin_hosts,
+    "access_log": _parse_access_log,
+    "access_log_format": _parse_access_log_format,
 }
 
 
@@ -240,6 +266,8 @@ class ProxySettings:
     websocket_max_message: int
     tls_certificates: tuple[CertificateFiles, ...]
     admin_hosts: tuple[str, ...] | None = None
+    access_log: str = ""
+    access_log_format: str = "combined"
 
     @classmethod
     def build(cls, file_values: dict | None = None, overrides: dict | None = None) -> "ProxySettings":

@@ -77,10 +77,12 @@ class PlaneStats:
             directors.append({
                 "id": director.id, "name": director.name, "enabled": director.settings.enabled,
                 **director.stats(), "responses": _responses(director.status_counts),
+                "bytes": {"received": director.bytes_received, "sent": director.bytes_sent},
+                "durations": director.traffic.as_dict()["durations"],
                 "backends": [{
                     "id": b.id, "name": b.name, "role": b.role, "enabled": b.enabled, "health": b.health,
                     "terminating": b.terminating, "capacity": b.capacity, "load": b.load_counter.as_dict(),
-                    "failures": b.failures, "responses": _responses(b.status_counts),
+                    "failures": b.failures, "responses": _responses(b.status_counts), **b.traffic.as_dict(),
                 } for b in director.backends.values()],
             })
         return {"directors": directors}

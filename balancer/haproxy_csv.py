@@ -7,6 +7,11 @@ figure for are left empty, as HAProxy does for fields that do not apply. Names a
 to [A-Za-z0-9_.-], so no value needs quoting. Open on the management listener, like
 HAProxy's stats URI (it binds loopback by default).
 
+bin/bout are body bytes (request bodies received, response bodies sent) of the director's
+requests, or of those a server answered. rtime (the server's response time) and ttime (the
+whole request) are averages in milliseconds over every request since the process group
+started, where HAProxy averages the last 1024.
+
 Server status: UP (online), DOWN (offline or not yet checked), MAINT (disabled by an
 operator), DRAIN (removed, finishing in-flight requests). Health columns: `lastchg` seconds
 since the last state change, `downtime` total seconds offline (the current period included),
@@ -26,7 +31,8 @@ FIELDS = (
     "pxname,svname,qcur,qmax,scur,smax,slim,stot,bin,bout,dreq,dresp,ereq,econ,eresp,wretr,wredis,status,weight,"
     "act,bck,chkfail,chkdown,lastchg,downtime,qlimit,pid,iid,sid,throttle,lbtot,tracked,type,rate,rate_lim,"
     "rate_max,check_status,check_code,check_duration,hrsp_1xx,hrsp_2xx,hrsp_3xx,hrsp_4xx,hrsp_5xx,hrsp_other,"
-    "hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt"
+    "hanafail,req_rate,req_rate_max,req_tot,cli_abrt,srv_abrt,comp_in,comp_out,comp_byp,comp_rsp,lastsess,last_chk,"
+    "last_agt,qtime,ctime,rtime,ttime"
 ).split(",")
 HEADER = "# " + ",".join(FIELDS) + ",\n"
 TYPE_FRONTEND, TYPE_BACKEND, TYPE_SERVER = 0, 1, 2
@@ -69,7 +75,21 @@ def _http_responses(responses: dict) -> dict:
 
 def _common(director: dict, svname: str, row_type: int, iid: int, sid: int) -> dict:
     return {"pxname": director["name"], "svname": svname, "pid": PID, "iid": iid, "sid": sid, "type": row_type,
-            "bin": 0, "bout": 0, "cli_abrt": 0, "srv_abrt": 0}
+            "bin": director["bytes"]["received"], "bout": director["bytes"]["sent"], "cli_abrt": 0, "srv_abrt": 0}
+
+
+def _average_ms(histograms: list[dict | None]) -> int | None:
+    """Mean in milliseconds of the observations of these {counts, sum} histograms."""
+    count = sum(sum(h["counts"]) for h in histograms if h is not None)
+    total = sum(h["sum"] for h in histograms if h is not None)
+    return round(total * 1000 / count) if count else None
+
+
+def _times(entries: list[dict]) -> dict:
+    """rtime and ttime of a server (one entry) or a backend (its servers and the director)."""
+    upstream = [e.get("upstream") for e in entries]
+    durations = [h for e in entries for h in e["durations"].values()]
+    return {"rtime": _average_ms(upstream), "ttime": _average_ms(durations)}
 
 
 def _frontend(director: dict, iid: int) -> dict:
@@ -97,6 +117,7 @@ def _backend(director: dict, iid: int) -> dict:
         "status": "UP" if director["enabled"] and up else "DOWN", "weight": len(up),
         "act": sum(1 for b in up if b["role"] != "backup"), "bck": sum(1 for b in up if b["role"] == "backup"),
         "req_tot": overview.total_responses(director), **_http_responses(director["responses"]),
+        **_times([director, *backends]),
     }
 
 
@@ -114,6 +135,7 @@ def _server(director: dict, backend: dict, iid: int, sid: int, now: float) -> di
         "lastchg": max(0, now - changed) if changed is not None else None, "downtime": _downtime(backend, now),
         "check_status": check_status, "check_code": check_code, "check_duration": _milliseconds(backend),
         **_http_responses(backend["responses"]),
+        "bin": backend["bytes"]["received"], "bout": backend["bytes"]["sent"], **_times([backend]),
     }
 
 

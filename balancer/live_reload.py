@@ -16,7 +16,7 @@ from asgiref.sync import sync_to_async
 from proxy.gc_tuning import settle_heap
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.listeners import ListenError
-from proxy.service import websocket_limits
+from proxy.service import StartupError, websocket_limits
 
 from . import admin_hosts
 from .reload import ReloadError, read_config, store_config
@@ -79,6 +79,10 @@ class InProcessReload:
             return False
         self.app.set_rules(HeaderRules(settings.pseudonym, TrustedProxies(settings.trusted_proxies)))
         self.app.set_websocket_limits(websocket_limits(settings))
+        try:
+            self.service.set_access_log(settings)
+        except StartupError as exc:  # the file was valid; opening the new log failed: keep the old one
+            log.error("reload: %s; the access log stays as it was", exc)
         await self.service.watcher.reload()  # the file's routes, now stored, come with the rows
         admin_hosts.apply(settings)
         self.settings = settings

@@ -24,6 +24,8 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from proxy.request_metrics import BUCKETS
+
 from . import overview
 from .health.history import cumulative_buckets
 
@@ -47,6 +49,7 @@ class OverviewCollector(Collector):
         yield database
         yield from self._directors()
         yield from self._backends()
+        yield from self._traffic()
 
     def _directors(self):
         f = {
@@ -117,6 +120,37 @@ class OverviewCollector(Collector):
                 if histogram is not None:
                     f["duration"].add_metric(names, cumulative_buckets(histogram["buckets"]), histogram["sum"])
         yield from f.values()
+
+
+    def _traffic(self):
+        """Request durations, upstream response times and body bytes (proxy.request_metrics)."""
+        durations = HistogramMetricFamily(
+            "director_request_duration_seconds", "Time from a request's head to the end of its response, by "
+            "the backend that answered (empty: the director answered itself) and status class", labels=[*B, "class"])
+        upstream = HistogramMetricFamily("director_upstream_response_seconds", "Time from sending a request to "
+                                         "the backend until its response was ready to relay", labels=B)
+        received = CounterMetricFamily("director_bytes_received", "Request body bytes received from clients", labels=D)
+        sent = CounterMetricFamily("director_bytes_sent", "Response body bytes sent to clients", labels=D)
+        for d in self.view["directors"]:
+            received.add_metric([d["name"]], d["bytes"]["received"])
+            sent.add_metric([d["name"]], d["bytes"]["sent"])
+            for cls, figures in sorted(d["durations"].items()):
+                durations.add_metric([d["name"], "", cls], *_histogram(figures))
+            for b in d["backends"]:
+                for cls, figures in sorted(b["durations"].items()):
+                    durations.add_metric([d["name"], b["name"], cls], *_histogram(figures))
+                if b["upstream"] is not None:
+                    upstream.add_metric([d["name"], b["name"]], *_histogram(b["upstream"]))
+        yield from (durations, upstream, received, sent)
+
+
+def _histogram(figures: dict) -> tuple[list, float]:
+    """(cumulative buckets, sum) for HistogramMetricFamily from {counts, sum}."""
+    buckets, total = [], 0
+    for bound, count in zip((*(str(b) for b in BUCKETS), "+Inf"), figures["counts"], strict=True):
+        total += count
+        buckets.append((bound, total))
+    return buckets, figures["sum"]
 
 
 def exposition(view: dict, database_up: bool = True) -> bytes:

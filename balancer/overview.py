@@ -188,7 +188,8 @@ def merge(snapshot: dict | None, facts: Facts, checks: dict | None = None) -> di
 def _director(live: dict, backends: list[dict], row: dict, unreached: dict[str, str]) -> dict:
     return {"id": live["id"], "name": live["name"], "enabled": live["enabled"], "mutable": bool(row.get("dynamic")),
             "unreached": unreached.get(live["name"]), "load": dict(live["load"]), "queued": dict(live["queued"]),
-            "dropped": live["dropped"], "responses": _responses(live["responses"]), "backends": backends}
+            "dropped": live["dropped"], "responses": _responses(live["responses"]),
+            **_traffic(live, ("bytes", "durations")), "backends": backends}
 
 
 def _backend(live: dict, row: dict | None, checks: dict | None, transitions: list[dict]) -> dict:
@@ -206,6 +207,7 @@ def _backend(live: dict, row: dict | None, checks: dict | None, transitions: lis
         "transitions": transitions, "checks": checks.get("checks", 0),
         "check_histogram": ({"buckets": checks["duration_buckets"], "sum": checks["duration_sum"]}
                             if "duration_buckets" in checks else None),
+        **_traffic(live, ("bytes", "durations", "upstream")),
     }
 
 
@@ -218,6 +220,13 @@ def _last_check(row: dict, checks: dict) -> tuple[dict, str]:
                  "duration": checks.get("last_duration")}, checks.get("last_error") or "")
     return ({"at": stored_at, "ok": row.get("last_check_ok"), "status": row.get("last_check_status"),
              "duration": row.get("last_check_duration")}, row.get("last_error") or "")
+
+
+def _traffic(live: dict, keys: tuple[str, ...]) -> dict:
+    """Request figures of proxy.request_metrics (bytes {received, sent}, durations by status
+    class and upstream times as {counts, sum}); empty ones without a data plane."""
+    empty = {"bytes": {"received": 0, "sent": 0}, "durations": {}, "upstream": None}
+    return {key: live.get(key, empty[key]) for key in keys}
 
 
 def _directors_from_facts(facts: Facts) -> list[dict]:

@@ -188,7 +188,9 @@ def peers(now: float | None = None) -> Peers:
 
 # -- merging ---------------------------------------------------------------------------------
 
-_COUNTED = ("load", "queued", "dropped", "failures", "responses")  # the rest is this worker's
+# The figures summed across workers; the rest is this worker's. "bytes", "durations" and
+# "upstream" are proxy.request_metrics.Traffic's (histogram counts add bucket by bucket).
+_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream")
 
 
 def merge_counts(own: dict, others: list[dict]) -> dict:
@@ -209,6 +211,11 @@ def _merge_load(mine: dict, other: dict) -> dict:
     for key, value in other.items():
         if key == "max":
             result[key] = max(result.get(key, 0), value)
+        elif isinstance(value, dict):
+            result[key] = _merge_load(result.get(key) or {}, value)
+        elif isinstance(value, list):
+            mine_list = result.get(key) or [0] * len(value)
+            result[key] = [a + b for a, b in zip(mine_list, value, strict=False)]
         else:
             result[key] = result.get(key, 0) + value
     return result

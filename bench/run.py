@@ -134,6 +134,8 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
         RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
                 lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
+        RowSpec("director-logged", "Director (1 worker, access log to a file) → nginx",
+                lambda: servers.director_http(workdir, backend().port, access_log=True), optional=True),
     ]
 
 
@@ -146,6 +148,8 @@ RATIOS = (
     ("Director / HAProxy (CPU per request; SPEC §14: <= 3.0)", "director", "haproxy", "cpu_us_per_request"),
     ("Director / daphne-hello (req/s)", "director", "daphne", "requests_per_sec"),
     ("Director 2 workers / 1 worker (req/s; SPEC §14: >= 1.6)", "director-2", "director", "requests_per_sec"),
+    ("Director access log on / off (req/s; at most 10 % off)", "director-logged", "director", "requests_per_sec"),
+    ("Director access log on / off (CPU per request)", "director-logged", "director", "cpu_us_per_request"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
     ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),

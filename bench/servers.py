@@ -379,9 +379,13 @@ def _reachable_redis() -> str:
     return url
 
 
-def director_http(workdir: Path, backend_port: int, workers: int = 1) -> Server:
-    return director(workdir, f"director-http-{workers}", director_config(f"http://{HOST}:{backend_port}"),
-                    workers=workers)
+def director_http(workdir: Path, backend_port: int, workers: int = 1, access_log: bool = False) -> Server:
+    """`access_log`: with `[proxy] access_log` to a file in the row's directory (combined)."""
+    name = f"director-http-{workers}" + ("-logged" if access_log else "")
+    config = director_config(f"http://{HOST}:{backend_port}")
+    if access_log:
+        config = f'[proxy]\naccess_log = {json.dumps(str(workdir / name / "access.log"))}\n\n' + config
+    return director(workdir, name, config, workers=workers)
 
 
 def director_https(workdir: Path, backend_port: int, tls: tuple[str, str]) -> Server:

@@ -1,17 +1,22 @@
 """The traffic ASGI application: route, then pass to a director or straight to an address.
 
 Raw ASGI, no Django on this path. proxy.server_protocol puts the spooled request body in
-`scope["extensions"]["director"]` so retries replay it without copying, and the function
-that hands the connection over after a WebSocket handshake (proxy.websocket).
+`scope["extensions"]["director"]` so retries replay it without copying, the function that
+hands the connection over after a WebSocket handshake (proxy.websocket), and the request's
+`RequestRecord` (proxy.request_record), which this module and proxy.dispatch fill in and
+`request_done` turns into metrics and an access log line once the server has finished it.
 """
 from __future__ import annotations
 
 import logging
+from time import monotonic
 
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
 from proxy.relay import open_response, relay
+from proxy.request_metrics import record_request
+from proxy.request_record import RequestRecord
 from proxy.responses import respond
 from proxy.routes import Route, find_route
 from proxy.runtime import DirectorSettings
@@ -30,11 +35,19 @@ class ProxyApp:
     """ASGI callable for the traffic listeners."""
 
     def __init__(self, plane: DataPlane, rules: HeaderRules | None = None, health: HealthSink | None = None,
-                 websocket: WebSocketLimits | None = None):
+                 websocket: WebSocketLimits | None = None, access_log=None):
         self.plane = plane
         self.rules = rules or HeaderRules()
         self.dispatcher = Dispatcher(self.rules, health)
         self.websocket = websocket or WebSocketLimits()
+        self.access_log = access_log  # a proxy.access_log.AccessLog, or None: off
+
+    def request_done(self, record: RequestRecord) -> None:
+        """The server finished a request: count it, and log it when the access log is on."""
+        record_request(record)
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.write(record)
 
     def set_rules(self, rules: HeaderRules) -> None:
         """Reloaded `[proxy]` settings (pseudonym, trusted proxies) for requests from now on."""
@@ -55,22 +68,29 @@ class ProxyApp:
                 host = value
             elif name == b"upgrade":
                 upgrade = True
+        record = _record(scope)
         route = find_route(self.plane.routes, host, scope["raw_path"])
         if route is None:
-            await respond(send, 404)
+            await self._answer_before_routing(scope, record, send, 404)
             return
         websocket = self._websocket(scope) if upgrade else None
         if websocket is False:
-            await respond(send, 400)
+            await self._answer_before_routing(scope, record, send, 400)
             return
-        request = await self._upstream_request(scope, receive, route)
+        request = await self._upstream_request(scope, receive, route, record)
         try:
             if route.target is not None:
-                await self._road_warrior(route, request, send, websocket)
+                await self._road_warrior(route, request, send, record, websocket)
             else:
-                await self._pass(route, request, send, headers, websocket)
+                await self._pass(route, request, send, headers, record, websocket)
         except BadRequestPath:
             await respond(send, 400)
+
+    async def _answer_before_routing(self, scope, record: RequestRecord, send, status: int) -> None:
+        """Our own answer before any request went upstream: it still gets its request id."""
+        client = scope.get("client")
+        record.request_id = self.rules.request_id(scope["headers"], client[0] if client else "")
+        await respond(send, status)
 
     def _websocket(self, scope) -> WebSocketPass | None | bool:
         """A WebSocketPass for a valid `Upgrade: websocket` handshake, False (400) for an
@@ -87,11 +107,12 @@ class ProxyApp:
             return False
         return WebSocketPass(self.dispatcher, self.rules, self.websocket, take_over, value)
 
-    async def _upstream_request(self, scope, receive, route: Route) -> UpstreamRequest:
+    async def _upstream_request(self, scope, receive, route: Route, record: RequestRecord) -> UpstreamRequest:
         client = scope.get("client")
         client_ip = client[0] if client else ""
         http_version = scope.get("http_version", "1.1")
-        upstream_headers, host, https = self.rules.request(scope["headers"], client_ip, scope.get("scheme", "http"), http_version)
+        upstream_headers, host, https = self.rules.request(scope["headers"], client_ip, scope.get("scheme", "http"),
+                                                           http_version, record)
         query = scope.get("query_string") or b""
         target = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
         return UpstreamRequest(
@@ -108,12 +129,14 @@ class ProxyApp:
             script_filename=route.script_filename,
         )
 
-    async def _pass(self, route: Route, request: UpstreamRequest, send, headers, websocket: WebSocketPass | None) -> None:
+    async def _pass(self, route: Route, request: UpstreamRequest, send, headers, record: RequestRecord,
+                    websocket: WebSocketPass | None) -> None:
         director = self.plane.directors.get(route.director)
         if director is None:
             log.warning("route to director %s: no such director (deleted?)", route.director)
             await respond(send, 503, ROAD_WARRIOR.retry_after_header)
             return
+        record.director = director
         pinned = None
         if route.backend_from is not None:
             chosen = _client_choice(route.backend_from, headers)
@@ -126,19 +149,24 @@ class ProxyApp:
                     return
         if websocket is not None:
             websocket.prepare(request)
-            await websocket.through_director(director, request, send, pinned)
+            await websocket.through_director(director, request, send, pinned, record)
             return
-        await self.dispatcher.pass_request(director, request, send, pinned)
+        await self.dispatcher.pass_request(director, request, send, pinned, record)
 
-    async def _road_warrior(self, route: Route, request: UpstreamRequest, send, websocket: WebSocketPass | None) -> None:
+    async def _road_warrior(self, route: Route, request: UpstreamRequest, send, record: RequestRecord,
+                            websocket: WebSocketPass | None) -> None:
         """Straight to one address: no queue, no health checks, no retries (SPEC §7.4)."""
         upstream = self.plane.upstream_for(route.target)  # the route may have been reloaded meanwhile
+        record.upstream_name = route.target
+        record.attempts = 1
         if websocket is not None:
             websocket.prepare(request)
             await websocket.direct(upstream, request, send, ROAD_WARRIOR.timeouts)
             return
+        sent_at = monotonic()
         try:
             response, first = await open_response(upstream, request, ROAD_WARRIOR.timeouts)
+            record.upstream_time = monotonic() - sent_at
         except UpstreamError as err:
             log.info("road warrior %s: %s", route.target, err.reason)
             await respond(send, err.status, ROAD_WARRIOR.retry_after_header if err.status == 503 else ())
@@ -147,6 +175,14 @@ class ProxyApp:
             await relay(response, send, self.rules, request.method == "HEAD", first=first)
         finally:
             response.release()  # an unfinished body closes the connection (on_client_abort close)
+
+
+def _record(scope) -> RequestRecord:
+    """The server's record of this request (a new one when the server made none: unit tests)."""
+    ext = scope.get("extensions") or {}
+    spooled = ext.get("director")
+    record = spooled.get("record") if spooled is not None else None
+    return record if record is not None else RequestRecord(scope)
 
 
 async def _body(scope, receive) -> RequestBody:

@@ -10,6 +10,7 @@ import asyncio
 from collections import deque
 
 from proxy.node_slots import NodeSlots
+from proxy.request_metrics import Traffic
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
 from proxy.slots import Slot
@@ -54,6 +55,9 @@ class DirectorRuntime:
         self.queued = Counter()
         self.dropped = 0
         self.status_counts = [0, 0, 0, 0, 0, 0]
+        self.traffic = Traffic()  # requests the director answered itself (no backend)
+        self.bytes_received = 0  # request body bytes of all its requests
+        self.bytes_sent = 0  # response body bytes of all its requests
         self.node: NodeSlots | None = None  # under --workers: limits per node
         self._node_poll: asyncio.TimerHandle | None = None
 

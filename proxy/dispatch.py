@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from time import monotonic
 
 from proxy.director import DirectorRuntime, Refused
 from proxy.errors import UpstreamError
 from proxy.relay import finish_after_abort, first_chunk, open_response, relay
+from proxy.request_record import RequestRecord
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
 from proxy.slots import Slot
@@ -46,17 +48,22 @@ class Dispatcher:
         log.debug("director %s: %s -> %d", director.name, reason, status)
         await respond(send, status, extra)
 
-    async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send, pinned: BackendRuntime | None = None) -> None:
-        sent = await self.send_with_retries(director, request, send, pinned, self._send)
+    async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send,
+                           pinned: BackendRuntime | None = None, record: RequestRecord | None = None) -> None:
+        sent = await self.send_with_retries(director, request, send, pinned, self._send, record)
         if sent is not None:
             await self.relay_response(director, *sent, request, send)
 
     async def send_with_retries(self, director: DirectorRuntime, request: UpstreamRequest, send,
-                                pinned: BackendRuntime | None, attempt) -> tuple[Slot, UpstreamResponse, bytes] | None:
+                                pinned: BackendRuntime | None, attempt,
+                                record: RequestRecord | None = None) -> tuple[Slot, UpstreamResponse, bytes] | None:
         """Choose a backend and `await attempt(director, slot, request)` -> (response, first
         body chunk), again on another backend after a failure as SPEC §7.5 allows. Returns the
         slot (the caller now owns it), response and first chunk; None when the client was
-        already answered (refused, or failed after the retries)."""
+        already answered (refused, or failed after the retries). `record` gets the backends
+        tried, the attempts and the upstream response time."""
+        if record is None:
+            record = RequestRecord(None)
         settings = director.settings
         exclude: set = set()
         last_error: UpstreamError | None = None
@@ -74,10 +81,13 @@ class Dispatcher:
                     else:
                         await self.refuse(director, send, refused.reason)
                     return None
-            backend = slot.backend
+            backend = record.backend = slot.backend
+            record.attempts += 1
             self.health.activity(backend.id)
+            sent_at = monotonic()
             try:
                 response, first = await attempt(director, slot, request)
+                record.upstream_time = monotonic() - sent_at
             except UpstreamError as err:
                 slot.release()
                 self.backend_failed(backend, err)

@@ -8,14 +8,18 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 
+from proxy.request_record import choose_request_id
+
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
     b"upgrade",
 })
 # Also never forwarded upstream: framing is redone by the upstream client, the body is
 # already complete (Expect answered by us), forwarding headers are rebuilt below.
-REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via"}
-RESPONSE_DROP = HOP_BY_HOP | {b"via"}
+# X-Request-ID is set by Director (SPEC §12): the client's is kept only from a trusted proxy.
+REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
+                             b"via", b"x-request-id"}
+RESPONSE_DROP = HOP_BY_HOP | {b"via", b"x-request-id"}  # the server adds the request's own
 
 
 # Never removed because a Connection header names it: the backend needs the Host the
@@ -74,12 +78,14 @@ class HeaderRules:
         self.via_11 = b"1.1 " + self.pseudonym
         self.via_10 = b"1.0 " + self.pseudonym
 
-    def request(self, headers, client_ip: str, scheme: str, http_version: str) -> tuple[list, bytes, bool]:
-        """(upstream headers, host, https) for the client's ASGI headers."""
+    def request(self, headers, client_ip: str, scheme: str, http_version: str, record=None) -> tuple[list, bytes, bool]:
+        """(upstream headers, host, https) for the client's ASGI headers. The request id
+        (SPEC §12) is the one `record` (a proxy.request_record.RequestRecord) holds, else
+        chosen here and stored in it."""
         tokens = None
         out = []
         host = b""
-        xff = xfp = xfh = via = None
+        xff = xfp = xfh = via = rid = None
         for name, value in headers:
             if name in REQUEST_DROP:
                 if name == b"x-forwarded-for":
@@ -90,6 +96,8 @@ class HeaderRules:
                     xfh = value
                 elif name == b"via":
                     via = value if via is None else via + b", " + value
+                elif name == b"x-request-id":
+                    rid = value
                 elif name == b"connection":
                     tokens = _named_connection_tokens(headers) - NOT_NOMINABLE
                 continue
@@ -109,7 +117,22 @@ class HeaderRules:
         out.append((b"x-forwarded-host", xfh if (trusted and xfh) else host))
         own_via = self.via_10 if http_version == "1.0" else self.via_11
         out.append((b"via", via + b", " + own_via if via else own_via))
+        request_id = record.request_id if record is not None else None
+        if request_id is None:
+            request_id = choose_request_id(rid, trusted)
+            if record is not None:
+                record.request_id = request_id
+        out.append((b"x-request-id", request_id))
         return out, host, proto == b"https"
+
+    def request_id(self, headers, client_ip: str) -> bytes:
+        """The request id of a request that goes to no backend (404)."""
+        client_value = None
+        for name, value in headers:
+            if name == b"x-request-id":
+                client_value = value
+        trusted = self.trusted.contains(client_ip) if client_ip else False
+        return choose_request_id(client_value, trusted)
 
     def response(self, headers) -> list:
         """Client response headers from the backend's."""

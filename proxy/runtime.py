@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from proxy.addresses import BackendAddress
+from proxy.request_metrics import Traffic
 from proxy.upstream import Timeouts, Upstream
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class BackendRuntime:
     __slots__ = (
         "id", "name", "director", "address", "upstream", "role", "capacity", "enabled",
         "health", "health_stamp", "terminating", "position", "index", "pool",
-        "load", "load_counter", "failures", "failure_streak", "last_activity", "status_counts",
+        "load", "load_counter", "failures", "failure_streak", "last_activity", "status_counts", "traffic",
     )
 
     def __init__(self, backend_id: int, name: str, director, address: BackendAddress, upstream: Upstream):
@@ -95,6 +96,7 @@ class BackendRuntime:
         self.failure_streak = 0  # failed live requests since the last success or health change
         self.last_activity = 0.0
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = failures)
+        self.traffic = Traffic()  # durations, upstream times and bytes of the requests it answered
 
     @property
     def available(self) -> bool:

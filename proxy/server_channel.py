@@ -370,6 +370,8 @@ class ListenerFactory(HTTPFactory):
         super().__init__(server)
         self.request_class = request_class
         self.app = app
+        # Called with each finished traffic request's proxy.request_record.RequestRecord.
+        self.request_done = getattr(app, "request_done", None)
         self.max_request_body = max_request_body
         self.header_timeout = header_timeout
         self.send_timeout = send_timeout

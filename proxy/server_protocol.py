@@ -27,6 +27,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
+from proxy.request_record import CLIENT_GONE, RequestRecord
 
 logger = logging.getLogger("director.server")
 
@@ -119,12 +120,16 @@ class RequestMixin:
         headers.setRawHeaders(b"Content-Length", [b"%d" % len(body)])
         if status == 405:
             headers.setRawHeaders(b"Allow", [ALLOWED_METHODS])
+        self.add_own_headers(headers)
         if close:
             self.channel.persistent = False
         if not self.channel.persistent:
             headers.setRawHeaders(b"Connection", [b"close"])
         self.write(body)
         self.finish()
+
+    def add_own_headers(self, headers: Headers) -> None:
+        """Headers the server adds to every response of this plane (none here)."""
 
     def start_response(self, message):
         if self._response_started:
@@ -141,6 +146,7 @@ class RequestMixin:
         server_name = self.channel.factory.server.server_name
         if server_name and not headers.hasHeader(b"server"):
             headers.setRawHeaders(b"Server", [server_name.encode()])
+        self.add_own_headers(headers)
         if self.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200:
             declared = None
         self._declared_length = declared
@@ -206,11 +212,15 @@ class TrafficRequest(RequestMixin, http.Request):
     _task = None
     _recv_pos: int | None = 0
     _gone: asyncio.Future | None = None
+    record: RequestRecord | None = None
+    _request_done = None  # the application's request_done(record), if it has one
 
     def __init__(self, channel, queued=None):
         super().__init__(channel, parsePOSTFormSubmission=False)  # not http.Request: a slow module proxy
 
     def process(self):
+        self.record = record = RequestRecord(None)
+        self._request_done = self.channel.factory.request_done
         if self.refuse():
             return
         headers = []
@@ -239,8 +249,9 @@ class TrafficRequest(RequestMixin, http.Request):
             "client": channel.scope_client,
             "server": channel.scope_server,
             "extensions": {"director": {"body_file": self.content, "body_length": self._body_length,
-                                        "take_over": self.take_over}},
+                                        "take_over": self.take_over, "record": record}},
         }
+        record.scope = scope
         self._tasks = tasks = factory.server.traffic_tasks
         self._task = task = factory.server.loop.create_task(factory.app(scope, self.receive, self.send))
         tasks.add(task)
@@ -294,9 +305,19 @@ class TrafficRequest(RequestMixin, http.Request):
         if gone is not None and not gone.done():
             gone.set_result(None)
 
+    def add_own_headers(self, headers: Headers) -> None:
+        """Every traffic response carries the request's X-Request-ID (SPEC §12)."""
+        record = self.record
+        if record is not None:
+            headers.setRawHeaders(b"X-Request-ID", [record.ensure_request_id()])
+
     def finish(self):
+        record = self.record
+        if record is not None and record.scope is None:  # refused before the application saw it
+            record.scope = self._refused_scope()
         super().finish()
         self._wake_receiver()
+        self._record_done(self.code)
 
     def connectionLost(self, reason):
         """The client left before the response ended: cancel the app at once."""
@@ -305,6 +326,29 @@ class TrafficRequest(RequestMixin, http.Request):
         if task is not None and not task.done():
             task.cancel()
         self._wake_receiver()
+        self._record_done(self.code if self._response_started else CLIENT_GONE)
+
+    def _record_done(self, status: int) -> None:
+        """Finish the request's record once and hand it to the application's `request_done`."""
+        record = self.record
+        if record is None or not record.finish(status, self._body_length, self.sentLength):
+            return
+        done = self._request_done
+        if done is not None:
+            try:
+                done(record)
+            except Exception:  # noqa: BLE001 - logging or metrics must never break a response
+                logger.exception("request_done failed")
+        record.scope = None  # the scope holds the record: no cycle left for the garbage collector
+
+    def _refused_scope(self) -> dict:
+        """What the access log reads of a request the server answered itself."""
+        return {
+            "method": self.method.decode("latin-1"), "raw_path": self.path, "query_string": self.query_string,
+            "http_version": self.clientproto[5:].decode("latin-1"), "client": self.channel.scope_client,
+            "headers": [(name.lower(), value) for name, values in self.requestHeaders.getAllRawHeaders()
+                        for value in values],
+        }
 
 
 class ManagementRequest(RequestMixin, WebRequest):

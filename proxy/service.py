@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from proxy.access_log import AccessLog, open_access_log
 from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
 from proxy.config_source import ConfigSource
 from proxy.dispatch import HealthSink
@@ -99,6 +100,8 @@ class ProxyService:
         self.watcher = ConfigWatcher(self.plane, source, channel_layer=self.layer, snapshot=snapshot,
                                      on_database_back=on_database_back)
         self._tasks: list[asyncio.Task] = []
+        self.access_log = access_log_for(settings)
+        self._app = None
 
     def load_initial_state(self) -> None:
         """Read the database once before serving (blocking; before the loop runs); when it
@@ -120,7 +123,29 @@ class ProxyService:
     def traffic_app(self):
         from proxy.app import ProxyApp
 
-        return ProxyApp(self.plane, self.rules, self.link, websocket_limits(self.settings))
+        self._app = ProxyApp(self.plane, self.rules, self.link, websocket_limits(self.settings), self.access_log)
+        return self._app
+
+    def set_access_log(self, settings) -> None:
+        """Reloaded `[proxy] access_log` / `access_log_format`: a changed one is opened (an
+        error keeps the running one and raises StartupError), the old one closes after its lines."""
+        current = self.access_log
+        if current is None and not settings.access_log:
+            return
+        if current is not None and (current.target_setting, current.format_name) == (
+                settings.access_log, settings.access_log_format):
+            return
+        new = access_log_for(settings)
+        self.access_log = new
+        if self._app is not None:
+            self._app.access_log = new
+        if current is not None:
+            current.close(wait=None)
+
+    def reopen_access_log(self) -> None:
+        """SIGUSR1: open the access log file again (logrotate)."""
+        if self.access_log is not None:
+            self.access_log.reopen()
 
     async def start_background(self) -> None:
         """Called on daphne's loop once every listener is bound."""
@@ -146,3 +171,14 @@ class ProxyService:
         await self.follower.stop()
         await self.watcher.stop()
         await self.plane.close()
+        if self.access_log is not None:
+            self.access_log.close()
+
+
+def access_log_for(settings) -> AccessLog | None:
+    """The access log `settings` ask for (None: off); StartupError naming the key when it
+    cannot be opened."""
+    try:
+        return open_access_log(settings.access_log, settings.access_log_format)
+    except OSError as exc:
+        raise StartupError(f"proxy.access_log: cannot open {settings.access_log!r}: {exc.strerror or exc}") from None

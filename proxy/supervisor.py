@@ -12,6 +12,8 @@ A worker that exits unexpectedly is started again, after RESTART_DELAY, doubled 
 start in a row that did not live SHORT_LIFE seconds (up to MAX_RESTART_DELAY): a worker that
 cannot start (database away, say) never takes its siblings down with it.
 
+SIGUSR1 is passed on to every worker (each reopens its access log: logrotate).
+
 SIGHUP reloads (SPEC §11): the supervisor reads and validates the config file (a broken file
 changes nothing), binds any new listener, stores the file in the database, then replaces the
 workers one at a time. A new worker gets the same sockets as the one it replaces and says
@@ -119,7 +121,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the workers and watch them until SIGTERM/SIGINT; the exit code."""
-        handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop, signal.SIGHUP: self._on_reload}
+        handlers = {signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop, signal.SIGHUP: self._on_reload,
+                    signal.SIGUSR1: self._on_reopen}
         previous = {sig: signal.signal(sig, handler) for sig, handler in handlers.items()}
         self.workers_dir.mkdir(parents=True, exist_ok=True)
         self.slots = node_slots.NodeSlots(node_slots.create(self.workers_dir), 0)
@@ -149,6 +152,12 @@ class Supervisor:
 
     def _on_reload(self, signum, frame) -> None:
         self._reload_wanted = True
+
+    def _on_reopen(self, signum, frame) -> None:
+        """SIGUSR1 (logrotate): every worker reopens its access log file."""
+        for process in [w.process for w in self.workers] + self.stopping:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGUSR1)
 
     # -- starting and watching ---------------------------------------------------------
 

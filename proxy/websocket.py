@@ -44,13 +44,14 @@ class WebSocketPass:
         """Put back the two hop-by-hop fields the handshake needs (the header rules drop them)."""
         request.headers += [(b"upgrade", self.upgrade), (b"connection", b"upgrade")]
 
-    async def through_director(self, director, request: UpstreamRequest, send, pinned) -> None:
+    async def through_director(self, director, request: UpstreamRequest, send, pinned, record=None) -> None:
+        """`record`: the request's proxy.request_record.RequestRecord (backends tried, attempts)."""
         backends = director.backends.values()
         if backends and all(b.address.protocol == "fastcgi" for b in backends):
             await _refuse(send, f"director {director.name} has FastCGI backends only")
             return
         try:
-            sent = await self.dispatcher.send_with_retries(director, request, send, pinned, self._attempt)
+            sent = await self.dispatcher.send_with_retries(director, request, send, pinned, self._attempt, record)
         except NotUpgradable as exc:
             await _refuse(send, str(exc))
             return

@@ -31,6 +31,19 @@ def test_counts_add_up_and_peaks_take_the_largest():
     assert own["load"] == load(2, 5, 100)  # the worker's own figures are left alone
 
 
+def test_request_figures_add_up_bucket_by_bucket():
+    """proxy.request_metrics.Traffic figures: bytes, duration histograms by class (a class
+    only one worker has seen included) and upstream histograms."""
+    def traffic(counts, total, sent, classes=("2xx",)):
+        histogram = {"counts": counts, "sum": total}
+        return {"bytes": {"received": 1, "sent": sent}, "durations": {c: histogram for c in classes},
+                "upstream": histogram}
+    merged = merge_counts(traffic([1, 0, 2], 0.5, 10), [traffic([0, 3, 1], 0.25, 5, ("2xx", "5xx"))])
+    assert merged["bytes"] == {"received": 2, "sent": 15}
+    assert merged["durations"] == {"2xx": {"counts": [1, 3, 3], "sum": 0.75}, "5xx": {"counts": [0, 3, 1], "sum": 0.25}}
+    assert merged["upstream"] == {"counts": [1, 3, 3], "sum": 0.75}
+
+
 def test_settings_and_states_are_this_workers_own():
     own = {"enabled": True, "capacity": 4, "health": "online", "load": load(0, 0, 1)}
     other = {"enabled": False, "capacity": 99, "health": "offline", "load": load(0, 0, 1)}

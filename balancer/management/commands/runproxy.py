@@ -33,6 +33,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-health-monitor", action="store_true", help="do not run health checks in this process")
 
     def handle(self, *args, **options):
+        # SIGUSR1 (logrotate's reopen) must never kill a process still starting: ignored
+        # until the server's loop handles it (a supervisor passes it on to its workers).
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
         from proxy.twisted_compat import AdapterMismatch  # names no reactor: safe before proxy.server
 
         try:  # first: daphne installs Twisted's asyncio reactor on import; then the adapter is checked
@@ -142,6 +145,7 @@ class Command(BaseCommand):
 
             loop = asyncio.get_event_loop()
             loop.create_task(service.start_background())
+            loop.add_signal_handler(signal.SIGUSR1, service.reopen_access_log)  # logrotate; a supervisor forwards it
             if index is None:
                 reloader = InProcessReload(path, overrides, settings, service, server, traffic_app)
                 loop.add_signal_handler(signal.SIGHUP, reloader.request)
