@@ -293,12 +293,19 @@ class TrafficRequest(RequestMixin, http.Request):
     def take_over(self, head: bytes, protocol) -> bytes:
         """The app's way out of HTTP (scope extension "take_over"): write `head`, a complete
         101 response, and hand the client connection to the Twisted `protocol`; returns the
-        bytes the client sent after this request. The request counts as finished here."""
+        bytes the client sent after this request. The request counts as finished here: its
+        record (access log, metrics) says 101, with the time the handshake took."""
         if self.finished or self.lost or self._response_started:
             raise ConnectionError("the client connection is gone or already answered")
         self._response_started = True
         self.finished = True  # app_done has nothing left to answer
-        return self.channel.hand_over(head, protocol)
+        record = self.record
+        if record is not None:  # the 101 carries the request id too, and is logged now
+            head = head[:-2] + b"X-Request-ID: " + record.ensure_request_id() + b"\r\n\r\n"
+        self.code = 101
+        buffered = self.channel.hand_over(head, protocol)
+        self._record_done(101)
+        return buffered
 
     def _wake_receiver(self):
         gone = self._gone
