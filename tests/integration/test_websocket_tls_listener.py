@@ -7,10 +7,10 @@ import json
 import aiohttp
 import pytest
 
+from tests.integration.test_access_log import line_with
 from tests.support.certs import make_certs
 from tests.support.config_files import with_routes
 from tests.support.director import Director
-from tests.integration.test_access_log import line_with
 from tests.support.waiting import async_wait_for, free_port, wait_for
 from tests.support.ws_backends import websocket_backend
 from tests.support.ws_clients import echo_round
