@@ -77,6 +77,7 @@ class HeaderRules:
         self.trusted = trusted or TrustedProxies()
         self.via_11 = b"1.1 " + self.pseudonym
         self.via_10 = b"1.0 " + self.pseudonym
+        self.via_2 = b"2 " + self.pseudonym  # the request came over HTTP/2 (RFC 9110 7.6.3)
 
     def request(self, headers, client_ip: str, scheme: str, http_version: str, record=None) -> tuple[list, bytes, bool]:
         """(upstream headers, host, https) for the client's ASGI headers. The request id
@@ -115,7 +116,7 @@ class HeaderRules:
         proto = xfp.strip().lower() if (trusted and xfp) else scheme.encode("ascii")
         out.append((b"x-forwarded-proto", proto))
         out.append((b"x-forwarded-host", xfh if (trusted and xfh) else host))
-        own_via = self.via_10 if http_version == "1.0" else self.via_11
+        own_via = self.via_11 if http_version == "1.1" else self.via_2 if http_version == "2" else self.via_10
         out.append((b"via", via + b", " + own_via if via else own_via))
         request_id = record.request_id if record is not None else None
         if request_id is None:

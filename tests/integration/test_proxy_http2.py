@@ -136,7 +136,7 @@ def test_h2_request_reaches_an_http11_backend_with_forwarded_proto_https(directo
     assert (version, status) == ("2", 200), result.stderr
     seen = json.loads(body)
     assert seen["x-forwarded-proto"] == ["https"] and seen["host"] == ["app"]
-    assert seen["via"] == ["1.1 director"]
+    assert seen["via"] == ["2 director"]  # the protocol it was received with
     assert any(r.target == "/headers?via=h2" for r in backend.requests_seen)  # an HTTP/1.1 request
 
 

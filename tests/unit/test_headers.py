@@ -1,4 +1,6 @@
 """Header rules: hop-by-hop both ways, X-Forwarded-* with trusted proxies, Via."""
+import pytest
+
 from proxy.headers import HeaderRules, TrustedProxies
 
 
@@ -49,6 +51,12 @@ def test_trusted_peer_forwarded_headers_kept_and_appended():
     assert d[b"x-forwarded-proto"] == [b"https"] and https
     assert d[b"x-forwarded-host"] == [b"shop"]
     assert d[b"via"] == [b"1.1 cdn, 1.0 d"]
+
+
+@pytest.mark.parametrize("version, via", [("1.0", b"1.0 d"), ("1.1", b"1.1 d"), ("2", b"2 d")])
+def test_via_names_the_protocol_the_request_came_with(version, via):
+    out, _, _ = HeaderRules("d").request([(b"host", b"h")], "10.0.0.1", "https", version)
+    assert as_dict(out)[b"via"] == [via]
 
 
 def test_response_hop_by_hop_removed_and_via_added():
