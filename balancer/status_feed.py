@@ -12,7 +12,8 @@ Frames (JSON):
   {"type": "history", "interval": s, "window": s, "backends": {id: [[t, rate], ...]},
    "directors": {id: [[t, rate], ...]}}                               once, on connect
   {"type": "status", "time": t, "live": bool, "error": text | null,
-   "directors": [...overview directors and backends, each with "rate"]}   every tick
+   "directors": [...overview directors and backends, each with "rate" and "latency"
+   (p50/p95 of the last minute, balancer.latency)]}                   every tick
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from collections import deque
 from typing import Awaitable, Callable
 
 from . import livestats, overview
+from .latency import LatencyTracker
 
 log = logging.getLogger("director.views")
 
@@ -84,6 +86,7 @@ class StatusFeed:
         self.interval = interval
         self.window = window
         self.rates = RateTracker(interval, window)
+        self.latency = LatencyTracker()
         self._facts = facts or overview.FACTS
         self._snapshot = snapshot
         self._checks = checks
@@ -125,8 +128,10 @@ class StatusFeed:
         merged = overview.merge(self._snapshot(), stored, self._checks())
         for director in merged["directors"]:
             director["rate"] = self.rates.rate("d", director["id"])
+            director["latency"] = self.latency.percentiles("d", director["id"])
             for backend in director["backends"]:
                 backend["rate"] = self.rates.rate("b", backend["id"])
+                backend["latency"] = self.latency.percentiles("b", backend["id"])
         return {"type": "status", "time": round(self._clock(), 3), "error": self._facts.error, **merged}
 
     # -- ticker ----------------------------------------------------------------------------
@@ -165,7 +170,9 @@ class StatusFeed:
         try:
             snapshot = self._snapshot()
             if snapshot is not None:
-                self.rates.sample(snapshot["directors"], self._clock())
+                now = self._clock()
+                self.rates.sample(snapshot["directors"], now)
+                self.latency.sample(snapshot["directors"], now)
         except Exception:
             log.exception("status feed could not sample request rates")
 

@@ -12,10 +12,11 @@
   const RETRY_MAX_MS = 4000;
   const STALE_MS = 3.5 * INTERVAL_MS;
   const OPERATOR = body.dataset.operator === "true";
-  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "chart", "check"]
-    .concat(OPERATOR ? ["actions"] : []);
+  const COLUMNS = ["name", "role", "state", "load", "capacity", "failures", "rate", "latency", "bytes", "chart",
+                   "check"].concat(OPERATOR ? ["actions"] : []);
   const HEADINGS = ["Backend", "Role", "State", "Load cur / max / total", "Capacity", "Failures", "Req/s",
-                    "Last " + Math.round(WINDOW / 60) + " min", "Last check, last error", "Actions"];
+                    "p50 / p95 (1 min)", "Bytes in / out", "Last " + Math.round(WINDOW / 60) + " min",
+                    "Last check, last error", "Actions"];
 
   const directors = document.getElementById("directors");
   const connection = document.getElementById("connection");
@@ -146,7 +147,7 @@
       td.className = name;
       if (name === "chart") {
         const canvas = document.createElement("canvas");
-        canvas.width = 160;
+        canvas.width = 120;
         canvas.height = 28;
         td.append(canvas);
       } else if (name === "state" && kind === "backend") {
@@ -201,6 +202,27 @@
     return Math.round(seconds / 86400) + " d";
   }
 
+  /* p50 / p95 of the requests that finished in the last minute (balancer/latency.py). */
+  function latencyText(latency) {
+    if (!latency) return "–";
+    return milliseconds(latency.p50).replace(" ms", "") + " / " + milliseconds(latency.p95);
+  }
+
+  function latencyTitle(latency) {
+    return latency ? latency.requests + " requests in the last minute" : "no request finished in the last minute";
+  }
+
+  function size(n) {
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let value = n || 0, unit = 0;
+    while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
+    return (unit && value < 10 ? value.toFixed(1) : String(Math.round(value))) + " " + units[unit];
+  }
+
+  function bytesText(bytes) {
+    return bytes ? size(bytes.received) + " / " + size(bytes.sent) : "–";
+  }
+
   function milliseconds(duration) {
     if (duration === null || duration === undefined) return "";
     const ms = duration * 1000;
@@ -227,6 +249,8 @@
     set(total, "state", online + " / " + director.backends.length + " online");
     set(total, "load", counter(director.load));
     setRate(total, "d:" + director.id, director.rate, now);
+    set(total, "latency", latencyText(director.latency), latencyTitle(director.latency));
+    set(total, "bytes", bytesText(director.bytes), "request / response body bytes since start");
 
     const keep = new Set([total]);
     director.backends.forEach(function (backend, index) {
@@ -255,6 +279,8 @@
     set(tr, "capacity", backend.capacity || "∞");
     set(tr, "failures", backend.failures);
     setRate(tr, "b:" + backend.id, backend.rate, now);
+    set(tr, "latency", latencyText(backend.latency), latencyTitle(backend.latency));
+    set(tr, "bytes", bytesText(backend.bytes), "request / response body bytes since start");
     updateCheck(tr, backend.last_check, now);
     const error = tr.querySelector("td.check .error");
     text(error, backend.last_error || "");
