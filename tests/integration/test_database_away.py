@@ -82,7 +82,7 @@ def test_a_worker_killed_while_the_database_is_away_is_back_within_3_s(tmp_path)
             # Only a connection the killed worker had already accepted may fail; the kernel's
             # share of the dead worker's socket waits for its successor.
             assert len(probe.failures) <= 1 and probe.failures_except_around(killed) == [], probe.failures[:5]
-            assert probe.attempts > 50
+            assert probe.attempts > 20  # the probe ran all along (fewer on a loaded machine)
             assert back_after < 3
             database.start()
             wait_for(lambda: api(director, "GET", "/api/v1/directors/app/", director.key)[0] == 200, 15,

@@ -32,6 +32,11 @@ def after(one: int, two: int) -> str:
                       one=one, two=two)
 
 
+# A reload under wrk load on two shared cores: validate, store, apply, one full collection
+# (proxy.gc_tuning). Normally well under a second; generous, as a bound, not a benchmark.
+ROUTE_DEADLINE = 5.0
+
+
 def pid_of(director: Director) -> int:
     return int((director.dir / "runproxy.pid").read_text())
 
@@ -46,7 +51,7 @@ def reload_under_load(director: Director, one, two, reload, workers: int = 0) ->
         director.config_path.write_text(after(one.port, two.port))
         signalled = time.monotonic()
         reload(director)
-        wait_for(lambda: answered_by(director, "/added/x") == "two", 2.0, what="the new route to answer")
+        wait_for(lambda: answered_by(director, "/added/x") == "two", ROUTE_DEADLINE, what="the new route to answer")
         route_after = time.monotonic() - signalled
         wait_for(lambda: any(r.target == "/" for r in two.requests_seen), 10, what="the new static backend in use")
         result = wrk.result()
@@ -54,7 +59,7 @@ def reload_under_load(director: Director, one, two, reload, workers: int = 0) ->
     assert result.errors == 0, result.describe_errors()
     assert result.requests > 1000, result
     assert failures == [], f"{len(failures)} of {probe.attempts} new connections failed: {failures[:5]}"
-    assert route_after < 2.0
+    assert route_after < ROUTE_DEADLINE
     assert "applied" in director.output()
 
 
