@@ -55,10 +55,11 @@ def register_health(monitor) -> None:
 
 def get_health_stats() -> dict | None:
     """Per backend id: {"checks", "last_duration", ...} from the monitor (in this worker or
-    another one), or None."""
-    if _health is not None:
-        return _health.stats()
-    return worker_stats.peers().health or None
+    another one), or None. Under --workers the counted figures include those of monitors
+    that are gone (a replaced worker 0), so /metrics never counts backwards."""
+    peers = worker_stats.peers()
+    stats = _health.stats() if _health is not None else peers.health
+    return worker_stats.with_retired_checks(stats, peers.retired_health) or None
 
 
 def local_figures() -> tuple[dict | None, dict | None]:

@@ -96,7 +96,7 @@ def fold_gone(folder: Path) -> int:
         return 0
     with open(folder / LOCK, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        retired = _read_retired(folder)
+        retired, retired_health = _read_retired(folder), _read_retired_health(folder)
         folded = 0
         for path in gone:
             try:
@@ -104,8 +104,10 @@ def fold_gone(folder: Path) -> int:
             except (OSError, ValueError):
                 continue  # folded by another worker meanwhile
             retired = retire_snapshot(retired, payload.get("snapshot") or {"directors": []})
+            retired_health = add_check_totals(retired_health, payload.get("health") or {})
             folded += 1
-            _write_json(folder / RETIRED, {"worker": "retired", "pid": 0, "snapshot": retired})
+            _write_json(folder / RETIRED, {"worker": "retired", "pid": 0, "snapshot": retired,
+                                           "health": retired_health})
             path.unlink()
     return folded
 
@@ -114,6 +116,50 @@ def _read_retired(folder: Path) -> dict:
     with contextlib.suppress(OSError, ValueError):
         return json.loads((folder / RETIRED).read_text())["snapshot"]
     return {"directors": []}
+
+
+def _read_retired_health(folder: Path) -> dict:
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return json.loads((folder / RETIRED).read_text()).get("health") or {}
+    return {}
+
+
+# The health monitor's counted figures (balancer.health.history.CheckHistory.as_dict).
+_CHECK_TOTALS = ("checks", "duration_buckets", "duration_sum")
+
+
+def add_check_totals(totals: dict, stats: dict) -> dict:
+    """`totals` (by backend id, as str: JSON keys) with the check counts and duration
+    histograms of `stats` added: a monitor that is gone keeps counting in /metrics."""
+    result = {key: dict(value) for key, value in totals.items()}
+    for backend_id, figures in stats.items():
+        kept = result.setdefault(str(backend_id), {"checks": 0, "duration_buckets": [], "duration_sum": 0.0})
+        kept["checks"] += figures.get("checks", 0)
+        kept["duration_sum"] += figures.get("duration_sum", 0.0)
+        kept["duration_buckets"] = _add_lists(kept["duration_buckets"], figures.get("duration_buckets") or [])
+    return result
+
+
+def _add_lists(a: list, b: list) -> list:
+    longer, shorter = (a, b) if len(a) >= len(b) else (b, a)
+    return [x + (shorter[i] if i < len(shorter) else 0) for i, x in enumerate(longer)]
+
+
+def with_retired_checks(stats: dict, retired: dict) -> dict:
+    """The live monitor's `stats` (by backend id) with the totals of monitors that are gone."""
+    if not retired:
+        return stats
+    result = {}
+    for backend_id, figures in stats.items():
+        old = retired.get(str(backend_id))
+        if old is None:
+            result[backend_id] = figures
+            continue
+        result[backend_id] = {**figures, "checks": figures.get("checks", 0) + old["checks"],
+                              "duration_sum": figures.get("duration_sum", 0.0) + old["duration_sum"],
+                              "duration_buckets": _add_lists(figures.get("duration_buckets") or [],
+                                                             old["duration_buckets"])}
+    return result
 
 
 def retire_snapshot(retired: dict, gone: dict) -> dict:
@@ -149,6 +195,7 @@ class Peers:
         self.directors: dict[int, list[dict]] = {}
         self.backends: dict[int, list[dict]] = {}
         self.health: dict[int, dict] = {}
+        self.retired_health: dict = {}  # check totals of monitors that are gone (add_check_totals)
         for payload in payloads:
             for director in (payload.get("snapshot") or {}).get("directors", []):
                 self.directors.setdefault(director["id"], []).append(director)
@@ -182,8 +229,10 @@ def peers(now: float | None = None) -> Peers:
     retired = _read_retired(folder)
     if retired["directors"]:
         payloads.append({"worker": "retired", "snapshot": retired})
-    _cache = (now, Peers(payloads))
-    return _cache[1]
+    found = Peers(payloads)
+    found.retired_health = _read_retired_health(folder)
+    _cache = (now, found)
+    return found
 
 
 # -- merging ---------------------------------------------------------------------------------

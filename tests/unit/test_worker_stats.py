@@ -132,3 +132,20 @@ def test_a_gone_workers_totals_are_kept_so_counters_never_go_down(tmp_path, monk
     retired = [p for p in worker_stats.peers().payloads if p["worker"] == "retired"][0]["snapshot"]["directors"][0]
     assert retired["load"] == load(0, 5, 40) and retired["dropped"] == 2
     assert retired["backends"][0]["load"] == load(0, 5, 40)
+
+
+def test_a_gone_health_monitors_check_counts_stay_in_the_totals(tmp_path, monkeypatch):
+    """Worker 0's monitor replaced: its checks and duration histogram are folded into the
+    retired totals, and the live monitor's figures are reported on top of them."""
+    monkeypatch.setenv(worker_stats.DIRECTORY_ENV, str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    old_monitor = {"7": {"checks": 30, "duration_buckets": [20, 10, 0], "duration_sum": 0.5, "last_ok": True}}
+    worker_stats.write_payload(tmp_path, 0, snapshot(load(0, 1, 1), load(0, 1, 1), 1), old_monitor, pid=int(dead.stdout))
+    assert worker_stats.fold_gone(tmp_path) == 1
+    monkeypatch.setattr(worker_stats, "_cache", None)
+    retired = worker_stats.peers().retired_health
+    new_monitor = {7: {"checks": 2, "duration_buckets": [2, 0, 0], "duration_sum": 0.01, "last_ok": False}}
+    reported = worker_stats.with_retired_checks(new_monitor, retired)[7]
+    assert reported["checks"] == 32 and reported["duration_buckets"] == [22, 10, 0]
+    assert abs(reported["duration_sum"] - 0.51) < 1e-9
+    assert reported["last_ok"] is False  # the current facts stay the live monitor's
