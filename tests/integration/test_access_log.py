@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -155,12 +156,13 @@ def test_sigusr1_reopens_the_file_in_every_worker(tmp_path):
             wait_for(lambda: director.get("/")[0] == 200, 20, what="the backend online")
             reopens_after_rename(director, log, processes=2)
             # Each new connection may land on either worker: both must write to the new file.
-            for n in range(40):
-                director.get(f"/?worker-probe-{n}")
+            # Concurrent connections, so that a worker busy at one moment does not get them all.
+            with ThreadPoolExecutor(20) as pool:
+                list(pool.map(lambda n: director.get(f"/?worker-probe-{n}"), range(40)))
             for n in range(40):
                 line_with(log, f"/?worker-probe-{n} ")
             assert "worker-probe" not in log.with_name("access.log.1").read_text()
-            wait_for(lambda: len(served := served_by_workers(director)) == 2 and all(served.values()), 10,
+            wait_for(lambda: len(served := served_by_workers(director)) == 2 and all(served.values()), 15,
                      what="both workers to have served requests")
         finally:
             director.stop()
