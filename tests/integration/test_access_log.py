@@ -156,14 +156,21 @@ def test_sigusr1_reopens_the_file_in_every_worker(tmp_path):
             wait_for(lambda: director.get("/")[0] == 200, 20, what="the backend online")
             reopens_after_rename(director, log, processes=2)
             # Each new connection may land on either worker: both must write to the new file.
-            # Concurrent connections, so that a worker busy at one moment does not get them all.
-            with ThreadPoolExecutor(20) as pool:
-                list(pool.map(lambda n: director.get(f"/?worker-probe-{n}"), range(40)))
-            for n in range(40):
-                line_with(log, f"/?worker-probe-{n} ")
+            # Rounds of concurrent connections until both have served some (the kernel spreads
+            # them, but a loaded machine can hand one worker a whole round).
+            sent = []
+
+            def both_served() -> bool:
+                with ThreadPoolExecutor(10) as pool:
+                    paths = [f"/?worker-probe-{len(sent) + n}" for n in range(10)]
+                    list(pool.map(director.get, paths))
+                sent.extend(paths)
+                served = served_by_workers(director)
+                return len(served) == 2 and all(served.values())
+            wait_for(both_served, 30, interval=1.0, what="both workers to have served requests")
+            for path in sent:
+                line_with(log, f"{path} ")
             assert "worker-probe" not in log.with_name("access.log.1").read_text()
-            wait_for(lambda: len(served := served_by_workers(director)) == 2 and all(served.values()), 15,
-                     what="both workers to have served requests")
         finally:
             director.stop()
 
