@@ -176,8 +176,10 @@ class DirectorRuntime:
             raise Refused("no backend online")
         if retrying and not self._has_untried(exclude):
             raise Refused("no other backend to try")
-        waiting = len(self.queue) if self.node is None else self.node.waiting(self.id)[0]
-        if waiting >= settings.queue_limit:
+        if self.node is None:
+            if len(self.queue) >= settings.queue_limit:
+                raise Refused("queue full")
+        elif not self.node.try_wait(self.id, settings.queue_limit):
             raise Refused("queue full")
         return await self._wait(exclude)
 

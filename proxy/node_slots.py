@@ -146,6 +146,19 @@ class NodeSlots:
         if offset is not None:
             struct.pack_into("<H", self._map, offset + KEY.size + 2 * self.column, min(0xFFFF, count))
 
+    def try_wait(self, director_id: int, queue_limit: int) -> bool:
+        """Count one more waiting request of this process for the director if the node has
+        fewer than `queue_limit` waiting. Check and count happen under the row's lock, so
+        two workers queueing at the same moment cannot both take the last place."""
+        offset = self._row(-director_id)
+        if offset is None:
+            return True
+        with self._locked(offset):
+            if sum(self._counts(offset)) >= queue_limit:
+                return False
+            self._add(offset, 1)
+        return True
+
     def waiting(self, director_id: int) -> tuple[int, int]:
         """(waiting in the node, processes with a waiting request) for the director."""
         offset = self._row(-director_id)
