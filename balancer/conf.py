@@ -21,6 +21,7 @@ from proxy.addresses import ListenAddress, parse_listen
 from proxy.tls import CertificateFiles, CertificateSet, load_certificates
 
 from .admin_hosts import parse_admin_hosts
+from .validation import parse_size
 
 DEFAULTS: dict[str, Any] = {
     "listen": ["127.0.0.1:8080"],
@@ -41,23 +42,7 @@ DEFAULTS: dict[str, Any] = {
 }
 ACCESS_LOG_FORMATS = ("combined", "json")
 
-SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
-              "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
-
-
-def parse_size(value: Any) -> int:
-    """Bytes from an int or `"64MiB"`, `"10 MB"`, `"512KiB"`, `"100B"` (KB = 1000, KiB = 1024)."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 0:
-            raise ValueError("must be ≥ 0 bytes")
-        return value
-    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
-    unit = match and SIZE_UNITS.get(match.group(2).upper())
-    if not unit:
-        raise ValueError(f"{value!r} is not a size: use bytes or a number with B, KiB, MiB, GiB, KB, MB, GB")
-    return int(float(match.group(1)) * unit)
 
 
 def _parse_listen_list(value: Any) -> tuple[ListenAddress, ...]:

@@ -60,6 +60,22 @@ class Director(models.Model):
     health_check_expected_status = models.CharField(
         max_length=255, default=_D["health_check_expected_status"].default, help_text="e.g. 200, 200-399, 200,204")
 
+    cache_enabled = models.BooleanField(default=_D["cache_enabled"].default)
+    cache_deliver_active = models.BooleanField(default=_D["cache_deliver_active"].default,
+                                               help_text="answer fresh hits from the cache")
+    cache_deliver_shadow = models.BooleanField(default=_D["cache_deliver_shadow"].default,
+                                               help_text="answer a 502/503/504 of ours from any stored copy")
+    cache_default_ttl = models.FloatField(default=_D["cache_default_ttl"].default, help_text="seconds")
+    cache_key = models.CharField(max_length=255, default=_D["cache_key"].default,
+                                 help_text="%s scheme, %h Host, %r path, %q query, %% a percent sign")
+    cache_max_size = models.BigIntegerField(default=_D["cache_max_size"].default, help_text="bytes per process")
+    allow_x_sendfile = models.BooleanField(default=_D["allow_x_sendfile"].default)
+    x_sendfile_root = models.CharField(max_length=4096, blank=True, default=_D["x_sendfile_root"].default,
+                                       help_text="directory X-Sendfile paths must resolve inside")
+    sticky_cookie = models.CharField(max_length=64, blank=True, default=_D["sticky_cookie"].default,
+                                     help_text="cookie naming the backend of a session; empty: off")
+    slow_start = models.FloatField(default=_D["slow_start"].default,
+                                   help_text="seconds over which a returning backend's share grows to full")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -161,6 +177,26 @@ class HealthTransition(models.Model):
 
 TRANSITIONS_KEPT = 10
 
+class Bucket(models.Model):
+    """A share of a director's capacity (SPEC §15 buckets, x0's HTB TokenShaper). `parent` is
+    another bucket's name of the same director, or "" for the implicit `root`."""
+
+    director = models.ForeignKey(Director, related_name="buckets", on_delete=models.CASCADE)
+    name = models.CharField(max_length=64, help_text=NAME_HELP)
+    parent = models.CharField(max_length=64, blank=True, default="", help_text="parent bucket; empty: root")
+    rate = models.FloatField(help_text="assured share of the parent, 0-1")
+    ceil = models.FloatField(help_text="most of the parent it may borrow up to, rate-1")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["director", "id"]
+        constraints = [models.UniqueConstraint(fields=["director", "name"], name="bucket_unique_name_per_director")]
+
+    def __str__(self) -> str:
+        return f"{self.director.name}/{self.name}"
+
+
 _R = validation.ROUTE_TEXT_LIMITS
 
 
@@ -183,6 +219,9 @@ class Route(models.Model):
                             help_text="road warrior FastCGI: HOST:PORT, [V6]:PORT, unix:/path")
     document_root = models.CharField(max_length=_R["document_root"], blank=True, default="")
     script_filename = models.CharField(max_length=_R["script_filename"], blank=True, default="")
+    bucket = models.CharField(max_length=64, blank=True, default="", help_text="bucket of the director (with pass)")
+    bucket_from = models.CharField(max_length=200, blank=True, default="",
+                                   help_text="cookie:NAME or header:NAME naming the bucket (with pass)")
     mutable = models.BooleanField(default=True, editable=False, help_text="false: from the config file")
     file_index = models.IntegerField(null=True, blank=True, editable=False, help_text="position in the config file's [[routes]]")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -51,6 +51,9 @@ class RuleFieldSchema(OpenApiSerializerFieldExtension):
             if not re.search(pattern, ""):  # the pattern needs a character: say so plainly too
                 schema["minLength"] = 1
             return schema
+        if rule.kind == "size":
+            return {"oneOf": [{"type": "integer", "minimum": rule.minimum, "maximum": rule.maximum},
+                              {"type": "string", "pattern": validation.SIZE_PATTERN}]}
         return {"type": "integer" if rule.kind == "int" else "number",
                 "minimum": rule.minimum, "maximum": rule.maximum}
 

@@ -72,6 +72,30 @@ HOST_HEADER_PATTERN = re.compile(f"[{VISIBLE_ASCII}]{{1,255}}")
 REQUEST_PATH_PATTERN = re.compile(f"/[{VISIBLE_ASCII}]{{0,1023}}")
 
 
+COOKIE_NAME_PATTERN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]*$"
+
+
+def check_cookie_name(value: str) -> str:
+    """A cookie name (an RFC 9110 token) or "" for none."""
+    if not re.fullmatch(COOKIE_NAME_PATTERN, value):
+        raise ValueError(f"{value!r} is not a cookie name: use letters, digits and !#$%&'*+.^_`|~-")
+    return value
+
+
+def check_cache_key(value: str) -> str:
+    """A cache key pattern (SPEC §15: %s %h %r %q %%; any other %x is kept literally)."""
+    if not value:
+        raise ValueError("must not be empty: use %h#%r#%q for host, path and query")
+    return value
+
+
+def check_sendfile_root(value: str) -> str:
+    """An absolute directory path or "" (X-Sendfile not allowed anywhere)."""
+    if value and not value.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute path")
+    return value
+
+
 def check_text(value: str) -> str:
     """Every text value: no control characters (they would split a header or a request line)
     and nothing that is not UTF-8 (a lone surrogate from JSON "\\ud800")."""
@@ -141,7 +165,7 @@ class Rule:
     Every number has both bounds and every text a longest length (SPEC §5: absurd values such
     as a 1e308 s interval are refused, not obeyed); text never holds control characters."""
 
-    kind: str  # "bool" | "int" | "seconds" | "str" | "choice"
+    kind: str  # "bool" | "int" | "seconds" | "size" | "str" | "choice"
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -158,6 +182,8 @@ class Rule:
             return "must be one of " + ", ".join(self.choices)
         if self.kind == "str":
             return f"must be a string of at most {self.max_length} characters"
+        if self.kind == "size":
+            return f"must be a size from {_number(self.minimum)} to {_number(self.maximum)} bytes (bytes, or like \"64MiB\")"
         what = "an integer" if self.kind == "int" else "a number of seconds"
         return f"must be {what} from {_number(self.minimum)} to {_number(self.maximum)}"
 
@@ -168,6 +194,11 @@ class Rule:
             return value
         if self.kind in ("str", "choice"):
             return self._clean_text(value)
+        if self.kind == "size" and isinstance(value, str):
+            try:
+                value = parse_size(value)
+            except ValueError:
+                raise ValueError(self.describe()) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(self.describe())
         if self.kind == "int" and not isinstance(value, int):
@@ -191,6 +222,25 @@ class Rule:
         return self.check(value) if self.check else value
 
 
+SIZE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3,
+              "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*")
+SIZE_PATTERN = "^\\s*\\d+(\\.\\d+)?\\s*([Bb]|[KkMmGg][Ii]?[Bb])?\\s*$"  # what parse_size reads, for OpenAPI
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an int or `"64MiB"`, `"10 MB"`, `"512KiB"`, `"100B"` (KB = 1000, KiB = 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError("must be ≥ 0 bytes")
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    unit = match and SIZE_UNITS.get(match.group(2).upper())
+    if not unit:
+        raise ValueError(f"{value!r} is not a size: use bytes or a number with B, KiB, MiB, GiB, KB, MB, GB")
+    return int(float(match.group(1)) * unit)
+
+
 def _number(value) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
@@ -201,6 +251,10 @@ def _count(default: int | None, minimum: int, maximum: int) -> Rule:
 
 def _seconds(default: float, minimum: float, maximum: float = DAY_S) -> Rule:
     return Rule("seconds", default, minimum=minimum, maximum=maximum)
+
+
+def _size(default: int, maximum: int) -> Rule:
+    return Rule("size", default, minimum=0, maximum=maximum)
 
 
 def _choice(enum, default) -> Rule:
@@ -230,6 +284,17 @@ DIRECTOR_SETTINGS: dict[str, Rule] = {
     "health_check_failure_threshold": _count(1, 1, MAX_THRESHOLD),
     "health_check_expected_status": Rule("str", "200", check=check_expected_status, coerce_int_to_str=True,
                                          max_length=255, pattern=EXPECTED_STATUS_PATTERN),
+    # SPEC §15: x0's later director features
+    "cache_enabled": Rule("bool", False),
+    "cache_deliver_active": Rule("bool", True),
+    "cache_deliver_shadow": Rule("bool", True),
+    "cache_default_ttl": _seconds(20.0, 0),
+    "cache_key": Rule("str", "%h#%r#%q", check=check_cache_key, max_length=255, pattern="^.+$"),
+    "cache_max_size": _size(64 * 1024**2, 64 * 1024**3),
+    "allow_x_sendfile": Rule("bool", False),
+    "x_sendfile_root": Rule("str", "", check=check_sendfile_root, pattern=f"^$|{ABSOLUTE_PATH_PATTERN}"),
+    "sticky_cookie": Rule("str", "", check=check_cookie_name, max_length=64, pattern=COOKIE_NAME_PATTERN),
+    "slow_start": _seconds(0.0, 0),
 }
 
 NAME_RULE = Rule("str", check=check_name, max_length=64, pattern=f"^{NAME_PATTERN.pattern}$")

@@ -53,6 +53,17 @@ class DirectorSettings:
     timeouts: Timeouts = Timeouts()
     on_client_abort: str = "close"
     enqueue_on_unavailable: bool = False
+    # SPEC §15
+    cache_enabled: bool = False
+    cache_deliver_active: bool = True
+    cache_deliver_shadow: bool = True
+    cache_default_ttl: float = 20.0
+    cache_key: str = "%h#%r#%q"
+    cache_max_size: int = 64 * 1024 * 1024
+    allow_x_sendfile: bool = False
+    x_sendfile_root: str = ""
+    sticky_cookie: str = ""
+    slow_start: float = 0.0
 
     @property
     def retry_after_header(self) -> list[tuple[bytes, bytes]]:

@@ -21,10 +21,16 @@ from proxy.upstream import Timeouts, Upstream, make_upstream
 
 log = logging.getLogger("director.proxy")
 
+# SPEC §15 settings, taken as they are (a snapshot written before they existed has defaults)
+LATER_FEATURES = (
+    "cache_enabled", "cache_deliver_active", "cache_deliver_shadow", "cache_default_ttl", "cache_key",
+    "cache_max_size", "allow_x_sendfile", "x_sendfile_root", "sticky_cookie", "slow_start",
+)
 DIRECTOR_FIELDS = (
     "id", "name", "dynamic", "enabled", "scheduler", "queue_limit", "queue_timeout", "retry_after",
     "max_retry_count", "passive_failure_threshold", "connect_timeout", "read_timeout", "write_timeout", "on_client_abort",
     "enqueue_on_unavailable",
+    *LATER_FEATURES,
     # not used on the request path: they let a health monitor start from a snapshot
     "health_check_host_header", "health_check_request_path", "health_check_fcgi_script_filename",
     "health_check_success_threshold", "health_check_failure_threshold", "health_check_expected_status",
@@ -60,6 +66,7 @@ def settings_from_row(row: dict) -> DirectorSettings:
         timeouts=Timeouts(float(row["connect_timeout"]), float(row["read_timeout"]), float(row["write_timeout"])),
         on_client_abort=row["on_client_abort"],
         enqueue_on_unavailable=row["enqueue_on_unavailable"],
+        **{name: row[name] for name in LATER_FEATURES if name in row},
     )
 
 
