@@ -107,18 +107,22 @@ class NodeSlots:
         value = struct.unpack_from("<H", self._map, at)[0] + delta
         struct.pack_into("<H", self._map, at, max(0, min(0xFFFF, value)))
 
+    def _add_below(self, offset: int | None, limit: int) -> bool:
+        """Count one more in this process's column if the row's total is below `limit`; the
+        check and the count happen under the row's lock. No row (table full): True."""
+        if offset is None:
+            return True
+        with self._locked(offset):
+            if sum(self._counts(offset)) >= limit:
+                return False
+            self._add(offset, 1)
+        return True
+
     # -- backends: in-flight requests --------------------------------------------------
 
     def try_take(self, backend_id: int, capacity: int) -> bool:
         """Count one more request on the backend if the node has fewer than `capacity`."""
-        offset = self._row(backend_id)
-        if offset is None:
-            return True
-        with self._locked(offset):
-            if sum(self._counts(offset)) >= capacity:
-                return False
-            self._add(offset, 1)
-        return True
+        return self._add_below(self._row(backend_id), capacity)
 
     def take(self, backend_id: int) -> None:
         """Count a request whatever the capacity (a pinned one: `backend_from`)."""
@@ -150,14 +154,7 @@ class NodeSlots:
         """Count one more waiting request of this process for the director if the node has
         fewer than `queue_limit` waiting. Check and count happen under the row's lock, so
         two workers queueing at the same moment cannot both take the last place."""
-        offset = self._row(-director_id)
-        if offset is None:
-            return True
-        with self._locked(offset):
-            if sum(self._counts(offset)) >= queue_limit:
-                return False
-            self._add(offset, 1)
-        return True
+        return self._add_below(self._row(-director_id), queue_limit)
 
     def waiting(self, director_id: int) -> tuple[int, int]:
         """(waiting in the node, processes with a waiting request) for the director."""
