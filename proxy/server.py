@@ -32,6 +32,7 @@ import logging
 import os
 import socket
 import time
+from typing import Callable
 
 from daphne.server import Server
 from daphne.ws_protocol import WebSocketFactory
@@ -69,7 +70,9 @@ class DirectorServer(Server):
                  max_request_body: int, header_timeout: float, ready_callback=None,
                  server_name: str = "director", verbosity: int = 1, send_timeout: float = SEND_TIMEOUT,
                  sockets=None, shutdown_timeout: float = SHUTDOWN_TIMEOUT,
-                 tls_certificates: CertificateSet | None = None):
+                 tls_certificates: CertificateSet | None = None, clock: Callable[[], float] = time.monotonic):
+        """`clock`: monotonic seconds for connection deadlines and the shutdown timeout."""
+        self.clock = clock
         self.shutdown_timeout = shutdown_timeout
         self.server_tls = ServerTLS(tls_certificates) if tls_certificates is not None else None
         self.tls_traffic_factory = None
@@ -145,7 +148,7 @@ class DirectorServer(Server):
 
     def _factory(self, request_class, app=None):
         return ListenerFactory(self, request_class, app=app, max_request_body=self.max_request_body,
-                               header_timeout=self.header_timeout, send_timeout=self.send_timeout)
+                               header_timeout=self.header_timeout, send_timeout=self.send_timeout, clock=self.clock)
 
     def _listen_all(self):
         """Bind traffic then management listeners; on any failure close those already bound
@@ -285,7 +288,7 @@ class DirectorServer(Server):
 
     def _sweep(self):
         """One periodic pass instead of a timer per request: time out overdue channels."""
-        now = time.monotonic()
+        now = self.clock()
         try:
             for channel in [c for c in self.channels if c.deadline is not None and c.deadline <= now]:
                 try:
@@ -337,8 +340,8 @@ class DirectorServer(Server):
         return waiting
 
     async def _drained(self) -> None:
-        deadline = time.monotonic() + self.shutdown_timeout
-        while (self.channels or self.traffic_tasks) and time.monotonic() < deadline:
+        deadline = self.clock() + self.shutdown_timeout
+        while (self.channels or self.traffic_tasks) and self.clock() < deadline:
             await asyncio.sleep(DRAIN_POLL)
         if self.channels or self.traffic_tasks:
             logger.warning("shutdown_timeout (%gs) passed with %d requests in flight; closing them",
@@ -370,7 +373,8 @@ def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddr
                  ready_callback=None, server_name: str = "director", verbosity: int = 1,
                  send_timeout: float = SEND_TIMEOUT, sockets=None,
                  shutdown_timeout: float = SHUTDOWN_TIMEOUT,
-                 tls_certificates: CertificateSet | None = None) -> DirectorServer:
+                 tls_certificates: CertificateSet | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> DirectorServer:
     """The server runproxy runs: `server.run()` blocks; `server.stop()` ends it.
 
     `send_timeout`: a response blocked by a client that reads nothing for this long is
@@ -379,11 +383,12 @@ def build_server(*, traffic_app, management_app, traffic_listen: list[ListenAddr
     of binding those addresses (`--workers`: see proxy.listeners).
     `shutdown_timeout`: how long a stopping server lets in-flight requests finish.
     `tls_certificates`: what `tls://` listeners serve (proxy.tls.load_certificates).
+    `clock`: monotonic seconds for connection deadlines (tests move it).
     """
     return DirectorServer(
         traffic_app=traffic_app, management_app=management_app, traffic_listen=traffic_listen,
         management_listen=management_listen, max_request_body=max_request_body,
         header_timeout=header_timeout, ready_callback=ready_callback, server_name=server_name,
         verbosity=verbosity, send_timeout=send_timeout, sockets=sockets, shutdown_timeout=shutdown_timeout,
-        tls_certificates=tls_certificates,
+        tls_certificates=tls_certificates, clock=clock,
     )

@@ -17,6 +17,7 @@ import logging
 import sys
 import termios
 import time
+from typing import Callable
 
 from daphne.http_protocol import HTTPFactory
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -96,7 +97,7 @@ class DirectorChannel(TwistedChannel):
         if isinstance(peer, (IPv4Address, IPv6Address)):
             self.scope_client = [peer.host, peer.port]
             self.scope_server = [host.host, host.port]
-        self.deadline = time.monotonic() + self.factory.header_timeout
+        self.deadline = self.factory.clock() + self.factory.header_timeout
         self.factory.server.channel_opened(self)
 
     def getHost(self):
@@ -114,7 +115,7 @@ class DirectorChannel(TwistedChannel):
 
     def _start_head(self):
         self.phase = HEAD
-        self.deadline = time.monotonic() + self.factory.header_timeout
+        self.deadline = self.factory.clock() + self.factory.header_timeout
 
     def dataReceived(self, data):
         """Start the head timer on a request's first byte; never restart it per byte."""
@@ -175,14 +176,14 @@ class DirectorChannel(TwistedChannel):
             self.reject(413)
             return
         self.phase = BODY
-        self.deadline = time.monotonic() + self.factory.header_timeout
+        self.deadline = self.factory.clock() + self.factory.header_timeout
         super().allHeadersReceived()
 
     def rawDataReceived(self, data):
         if self.closing:
             return
         if self.phase is not BUSY:  # body bytes: each chunk earns another header_timeout
-            self.deadline = time.monotonic() + self.factory.header_timeout
+            self.deadline = self.factory.clock() + self.factory.header_timeout
         super().rawDataReceived(data)
 
     def allContentReceived(self):
@@ -210,7 +211,7 @@ class DirectorChannel(TwistedChannel):
         """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""
         self.phase = IDLE
         self._pending_at_check = self._blocked_at = None
-        self.deadline = time.monotonic() + self.factory.header_timeout
+        self.deadline = self.factory.clock() + self.factory.header_timeout
         super().requestDone(request)
         if self.factory.server.draining:
             self.close_when_done()
@@ -245,7 +246,7 @@ class DirectorChannel(TwistedChannel):
         between requests gets until `idle_until` to send one more (answered with
         `Connection: close`): closing it at once would race a request already on its way."""
         if idle_until is None:
-            idle_until = time.monotonic() + DRAIN_IDLE_GRACE
+            idle_until = self.factory.clock() + DRAIN_IDLE_GRACE
         if self.phase is IDLE and not self.closing:
             self.deadline = min(self.deadline or idle_until, idle_until)
 
@@ -296,7 +297,7 @@ class DirectorChannel(TwistedChannel):
                 return
             if pending and pending != self._pending_at_check:
                 self._pending_at_check = pending
-                self.deadline = time.monotonic() + self.factory.send_timeout
+                self.deadline = self.factory.clock() + self.factory.send_timeout
                 return
         if phase is IDLE:
             self.close()  # an idle keep-alive connection closes silently
@@ -353,7 +354,7 @@ class DirectorChannel(TwistedChannel):
                 # (the peer's receive queue is compacted, zero-window probes), and counting
                 # that as the client reading earned a second send_timeout (120 s, not 60).
                 self._write_waiter = asyncio.get_running_loop().create_future()
-                self._blocked_at = now = time.monotonic()
+                self._blocked_at = now = self.factory.clock()
                 self.deadline = now + min(SEND_SETTLE, self.factory.send_timeout / 2)
                 self._pending_at_check = None
             await self._write_waiter
@@ -366,8 +367,9 @@ class ListenerFactory(HTTPFactory):
     h2_protocol = None  # the HTTP/2 connection class, where ALPN may choose h2 (traffic over TLS)
 
     def __init__(self, server, request_class, *, max_request_body: int, header_timeout: float,
-                 send_timeout: float = SEND_TIMEOUT, app=None):
+                 send_timeout: float = SEND_TIMEOUT, app=None, clock: Callable[[], float] = time.monotonic):
         super().__init__(server)
+        self.clock = clock  # the deadlines of its channels (the server's sweep compares them)
         self.request_class = request_class
         self.app = app
         # Called with each finished traffic request's proxy.request_record.RequestRecord.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 import h2.errors
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -47,7 +46,7 @@ class DirectorH2Stream(_http2.H2Stream):
         self._flow_blocked = False
         super().__init__(streamID, connection, headers, requestFactory, site, factory)
         self.registerProducer(_FlowGate(self), True)
-        self.body_deadline = time.monotonic() + factory.header_timeout  # cleared when the client ends the stream
+        self.body_deadline = factory.clock() + factory.header_timeout  # cleared when the client ends the stream
 
     def check_head(self) -> None:
         """The HTTP/1.1 limits on a stream's head, before any body byte is read: 431 for a
@@ -119,7 +118,7 @@ class DirectorH2Stream(_http2.H2Stream):
         if self.closing:  # answered already: the rest of the body only gives its credit back
             self._conn.openStreamWindow(self.streamID, flowControlledLength)
             return
-        self.body_deadline = time.monotonic() + self.factory.header_timeout  # as HTTP/1.1: per chunk
+        self.body_deadline = self.factory.clock() + self.factory.header_timeout  # as HTTP/1.1: per chunk
         super().receiveDataChunk(data, flowControlledLength)
 
     def requestComplete(self):
@@ -214,7 +213,7 @@ class DirectorH2Connection(TwistedH2Connection):
             self._idle_from_now()
 
     def _idle_from_now(self) -> None:
-        self.deadline = time.monotonic() + self.factory.header_timeout
+        self.deadline = self.factory.clock() + self.factory.header_timeout
 
     def timed_out(self):
         """No stream for header_timeout (or for the drain grace): GOAWAY and close. A stream
@@ -222,7 +221,7 @@ class DirectorH2Connection(TwistedH2Connection):
         if not self.streams:
             self.close()
             return
-        now = time.monotonic()
+        now = self.factory.clock()
         for stream in list(self.streams.values()):
             if stream.body_deadline is not None and stream.body_deadline <= now:
                 stream.reject(408)
@@ -232,7 +231,7 @@ class DirectorH2Connection(TwistedH2Connection):
         """The server is stopping: streams in flight finish, then GOAWAY and close."""
         self.draining = True
         if not self.streams:
-            self.deadline = min(self.deadline or float("inf"), time.monotonic() + DRAIN_IDLE_GRACE)
+            self.deadline = min(self.deadline or float("inf"), self.factory.clock() + DRAIN_IDLE_GRACE)
 
     def close(self):
         """GOAWAY (no error) and close once written; open streams are cut."""

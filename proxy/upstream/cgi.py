@@ -10,6 +10,7 @@ import re
 import socket
 import stat
 import time
+from typing import Callable
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
@@ -23,11 +24,8 @@ _SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
 _FORWARDABLE_NAME = re.compile(rb"^[A-Za-z0-9-]+$")
 _TOKEN = re.compile(rb"^[!#$%&'*+.^`|~0-9A-Za-z_-]+$")
 _FORBIDDEN_PATH_BYTES = (b"\r", b"\n", b"\0")
-# Found files and directories under document roots are remembered this long (seconds), so
-# a hot script costs no stat() per request; a missing path is looked up every time.
 STAT_CACHE_TTL = 1.0
 STAT_CACHE_SIZE = 4096
-_stat_cache: dict[bytes, tuple[int, float]] = {}  # path -> (st_mode, expiry)
 HEADER_KEY_CACHE_SIZE = 1024
 _header_keys: dict[bytes, bytes | None] = {}  # header name as received -> HTTP_* name, None: not sent
 
@@ -126,7 +124,38 @@ def _script_params(path: bytes, document_root: str | None, script_filename: str 
     return params
 
 
-def split_path_info(root: bytes, path: bytes) -> tuple[bytes, bytes]:
+class StatCache:
+    """st_mode of paths under document roots. A found file or directory is remembered for
+    `ttl` seconds of `clock`, so a hot script costs no stat() per request; a missing path is
+    looked up every time. At `size` entries the cache starts over."""
+
+    def __init__(self, ttl: float = STAT_CACHE_TTL, size: int = STAT_CACHE_SIZE,
+                 clock: Callable[[], float] = time.monotonic):
+        self.ttl, self.size, self.clock = ttl, size, clock
+        self._modes: dict[bytes, tuple[int, float]] = {}  # path -> (st_mode, expiry)
+
+    def mode(self, path: bytes) -> int | None:
+        """st_mode of `path`, None when it does not exist (or cannot be looked up)."""
+        now = self.clock()
+        cached = self._modes.get(path)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            mode = os.stat(path).st_mode
+        except (OSError, ValueError):
+            self._modes.pop(path, None)
+            return None
+        if len(self._modes) >= self.size:
+            self._modes.clear()
+        self._modes[path] = (mode, now + self.ttl)
+        return mode
+
+
+_stat_mode = StatCache().mode
+
+
+def split_path_info(root: bytes, path: bytes,
+                    stat_mode: Callable[[bytes], int | None] = _stat_mode) -> tuple[bytes, bytes]:
     """(SCRIPT_NAME, PATH_INFO): the first prefix of `path` that is a regular file under
     `root` is the script; when none is, the whole path is (and the backend answers 404)."""
     base = root.rstrip(b"/")
@@ -134,7 +163,7 @@ def split_path_info(root: bytes, path: bytes) -> tuple[bytes, bytes]:
     while True:
         end = path.find(b"/", end + 1)
         prefix = path if end < 0 else path[:end]
-        mode = _stat_mode(base + prefix)
+        mode = stat_mode(base + prefix)
         if mode is None:
             break
         if stat.S_ISREG(mode):
@@ -142,23 +171,6 @@ def split_path_info(root: bytes, path: bytes) -> tuple[bytes, bytes]:
         if end < 0 or not stat.S_ISDIR(mode):
             break
     return path, b""
-
-
-def _stat_mode(path: bytes) -> int | None:
-    """st_mode of `path`, None when it does not exist (or cannot be looked up)."""
-    now = time.monotonic()
-    cached = _stat_cache.get(path)
-    if cached is not None and cached[1] > now:
-        return cached[0]
-    try:
-        mode = os.stat(path).st_mode
-    except (OSError, ValueError):
-        _stat_cache.pop(path, None)
-        return None
-    if len(_stat_cache) >= STAT_CACHE_SIZE:
-        _stat_cache.clear()
-    _stat_cache[path] = (mode, now + STAT_CACHE_TTL)
-    return mode
 
 
 def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -198,7 +199,20 @@ def parse_args(argv):
     parser.add_argument("--ipv6", action="store_true", help="also serve traffic on [::1]:0")
     parser.add_argument("--inherit-fd", type=int, action="append", default=[],
                         help="also serve traffic on this inherited listening socket")
+    parser.add_argument("--clock-offset-file", type=Path,
+                        help="the server's clock runs this file's number of seconds ahead (tests move time)")
     return parser.parse_args(argv)
+
+
+def offset_clock(path: Path):
+    """time.monotonic() plus the number of seconds in `path` (0 while it is missing or empty)."""
+    def clock() -> float:
+        try:
+            offset = float(path.read_text() or 0)
+        except (OSError, ValueError):
+            offset = 0.0
+        return time.monotonic() + offset
+    return clock
 
 
 def main(argv=None):
@@ -228,6 +242,7 @@ def main(argv=None):
         management_listen=[ListenAddress(host="127.0.0.1", port=0)],
         max_request_body=args.max_request_body, header_timeout=args.header_timeout, ready_callback=ready,
         send_timeout=args.send_timeout, sockets=sockets, shutdown_timeout=args.shutdown_timeout,
+        **({"clock": offset_clock(args.clock_offset_file)} if args.clock_offset_file else {}),
     )
     try:
         server.run()

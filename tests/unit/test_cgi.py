@@ -1,4 +1,6 @@
 """CGI params from an UpstreamRequest, and the CGI response head parser."""
+import stat
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -6,7 +8,7 @@ from hypothesis import strategies as st
 from balancer.health.probe import build_request
 from proxy.errors import ProtocolError
 from proxy.upstream.base import RequestBody, UpstreamRequest
-from proxy.upstream.cgi import MAX_HEAD, BadRequestPath, CGIHeadParser, build_params
+from proxy.upstream.cgi import MAX_HEAD, BadRequestPath, CGIHeadParser, StatCache, build_params, split_path_info
 from tests.support.waiting import wait_for
 
 
@@ -241,3 +243,23 @@ def test_removed_script_is_forgotten_after_the_cache_ttl(docroot, monkeypatch):
     (docroot / "gone.php").unlink()
     wait_for(lambda: params(target=target, document_root=str(docroot))[b"SCRIPT_NAME"] == target,
              2, what="the removed script to drop out of the stat cache")
+
+
+def test_stat_cache_remembers_found_paths_for_its_ttl_and_missing_ones_never(tmp_path):
+    now = [0.0]
+    cache = StatCache(ttl=1.0, clock=lambda: now[0])
+    script = tmp_path / "index.php"
+    path = bytes(script)
+    assert cache.mode(path) is None
+    script.write_text("<?php")
+    assert cache.mode(path) is not None  # a missing path is looked up again at once
+    script.unlink()
+    now[0] = 0.9
+    assert cache.mode(path) is not None  # still remembered
+    now[0] = 1.0
+    assert cache.mode(path) is None
+
+
+def test_split_path_info_takes_its_stat_lookup(tmp_path):
+    modes = {b"/root/app.php": stat.S_IFREG, b"/root": stat.S_IFDIR}
+    assert split_path_info(b"/root", b"/app.php/extra", modes.get) == (b"/app.php", b"/extra")
