@@ -166,6 +166,8 @@ def _figure(row: Row, attribute: str) -> float | None:
 
 
 def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
+    if top not in rows or bottom not in rows:  # --rows left one out
+        return "n/a"
     a, b = _figure(rows[top], attribute), _figure(rows[bottom], attribute)
     if a is None or not b:
         return "n/a"
@@ -227,6 +229,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-reader", action="store_true",
                         help="instead of the table: stream a 1 GiB body to a slow client, report RSS growth")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    parser.add_argument("--rows", help="only these rows, by key, comma-separated (e.g. haproxy,director); "
+                                       "the results file is then left as it was")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.connections < args.threads or args.duration <= 0:
         parser.error("need threads >= 1, connections >= threads and duration > 0")
@@ -250,12 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             if args.slow_reader:
                 return slowreader.main(workdir, stack)
-            rows = [measure(spec, settings) for spec in row_specs(workdir, stack)]
+            specs = row_specs(workdir, stack)
+            if args.rows:
+                wanted = args.rows.split(",")
+                unknown = set(wanted) - {spec.key for spec in specs}
+                if unknown:
+                    print(f"bench: no such rows: {', '.join(sorted(unknown))}; rows are "
+                          + ", ".join(spec.key for spec in specs), file=sys.stderr)
+                    return 2
+                specs = [spec for spec in specs if spec.key in wanted]
+            rows = [measure(spec, settings) for spec in specs]
         report = f"{header(settings)}\n{table(rows)}\n"
         print("\n" + report)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(report)
-        print(f"written to {RESULTS.relative_to(REPO)}")
+        if not args.rows:
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(report)
+            print(f"written to {RESULTS.relative_to(REPO)}")
         return 1 if any(row.problem.startswith("failed") for row in rows) else 0
     except servers.ServerError as exc:  # a shared server (backend, php-fpm) did not start
         print(f"bench: {exc}", file=sys.stderr)
