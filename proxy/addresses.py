@@ -41,10 +41,6 @@ class BackendAddress:
         return self if tls == self.tls else replace(self, tls=tls)
 
     @property
-    def is_unix(self) -> bool:
-        return self.path is not None
-
-    @property
     def url(self) -> str:
         if self.path is not None:
             return f"{self.protocol}+unix://{self.path}"

@@ -83,7 +83,7 @@ class BackendRuntime:
     __slots__ = (
         "id", "name", "director", "address", "upstream", "role", "capacity", "enabled",
         "health", "health_stamp", "terminating", "position", "index", "pool",
-        "load", "load_counter", "failures", "failure_streak", "last_activity", "status_counts", "traffic",
+        "load", "load_counter", "failures", "failure_streak", "status_counts", "traffic",
     )
 
     def __init__(self, backend_id: int, name: str, director, address: BackendAddress, upstream: Upstream):
@@ -105,7 +105,6 @@ class BackendRuntime:
         self.load_counter = Counter()
         self.failures = 0
         self.failure_streak = 0  # failed live requests since the last success or health change
-        self.last_activity = 0.0
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = failures)
         self.traffic = Traffic()  # durations, upstream times and bytes of the requests it answered
 
