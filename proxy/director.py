@@ -13,6 +13,7 @@ from proxy.node_slots import NodeSlots
 from proxy.request_metrics import Traffic
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
+from proxy.sendfile import SendfileRoot, sendfile_root
 from proxy.slots import Slot
 
 NODE_POLL = 0.005  # seconds between looks at the node's slots while requests wait (--workers)
@@ -60,11 +61,13 @@ class DirectorRuntime:
         self.bytes_sent = 0  # response body bytes of all its requests
         self.node: NodeSlots | None = None  # under --workers: limits per node
         self._node_poll: asyncio.TimerHandle | None = None
+        self.sendfile: SendfileRoot | None = None  # X-Sendfile allowed (SPEC §15)
 
     # -- membership -------------------------------------------------------------------
     def rebuild(self, settings: DirectorSettings, backends: list[BackendRuntime]) -> None:
         """Install new settings and the ordered member list (called on every reload)."""
         self.settings = settings
+        self.sendfile = sendfile_root(self.name, settings, self.sendfile)
         for old in self.backends.values():
             old.pool = None
         ordered = sorted(backends, key=lambda b: (b.position, b.id))

@@ -16,6 +16,7 @@ from proxy.relay import finish_after_abort, first_chunk, open_response, relay
 from proxy.request_record import RequestRecord
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
+from proxy.sendfile import requested_file
 from proxy.slots import Slot
 from proxy.upstream import UpstreamRequest, UpstreamResponse
 from proxy.upstream.base import IDEMPOTENT
@@ -135,6 +136,9 @@ class Dispatcher:
     async def relay_response(self, director, slot: Slot, response, first, request, send) -> None:
         """Relay the response to the client, count its status, release response and slot."""
         backend = slot.backend
+        if director.sendfile is not None and (wanted := requested_file(response.headers)) is not None:
+            await self._send_file(director, slot, response, first, wanted, request, send)
+            return
         try:
             status = await relay(response, send, self.rules, request.method == "HEAD", first=first)
             backend.failure_streak = 0
@@ -156,6 +160,26 @@ class Dispatcher:
             response.release()
         finally:
             slot.release()  # a no-op once transferred
+
+    async def _send_file(self, director, slot: Slot, response, first, wanted: bytes, request, send) -> None:
+        """X-Sendfile: the backend's part ends with its discarded body (its slot is free
+        before the file goes out), then the local file answers the client."""
+        backend = slot.backend
+        try:
+            status = await director.sendfile.answer(response, first, wanted, request, send, self.rules,
+                                                    backend_done=slot.release)
+        except asyncio.CancelledError:
+            if slot.held:  # the client left while the backend's body was being discarded
+                finish_after_abort(response, director.settings.on_client_abort, slot.transfer().release)
+            raise
+        except BaseException:
+            response.release()
+            raise
+        finally:
+            slot.release()  # a no-op once released or transferred
+        backend.failure_streak = 0
+        director.status_counts[status // 100] += 1
+        backend.status_counts[status // 100] += 1
 
     def backend_failed(self, backend: BackendRuntime, err: UpstreamError) -> None:
         """Passive health: a live request failed on this backend. It goes offline after
