@@ -151,7 +151,8 @@ class ProxyApp:
             websocket.prepare(request)
             await websocket.through_director(director, request, send, pinned, record)
             return
-        await self.dispatcher.pass_request(director, request, send, pinned, record)
+        sticky = director.sticky.session(headers) if director.sticky is not None and pinned is None else None
+        await self.dispatcher.pass_request(director, request, send, pinned, record, sticky)
 
     async def _road_warrior(self, route: Route, request: UpstreamRequest, send, record: RequestRecord,
                             websocket: WebSocketPass | None) -> None:

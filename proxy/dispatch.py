@@ -18,6 +18,7 @@ from proxy.responses import respond
 from proxy.runtime import BackendRuntime
 from proxy.sendfile import requested_file
 from proxy.slots import Slot
+from proxy.sticky import StickySession
 from proxy.upstream import UpstreamRequest, UpstreamResponse
 from proxy.upstream.base import IDEMPOTENT
 
@@ -50,19 +51,24 @@ class Dispatcher:
         await respond(send, status, extra)
 
     async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send,
-                           pinned: BackendRuntime | None = None, record: RequestRecord | None = None) -> None:
-        sent = await self.send_with_retries(director, request, send, pinned, self._send, record)
+                           pinned: BackendRuntime | None = None, record: RequestRecord | None = None,
+                           sticky: StickySession | None = None) -> None:
+        prefer = sticky.preferred(director) if sticky is not None else None
+        sent = await self.send_with_retries(director, request, send, pinned, self._send, record, prefer=prefer)
         if sent is not None:
+            if sticky is not None:
+                send = sticky.sender(sent[0].backend, send)
             await self.relay_response(director, *sent, request, send)
 
     async def send_with_retries(self, director: DirectorRuntime, request: UpstreamRequest, send,
-                                pinned: BackendRuntime | None, attempt,
-                                record: RequestRecord | None = None) -> tuple[Slot, UpstreamResponse, bytes] | None:
+                                pinned: BackendRuntime | None, attempt, record: RequestRecord | None = None, *,
+                                prefer: BackendRuntime | None = None) -> tuple[Slot, UpstreamResponse, bytes] | None:
         """Choose a backend and `await attempt(director, slot, request)` -> (response, first
         body chunk), again on another backend after a failure as SPEC §7.5 allows. Returns the
         slot (the caller now owns it), response and first chunk; None when the client was
         already answered (refused, or failed after the retries). `record` gets the backends
-        tried, the attempts and the upstream response time."""
+        tried, the attempts and the upstream response time. `prefer`: the backend a sticky
+        cookie names (DirectorRuntime.acquire)."""
         if record is None:
             record = RequestRecord(None)
         settings = director.settings
@@ -75,7 +81,7 @@ class Dispatcher:
                 slot, pinned = director.take_slot(pinned), None
             else:
                 try:
-                    slot = await director.acquire(exclude, retrying=attempts > 0)
+                    slot = await director.acquire(exclude, retrying=attempts > 0, prefer=prefer)
                 except Refused as refused:
                     if last_error is not None:
                         await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status)
