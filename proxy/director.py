@@ -15,6 +15,7 @@ from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
 from proxy.sendfile import SendfileRoot, sendfile_root
 from proxy.slots import Slot
+from proxy.slow_start import admit, start_ramp
 from proxy.sticky import StickyCookie, sticky_cookie
 
 NODE_POLL = 0.005  # seconds between looks at the node's slots while requests wait (--workers)
@@ -89,6 +90,8 @@ class DirectorRuntime:
         if backend.health == state:
             return False
         was = backend.available
+        if state == "online" and backend.health == "offline" and self.settings.slow_start:
+            start_ramp(backend, self.settings.slow_start)  # a comeback (not a first verdict) ramps
         backend.health = state
         backend.failure_streak = 0
         self._refile(backend, was)
@@ -102,9 +105,11 @@ class DirectorRuntime:
 
     # -- slots ------------------------------------------------------------------------
     def _pick(self, exclude) -> BackendRuntime | None:
-        if self.active.available_count:
-            return self.active.choose(exclude)
-        return self.backup.choose(exclude)
+        pool = self.active if self.active.available_count else self.backup
+        backend = pool.choose(exclude)
+        if backend is not None and backend.ramp_end:
+            return admit(pool, backend, exclude)  # slow start
+        return backend
 
     def any_available(self) -> bool:
         return bool(self.active.available_count or self.backup.available_count)
