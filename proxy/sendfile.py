@@ -39,7 +39,8 @@ DEFAULT_TYPE = b"application/octet-stream"
 # The backend's fields that describe its own body, not the file (its Content-Type may stay: `_content_type`).
 BODY_FIELDS = frozenset({b"content-length", b"content-type", b"content-range", b"content-encoding", b"etag",
                          b"last-modified", b"accept-ranges"})
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO must not wait for a writer (S_ISREG refuses it right after).
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class RangeNotSatisfiable(ValueError):

@@ -60,6 +60,7 @@ def files(tmp_path_factory):
     (base / "secret.txt").write_bytes(b"outside the root")
     (root / "link.txt").symlink_to(base / "secret.txt")
     (root / "inner-link.txt").symlink_to(root / "hello.txt")
+    os.mkfifo(root / "fifo")
     return root
 
 
@@ -193,6 +194,7 @@ def test_conditional_requests_answer_304(director):
     ("/etc/passwd", "resolves outside x_sendfile_root"),
     ("missing.txt", "no such file"),
     ("sub", "is not a regular file"),
+    ("fifo", "is not a regular file"),  # opened without waiting for a writer
     ("", "resolves outside x_sendfile_root"),  # the root itself
 ])
 def test_refused_paths_are_404_with_a_warning(director, files, name, problem):
