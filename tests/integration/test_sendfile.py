@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 
 from balancer.config import ConfigError, parse_config
+from tests.integration.test_admin import DIRECTORS, director_post
 from tests.support.api import ApiTestBase, make_director
 from tests.support.backends import Backend
 from tests.support.director import Director
@@ -311,3 +312,9 @@ class TestApi(ApiTestBase):
         response = self.operator.patch("/api/v1/directors/dyn/", {"allow_x_sendfile": True}, format="json")
         assert response.status_code == 200 and response.json()["allow_x_sendfile"] is True
         self.rejected("PATCH", "/api/v1/directors/dyn/", {"x_sendfile_root": ""}, fields={"x_sendfile_root"})
+
+
+@pytest.mark.django_db
+def test_admin_form_names_the_root(admin_client):
+    response = admin_client.post(f"{DIRECTORS}add/", director_post(name="new", allow_x_sendfile="on"))
+    assert "required when allow_x_sendfile is true" in response.context["adminform"].form.errors["x_sendfile_root"][0]
