@@ -1,4 +1,6 @@
 """X-Sendfile units: Range parsing, conditional requests, where paths resolve, the setting."""
+import logging
+
 import pytest
 
 from proxy.runtime import DirectorSettings
@@ -67,3 +69,19 @@ def test_the_header_and_the_setting():
     allowed = DirectorSettings(allow_x_sendfile=True, x_sendfile_root="/tmp")
     first = sendfile_root("d", allowed, None)
     assert first is not None and sendfile_root("d", allowed, first) is first
+
+
+def test_a_root_that_is_no_directory_is_logged_once(tmp_path):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("director.proxy")
+    logger.addHandler(handler)
+    try:
+        settings = DirectorSettings(allow_x_sendfile=True, x_sendfile_root=str(tmp_path / "gone"))
+        first = sendfile_root("d", settings, None)
+        sendfile_root("d", settings, first)  # a reload with the same setting
+    finally:
+        logger.removeHandler(handler)
+    assert [r.getMessage() for r in records] == [
+        f"director d: x_sendfile_root {tmp_path / 'gone'} is not a directory: every X-Sendfile answer is 404"]
