@@ -12,8 +12,10 @@ from email.utils import formatdate
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from balancer.config import ConfigError, parse_config
+from balancer.models import Director as DirectorRow
 from tests.integration.test_admin import DIRECTORS, director_post
 from tests.support.api import ApiTestBase, make_director
 from tests.support.backends import Backend
@@ -312,6 +314,15 @@ class TestApi(ApiTestBase):
         response = self.operator.patch("/api/v1/directors/dyn/", {"allow_x_sendfile": True}, format="json")
         assert response.status_code == 200 and response.json()["allow_x_sendfile"] is True
         self.rejected("PATCH", "/api/v1/directors/dyn/", {"x_sendfile_root": ""}, fields={"x_sendfile_root"})
+
+
+@pytest.mark.django_db
+def test_x0_import_names_a_root_that_is_no_directory(tmp_path):
+    path = tmp_path / "d.x0"
+    path.write_text(f"[director]\nx-sendfile-root={tmp_path / 'nope'}\n")
+    with pytest.raises(CommandError, match=r"\[director\] x-sendfile-root: .* is not an existing directory"):
+        call_command("importx0", "imported", str(path))
+    assert not DirectorRow.objects.filter(name="imported").exists()
 
 
 @pytest.mark.django_db
