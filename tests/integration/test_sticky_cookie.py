@@ -1,24 +1,29 @@
 """Sticky cookie (SPEC §15) through a real runproxy: a client without the cookie gets one
 naming the backend that answered, stays on that backend across many requests (rr over three
 backends), waits for it when it is full rather than going elsewhere, and moves to another
-backend with a new cookie once its backend is disabled through the API."""
+backend with a new cookie once its backend is disabled through the API. A WebSocket
+handshake goes to the cookie's backend too."""
 from __future__ import annotations
 
 import concurrent.futures
 import json
 import re
 
+import aiohttp
 import pytest
 
 from tests.support.backends import http_backend
 from tests.support.director import Director
 from tests.support.waiting import wait_for
+from tests.support.ws_backends import websocket_backend
+from tests.support.ws_clients import connect
 
 COOKIE = re.compile(r"^SRV=([A-Za-z0-9_.-]+); Path=/; HttpOnly$")
 
 
 @pytest.fixture(scope="module")
 def director(tmp_path_factory):
+    w1, w2 = websocket_backend("w1"), websocket_backend("w2")
     with http_backend("s1") as s1, http_backend("s2") as s2, http_backend("s3") as s3, \
             http_backend("c1") as c1, http_backend("c2") as c2:
         def b(backend, extra=""):
@@ -39,6 +44,11 @@ def director(tmp_path_factory):
             health_check_success_threshold = 1
             backends = {{ {b(s1)} }}
 
+            [directors.ws]
+            sticky_cookie = "SRV"
+            health_check_success_threshold = 1
+            backends = {{ {b(w1)}, {b(w2)} }}
+
             [[routes]]
             host = "sticky"
             pass = "sticky"
@@ -48,18 +58,24 @@ def director(tmp_path_factory):
             [[routes]]
             host = "plain"
             pass = "plain"
+            [[routes]]
+            host = "ws"
+            pass = "ws"
         """
         d = Director(tmp_path_factory.mktemp("sticky"), config).start()
         try:
             for host, count in (("sticky", 3), ("capped", 2), ("plain", 1)):
                 wait_for(lambda: len({get(d, host)[1]["x-backend"] for _ in range(6)}) == count, 20,
                          what=f"every backend of {host} online")
+            wait_for(lambda: len({get(d, "ws")[2] for _ in range(4)}) == 2, 20, what="both ws backends online")
             created = d.manage("createapitoken", "ops")
             assert created.returncode == 0, created.stderr
             d.token = created.stdout.strip()
             yield d
         finally:
             d.stop()
+            w1.stop()
+            w2.stop()
 
 
 def get(director, host: str, cookie: str | None = None, path: str = "/"):
@@ -132,3 +148,11 @@ def _in_flight(director, backend: str) -> bool:
 def test_without_the_setting_no_cookie(director):
     status, headers, _ = get(director, "plain")
     assert status == 200 and "set-cookie" not in headers
+
+
+async def test_a_websocket_handshake_goes_to_the_cookies_backend(director):
+    async with aiohttp.ClientSession() as session:
+        for wanted in ("w2", "w2", "w1", "w2", "w1"):
+            async with connect(session, director, host="ws", headers={"Host": "ws", "Cookie": f"SRV={wanted}"}) as ws:
+                await ws.send_str("name")
+                assert (await ws.receive(timeout=10)).data == wanted
