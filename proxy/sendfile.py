@@ -143,7 +143,7 @@ async def send_file(fd: int, info: os.stat_result, path: str, backend_headers, r
     headers = [(name, value) for name, value in rules.response(backend_headers) if name not in BODY_FIELDS]
     headers += [(b"last-modified", modified), (b"etag", etag)]
     request_headers = request.headers
-    if not_modified(request_headers, etag, int(info.st_mtime)):
+    if request.method in ("GET", "HEAD") and not_modified(request_headers, etag, int(info.st_mtime)):
         await send({"type": "http.response.start", "status": 304, "headers": headers})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return 304

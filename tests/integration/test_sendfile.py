@@ -189,6 +189,7 @@ def test_conditional_requests_answer_304(director):
     assert sendfile(director, "hello.txt", headers={"If-Modified-Since": modified})[0] == 304
     assert sendfile(director, "hello.txt", headers={"If-Modified-Since": "Thu, 01 Jan 1970 00:00:01 GMT"})[0] == 200
     assert sendfile(director, "hello.txt", headers={"If-None-Match": '"other"', "If-Modified-Since": modified})[0] == 200
+    assert sendfile(director, "hello.txt", method="POST", headers={"If-None-Match": etag})[0] == 200  # GET/HEAD only
 
 
 @pytest.mark.parametrize("name, problem", [
