@@ -130,6 +130,9 @@ def _director(name: str, table: Any, errors: _Errors, base_dir: Path) -> Directo
     for key, messages in setting_errors.items():
         for message in messages:
             errors.add(f"{path}.{key}", "unknown key" if message == validation.UNKNOWN_FIELD else message)
+    for key, messages in validation.sendfile_errors(settings).items():
+        for message in messages if key not in setting_errors else ():
+            errors.add(f"{path}.{key}", message)
     dynamic = table.get("dynamic", False)
     if not isinstance(dynamic, bool):
         errors.add(f"{path}.dynamic", "must be true or false")

@@ -147,10 +147,17 @@ def _immutable_errors(instance, changes: dict, names) -> dict[str, list[str]]:
 
 # --- validation without writing (admin forms use these too) ---------------------------------
 
-def clean_director(name: str | None, settings: dict, *, allow_static: bool = False) -> dict:
-    """Validated settings (plus `name` when given); ValidationFailed names every bad field."""
+def clean_director(name: str | None, settings: dict, *, allow_static: bool = False,
+                   instance: Director | None = None) -> dict:
+    """Validated settings (plus `name` when given); ValidationFailed names every bad field.
+    Settings that depend on each other are checked together with the `instance`'s values
+    (the defaults for a new director) where `settings` leaves them out."""
     rules = {**validation.DIRECTOR_SETTINGS, **(CONFIG_ONLY_DIRECTOR_FIELDS if allow_static else {})}
     cleaned, errors = validation.clean_values(rules, settings)
+    current = validation.defaults(validation.DIRECTOR_SETTINGS) if instance is None else {
+        key: getattr(instance, key) for key in validation.DIRECTOR_SETTINGS}
+    errors.update({key: messages for key, messages in validation.sendfile_errors({**current, **cleaned}).items()
+                   if key not in errors})
     if name is not None:
         try:
             cleaned["name"] = validation.NAME_RULE.clean(name)
@@ -220,7 +227,7 @@ def update_director(director: Director, changes: dict, *, actor: str, allow_stat
     with transaction.atomic():
         locked = _locked_director(director.pk)
         _require_mutable(locked, allow_static)
-        cleaned = clean_director(None, changes, allow_static=allow_static)
+        cleaned = clean_director(None, changes, allow_static=allow_static, instance=locked)
         before = director_json(locked)
         for key, value in cleaned.items():
             setattr(locked, key, value)

@@ -8,6 +8,7 @@ strict: `"16"` is not an integer and `1` is not a boolean.
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -90,10 +91,23 @@ def check_cache_key(value: str) -> str:
 
 
 def check_sendfile_root(value: str) -> str:
-    """An absolute directory path or "" (X-Sendfile not allowed anywhere)."""
-    if value and not value.startswith("/"):
-        raise ValueError(f"{value!r} must be an absolute path")
+    """An absolute path of an existing directory, or "" (X-Sendfile not allowed anywhere).
+    Like a CA file, every proxy process reads the same path, whatever its directory."""
+    if value:
+        if not value.startswith("/"):
+            raise ValueError(f"{value!r} must be an absolute path")
+        if not os.path.isdir(value):
+            raise ValueError(f"{value!r} is not an existing directory")
     return value
+
+
+def sendfile_errors(settings: dict) -> dict[str, list[str]]:
+    """Director settings that only make sense together (SPEC §15): X-Sendfile allowed
+    needs the directory its paths must stay inside. `settings` holds both keys."""
+    if settings.get("allow_x_sendfile") and not settings.get("x_sendfile_root"):
+        return {"x_sendfile_root": ["required when allow_x_sendfile is true: the directory X-Sendfile paths "
+                                    "must resolve inside"]}
+    return {}
 
 
 def check_text(value: str) -> str:

@@ -147,11 +147,12 @@ class ProxyApp:
                     log.warning("director %s: client-chosen backend %s is %s", director.name, chosen, problem)
                     await self.dispatcher.refuse(director, send, f"backend {chosen} {problem}")
                     return
+        sticky = director.sticky.session(headers) if director.sticky is not None and pinned is None else None
         if websocket is not None:
             websocket.prepare(request)
-            await websocket.through_director(director, request, send, pinned, record)
+            await websocket.through_director(director, request, send, pinned, record, sticky)
             return
-        await self.dispatcher.pass_request(director, request, send, pinned, record)
+        await self.dispatcher.pass_request(director, request, send, pinned, record, sticky)
 
     async def _road_warrior(self, route: Route, request: UpstreamRequest, send, record: RequestRecord,
                             websocket: WebSocketPass | None) -> None:

@@ -13,7 +13,10 @@ from proxy.node_slots import NodeSlots
 from proxy.request_metrics import Traffic
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
 from proxy.scheduler import RolePool
+from proxy.sendfile import SendfileRoot, sendfile_root
 from proxy.slots import Slot
+from proxy.slow_start import admit, start_ramp
+from proxy.sticky import StickyCookie, sticky_cookie
 
 NODE_POLL = 0.005  # seconds between looks at the node's slots while requests wait (--workers)
 
@@ -28,13 +31,14 @@ class Refused(Exception):
 
 
 class _Waiter:
-    __slots__ = ("future", "exclude", "deadline", "queued")
+    __slots__ = ("future", "exclude", "deadline", "queued", "prefer")
 
-    def __init__(self, future: asyncio.Future, exclude, deadline: float):
+    def __init__(self, future: asyncio.Future, exclude, deadline: float, prefer: BackendRuntime | None = None):
         self.future = future
         self.exclude = exclude
         self.deadline = deadline
         self.queued = True  # still in DirectorRuntime.queue
+        self.prefer = prefer  # waits for this backend's slot (sticky cookie) while it can serve
 
 
 class DirectorRuntime:
@@ -60,11 +64,15 @@ class DirectorRuntime:
         self.bytes_sent = 0  # response body bytes of all its requests
         self.node: NodeSlots | None = None  # under --workers: limits per node
         self._node_poll: asyncio.TimerHandle | None = None
+        self.sendfile: SendfileRoot | None = None  # X-Sendfile allowed (SPEC §15)
+        self.sticky: StickyCookie | None = None  # sticky_cookie set (SPEC §15)
 
     # -- membership -------------------------------------------------------------------
     def rebuild(self, settings: DirectorSettings, backends: list[BackendRuntime]) -> None:
         """Install new settings and the ordered member list (called on every reload)."""
         self.settings = settings
+        self.sendfile = sendfile_root(self.name, settings, self.sendfile)
+        self.sticky = sticky_cookie(settings, self.sticky)
         for old in self.backends.values():
             old.pool = None
         ordered = sorted(backends, key=lambda b: (b.position, b.id))
@@ -82,10 +90,12 @@ class DirectorRuntime:
         if backend.health == state:
             return False
         was = backend.available
+        if state == "online" and backend.health == "offline" and self.settings.slow_start:
+            start_ramp(backend, self.settings.slow_start)  # a comeback (not a first verdict) ramps
         backend.health = state
         backend.failure_streak = 0
         self._refile(backend, was)
-        if backend.available:
+        if backend.available or self.queue:  # (waiters for a backend that went away take another)
             self.dispatch_waiters()
         return True
 
@@ -95,9 +105,11 @@ class DirectorRuntime:
 
     # -- slots ------------------------------------------------------------------------
     def _pick(self, exclude) -> BackendRuntime | None:
-        if self.active.available_count:
-            return self.active.choose(exclude)
-        return self.backup.choose(exclude)
+        pool = self.active if self.active.available_count else self.backup
+        backend = pool.choose(exclude)
+        if backend is not None and backend.ramp_end:
+            return admit(pool, backend, exclude)  # slow start
+        return backend
 
     def any_available(self) -> bool:
         return bool(self.active.available_count or self.backup.available_count)
@@ -128,6 +140,22 @@ class DirectorRuntime:
         sharing = processes + (0 if self.queue else 1)
         mine, _ = self.node.in_flight(backend.id)
         return mine >= -(-backend.capacity // sharing)
+
+    def _slot_on(self, backend: BackendRuntime) -> Slot | None:
+        """A slot on this very backend if it has a free one (in the node too), else None."""
+        if backend.capacity and backend.load >= backend.capacity:
+            return None
+        node = self.node
+        if node is None or not backend.capacity:
+            return self.take_slot(backend)
+        if not self._over_share(backend) and node.try_take(backend.id, backend.capacity):
+            return self.take_slot(backend, counted=True)
+        return None
+
+    def can_prefer(self, backend: BackendRuntime) -> bool:
+        """`backend` may take a request that asks for it (sticky cookie): online, enabled,
+        and of the role in use (a backup only while no active backend is available)."""
+        return backend.available and backend.pool is (self.active if self.active.available_count else self.backup)
 
     def take_slot(self, backend: BackendRuntime, *, counted: bool = False) -> Slot:
         """Count a slot on `backend` in (even above capacity: a pinned request) and lease it.
@@ -162,14 +190,21 @@ class DirectorRuntime:
         if node is not None and backend.capacity:
             node.offer(self.id, backend.id, backend.capacity)
 
-    async def acquire(self, exclude=frozenset(), *, retrying: bool = False) -> Slot:
-        """A slot on a backend for this request; queues when all are busy."""
+    async def acquire(self, exclude=frozenset(), *, retrying: bool = False, prefer: BackendRuntime | None = None) -> Slot:
+        """A slot on a backend for this request; queues when all are busy. With `prefer`
+        (a sticky cookie's backend), a slot on that backend while it can serve: the request
+        waits in the queue for it when it is full, like any other."""
         settings = self.settings
         if not settings.enabled:
             raise Refused("director disabled")
         if self.queue:
             self.dispatch_waiters()  # earlier arrivals first; what they cannot use is free
-        slot = self._pick_slot(exclude)
+        if prefer is not None:
+            if prefer in exclude or not self.can_prefer(prefer):
+                prefer = None
+            elif (slot := self._slot_on(prefer)) is not None:
+                return slot
+        slot = None if prefer is not None else self._pick_slot(exclude)
         if slot is not None:
             return slot
         if not self.any_available() and not settings.enqueue_on_unavailable:
@@ -181,15 +216,15 @@ class DirectorRuntime:
                 raise Refused("queue full")
         elif not self.node.try_wait(self.id, settings.queue_limit):
             raise Refused("queue full")
-        return await self._wait(exclude)
+        return await self._wait(exclude, prefer)
 
     def _has_untried(self, exclude) -> bool:
         pool = self.active if self.active.available_count else self.backup
         return any(m.available and m not in exclude for m in pool.members)
 
-    async def _wait(self, exclude) -> Slot:
+    async def _wait(self, exclude, prefer: BackendRuntime | None = None) -> Slot:
         loop = asyncio.get_running_loop()
-        waiter = _Waiter(loop.create_future(), exclude, loop.time() + self.settings.queue_timeout)
+        waiter = _Waiter(loop.create_future(), exclude, loop.time() + self.settings.queue_timeout, prefer)
         self.queue.append(waiter)
         self.queued.increment()
         if self.node is not None:
@@ -249,6 +284,16 @@ class DirectorRuntime:
             if waiter.future.done():
                 index += 1  # expired or cancelled: leaves the queue by itself
                 continue
+            if waiter.prefer is not None:
+                if self.can_prefer(waiter.prefer):
+                    slot = self._slot_on(waiter.prefer)
+                    if slot is None:
+                        index += 1  # waits for its own backend; the ones behind may be served
+                        continue
+                    self._unqueue(waiter)
+                    waiter.future.set_result(slot)
+                    continue
+                waiter.prefer = None  # its backend went away: any will do
             exclude = full.union(waiter.exclude) if full else waiter.exclude
             slot = self._pick_slot(exclude, full)
             if slot is None:

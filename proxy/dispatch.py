@@ -16,7 +16,9 @@ from proxy.relay import finish_after_abort, first_chunk, open_response, relay
 from proxy.request_record import RequestRecord
 from proxy.responses import respond
 from proxy.runtime import BackendRuntime
+from proxy.sendfile import requested_file
 from proxy.slots import Slot
+from proxy.sticky import StickySession
 from proxy.upstream import UpstreamRequest, UpstreamResponse
 from proxy.upstream.base import IDEMPOTENT
 
@@ -49,19 +51,24 @@ class Dispatcher:
         await respond(send, status, extra)
 
     async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send,
-                           pinned: BackendRuntime | None = None, record: RequestRecord | None = None) -> None:
-        sent = await self.send_with_retries(director, request, send, pinned, self._send, record)
+                           pinned: BackendRuntime | None = None, record: RequestRecord | None = None,
+                           sticky: StickySession | None = None) -> None:
+        prefer = sticky.preferred(director) if sticky is not None else None
+        sent = await self.send_with_retries(director, request, send, pinned, self._send, record, prefer=prefer)
         if sent is not None:
+            if sticky is not None:
+                send = sticky.sender(sent[0].backend, send)
             await self.relay_response(director, *sent, request, send)
 
     async def send_with_retries(self, director: DirectorRuntime, request: UpstreamRequest, send,
-                                pinned: BackendRuntime | None, attempt,
-                                record: RequestRecord | None = None) -> tuple[Slot, UpstreamResponse, bytes] | None:
+                                pinned: BackendRuntime | None, attempt, record: RequestRecord | None = None, *,
+                                prefer: BackendRuntime | None = None) -> tuple[Slot, UpstreamResponse, bytes] | None:
         """Choose a backend and `await attempt(director, slot, request)` -> (response, first
         body chunk), again on another backend after a failure as SPEC §7.5 allows. Returns the
         slot (the caller now owns it), response and first chunk; None when the client was
         already answered (refused, or failed after the retries). `record` gets the backends
-        tried, the attempts and the upstream response time."""
+        tried, the attempts and the upstream response time. `prefer`: the backend a sticky
+        cookie names (DirectorRuntime.acquire)."""
         if record is None:
             record = RequestRecord(None)
         settings = director.settings
@@ -74,7 +81,7 @@ class Dispatcher:
                 slot, pinned = director.take_slot(pinned), None
             else:
                 try:
-                    slot = await director.acquire(exclude, retrying=attempts > 0)
+                    slot = await director.acquire(exclude, retrying=attempts > 0, prefer=prefer)
                 except Refused as refused:
                     if last_error is not None:
                         await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status)
@@ -135,6 +142,9 @@ class Dispatcher:
     async def relay_response(self, director, slot: Slot, response, first, request, send) -> None:
         """Relay the response to the client, count its status, release response and slot."""
         backend = slot.backend
+        if director.sendfile is not None and (wanted := requested_file(response.headers)) is not None:
+            await self._send_file(director, slot, response, first, wanted, request, send)
+            return
         try:
             status = await relay(response, send, self.rules, request.method == "HEAD", first=first)
             backend.failure_streak = 0
@@ -156,6 +166,26 @@ class Dispatcher:
             response.release()
         finally:
             slot.release()  # a no-op once transferred
+
+    async def _send_file(self, director, slot: Slot, response, first, wanted: bytes, request, send) -> None:
+        """X-Sendfile: the backend's part ends with its discarded body (its slot is free
+        before the file goes out), then the local file answers the client."""
+        backend = slot.backend
+        try:
+            status = await director.sendfile.answer(response, first, wanted, request, send, self.rules,
+                                                    backend_done=slot.release)
+        except asyncio.CancelledError:
+            if slot.held:  # the client left while the backend's body was being discarded
+                finish_after_abort(response, director.settings.on_client_abort, slot.transfer().release)
+            raise
+        except BaseException:
+            response.release()
+            raise
+        finally:
+            slot.release()  # a no-op once released or transferred
+        backend.failure_streak = 0
+        director.status_counts[status // 100] += 1
+        backend.status_counts[status // 100] += 1
 
     def backend_failed(self, backend: BackendRuntime, err: UpstreamError) -> None:
         """Passive health: a live request failed on this backend. It goes offline after

@@ -19,7 +19,8 @@ HOP_BY_HOP = frozenset({
 # X-Request-ID is set by Director (SPEC §12): the client's is kept only from a trusted proxy.
 REQUEST_DROP = HOP_BY_HOP | {b"content-length", b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host",
                              b"via", b"x-request-id"}
-RESPONSE_DROP = HOP_BY_HOP | {b"via", b"x-request-id"}  # the server adds the request's own
+# The server adds the request's own X-Request-ID; X-Sendfile is for Director (proxy.sendfile).
+RESPONSE_DROP = HOP_BY_HOP | {b"via", b"x-request-id", b"x-sendfile"}
 
 
 # Never removed because a Connection header names it: the backend needs the Host the

@@ -84,6 +84,7 @@ class BackendRuntime:
         "id", "name", "director", "address", "upstream", "role", "capacity", "enabled",
         "health", "health_stamp", "terminating", "position", "index", "pool",
         "load", "load_counter", "failures", "failure_streak", "status_counts", "traffic",
+        "ramp_start", "ramp_end",
     )
 
     def __init__(self, backend_id: int, name: str, director, address: BackendAddress, upstream: Upstream):
@@ -107,6 +108,8 @@ class BackendRuntime:
         self.failure_streak = 0  # failed live requests since the last success or health change
         self.status_counts = [0, 0, 0, 0, 0, 0]  # index = status // 100 (0 = failures)
         self.traffic = Traffic()  # durations, upstream times and bytes of the requests it answered
+        self.ramp_start = 0.0  # slow start (proxy.slow_start): monotonic seconds; ramp_end 0.0 = no ramp
+        self.ramp_end = 0.0
 
     @property
     def available(self) -> bool:

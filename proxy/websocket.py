@@ -44,14 +44,19 @@ class WebSocketPass:
         """Put back the two hop-by-hop fields the handshake needs (the header rules drop them)."""
         request.headers += [(b"upgrade", self.upgrade), (b"connection", b"upgrade")]
 
-    async def through_director(self, director, request: UpstreamRequest, send, pinned, record=None) -> None:
-        """`record`: the request's proxy.request_record.RequestRecord (backends tried, attempts)."""
+    async def through_director(self, director, request: UpstreamRequest, send, pinned, record=None,
+                               sticky=None) -> None:
+        """`record`: the request's proxy.request_record.RequestRecord (backends tried, attempts);
+        `sticky`: its proxy.sticky.StickySession (the handshake goes to the cookie's backend;
+        a 101 sets no cookie, an ordinary answer does)."""
         backends = director.backends.values()
         if backends and all(b.address.protocol == "fastcgi" for b in backends):
             await _refuse(send, f"director {director.name} has FastCGI backends only")
             return
+        prefer = sticky.preferred(director) if sticky is not None else None
         try:
-            sent = await self.dispatcher.send_with_retries(director, request, send, pinned, self._attempt, record)
+            sent = await self.dispatcher.send_with_retries(director, request, send, pinned, self._attempt, record,
+                                                           prefer=prefer)
         except NotUpgradable as exc:
             await _refuse(send, str(exc))
             return
@@ -59,6 +64,8 @@ class WebSocketPass:
             return
         slot, response, first = sent
         if response.status != 101:
+            if sticky is not None:
+                send = sticky.sender(slot.backend, send)
             await self.dispatcher.relay_response(director, slot, response, first, request, send)
             return
         backend = slot.backend

@@ -32,7 +32,8 @@ CHECKS = [check for check in REGISTERED_CHECKS.get_all() if check is not positiv
 # body as a whole: a route needs exactly one action) is a fair answer to schema-valid data.
 SEMANTIC = {"url", "tls_ca_file", "tls_server_name", "tls_verify", "health_check_expected_status", "host", "pass",
             "http", "fcgi", "backend_from", "since", "until", "non_field_errors",
-            "cache_max_size"}  # "99999GiB" fits the pattern, not the bound
+            "cache_max_size",  # "99999GiB" fits the pattern, not the bound
+            "x_sendfile_root"}  # an existing directory, required when allow_x_sendfile is true
 KNOWN = {"director": ("pool", "app"), "backend": ("b1", "a1")}
 ROUTES: dict[str, tuple] = {}  # "route" -> (database route id, file route id), set per example
 TOKEN: dict[str, str] = {}  # the operator's Authorization header, set per example
