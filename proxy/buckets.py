@@ -356,6 +356,10 @@ class Shaper:
         """{name: {used, queued, dropped}}: this process's figures (summed over workers)."""
         return {b.name: {"used": b.used, "queued": len(b.queue), "dropped": b.dropped} for b in self.order}
 
+    def tokens(self) -> dict:
+        """{name: [assured, ceiling]} (the node's: the same in every worker)."""
+        return {b.name: [b.assured, b.ceiling] for b in self.order}
+
 
 def with_bucket_header(send, header: tuple[bytes, bytes]):
     """`send` that adds `X-Director-Bucket` to the response head."""

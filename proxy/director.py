@@ -320,4 +320,5 @@ class DirectorRuntime:
         stats = {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}
         if self.shaper is not None:
             stats["buckets"] = self.shaper.stats()
+            stats["bucket_tokens"] = self.shaper.tokens()
         return stats

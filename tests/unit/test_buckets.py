@@ -197,3 +197,16 @@ def test_config_file_buckets_and_their_errors():
             [directors.app.buckets]
             a = { rate = 0.6, parent = "nope" }
         """)
+
+
+def test_status_overview_shows_each_buckets_tokens_and_queue():
+    from balancer import overview
+
+    director, _ = director_with([4], rows(gold={"rate": 0.75}, bronze={"rate": 0.25}))
+    director.shaper.take(director.shaper.by_name["gold"])
+    live = {"id": 1, "name": "app", "enabled": True, "responses": {}, "backends": [], **director.stats()}
+    merged = overview.merge({"directors": [live]}, overview.Facts((), (), 0.0))
+    assert merged["directors"][0]["buckets"] == [
+        {"name": "root", "assured": 4, "ceiling": 4, "used": 1, "queued": 0, "dropped": 0},
+        {"name": "gold", "assured": 3, "ceiling": 3, "used": 1, "queued": 0, "dropped": 0},
+        {"name": "bronze", "assured": 1, "ceiling": 1, "used": 0, "queued": 0, "dropped": 0}]
