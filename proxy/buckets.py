@@ -271,7 +271,7 @@ class Shaper:
             return await waiter.future
         except asyncio.CancelledError:
             future = waiter.future
-            if future.done() and not future.cancelled():
+            if future.done() and not future.cancelled() and future.result() is not None:
                 future.result().give_back()  # granted as the client went away
             raise
         finally:

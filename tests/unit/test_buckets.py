@@ -210,3 +210,39 @@ def test_status_overview_shows_each_buckets_tokens_and_queue():
         {"name": "root", "assured": 4, "ceiling": 4, "used": 1, "queued": 0, "dropped": 0},
         {"name": "gold", "assured": 3, "ceiling": 3, "used": 1, "queued": 0, "dropped": 0},
         {"name": "bronze", "assured": 1, "ceiling": 1, "used": 0, "queued": 0, "dropped": 0}]
+
+
+async def test_a_waiter_that_goes_away_leaves_the_queue_and_gives_a_granted_token_back():
+    s = shaper(capacity=1, gold={"rate": 1.0})
+    gold = s.by_name["gold"]
+    held = s.take(gold)
+    gone = asyncio.ensure_future(s.wait(gold, 5))
+    await asyncio.sleep(0)
+    gone.cancel()
+    await asyncio.sleep(0)
+    assert not gold.queue and s.waiting == 0
+    granted_then_gone = asyncio.ensure_future(s.wait(gold, 5))
+    await asyncio.sleep(0)
+    held.give_back()  # granted to the waiter...
+    granted_then_gone.cancel()  # ...whose client went away before it ran
+    with pytest.raises(asyncio.CancelledError):
+        await granted_then_gone
+    assert gold.used == 0 and s.root.used == 0
+
+
+def test_two_processes_share_the_tokens_of_the_node(tmp_path):
+    from proxy import node_slots
+    from proxy.node_slots import NodeSlots
+
+    table = node_slots.create(tmp_path)
+    first, second = Shaper(1, "app", NodeSlots(table, 0)), Shaper(1, "app", NodeSlots(table, 1))
+    for s in (first, second):
+        s.rebuild(rows(gold={"rate": 0.75}, bronze={"rate": 0.25}))
+        s.resize(4)
+    assert first.take(first.by_name["bronze"]) is not None
+    assert second.take(second.by_name["bronze"]) is None  # bronze's one token is in use in the node
+    tokens = [second.take(second.by_name["gold"]), first.take(first.by_name["gold"]), second.take(second.by_name["gold"])]
+    assert all(tokens) and first.take(first.by_name["gold"]) is None
+    tokens[1].give_back()
+    assert second.take(second.by_name["gold"]) is not None
+    assert node_slots.BUCKET_KEYS > 2**40 and node_slots.bucket_key(5) != node_slots.root_key(5)
