@@ -289,7 +289,7 @@ DIRECTOR_SETTINGS: dict[str, Rule] = {
     "cache_deliver_active": Rule("bool", True),
     "cache_deliver_shadow": Rule("bool", True),
     "cache_default_ttl": _seconds(20.0, 0),
-    "cache_key": Rule("str", "%h#%r#%q", check=check_cache_key, max_length=255, pattern="^.+$"),
+    "cache_key": Rule("str", "%h#%r#%q", check=check_cache_key, max_length=255, pattern="^[^\\u0000-\\u001f\\u007f]+$"),
     "cache_max_size": _size(64 * 1024**2, 64 * 1024**3),
     "allow_x_sendfile": Rule("bool", False),
     "x_sendfile_root": Rule("str", "", check=check_sendfile_root, pattern=f"^$|{ABSOLUTE_PATH_PATTERN}"),
