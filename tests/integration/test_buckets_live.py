@@ -129,7 +129,9 @@ def saturate(port: int, tiers: dict[str, int], seconds: float, delay: float = 0.
 
 def test_shares_hold_under_saturating_load_from_both_buckets(tmp_path):
     with TierBackend() as backend, running(tmp_path, config(backend)) as director:
-        statuses = saturate(director.port, {"gold": 8, "bronze": 8}, seconds=4)
+        # more clients than slots in both; few enough that the requests still queued when
+        # the clients stop (they finish afterwards) hardly move the ratio
+        statuses = saturate(director.port, {"gold": 6, "bronze": 3}, seconds=4)
     assert set(statuses) == {("gold", 200, "gold"), ("bronze", 200, "bronze")}, statuses
     assert backend.most["bronze"] == 1  # bronze: ceil 0.25 of 4 = 1 token
     assert backend.most["gold"] == 3
