@@ -206,6 +206,8 @@ class DirectorRuntime:
         shaper = self.shaper
         if shaper is None:  # the director lost its buckets since the request was routed
             return await self.acquire(exclude, retrying=retrying)
+        if shaper.by_name.get(bucket.name) is not bucket:  # removed by a reload since
+            bucket = shaper.root
         settings = self.settings
         try:
             if not settings.enabled:

@@ -246,3 +246,12 @@ def test_two_processes_share_the_tokens_of_the_node(tmp_path):
     tokens[1].give_back()
     assert second.take(second.by_name["gold"]) is not None
     assert node_slots.BUCKET_KEYS > 2**40 and node_slots.bucket_key(5) != node_slots.root_key(5)
+
+
+async def test_a_request_routed_to_a_bucket_removed_since_uses_root():
+    director, _ = director_with([2], rows(gold={"rate": 0.5}, tin={"rate": 0.5}))
+    tin = director.shaper.by_name["tin"]
+    director.set_buckets(rows(gold={"rate": 0.5}))
+    slot = await director.acquire_in_bucket(tin)
+    assert slot.token.path == (director.shaper.root,)
+    slot.release()
