@@ -193,3 +193,35 @@ def test_two_workers_keep_the_node_wide_share(tmp_path):
     assert set(statuses) == {("gold", 200, "gold"), ("bronze", 200, "bronze")}, statuses
     assert backend.most["bronze"] == 1
     assert backend.most["gold"] == 3
+
+
+def test_buckets_made_through_the_api_reach_the_proxy(tmp_path):
+    """A dynamic director: a bucket created through the API shapes requests within a second
+    or so (the version bump reloads the data plane); deleting the bucket sends its
+    requests to root."""
+    from tests.support.live_api import live_api
+
+    config = """
+        [directors.pool]
+        dynamic = true
+        health_check_success_threshold = 1
+
+        [[routes]]
+        path = "/"
+        pass = "pool"
+        bucket_from = "header:X-Tier"
+    """
+    with TierBackend() as backend, live_api(tmp_path, config) as api:
+        api.call("POST", "/api/v1/directors/pool/backends/", {
+            "name": "only", "url": f"http://127.0.0.1:{backend.port}", "capacity": 2,
+            "health_check_interval": 0.2}, expect=201)
+        api.wait_online("only")
+        api.call("POST", "/api/v1/directors/pool/buckets/", {"name": "gold", "rate": 0.5}, expect=201)
+        port = api.director.port
+        wait_for(lambda: get(port, "/?delay=0", {"X-Tier": "gold"})[:2] == (200, "gold"), 10,
+                 what="bucket gold in the proxy")
+        assert api.call("GET", "/api/v1/directors/pool/", expect=200)[1]["buckets"][0]["tokens"] == {
+            "assured": 1, "ceiling": 1, "used": 0}
+        api.call("DELETE", "/api/v1/directors/pool/buckets/gold/", expect=204)
+        wait_for(lambda: get(port, "/?delay=0", {"X-Tier": "gold"})[:2] == (200, None), 10,
+                 what="no buckets any more: no header")
