@@ -18,10 +18,11 @@ from django.forms.models import BaseInlineFormSet, construct_instance
 from django.utils.html import format_html
 
 from . import livestats, overview, services, validation
+from .admin_buckets import BucketInline, save_bucket_formset
 from .admin_drain import drain_action
 from .admin_history import AuditHistoryMixin
 from .choices import HealthState
-from .models import AuditRecord, Backend, Director
+from .models import AuditRecord, Backend, Bucket, Director
 from .services import Conflict, ServiceError, ValidationFailed
 
 SETTINGS = list(validation.DIRECTOR_SETTINGS)
@@ -218,7 +219,7 @@ class BackendInline(StatusColumns, admin.TabularInline):
 @admin.register(Director)
 class DirectorAdmin(AuditHistoryMixin, admin.ModelAdmin):
     form = DirectorForm
-    inlines = [BackendInline]
+    inlines = [BackendInline, BucketInline]
     list_display = ["name", "mutable_column", "enabled", "scheduler", "backends_online"]
     list_filter = ["dynamic", "enabled", "scheduler"]
     search_fields = ["name"]
@@ -266,6 +267,9 @@ class DirectorAdmin(AuditHistoryMixin, admin.ModelAdmin):
 
     def save_formset(self, request, form, formset, change):
         director = form.instance
+        if formset.model is Bucket:
+            save_bucket_formset(request, director, formset, actor(request))
+            return
         formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
         for backend_form in formset.forms:
             backend = backend_form.instance

@@ -31,7 +31,8 @@ def _actor(request) -> str:
 
 
 def _directors():
-    return Director.objects.prefetch_related(Prefetch("backends", queryset=Backend.objects.order_by("position", "id")))
+    return Director.objects.prefetch_related(Prefetch("backends", queryset=Backend.objects.order_by("position", "id")),
+                                             "buckets")
 
 
 def _valid_name(name: str) -> bool:

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import validation
+from . import bucket_rules, validation
 from .conf import parse_proxy_values
 
 TOP_LEVEL_KEYS = ("proxy", "directors", "routes")
-DIRECTOR_META_KEYS = ("dynamic", "load", "backends")
+DIRECTOR_META_KEYS = ("dynamic", "load", "backends", "buckets")
 # Backend fields a config file may set: everything but the name (the table key) and position (file order).
 FILE_BACKEND_FIELDS = {k: v for k, v in validation.BACKEND_FIELDS.items() if k not in ("name", "position")}
 
@@ -35,6 +35,7 @@ class DirectorConfig:
     load: str | None = None  # absolute path of the x0 file (relative ones resolve against the config's directory)
     settings: dict = field(default_factory=dict)  # every SPEC §5 setting, defaults filled in
     backends: tuple[tuple[str, dict], ...] = ()  # (name, fields) in file order, defaults filled in
+    buckets: tuple[tuple[str, dict], ...] = ()  # (name, {parent, rate, ceil}) in file order (SPEC §15)
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,16 @@ class RouteConfig:
     document_root: str | None = None
     script_filename: str | None = None
     priority: int | None = None  # None: file order, before every route that has a priority
+    bucket: str | None = None
+    bucket_from: str | None = None  # "cookie:NAME" | "header:NAME"
 
     def table(self) -> dict:
         """The route as `validation.clean_route` takes it (only the keys that are set)."""
         values = {"host": self.host, "path": self.path, "pass": self.pass_,
                   "backend_from": ":".join(self.backend_from) if self.backend_from else None,
                   "http": self.http, "fcgi": self.fcgi, "document_root": self.document_root,
-                  "script_filename": self.script_filename, "priority": self.priority}
+                  "script_filename": self.script_filename, "priority": self.priority,
+                  "bucket": self.bucket, "bucket_from": self.bucket_from}
         return {key: value for key, value in values.items() if value is not None}
 
 
@@ -153,9 +157,43 @@ def _director(name: str, table: Any, errors: _Errors, base_dir: Path) -> Directo
         else:
             backends = _backends(_table(table, "backends", errors, f"{path}.backends"), errors, f"{path}.backends",
                                  base_dir)
+    buckets = ()
+    if "buckets" in table:
+        if dynamic:
+            errors.add(f"{path}.buckets", "a dynamic director's buckets live in the database (API, admin), "
+                                          "not in the config file")
+        else:
+            buckets = _buckets(_table(table, "buckets", errors, f"{path}.buckets"), errors, f"{path}.buckets")
     return DirectorConfig(name=name, dynamic=dynamic, load=load,
                           settings={**validation.defaults(validation.DIRECTOR_SETTINGS), **settings},
-                          backends=backends)
+                          backends=backends, buckets=buckets)
+
+
+def _buckets(table: dict, errors: _Errors, path: str) -> tuple[tuple[str, dict], ...]:
+    """`gold = { rate = 0.6, ceil = 1.0 }`, children with `parent = "gold"` (SPEC §15)."""
+    result: dict[str, dict] = {}
+    complete = True
+    for name, value in table.items():
+        bpath = f"{path}.{name}"
+        if not isinstance(value, dict):
+            errors.add(bpath, "must be an inline table like { rate = 0.5, ceil = 1.0 }")
+            complete = False
+            continue
+        fields, field_errors = bucket_rules.clean_bucket({**value, "name": name}, creating=True)
+        for key, messages in field_errors.items():
+            for message in messages:
+                errors.add(bpath if key == "name" else f"{bpath}.{key}",
+                           "unknown key" if message == validation.UNKNOWN_FIELD else message)
+        if field_errors:
+            complete = False
+            continue
+        result[name] = {key: fields[key] for key in ("parent", "rate", "ceil")}
+    if complete:
+        for name, field_errors in bucket_rules.tree_errors(result).items():
+            for key, messages in field_errors.items():
+                for message in messages:
+                    errors.add(f"{path}.{name}.{key}", message)
+    return tuple(result.items())
 
 
 def _backends(table: dict, errors: _Errors, path: str, base_dir: Path) -> tuple[tuple[str, dict], ...]:
@@ -214,4 +252,5 @@ def _route(table: dict, path: str, errors: _Errors, director_names: set[str]) ->
     return RouteConfig(host=values["host"], path=values["path"], pass_=values["pass"],
                        backend_from=validation.parse_backend_from(backend_from) if backend_from else None,
                        http=values["http"], fcgi=values["fcgi"], document_root=values["document_root"],
-                       script_filename=values["script_filename"], priority=values["priority"])
+                       script_filename=values["script_filename"], priority=values["priority"],
+                       bucket=values["bucket"], bucket_from=values["bucket_from"])

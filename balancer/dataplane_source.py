@@ -10,10 +10,10 @@ from django.db import transaction
 from django.db.models import Q
 
 from proxy.health_follow import HEALTH_FIELDS
-from proxy.state import BACKEND_FIELDS, DIRECTOR_FIELDS, ROUTE_FIELDS, ConfigRows, DataPlane
+from proxy.state import BACKEND_FIELDS, BUCKET_FIELDS, DIRECTOR_FIELDS, ROUTE_FIELDS, ConfigRows, DataPlane
 
 from . import services, worker_stats
-from .models import Backend, Director, Route
+from .models import Backend, Bucket, Director, Route
 
 DRAINED_ACTOR = "proxy:drained"
 
@@ -29,8 +29,12 @@ class DatabaseConfigSource:
 
     def read_rows(self) -> ConfigRows:
         with _fresh_connection(), transaction.atomic():
+            buckets: dict[int, list[dict]] = {}
+            for bucket in Bucket.objects.values(*BUCKET_FIELDS):
+                buckets.setdefault(bucket["director_id"], []).append(bucket)
             return ConfigRows(services.current_version(),
-                              list(Director.objects.values(*DIRECTOR_FIELDS)),
+                              [{**row, "buckets": buckets.get(row["id"], [])}
+                               for row in Director.objects.values(*DIRECTOR_FIELDS)],
                               list(Backend.objects.values(*BACKEND_FIELDS)),
                               list(Route.objects.values(*ROUTE_FIELDS)))  # the model orders by match order
 

@@ -189,7 +189,14 @@ def _director(live: dict, backends: list[dict], row: dict, unreached: dict[str, 
     return {"id": live["id"], "name": live["name"], "enabled": live["enabled"], "mutable": bool(row.get("dynamic")),
             "unreached": unreached.get(live["name"]), "load": dict(live["load"]), "queued": dict(live["queued"]),
             "dropped": live["dropped"], "responses": _responses(live["responses"]),
-            **_traffic(live, ("bytes", "durations")), "backends": backends}
+            **_traffic(live, ("bytes", "durations")), "backends": backends, "buckets": _buckets(live)}
+
+
+def _buckets(live: dict) -> list[dict]:
+    """[{name, assured, ceiling, used, queued, dropped}] of a director with buckets (proxy.buckets)."""
+    tokens = live.get("bucket_tokens") or {}
+    return [{"name": name, "assured": tokens.get(name, [0, 0])[0], "ceiling": tokens.get(name, [0, 0])[1], **figures}
+            for name, figures in (live.get("buckets") or {}).items()]
 
 
 def _backend(live: dict, row: dict | None, checks: dict | None, transitions: list[dict]) -> dict:

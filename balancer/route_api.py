@@ -31,6 +31,8 @@ _HELP = {
     "fcgi": "action: road warrior FastCGI, HOST:PORT, [V6]:PORT or unix:/path",
     "document_root": "with fcgi: SCRIPT_FILENAME = document_root + script path",
     "script_filename": "with fcgi: fixed SCRIPT_FILENAME (front controller)",
+    "bucket": "with pass: the director's bucket for these requests (unknown: root)",
+    "bucket_from": "with pass: \"cookie:NAME\" or \"header:NAME\" names the bucket (else `bucket`, else root)",
 }
 _MAX_ID = 2**63 - 1
 _ID = re.compile(r"[0-9]{1,19}")

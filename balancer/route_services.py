@@ -18,11 +18,12 @@ from .services import Conflict, Forbidden, NotFound, ValidationFailed, _audit, _
 
 DEFAULT_PRIORITY = 0  # routes made through the API or the admin without a priority
 FILE_ROUTE_REASON = "comes from the config file; change it there"
-OPTIONS_OF_ACTION = {"pass": ("backend_from",), "http": (), "fcgi": ("document_root", "script_filename")}
+OPTIONS_OF_ACTION = {"pass": validation.PASS_OPTIONS, "http": (), "fcgi": ("document_root", "script_filename")}
 # Route object keys (SPEC §11) -> model fields; None values are stored as "".
 MODEL_FIELDS = {"priority": "priority", "host": "host", "path": "path", "pass": "director",
                 "backend_from": "backend_from", "http": "http", "fcgi": "fcgi",
-                "document_root": "document_root", "script_filename": "script_filename"}
+                "document_root": "document_root", "script_filename": "script_filename",
+                "bucket": "bucket", "bucket_from": "bucket_from"}
 
 
 def route_json(route: Route) -> dict:

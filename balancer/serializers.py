@@ -12,6 +12,8 @@ from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
 from . import livestats, validation
+from .bucket_figures import buckets_json
+from .bucket_serializers import BucketSerializer
 from .choices import HealthCheckMode, HealthState, Protocol
 from .models import AuditRecord, Backend, Director
 from .services import IMMUTABLE_MESSAGE
@@ -201,6 +203,7 @@ class DirectorSerializer(_DirectorSettings):
     mutable = serializers.BooleanField(read_only=True, help_text="dynamic director: backends can be managed")
     stats = DirectorStatsSerializer(read_only=True)
     backends = BackendSerializer(many=True, read_only=True)
+    buckets = BucketSerializer(many=True, read_only=True)
 
     def to_representation(self, director: Director) -> dict:
         backend = BackendSerializer()
@@ -210,6 +213,7 @@ class DirectorSerializer(_DirectorSettings):
             **director.settings(),
             "stats": director_stats(director.pk),
             "backends": [backend.to_representation(b) for b in director.backends.all()],
+            "buckets": buckets_json(director),
         }
 
 

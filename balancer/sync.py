@@ -21,7 +21,7 @@ from pathlib import Path
 
 from django.db import connection, transaction
 
-from . import route_services, services, x0
+from . import bucket_services, route_services, services, x0
 from .config import Config, ConfigError, DirectorConfig, RouteConfig
 from .models import Director, Route
 
@@ -85,6 +85,7 @@ def _sync_static(wanted: DirectorConfig, director: Director | None, actor: str) 
         changes = {**wanted.settings, "dynamic": False, "load_path": ""}
         director = services.update_director(director, changes, actor=actor, allow_static=True)
     _sync_backends(director, wanted.backends, actor)
+    bucket_services.replace_buckets(director, dict(wanted.buckets), actor=actor)
 
 
 def _sync_backends(director: Director, wanted: tuple[tuple[str, dict], ...], actor: str) -> None:

@@ -9,7 +9,7 @@ enable/disable answer with and without a trailing slash; only the SPEC form is i
 from django.contrib.staticfiles.views import serve as serve_static
 from django.urls import path, re_path
 
-from . import api, api_docs, api_errors, audit_api, haproxy_csv, metrics, route_api, status, status_actions
+from . import api, api_docs, api_errors, audit_api, bucket_api, haproxy_csv, metrics, route_api, status, status_actions
 
 API = "api/v1/"
 BACKEND = API + "directors/<str:director>/backends/<str:backend>/"
@@ -20,6 +20,9 @@ urlpatterns = [
     path(API + "directors/<str:director>/", api.DirectorDetail.as_view(), name="api-director-detail"),
     path(API + "directors/<str:director>/backends/", api.BackendList.as_view(), name="api-backend-list"),
     path(BACKEND, api.BackendDetail.as_view(), name="api-backend-detail"),
+    path(API + "directors/<str:director>/buckets/", bucket_api.BucketList.as_view(), name="api-bucket-list"),
+    path(API + "directors/<str:director>/buckets/<str:bucket>/", bucket_api.BucketDetail.as_view(),
+         name="api-bucket-detail"),
     path(BACKEND + "enable", api.BackendEnable.as_view(), name="api-backend-enable"),
     path(BACKEND + "enable/", api.BackendEnable.as_view(schema=None)),
     path(BACKEND + "disable", api.BackendDisable.as_view(), name="api-backend-disable"),

@@ -179,7 +179,7 @@ class Rule:
     Every number has both bounds and every text a longest length (SPEC §5: absurd values such
     as a 1e308 s interval are refused, not obeyed); text never holds control characters."""
 
-    kind: str  # "bool" | "int" | "seconds" | "size" | "str" | "choice"
+    kind: str  # "bool" | "int" | "seconds" | "number" | "size" | "str" | "choice"
     default: Any = None
     minimum: float | None = None
     maximum: float | None = None
@@ -198,7 +198,7 @@ class Rule:
             return f"must be a string of at most {self.max_length} characters"
         if self.kind == "size":
             return f"must be a size from {_number(self.minimum)} to {_number(self.maximum)} bytes (bytes, or like \"64MiB\")"
-        what = "an integer" if self.kind == "int" else "a number of seconds"
+        what = {"int": "an integer", "number": "a number"}.get(self.kind, "a number of seconds")
         return f"must be {what} from {_number(self.minimum)} to {_number(self.maximum)}"
 
     def clean(self, value: Any) -> Any:
@@ -217,7 +217,7 @@ class Rule:
             raise ValueError(self.describe())
         if self.kind == "int" and not isinstance(value, int):
             raise ValueError(self.describe())
-        if self.kind == "seconds":
+        if self.kind in ("seconds", "number"):
             if not math.isfinite(value):
                 raise ValueError(self.describe())
             value = float(value)
@@ -303,7 +303,7 @@ DIRECTOR_SETTINGS: dict[str, Rule] = {
     "cache_deliver_active": Rule("bool", True),
     "cache_deliver_shadow": Rule("bool", True),
     "cache_default_ttl": _seconds(20.0, 0),
-    "cache_key": Rule("str", "%h#%r#%q", check=check_cache_key, max_length=255, pattern="^.+$"),
+    "cache_key": Rule("str", "%h#%r#%q", check=check_cache_key, max_length=255, pattern="^[^\\u0000-\\u001f\\u007f]+$"),
     "cache_max_size": _size(64 * 1024**2, 64 * 1024**3),
     "allow_x_sendfile": Rule("bool", False),
     "x_sendfile_root": Rule("str", "", check=check_sendfile_root, pattern=f"^$|{ABSOLUTE_PATH_PATTERN}"),
@@ -370,13 +370,16 @@ def clean_values(rules: dict[str, Rule], data: dict) -> tuple[dict, dict[str, li
 ROUTE_ACTIONS = ("pass", "http", "fcgi")
 # Text keys of a route and their longest allowed value (the database columns' max_length).
 ROUTE_TEXT_LIMITS = {"host": 255, "path": 1024, "pass": 64, "backend_from": 200, "http": 1024, "fcgi": 1024,
-                     "document_root": 4096, "script_filename": 4096}
+                     "document_root": 4096, "script_filename": 4096, "bucket": 64, "bucket_from": 200}
+PASS_OPTIONS = ("backend_from", "bucket", "bucket_from")  # route keys that only go with pass
 ROUTE_KEYS = (*ROUTE_TEXT_LIMITS, "priority")
 _HEADER_NAME_CHARACTERS = "[!#$%&'*+.^_`|~0-9A-Za-z-]"
 # OpenAPI patterns of route keys (TEXT_PATTERN for the others): see TEXT_PATTERN.
 ROUTE_PATTERNS = {"path": "^/[^ \\u0000-\\u001f\\u007f]*$", "document_root": ABSOLUTE_PATH_PATTERN,
                   "script_filename": ABSOLUTE_PATH_PATTERN,
-                  "backend_from": f"^(cookie|header):{_HEADER_NAME_CHARACTERS}+$"}
+                  "backend_from": f"^(cookie|header):{_HEADER_NAME_CHARACTERS}+$",
+                  "bucket_from": f"^(cookie|header):{_HEADER_NAME_CHARACTERS}+$",
+                  "bucket": f"^{NAME_PATTERN.pattern}$"}
 PRIORITY_RULE = _count(None, -1_000_000, 1_000_000)
 ROUTE_ITSELF = "non_field_errors"  # errors about the route as a whole (the TOML loader names the table)
 BACKEND_SOURCES = ("cookie", "header")
@@ -412,8 +415,10 @@ def _check_route_value(key: str, value: str) -> None:
         parse_target(value, "http" if key == "http" else "fastcgi")
     elif key in ("document_root", "script_filename") and not value.startswith("/"):
         raise ValueError(f"{value!r} must be an absolute path")
-    elif key == "backend_from":
+    elif key in ("backend_from", "bucket_from"):
         parse_backend_from(value)
+    elif key == "bucket":
+        check_name(value)
 
 
 def clean_route(table: dict, director_names) -> tuple[dict, dict[str, list[str]]]:
@@ -458,8 +463,9 @@ def clean_route(table: dict, director_names) -> tuple[dict, dict[str, list[str]]
     if values["pass"] is not None and values["pass"] not in director_names:
         add("pass", f"unknown director {values['pass']!r}")
         values["pass"] = None
-    if "backend_from" in table and "pass" not in table:
-        add("backend_from", "only allowed together with pass")
+    for key in PASS_OPTIONS:
+        if key in table and "pass" not in table:
+            add(key, "only allowed together with pass")
     values["host"] = None if values["host"] in (None, ANY_HOST) else values["host"].lower()
     values["path"] = values["path"] or "/"
     return values, errors

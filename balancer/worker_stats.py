@@ -182,6 +182,8 @@ def _totals_only(figures: dict) -> dict:
     for key in ("load", "queued"):
         if isinstance(result.get(key), dict):
             result[key] = {**result[key], "current": 0}
+    if isinstance(result.get("buckets"), dict):  # proxy.buckets figures: tokens and queues are now's
+        result["buckets"] = {name: {**figures, "used": 0, "queued": 0} for name, figures in result["buckets"].items()}
     return result
 
 
@@ -239,7 +241,7 @@ def peers(now: float | None = None) -> Peers:
 
 # The figures summed across workers; the rest is this worker's. "bytes", "durations" and
 # "upstream" are proxy.request_metrics.Traffic's (histogram counts add bucket by bucket).
-_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream")
+_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream", "buckets")
 
 
 def merge_counts(own: dict, others: list[dict]) -> dict:

@@ -136,6 +136,8 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
         RowSpec("director-logged", "Director (1 worker, access log to a file) → nginx",
                 lambda: servers.director_http(workdir, backend().port, access_log=True), optional=True),
+        RowSpec("director-buckets", "Director (1 worker, two buckets, route into one) → nginx",
+                lambda: servers.director_buckets(workdir, backend().port), optional=True),
     ]
 
 
@@ -150,6 +152,8 @@ RATIOS = (
     ("Director 2 workers / 1 worker (req/s; SPEC §14: >= 1.6)", "director-2", "director", "requests_per_sec"),
     ("Director access log on / off (req/s; at most 10 % off)", "director-logged", "director", "requests_per_sec"),
     ("Director access log on / off (CPU per request)", "director-logged", "director", "cpu_us_per_request"),
+    ("Director buckets on / off (req/s)", "director-buckets", "director", "requests_per_sec"),
+    ("Director buckets on / off (CPU per request)", "director-buckets", "director", "cpu_us_per_request"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
     ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
@@ -166,7 +170,7 @@ def _figure(row: Row, attribute: str) -> float | None:
 
 
 def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
-    if top not in rows or bottom not in rows:  # --rows left one out
+    if top not in rows or bottom not in rows:  # --only left a row out
         return "n/a"
     a, b = _figure(rows[top], attribute), _figure(rows[bottom], attribute)
     if a is None or not b:
@@ -229,8 +233,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-reader", action="store_true",
                         help="instead of the table: stream a 1 GiB body to a slow client, report RSS growth")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
-    parser.add_argument("--rows", help="only these rows, by key, comma-separated (e.g. haproxy,director); "
-                                       "the results file is then left as it was")
+    parser.add_argument("--only", metavar="KEYS", default="",
+                        help="comma-separated row keys to run (e.g. director,director-buckets); default all, "
+                             "and only then is the results file rewritten")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.connections < args.threads or args.duration <= 0:
         parser.error("need threads >= 1, connections >= threads and duration > 0")
@@ -255,8 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.slow_reader:
                 return slowreader.main(workdir, stack)
             specs = row_specs(workdir, stack)
-            if args.rows:
-                wanted = args.rows.split(",")
+            if args.only:
+                wanted = args.only.split(",")
                 unknown = set(wanted) - {spec.key for spec in specs}
                 if unknown:
                     print(f"bench: no such rows: {', '.join(sorted(unknown))}; rows are "
@@ -266,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = [measure(spec, settings) for spec in specs]
         report = f"{header(settings)}\n{table(rows)}\n"
         print("\n" + report)
-        if not args.rows:
+        if not args.only:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             RESULTS.write_text(report)
             print(f"written to {RESULTS.relative_to(REPO)}")

@@ -388,6 +388,18 @@ def director_http(workdir: Path, backend_port: int, workers: int = 1, access_log
     return director(workdir, name, config, workers=workers)
 
 
+def director_buckets(workdir: Path, backend_port: int) -> Server:
+    """The 1-worker row's director with two buckets (SPEC §15) and its route putting every
+    request in one of them: each request takes and gives back a token on its way."""
+    config = director_config(f"http://{HOST}:{backend_port}", route={"bucket": "gold"})
+    config += f"""
+[directors.{DIRECTOR_NAME}.buckets]
+gold = {{ rate = 0.75, ceil = 1.0 }}
+bronze = {{ rate = 0.25 }}
+"""
+    return director(workdir, "director-buckets", config)
+
+
 def director_https(workdir: Path, backend_port: int, tls: tuple[str, str]) -> Server:
     return director(workdir, "director-https", director_config(f"http://{HOST}:{backend_port}"), tls=tls)
 

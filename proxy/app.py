@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from time import monotonic
 
+from proxy.buckets import with_bucket_header
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
@@ -137,6 +138,10 @@ class ProxyApp:
             await respond(send, 503, ROAD_WARRIOR.retry_after_header)
             return
         record.director = director
+        if director.shaper is not None:
+            name = _client_choice(route.bucket_from, headers) if route.bucket_from is not None else None
+            bucket = record.bucket = director.shaper.lookup(name or route.bucket)
+            send = with_bucket_header(send, bucket.header)
         pinned = None
         if route.backend_from is not None:
             chosen = _client_choice(route.backend_from, headers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from proxy.buckets import Bucket, Shaper, serving_capacity
 from proxy.node_slots import NodeSlots
 from proxy.request_metrics import Traffic
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
@@ -66,6 +67,7 @@ class DirectorRuntime:
         self._node_poll: asyncio.TimerHandle | None = None
         self.sendfile: SendfileRoot | None = None  # X-Sendfile allowed (SPEC §15)
         self.sticky: StickyCookie | None = None  # sticky_cookie set (SPEC §15)
+        self.shaper: Shaper | None = None  # its buckets (proxy.buckets); None: it has none
 
     # -- membership -------------------------------------------------------------------
     def rebuild(self, settings: DirectorSettings, backends: list[BackendRuntime]) -> None:
@@ -83,7 +85,20 @@ class DirectorRuntime:
         self.backup = RolePool([b for b in ordered if b.role == "backup"], settings.scheduler, self.backup.cursor)
         for backend in ordered:
             backend.pool = self.backup if backend.role == "backup" else self.active
+        if self.shaper is not None:
+            self.shaper.resize(serving_capacity(self.active, self.backup))
         self.dispatch_waiters()
+
+    def set_buckets(self, rows: list[dict]) -> None:
+        """Install the director's bucket rows (before `rebuild`, which sizes them)."""
+        if rows:
+            if self.shaper is None:
+                self.shaper = Shaper(self.id, self.name, self.node)
+            self.shaper.rebuild(rows)
+        elif self.shaper is not None:
+            shaper = self.shaper
+            self.shaper = None
+            shaper.close()
 
     def set_health(self, backend: BackendRuntime, state: str) -> bool:
         """Apply a health state; returns True when it changed."""
@@ -95,6 +110,8 @@ class DirectorRuntime:
         backend.health = state
         backend.failure_streak = 0
         self._refile(backend, was)
+        if self.shaper is not None:
+            self.shaper.resize(serving_capacity(self.active, self.backup))
         if backend.available or self.queue:  # (waiters for a backend that went away take another)
             self.dispatch_waiters()
         return True
@@ -218,6 +235,39 @@ class DirectorRuntime:
             raise Refused("queue full")
         return await self._wait(exclude, prefer)
 
+    async def acquire_in_bucket(self, bucket: Bucket, exclude=frozenset(), *, retrying: bool = False,
+                                prefer: BackendRuntime | None = None) -> Slot:
+        """`acquire()` for a request of `bucket`: a token of the bucket first (waiting in the
+        bucket's queue for one), then a slot; the slot gives the token back when released."""
+        shaper = self.shaper
+        if shaper is None:  # the director lost its buckets since the request was routed
+            return await self.acquire(exclude, retrying=retrying, prefer=prefer)
+        if shaper.by_name.get(bucket.name) is not bucket:  # removed by a reload since
+            bucket = shaper.root
+        settings = self.settings
+        try:
+            if not settings.enabled:
+                raise Refused("director disabled")
+            token = shaper.take(bucket)
+            if token is None:
+                if not shaper.may_wait(bucket, settings.queue_limit):
+                    raise Refused(f"bucket {bucket.name} queue full")
+                token = await shaper.wait(bucket, settings.queue_timeout)
+                if token is None:
+                    raise Refused(f"bucket {bucket.name} queue timeout")
+        except Refused:
+            bucket.dropped += 1
+            raise
+        try:
+            slot = await self.acquire(exclude, retrying=retrying, prefer=prefer)
+        except BaseException as exc:
+            token.give_back()
+            if isinstance(exc, Refused):
+                bucket.dropped += 1
+            raise
+        slot.token = token
+        return slot
+
     def _has_untried(self, exclude) -> bool:
         pool = self.active if self.active.available_count else self.backup
         return any(m.available and m not in exclude for m in pool.members)
@@ -315,4 +365,8 @@ class DirectorRuntime:
         self.dispatch_waiters()
 
     def stats(self) -> dict:
-        return {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}
+        stats = {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}
+        if self.shaper is not None:
+            stats["buckets"] = self.shaper.stats()
+            stats["bucket_tokens"] = self.shaper.tokens()
+        return stats

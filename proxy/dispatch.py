@@ -76,12 +76,16 @@ class Dispatcher:
         last_error: UpstreamError | None = None
         attempts = 0
         may_resend = request.method in IDEMPOTENT
+        bucket = record.bucket
         while True:
             if pinned is not None:
                 slot, pinned = director.take_slot(pinned), None
             else:
                 try:
-                    slot = await director.acquire(exclude, retrying=attempts > 0, prefer=prefer)
+                    if bucket is None:
+                        slot = await director.acquire(exclude, retrying=attempts > 0, prefer=prefer)
+                    else:
+                        slot = await director.acquire_in_bucket(bucket, exclude, retrying=attempts > 0, prefer=prefer)
                 except Refused as refused:
                     if last_error is not None:
                         await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status)

@@ -3,7 +3,9 @@
 A backend's `capacity` and a director's `queue_limit` hold for the node, whatever the number
 of workers: the supervisor creates one small shared table (a file it maps, in its workers
 directory) and gives each worker process a column of its own. A row is keyed by a backend
-id (in-flight requests per column) or by a director id (waiting requests per column).
+id (in-flight requests per column) or by a director id (waiting requests per column); the
+buckets of proxy.buckets have rows of their own above BUCKET_KEYS (tokens in use and waiting
+requests, per column), a key range no backend or director id reaches.
 
 Each process writes only its own column, so a decrement or a queue count needs no lock.
 Taking a slot is a check-then-increment over every column, done under a byte-range lock on
@@ -35,6 +37,26 @@ ROW = KEY.size + COUNTS.size
 SIZE = ROWS * ROW
 FILE = "node-slots"
 COLUMN_ENV = "DIRECTOR_SLOT_COLUMN"
+BUCKET_KEYS = 1 << 48  # bucket rows: BUCKET_KEYS + (kind << 40) + id; database ids stay below 2**40
+_BUCKET_TOKENS, _ROOT_TOKENS, _BUCKET_WAITING, _ROOT_WAITING = 1, 2, 3, 4
+
+
+def bucket_key(bucket_id: int) -> int:
+    """Row of the tokens in use by a bucket (and those below it)."""
+    return BUCKET_KEYS + (_BUCKET_TOKENS << 40) + bucket_id
+
+
+def root_key(director_id: int) -> int:
+    """Row of the tokens in use by a director's root bucket (all of its buckets)."""
+    return BUCKET_KEYS + (_ROOT_TOKENS << 40) + director_id
+
+
+def bucket_waiting_key(bucket_id: int) -> int:
+    return BUCKET_KEYS + (_BUCKET_WAITING << 40) + bucket_id
+
+
+def root_waiting_key(director_id: int) -> int:
+    return BUCKET_KEYS + (_ROOT_WAITING << 40) + director_id
 
 
 def create(directory: Path) -> Path:
@@ -179,6 +201,30 @@ class NodeSlots:
         for column, count in enumerate(counts):
             if count and column != self.column:
                 self.doorbells.ring(column)
+
+    # -- buckets (proxy.buckets): tokens along a path, waiting requests -----------------
+
+    def try_take_all(self, lock_key: int, limits: list[tuple[int, int]]) -> bool | None:
+        """Count one more in every row of `limits` ((key, limit) pairs) if each has fewer
+        than its limit, all under the lock of the `lock_key` row (a director's root: every
+        token of its buckets is taken under it). None when the table is full."""
+        lock = self._row(lock_key)
+        offsets = [self._row(key) for key, _ in limits]
+        if lock is None or None in offsets:
+            return None
+        with self._locked(lock):
+            for offset, (_, limit) in zip(offsets, limits, strict=True):
+                if sum(self._counts(offset)) >= limit:  # type: ignore[arg-type]
+                    return False
+            for offset in offsets:
+                self._add(offset, 1)  # type: ignore[arg-type]
+        return True
+
+    def set_count(self, key: int, count: int) -> None:
+        """This process's count in a row (its waiting requests of a bucket)."""
+        offset = self._row(key)
+        if offset is not None:
+            struct.pack_into("<H", self._map, offset + KEY.size + 2 * self.column, min(0xFFFF, count))
 
     # -- the supervisor ----------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from proxy.addresses import BackendAddress
+    from proxy.buckets import Bucket
     from proxy.director import DirectorRuntime
     from proxy.runtime import BackendRuntime
 
@@ -63,7 +64,7 @@ class RequestRecord:
 
     __slots__ = (
         "scope", "started", "request_id", "director", "backend", "upstream_name",
-        "attempts", "upstream_time", "status", "bytes_received", "bytes_sent", "duration", "done",
+        "attempts", "upstream_time", "status", "bytes_received", "bytes_sent", "duration", "done", "bucket",
     )
 
     def __init__(self, scope: dict | None, started: float | None = None):
@@ -76,6 +77,7 @@ class RequestRecord:
         self.attempts = 0
         self.upstream_time: float | None = None
         self.done = False
+        self.bucket: Bucket | None = None  # of a director with buckets
         # status, bytes_received, bytes_sent and duration are set by finish()
 
     def ensure_request_id(self) -> bytes:

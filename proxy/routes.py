@@ -17,6 +17,8 @@ class Route:
     target: BackendAddress | None = None  # road warrior http / fcgi
     document_root: str | None = None
     script_filename: str | None = None
+    bucket: str | None = None  # with pass: the director's bucket (proxy.buckets)
+    bucket_from: tuple[str, bytes] | None = None  # ("cookie"|"header", lower-case name) naming the bucket
     index: int = field(default=0, compare=False)
 
     def matches(self, host: bytes, path: bytes) -> bool:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 
 class Slot:
-    __slots__ = ("director", "backend", "_held")
+    __slots__ = ("director", "backend", "_held", "token")
 
     def __init__(self, director, backend):
         self.director = director
         self.backend = backend
         self._held = True
+        self.token = None  # a proxy.buckets.Token, given back with the slot
 
     @property
     def held(self) -> bool:
@@ -26,13 +27,17 @@ class Slot:
         if self._held:
             self._held = False
             self.director.free_slot(self.backend)
+            if self.token is not None:
+                self.token.give_back()
 
     def transfer(self) -> Slot:
         """A new lease owning this slot; this one no longer does (its release() is a no-op)."""
         if not self._held:
             raise RuntimeError("transfer of a slot already released or transferred")
         self._held = False
-        return Slot(self.director, self.backend)
+        slot = Slot(self.director, self.backend)
+        slot.token = self.token
+        return slot
 
     def __repr__(self) -> str:
         return f"<slot {self.backend!r}{'' if self._held else ' released'}>"

@@ -41,15 +41,17 @@ BACKEND_FIELDS = (
     "tls_verify", "tls_ca_file", "tls_server_name",
 )
 
+BUCKET_FIELDS = ("id", "director_id", "name", "parent", "rate", "ceil")  # a director row's "buckets"
 
-ROUTE_FIELDS = ("id", "host", "path", "director", "backend_from", "http", "fcgi", "document_root", "script_filename")
+ROUTE_FIELDS = ("id", "host", "path", "director", "backend_from", "http", "fcgi", "document_root", "script_filename",
+                "bucket", "bucket_from")
 
 
 class ConfigRows(NamedTuple):
     """One consistent read of the configuration; `DataPlane.apply_rows(*rows)` takes it."""
 
     version: int
-    directors: list[dict]
+    directors: list[dict]  # each with "buckets": its BUCKET_FIELDS rows
     backends: list[dict]
     routes: list[dict]  # in match order
 
@@ -81,10 +83,7 @@ def route_from_row(row: dict, index: int) -> Route:
         target = parse_target(row["fcgi"], "fastcgi")
     elif not row["director"]:
         raise ValueError("route has no action")
-    backend_from = None
-    if row["backend_from"]:
-        kind, _, name = row["backend_from"].partition(":")
-        backend_from = (kind, name.lower().encode("latin-1"))
+    backend_from = _client_source(row["backend_from"])
     return Route(
         host=host.lower().encode("idna") if host else None,
         path=(row["path"] or "/").encode("utf-8"),
@@ -93,8 +92,18 @@ def route_from_row(row: dict, index: int) -> Route:
         target=target,
         document_root=row["document_root"] or None,
         script_filename=row["script_filename"] or None,
+        bucket=row.get("bucket") or None,  # rows of a snapshot from before buckets have none
+        bucket_from=_client_source(row.get("bucket_from")),
         index=index,
     )
+
+
+def _client_source(text: str | None) -> tuple[str, bytes] | None:
+    """`"cookie:NAME"` / `"header:NAME"` -> (kind, lower-case name); None for ""."""
+    if not text:
+        return None
+    kind, _, name = text.partition(":")
+    return kind, name.lower().encode("latin-1")
 
 
 def routes_from_rows(rows: list[dict]) -> tuple[Route, ...]:
@@ -182,6 +191,7 @@ class DataPlane:
             backends[row["id"]] = backend
             members[row["director_id"]].append(backend)
         for row in director_rows:
+            by_id[row["id"]].set_buckets(row.get("buckets") or [])  # BUCKET_FIELDS rows (proxy.buckets)
             by_id[row["id"]].rebuild(settings_from_row(row), members[row["id"]])
         _name_upstreams(backends.values())
         routes = routes_from_rows(route_rows)

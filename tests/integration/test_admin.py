@@ -31,7 +31,8 @@ def director_post(director=None, backends=(), new_backends=(), **overrides) -> d
     rows = [{"id": b.pk, "director": b.director_id, **{f: getattr(b, f) for f in BACKEND_ROW_FIELDS + list(BOOLEANS)}}
             for b in backends] + [{**NEW_ROW, **row} for row in new_backends]
     data.update({"backends-TOTAL_FORMS": len(rows), "backends-INITIAL_FORMS": len(backends),
-                 "backends-MIN_NUM_FORMS": 0, "backends-MAX_NUM_FORMS": 1000})
+                 "backends-MIN_NUM_FORMS": 0, "backends-MAX_NUM_FORMS": 1000,
+                 "buckets-TOTAL_FORMS": 0, "buckets-INITIAL_FORMS": 0})  # the bucket inline: no rows
     for index, row in enumerate(rows):
         for key, value in row.items():
             if value is not False:
@@ -101,7 +102,7 @@ def test_service_validation_errors_appear_on_fields(admin_client, dynamic):
     form = response.context["adminform"].form
     assert "'abc' is not a status code" in form.errors["health_check_expected_status"][0]
     assert form.errors["queue_timeout"] == ["must be a number of seconds from 0 to 86400"]
-    (inline,) = response.context["inline_admin_formsets"]
+    inline = response.context["inline_admin_formsets"][0]  # backends, then buckets
     assert "backend URL 'ftp://x'" in inline.formset.forms[0].errors["url"][0]
     assert not Director.objects.filter(name="new").exists()
 
@@ -111,7 +112,7 @@ def test_service_validation_errors_appear_on_fields(admin_client, dynamic):
     response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", director_post(
         dynamic, backends, new_backends=[{"name": "b1", "url": URL2, "role": "active", "capacity": "0",
                                           "health_check_mode": "paranoid", "health_check_interval": "2"}]))
-    (inline,) = response.context["inline_admin_formsets"]
+    inline = response.context["inline_admin_formsets"][0]  # backends, then buckets
     assert any("already exists" in e for e in inline.formset.non_form_errors() + inline.formset.forms[2].errors.get("name", []))
 
 
@@ -159,7 +160,7 @@ def test_https_backend_tls_fields_and_their_errors(admin_client, dynamic, tmp_pa
     response = admin_client.post(f"{DIRECTORS}{dynamic.pk}/change/", director_post(dynamic, backends, new_backends=[
         {**row, "name": "s3", "url": "https://127.0.0.1:8445", "tls_ca_file": "/nonexistent.pem"},
         {**row, "name": "p3", "url": "http://127.0.0.1:8446", "tls_verify": False}]))
-    (inline,) = response.context["inline_admin_formsets"]
+    inline = response.context["inline_admin_formsets"][0]  # backends, then buckets
     forms = {f.cleaned_data.get("name"): f for f in inline.formset.forms}
     assert "no such file" in forms["s3"].errors["tls_ca_file"][0]
     assert "only for https:// backends" in forms["p3"].errors["tls_verify"][0]

@@ -13,7 +13,7 @@ from tests.support.config_files import with_routes
 
 ROUTES = "/api/v1/routes/"
 OBJECT_FIELDS = {"id", "priority", "host", "path", "pass", "backend_from", "http", "fcgi", "document_root",
-                 "script_filename", "mutable"}
+                 "script_filename", "bucket", "bucket_from", "mutable"}
 FILE = with_routes({"host": "files.example.com", "path": "/static/", "http": "127.0.0.1:3009"},
                    {"path": "/", "pass": "app"})
 
@@ -46,7 +46,8 @@ class TestRouteObjects(ApiTestBase):
         assert set(body) == OBJECT_FIELDS
         assert body == {"id": body["id"], "priority": 0, "host": "shop.example.com", "path": "/shop/",
                         "pass": "pool", "backend_from": "cookie:X-Backend", "http": None, "fcgi": None,
-                        "document_root": None, "script_filename": None, "mutable": True}
+                        "document_root": None, "script_filename": None, "bucket": None, "bucket_from": None,
+                        "mutable": True}
         assert record.before is None and record.after == body
         assert self.call("GET", route(body["id"]), expect=200, client=self.viewer).json() == body
 

@@ -24,7 +24,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import CHECKS as REGISTERED_CHECKS
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from balancer import route_services
+from balancer import bucket_services, route_services
 from tests.support.api import OPERATOR, make_director, token_client
 
 CHECKS = [check for check in REGISTERED_CHECKS.get_all() if check is not positive_data_acceptance]
@@ -33,8 +33,10 @@ CHECKS = [check for check in REGISTERED_CHECKS.get_all() if check is not positiv
 SEMANTIC = {"url", "tls_ca_file", "tls_server_name", "tls_verify", "health_check_expected_status", "host", "pass",
             "http", "fcgi", "backend_from", "since", "until", "non_field_errors",
             "cache_max_size",  # "99999GiB" fits the pattern, not the bound
-            "x_sendfile_root"}  # an existing directory, required when allow_x_sendfile is true
-KNOWN = {"director": ("pool", "app"), "backend": ("b1", "a1")}
+            "x_sendfile_root",  # an existing directory, required when allow_x_sendfile is true
+            "bucket", "bucket_from",  # only with pass (like backend_from)
+            "rate", "parent"}  # buckets: rate <= ceil and siblings' rates <= 1; the parent must exist
+KNOWN = {"director": ("pool", "app"), "backend": ("b1", "a1"), "bucket": ("gold", "gold")}
 ROUTES: dict[str, tuple] = {}  # "route" -> (database route id, file route id), set per example
 TOKEN: dict[str, str] = {}  # the operator's Authorization header, set per example
 EXAMPLES = settings(max_examples=15, deadline=None, derandomize=True,
@@ -44,8 +46,10 @@ EXAMPLES = settings(max_examples=15, deadline=None, derandomize=True,
 
 @pytest.fixture
 def auth_headers(db) -> dict:
-    make_director("pool", backends={"b1": "http://127.0.0.1:3001"})
-    make_director("app", dynamic=False, backends={"a1": "http://127.0.0.1:3002"})
+    pool = make_director("pool", backends={"b1": "http://127.0.0.1:3001"})
+    app = make_director("app", dynamic=False, backends={"a1": "http://127.0.0.1:3002"})
+    for director in (pool, app):
+        bucket_services.create_bucket(director, {"name": "gold", "rate": 0.5}, actor="test", allow_static=True)
     api_route = route_services.create_route({"path": "/", "pass": "pool"}, actor="test")
     file_route = route_services.create_route({"path": "/app/", "pass": "app"}, actor="test", file_index=0)
     ROUTES["route"] = (str(api_route.pk), str(file_route.pk))

@@ -125,7 +125,7 @@
       section.dataset.directorId = director.id;
       section.innerHTML = '<h2><span class="director-name"></span> <span class="state director-state"></span> ' +
         '<span class="unreached" hidden>no route reaches this director</span></h2>' +
-        '<p class="summary"></p><table><thead><tr></tr></thead><tbody></tbody></table>';
+        '<p class="summary"></p><p class="buckets" hidden></p><table><thead><tr></tr></thead><tbody></tbody></table>';
       const head = section.querySelector("thead tr");
       HEADINGS.forEach(function (text, i) {
         const th = document.createElement("th");
@@ -238,6 +238,12 @@
     section.querySelector(".summary").textContent = "queue " + counter(director.queued) + " (cur / max / total) · dropped " +
       director.dropped + " · responses 2xx " + director.responses["2xx"] + ", 4xx " + director.responses["4xx"] +
       ", 5xx " + director.responses["5xx"];
+    const buckets = section.querySelector(".buckets");
+    buckets.hidden = !(director.buckets && director.buckets.length);
+    buckets.textContent = buckets.hidden ? "" : "buckets (tokens used / assured / ceiling, queued, dropped): " +
+      director.buckets.map(function (b) {
+        return b.name + " " + b.used + " / " + b.assured + " / " + b.ceiling + ", " + b.queued + ", " + b.dropped;
+      }).join(" · ");
     const tbody = section.querySelector("tbody");
     const total = tbody.querySelector("tr.total");
     const online = director.backends.filter(function (b) { return b.state === "online"; }).length;
