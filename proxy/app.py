@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from time import monotonic
 
+from proxy.cache_flow import CacheFlow
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
@@ -39,6 +40,7 @@ class ProxyApp:
         self.plane = plane
         self.rules = rules or HeaderRules()
         self.dispatcher = Dispatcher(self.rules, health)
+        self.cache_flow = CacheFlow(self.dispatcher)
         self.websocket = websocket or WebSocketLimits()
         self.access_log = access_log  # a proxy.access_log.AccessLog, or None: off
 
@@ -150,6 +152,9 @@ class ProxyApp:
         if websocket is not None:
             websocket.prepare(request)
             await websocket.through_director(director, request, send, pinned, record)
+            return
+        if director.cache is not None and pinned is None:  # SPEC §15; a client-chosen backend bypasses it
+            await self.cache_flow.pass_request(director, request, send, record)
             return
         await self.dispatcher.pass_request(director, request, send, pinned, record)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
+from proxy.cache import ResponseCache
 from proxy.node_slots import NodeSlots
 from proxy.request_metrics import Traffic
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
@@ -59,12 +60,16 @@ class DirectorRuntime:
         self.bytes_received = 0  # request body bytes of all its requests
         self.bytes_sent = 0  # response body bytes of all its requests
         self.node: NodeSlots | None = None  # under --workers: limits per node
+        self.cache_store = ResponseCache()  # SPEC §15; kept while disabled for its counters
+        self.cache: ResponseCache | None = None  # the store while cache_enabled (proxy.cache_flow)
         self._node_poll: asyncio.TimerHandle | None = None
 
     # -- membership -------------------------------------------------------------------
     def rebuild(self, settings: DirectorSettings, backends: list[BackendRuntime]) -> None:
         """Install new settings and the ordered member list (called on every reload)."""
         self.settings = settings
+        self.cache_store.configure(settings)
+        self.cache = self.cache_store if settings.cache_enabled else None
         for old in self.backends.values():
             old.pool = None
         ordered = sorted(backends, key=lambda b: (b.position, b.id))
@@ -270,4 +275,5 @@ class DirectorRuntime:
         self.dispatch_waiters()
 
     def stats(self) -> dict:
-        return {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}
+        return {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped,
+                "cache": self.cache_store.stats()}
