@@ -238,8 +238,9 @@ def peers(now: float | None = None) -> Peers:
 # -- merging ---------------------------------------------------------------------------------
 
 # The figures summed across workers; the rest is this worker's. "bytes", "durations" and
-# "upstream" are proxy.request_metrics.Traffic's (histogram counts add bucket by bucket).
-_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream")
+# "upstream" are proxy.request_metrics.Traffic's (histogram counts add bucket by bucket);
+# "cache" is proxy.cache's (each worker has a store of its own: objects and bytes add too).
+_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream", "cache")
 
 
 def merge_counts(own: dict, others: list[dict]) -> dict:
