@@ -44,7 +44,9 @@ class CacheFlow:
         if method == "PURGE":
             await self._purge(cache, request, send)
             return
-        if method not in ("GET", "HEAD") or cache_policy.header(request.headers, b"authorization") is not None:
+        if method not in ("GET", "HEAD") or not director.settings.enabled or \
+                cache_policy.header(request.headers, b"authorization") is not None:
+            # A disabled director answers 503 to everything (SPEC §5), stored objects or not.
             await self.dispatcher.pass_request(director, request, send, None, record)
             return
         key = cache.key(b"https" if request.https else b"http", request.host.encode("latin-1"), request.target)

@@ -146,7 +146,10 @@ def test_a_disabled_director_answers_503_not_from_the_cache(director, backends):
     assert api("POST", "/api/v1/directors/dyn/backends/", backend) == 201
     wait_for(lambda: get(director, "/ready", "dyn")[0] == 200, 15, what="the new backend online")
     assert get(director, f"/dyn?{STALE_AT_ONCE}", "dyn")[0] == 200
+    assert get(director, "/fresh", "dyn")[0] == 200
+    assert get(director, "/fresh", "dyn")[1]["x-cache-lookup"] == "hit"
     assert api("PATCH", "/api/v1/directors/dyn/", {"enabled": False}) == 200
     wait_for(lambda: get(director, "/other", "dyn")[0] == 503, 10, what="the director to be disabled")
-    status, headers, _ = get(director, f"/dyn?{STALE_AT_ONCE}", "dyn")
-    assert status == 503 and "x-director-cache" not in headers
+    for path in (f"/dyn?{STALE_AT_ONCE}", "/fresh"):  # neither shadow nor hits: disabled means 503
+        status, headers, _ = get(director, path, "dyn")
+        assert status == 503 and "x-director-cache" not in headers and "x-cache-lookup" not in headers
