@@ -134,6 +134,8 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
         RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
                 lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
+        RowSpec("director-cached", "Director (1 worker), cache hit → nginx",
+                lambda: servers.director_cached(workdir, backend().port), optional=True),
         RowSpec("director-logged", "Director (1 worker, access log to a file) → nginx",
                 lambda: servers.director_http(workdir, backend().port, access_log=True), optional=True),
     ]
@@ -150,6 +152,7 @@ RATIOS = (
     ("Director 2 workers / 1 worker (req/s; SPEC §14: >= 1.6)", "director-2", "director", "requests_per_sec"),
     ("Director access log on / off (req/s; at most 10 % off)", "director-logged", "director", "requests_per_sec"),
     ("Director access log on / off (CPU per request)", "director-logged", "director", "cpu_us_per_request"),
+    ("Director cache hit / Director proxied (CPU per request)", "director-cached", "director", "cpu_us_per_request"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
     ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
@@ -166,6 +169,8 @@ def _figure(row: Row, attribute: str) -> float | None:
 
 
 def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
+    if top not in rows or bottom not in rows:  # a run of some rows only (--only)
+        return "n/a"
     a, b = _figure(rows[top], attribute), _figure(rows[bottom], attribute)
     if a is None or not b:
         return "n/a"
@@ -227,6 +232,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-reader", action="store_true",
                         help="instead of the table: stream a 1 GiB body to a slow client, report RSS growth")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    parser.add_argument("--only", metavar="KEY[,KEY]", help="run only these rows (keys: direct, haproxy, "
+                        "director, director-cached, ...); results are printed, latest.md is left alone")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.connections < args.threads or args.duration <= 0:
         parser.error("need threads >= 1, connections >= threads and duration > 0")
@@ -250,7 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.ExitStack() as stack:
             if args.slow_reader:
                 return slowreader.main(workdir, stack)
-            rows = [measure(spec, settings) for spec in row_specs(workdir, stack)]
+            specs = row_specs(workdir, stack)
+            if args.only:
+                wanted = set(args.only.split(","))
+                unknown = wanted - {spec.key for spec in specs}
+                if unknown:
+                    print(f"bench: no such row: {', '.join(sorted(unknown))}", file=sys.stderr)
+                    return 2
+                specs = [spec for spec in specs if spec.key in wanted]
+            rows = [measure(spec, settings) for spec in specs]
+        if args.only:
+            print("\n" + "\n".join(table(rows).splitlines()[:len(rows) + 2]))
+            return 1 if any(row.problem.startswith("failed") for row in rows) else 0
         report = f"{header(settings)}\n{table(rows)}\n"
         print("\n" + report)
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
