@@ -56,16 +56,19 @@ class CacheFlow:
             await self._fetch(director, key, request, send, record, shadow, MISS, store=True)
             return
         stale = None
+        waited_since = None  # stored since this request began to wait: its answer, fresh or not (max-age=0)
         for _ in range(MAX_WAITS):
             variant = cache.variant_for(key, request.headers)
             stale = cache.find(key, variant)
-            if stale is not None and stale.fresh(monotonic()):
+            if stale is not None and (stale.fresh(monotonic()) or
+                                      (waited_since is not None and stale.stored_at >= waited_since)):
                 cache.hits += 1
                 await self.serve(director, stale, request, send, HIT)
                 return
             update = cache.update_in_flight(key, variant)
             if update is None:
                 break
+            waited_since = monotonic()
             if not await update.wait():
                 await self._fetch(director, key, request, send, record, shadow, MISS, store=False)
                 return

@@ -113,6 +113,13 @@ def test_a_hundred_concurrent_requests_for_a_cold_key_reach_the_backend_once(dir
     assert labels.count("miss") == 1 and labels.count("hit") == 99
 
 
+def test_waiters_get_the_stored_copy_even_when_it_is_stale_at_once(director, backend):
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda _: get(director, "/cold0?delay=1&cc=max-age%3D0"), range(20)))
+    assert {(status, body) for status, _, body in answers} == {(200, b"c1 /cold0 #1")}
+    assert backend.count("/cold0") == 1
+
+
 def test_waiters_go_to_the_backend_themselves_when_the_response_cannot_be_stored(director, backend):
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
         answers = list(pool.map(lambda _: get(director, "/private?delay=0.5&cc=private"), range(10)))
