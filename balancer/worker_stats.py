@@ -182,6 +182,8 @@ def _totals_only(figures: dict) -> dict:
     for key in ("load", "queued"):
         if isinstance(result.get(key), dict):
             result[key] = {**result[key], "current": 0}
+    if isinstance(result.get("cache"), dict):  # a gone worker's cache went with it
+        result["cache"] = {**result["cache"], "objects": 0, "bytes": 0}
     return result
 
 

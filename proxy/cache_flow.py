@@ -229,7 +229,8 @@ class _Watched(UpstreamResponse):
         self._response = response
         self._fill = fill
         self.status = response.status
-        self.headers = [*response.headers, (b"x-cache-lookup", label)]
+        self.headers = [field for field in response.headers if field[0] not in cache_policy.OWN_HEADERS]
+        self.headers.append((b"x-cache-lookup", label))
 
     def collect(self, chunk: bytes) -> None:
         if not self._fill.add(chunk):

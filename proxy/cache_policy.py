@@ -14,8 +14,10 @@ STORABLE_STATUS = frozenset({200, 203, 204, 301, 404})
 # Sent with a 304 (RFC 9110 15.4.5), taken from the stored object.
 NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary",
                                   b"last-modified"})
+# Set by this cache on what it answers: a backend's own (another cache behind us) are dropped.
+OWN_HEADERS = frozenset({b"x-cache-lookup", b"x-director-cache"})
 # Not stored with the object: framing is redone when it is served, Age is recomputed.
-NOT_STORED = frozenset({b"content-length", b"age"})
+NOT_STORED = frozenset({b"content-length", b"age"}) | OWN_HEADERS
 HEAD_OVERHEAD = 256  # bytes counted per object besides its headers and body (key, bookkeeping)
 FIELD_OVERHEAD = 16  # bytes counted per stored header besides its name and value
 _PLACEHOLDERS = {"s": 0, "h": 1, "r": 2, "q": 3}
