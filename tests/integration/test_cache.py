@@ -129,6 +129,23 @@ def test_waiters_go_to_the_backend_themselves_when_the_response_cannot_be_stored
     assert backend.count("/private") == 10
 
 
+def test_an_update_that_breaks_mid_body_sends_each_waiter_upstream_once(director, backend):
+    def fetch(_):
+        try:
+            return get(director, "/dies?delay=0.5&die=1")[0]
+        except (http.client.HTTPException, OSError):
+            return "cut"  # the response was cut short: the connection closed mid-body
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        answers = list(pool.map(fetch, range(10)))
+    # Each was answered (none left waiting): cut short by the backend, or 503 once the failure
+    # had marked it offline. Each cut one reached the backend once; nothing was stored.
+    assert set(answers) <= {"cut", 503} and "cut" in answers
+    assert backend.count("/dies") == answers.count("cut")
+    assert get(director, "/dies?delay=0.5&die=1", method="PURGE")[0] == 404
+    wait_for(lambda: get(director, "/probe?cc=no-store")[0] == 200, 15, what="the backend online again")
+
+
 @pytest.mark.parametrize("name,value", [("cookie", "1"), ("cc", "no-store"), ("cc", "no-cache"),
                                         ("cc", "private, max-age=60"), ("pragma", "no-cache"), ("status", "500"),
                                         ("status", "302"), ("vary", "*")])

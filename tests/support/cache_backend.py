@@ -14,6 +14,7 @@ Query parameters (all optional):
   chunked=1    body sent chunked in 4 KiB chunks instead of with a Content-Length
   delay=S      answer after S seconds
   echo=NAME    body is the value of request header NAME
+  die=1        chunked: sends the head and the first chunk, then closes the connection
 """
 from __future__ import annotations
 
@@ -53,7 +54,12 @@ class CacheBackend(_ServerThread):
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             if "delay" in query:
                 await asyncio.sleep(float(query["delay"]))
-            writer.write(self._response(method, url.path, query, headers, ordinal))
+            response = self._response(method, url.path, query, headers, ordinal)
+            if "die" in query:
+                writer.write(response[:response.index(b"\r\n\r\n") + 4] + b"5\r\nhello\r\n")
+                await writer.drain()
+                return  # closed mid-body
+            writer.write(response)
             await writer.drain()
 
     def _response(self, method: str, path: str, query: dict, headers: dict, ordinal: int) -> bytes:
@@ -76,7 +82,7 @@ class CacheBackend(_ServerThread):
             fields.append(("last-modified", LAST_MODIFIED))
         if "cookie" in query:
             fields.append(("set-cookie", "s=1; Path=/"))
-        chunked = "chunked" in query and status not in (204, 304)
+        chunked = ("chunked" in query or "die" in query) and status not in (204, 304)
         if chunked:
             fields.append(("transfer-encoding", "chunked"))
         elif status not in (204, 304):
