@@ -81,7 +81,7 @@ class CacheFlow:
             return
         update = cache.begin_update(key, variant)
         try:
-            upstream = _without_conditionals(request)
+            upstream = _for_update(request)
             await self._fetch(director, key, upstream, send, record, shadow, label, store=True, update=(variant, update))
         finally:
             cache.end_update(key, variant, update, stored=False)  # no-op once stored
@@ -258,11 +258,11 @@ class _Watched(UpstreamResponse):
         await self._response.abort(notify)
 
 
-def _without_conditionals(request: UpstreamRequest) -> UpstreamRequest:
+def _for_update(request: UpstreamRequest) -> UpstreamRequest:
     headers = request.headers
-    if not any(name in cache_policy.CONDITIONAL for name, _ in headers):
+    if not any(name in cache_policy.UPDATE_DROPS for name, _ in headers):
         return request
-    return UpstreamRequest(request.method, request.target, cache_policy.without_conditionals(headers), request.body,
+    return UpstreamRequest(request.method, request.target, cache_policy.for_update(headers), request.body,
                            request.client, request.server, request.https, request.http_version, request.host,
                            request.document_root, request.script_filename)
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 
-# Request headers that would turn the updater's request into a conditional one: a 304 or
-# 412 from the backend cannot be stored as the object.
-CONDITIONAL = frozenset({b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range"})
+# Request headers the updater does not send up: conditionals would make the answer a 304 or
+# 412, Range a 206 — none of them the whole object to store. (Range goes with If-Range: a
+# Range whose If-Range was dropped could splice parts of two versions.) Its client gets the
+# whole 200.
+UPDATE_DROPS = frozenset({b"if-match", b"if-none-match", b"if-modified-since", b"if-unmodified-since", b"if-range",
+                          b"range"})
 STORABLE_STATUS = frozenset({200, 203, 204, 301, 404})
 # Sent with a 304 (RFC 9110 15.4.5), taken from the stored object.
 NOT_MODIFIED_HEADERS = frozenset({b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary",
@@ -138,8 +141,9 @@ def head_size(headers) -> int:
     return HEAD_OVERHEAD + sum(len(name) + len(value) + FIELD_OVERHEAD for name, value in headers)
 
 
-def without_conditionals(headers) -> list[tuple[bytes, bytes]]:
-    return [(name, value) for name, value in headers if name not in CONDITIONAL]
+def for_update(headers) -> list[tuple[bytes, bytes]]:
+    """The updater's request headers (UPDATE_DROPS removed)."""
+    return [(name, value) for name, value in headers if name not in UPDATE_DROPS]
 
 
 def not_modified(request_headers, etag: bytes | None, last_modified: bytes | None) -> bool:

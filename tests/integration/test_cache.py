@@ -204,6 +204,14 @@ def test_hits_answer_conditional_requests_with_304(director, backend):
     assert backend.count("/cond") == 1
 
 
+def test_the_updater_asks_for_the_whole_object_and_later_ranges_get_it_whole(director, backend):
+    status, _, body = get(director, "/ranged", Range="bytes=0-1", **{"If-Range": '"old"'})
+    assert (status, body) == (200, b"c1 /ranged #1")
+    assert "range" not in backend.requests("/ranged")[0][2] and "if-range" not in backend.requests("/ranged")[0][2]
+    status, headers, body = get(director, "/ranged", Range="bytes=0-1")
+    assert (status, headers["x-cache-lookup"], body) == (200, "hit", b"c1 /ranged #1")
+
+
 def test_purge_from_loopback_makes_the_next_request_the_updater(director, backend):
     assert get(director, "/purged")[2] == b"c1 /purged #1"
     assert get(director, "/purged")[1]["x-cache-lookup"] == "hit"
