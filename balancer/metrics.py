@@ -50,6 +50,7 @@ class OverviewCollector(Collector):
         yield from self._directors()
         yield from self._backends()
         yield from self._traffic()
+        yield from self._cache()
 
     def _directors(self):
         f = {
@@ -142,6 +143,25 @@ class OverviewCollector(Collector):
                 if b["upstream"] is not None:
                     upstream.add_metric([d["name"], b["name"]], *_histogram(b["upstream"]))
         yield from (durations, upstream, received, sent)
+
+
+    def _cache(self):
+        """The response cache of each director (SPEC §15), summed over the worker processes."""
+        f = {
+            "objects": GaugeMetricFamily("director_cache_objects", "Responses stored in the cache", labels=D),
+            "bytes": GaugeMetricFamily("director_cache_bytes", "Memory the stored responses take (bodies and an "
+                                       "estimate for heads)", labels=D),
+            "hits": CounterMetricFamily("director_cache_hits", "Requests answered from a fresh stored response",
+                                        labels=D),
+            "misses": CounterMetricFamily("director_cache_misses", "Cacheable requests (GET, HEAD) answered by a "
+                                          "backend", labels=D),
+            "shadow": CounterMetricFamily("director_cache_shadow", "Requests answered from a stored response "
+                                          "instead of the director's own 502/503/504", labels=D),
+        }
+        for d in self.view["directors"]:
+            for name, family in f.items():
+                family.add_metric([d["name"]], d["cache"][name])
+        yield from f.values()
 
 
 def _histogram(figures: dict) -> tuple[list, float]:

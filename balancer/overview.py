@@ -160,7 +160,7 @@ def display_state(enabled: bool, terminating: bool, health: str) -> str:
 
 def merge(snapshot: dict | None, facts: Facts, checks: dict | None = None) -> dict:
     """{"live": bool, "directors": [{id, name, enabled, mutable, unreached, load, queued,
-    dropped, responses, backends: [{id, name, url, role, enabled, terminating,
+    dropped, responses, cache: {objects, bytes, hits, misses, shadow}, backends: [{id, name, url, role, enabled, terminating,
     terminate_protection, capacity, health, state, load, failures, responses, health_changed,
     downtime, last_checked, last_error, last_check: {at, ok, status, duration}, transitions:
     [{at, from, to, reason}], checks, check_histogram}]}]} with times as epoch seconds or
@@ -189,7 +189,8 @@ def _director(live: dict, backends: list[dict], row: dict, unreached: dict[str, 
     return {"id": live["id"], "name": live["name"], "enabled": live["enabled"], "mutable": bool(row.get("dynamic")),
             "unreached": unreached.get(live["name"]), "load": dict(live["load"]), "queued": dict(live["queued"]),
             "dropped": live["dropped"], "responses": _responses(live["responses"]),
-            **_traffic(live, ("bytes", "durations")), "backends": backends, "buckets": _buckets(live)}
+            "cache": _cache(live.get("cache")), **_traffic(live, ("bytes", "durations")), "backends": backends,
+            "buckets": _buckets(live)}
 
 
 def _buckets(live: dict) -> list[dict]:
@@ -197,6 +198,15 @@ def _buckets(live: dict) -> list[dict]:
     tokens = live.get("bucket_tokens") or {}
     return [{"name": name, "assured": tokens.get(name, [0, 0])[0], "ceiling": tokens.get(name, [0, 0])[1], **figures}
             for name, figures in (live.get("buckets") or {}).items()]
+
+
+CACHE_FIGURES = ("objects", "bytes", "hits", "misses", "shadow")
+
+
+def _cache(figures: dict | None) -> dict:
+    """The director's response cache figures (proxy.cache), zeros without a data plane."""
+    figures = figures or {}
+    return {name: figures.get(name, 0) for name in CACHE_FIGURES}
 
 
 def _backend(live: dict, row: dict | None, checks: dict | None, transitions: list[dict]) -> dict:

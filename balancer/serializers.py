@@ -148,9 +148,31 @@ def backend_stats(backend_id: int) -> dict:
     return {"load": {**_zero_load(), **stats.get("load", {})}, "failures": stats.get("failures", 0)}
 
 
-def director_stats(director_id: int) -> dict:
-    """Live figures of one director; zeros when no data plane runs in this process."""
-    stats = livestats.get_director_stats(director_id)
+CACHE_FIGURES = ("objects", "bytes", "hits", "misses", "shadow")
+
+
+class CacheStatsSerializer(serializers.Serializer):
+    """The response cache of a director (SPEC §15), summed over the processes serving it."""
+
+    objects = serializers.IntegerField()
+    bytes = serializers.IntegerField()
+    hits = serializers.IntegerField()
+    misses = serializers.IntegerField()
+    shadow = serializers.IntegerField()
+
+
+def cache_stats(stats: dict | None) -> dict:
+    """{objects, bytes, hits, misses, shadow} of a director's live figures (livestats);
+    zeros when no data plane runs in this process."""
+    figures = (stats or {}).get("cache") or {}
+    return {name: figures.get(name, 0) for name in CACHE_FIGURES}
+
+
+def director_stats(director_id: int, stats: dict | None = None) -> dict:
+    """Live figures of one director (`stats`: livestats' figures when already fetched);
+    zeros when no data plane runs in this process."""
+    if stats is None:
+        stats = livestats.get_director_stats(director_id)
     if not stats:
         return {"load": _zero_load(), "queued": _zero_load(), "dropped": 0}
     return {"load": {**_zero_load(), **stats.get("load", {})},
@@ -202,16 +224,19 @@ class DirectorSerializer(_DirectorSettings):
     name = RuleField(validation.NAME_RULE, read_only=True)
     mutable = serializers.BooleanField(read_only=True, help_text="dynamic director: backends can be managed")
     stats = DirectorStatsSerializer(read_only=True)
+    cache = CacheStatsSerializer(read_only=True)
     backends = BackendSerializer(many=True, read_only=True)
     buckets = BucketSerializer(many=True, read_only=True)
 
     def to_representation(self, director: Director) -> dict:
         backend = BackendSerializer()
+        live = livestats.get_director_stats(director.pk)
         return {
             "name": director.name,
             "mutable": director.dynamic,
             **director.settings(),
-            "stats": director_stats(director.pk),
+            "stats": director_stats(director.pk, live),
+            "cache": cache_stats(live),
             "backends": [backend.to_representation(b) for b in director.backends.all()],
             "buckets": buckets_json(director),
         }

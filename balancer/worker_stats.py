@@ -184,6 +184,8 @@ def _totals_only(figures: dict) -> dict:
             result[key] = {**result[key], "current": 0}
     if isinstance(result.get("buckets"), dict):  # proxy.buckets figures: tokens and queues are now's
         result["buckets"] = {name: {**figures, "used": 0, "queued": 0} for name, figures in result["buckets"].items()}
+    if isinstance(result.get("cache"), dict):  # a gone worker's cache went with it
+        result["cache"] = {**result["cache"], "objects": 0, "bytes": 0}
     return result
 
 
@@ -240,8 +242,9 @@ def peers(now: float | None = None) -> Peers:
 # -- merging ---------------------------------------------------------------------------------
 
 # The figures summed across workers; the rest is this worker's. "bytes", "durations" and
-# "upstream" are proxy.request_metrics.Traffic's (histogram counts add bucket by bucket).
-_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream", "buckets")
+# "upstream" are proxy.request_metrics.Traffic's (histogram counts add bucket by bucket);
+# "cache" is proxy.cache's (each worker has a store of its own: objects and bytes add too).
+_COUNTED = ("load", "queued", "dropped", "failures", "responses", "bytes", "durations", "upstream", "buckets", "cache")
 
 
 def merge_counts(own: dict, others: list[dict]) -> dict:

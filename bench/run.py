@@ -134,6 +134,8 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
         RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
                 lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
+        RowSpec("director-cached", "Director (1 worker), cache hit → nginx",
+                lambda: servers.director_cached(workdir, backend().port), optional=True),
         RowSpec("director-logged", "Director (1 worker, access log to a file) → nginx",
                 lambda: servers.director_http(workdir, backend().port, access_log=True), optional=True),
         RowSpec("director-buckets", "Director (1 worker, two buckets, route into one) → nginx",
@@ -154,6 +156,7 @@ RATIOS = (
     ("Director access log on / off (CPU per request)", "director-logged", "director", "cpu_us_per_request"),
     ("Director buckets on / off (req/s)", "director-buckets", "director", "requests_per_sec"),
     ("Director buckets on / off (CPU per request)", "director-buckets", "director", "cpu_us_per_request"),
+    ("Director cache hit / Director proxied (CPU per request)", "director-cached", "director", "cpu_us_per_request"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
     ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
@@ -233,9 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--slow-reader", action="store_true",
                         help="instead of the table: stream a 1 GiB body to a slow client, report RSS growth")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
-    parser.add_argument("--only", metavar="KEYS", default="",
-                        help="comma-separated row keys to run (e.g. director,director-buckets); default all, "
-                             "and only then is the results file rewritten")
+    parser.add_argument("--only", metavar="KEY[,KEY]", help="run only these rows (keys: direct, haproxy, "
+                        "director, director-cached, director-buckets, ...); results are printed, latest.md is left alone")
     args = parser.parse_args(argv)
     if args.threads < 1 or args.connections < args.threads or args.duration <= 0:
         parser.error("need threads >= 1, connections >= threads and duration > 0")
@@ -261,11 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                 return slowreader.main(workdir, stack)
             specs = row_specs(workdir, stack)
             if args.only:
-                wanted = args.only.split(",")
-                unknown = set(wanted) - {spec.key for spec in specs}
+                wanted = set(args.only.split(","))
+                unknown = wanted - {spec.key for spec in specs}
                 if unknown:
-                    print(f"bench: no such rows: {', '.join(sorted(unknown))}; rows are "
-                          + ", ".join(spec.key for spec in specs), file=sys.stderr)
+                    print(f"bench: no such row: {', '.join(sorted(unknown))}", file=sys.stderr)
                     return 2
                 specs = [spec for spec in specs if spec.key in wanted]
             rows = [measure(spec, settings) for spec in specs]

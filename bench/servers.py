@@ -400,6 +400,12 @@ bronze = {{ rate = 0.25 }}
     return director(workdir, "director-buckets", config)
 
 
+def director_cached(workdir: Path, backend_port: int) -> Server:
+    """The response cache on (SPEC §15), fresh for an hour: wrk's one URL is a hit after the first."""
+    settings = {"cache_enabled": True, "cache_default_ttl": 3600}
+    return director(workdir, "director-cached", director_config(f"http://{HOST}:{backend_port}", settings))
+
+
 def director_https(workdir: Path, backend_port: int, tls: tuple[str, str]) -> Server:
     return director(workdir, "director-https", director_config(f"http://{HOST}:{backend_port}"), tls=tls)
 

@@ -12,6 +12,7 @@ import logging
 from time import monotonic
 
 from proxy.buckets import with_bucket_header
+from proxy.cache_flow import CacheFlow
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
 from proxy.headers import HeaderRules
@@ -40,6 +41,7 @@ class ProxyApp:
         self.plane = plane
         self.rules = rules or HeaderRules()
         self.dispatcher = Dispatcher(self.rules, health)
+        self.cache_flow = CacheFlow(self.dispatcher)
         self.websocket = websocket or WebSocketLimits()
         self.access_log = access_log  # a proxy.access_log.AccessLog, or None: off
 
@@ -156,6 +158,9 @@ class ProxyApp:
         if websocket is not None:
             websocket.prepare(request)
             await websocket.through_director(director, request, send, pinned, record, sticky)
+            return
+        if director.cache is not None and pinned is None:  # SPEC §15; a client-chosen backend bypasses it
+            await self.cache_flow.pass_request(director, request, send, record, sticky)
             return
         await self.dispatcher.pass_request(director, request, send, pinned, record, sticky)
 

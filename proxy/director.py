@@ -10,6 +10,7 @@ import asyncio
 from collections import deque
 
 from proxy.buckets import Bucket, Shaper, serving_capacity
+from proxy.cache import ResponseCache
 from proxy.node_slots import NodeSlots
 from proxy.request_metrics import Traffic
 from proxy.runtime import BackendRuntime, Counter, DirectorSettings
@@ -64,6 +65,8 @@ class DirectorRuntime:
         self.bytes_received = 0  # request body bytes of all its requests
         self.bytes_sent = 0  # response body bytes of all its requests
         self.node: NodeSlots | None = None  # under --workers: limits per node
+        self.cache_store = ResponseCache()  # SPEC §15; kept while disabled for its counters
+        self.cache: ResponseCache | None = None  # the store while cache_enabled (proxy.cache_flow)
         self._node_poll: asyncio.TimerHandle | None = None
         self.sendfile: SendfileRoot | None = None  # X-Sendfile allowed (SPEC §15)
         self.sticky: StickyCookie | None = None  # sticky_cookie set (SPEC §15)
@@ -75,6 +78,8 @@ class DirectorRuntime:
         self.settings = settings
         self.sendfile = sendfile_root(self.name, settings, self.sendfile)
         self.sticky = sticky_cookie(settings, self.sticky)
+        self.cache_store.configure(settings)
+        self.cache = self.cache_store if settings.cache_enabled else None
         for old in self.backends.values():
             old.pool = None
         ordered = sorted(backends, key=lambda b: (b.position, b.id))
@@ -365,7 +370,8 @@ class DirectorRuntime:
         self.dispatch_waiters()
 
     def stats(self) -> dict:
-        stats = {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped}
+        stats = {"load": self.load.as_dict(), "queued": self.queued.as_dict(), "dropped": self.dropped,
+                 "cache": self.cache_store.stats()}
         if self.shaper is not None:
             stats["buckets"] = self.shaper.stats()
             stats["bucket_tokens"] = self.shaper.tokens()

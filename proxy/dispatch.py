@@ -40,8 +40,12 @@ class Dispatcher:
         self.rules = rules
         self.health = health or HealthSink()
 
-    async def refuse(self, director: DirectorRuntime, send, reason: str, status: int = 503) -> None:
-        """A director-generated error response (503s carry Retry-After and count as dropped)."""
+    async def refuse(self, director: DirectorRuntime, send, reason: str, status: int = 503, shadow=None) -> None:
+        """A director-generated error response (503s carry Retry-After and count as dropped).
+        `shadow`: proxy.cache_flow's shadow delivery, which may answer from the cache instead."""
+        if shadow is not None and await shadow(send):
+            log.debug("director %s: %s -> %d, answered from the cache", director.name, reason, status)
+            return
         extra: tuple | list = ()
         if status == 503:
             director.dropped += 1
@@ -52,17 +56,25 @@ class Dispatcher:
 
     async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send,
                            pinned: BackendRuntime | None = None, record: RequestRecord | None = None,
-                           sticky: StickySession | None = None) -> None:
+                           sticky: StickySession | None = None, *, shadow=None, watch=None) -> None:
+        """`sticky`: the request's sticky-cookie session (proxy.sticky); `shadow` goes to
+        `refuse`; `watch(response, first)` returns the response to relay in its place
+        (proxy.cache_flow collects the body through it)."""
         prefer = sticky.preferred(director) if sticky is not None else None
-        sent = await self.send_with_retries(director, request, send, pinned, self._send, record, prefer=prefer)
+        sent = await self.send_with_retries(director, request, send, pinned, self._send, record,
+                                            shadow=shadow, prefer=prefer)
         if sent is not None:
+            slot, response, first = sent
             if sticky is not None:
-                send = sticky.sender(sent[0].backend, send)
-            await self.relay_response(director, *sent, request, send)
+                send = sticky.sender(slot.backend, send)
+            if watch is not None:
+                response = watch(response, first)
+            await self.relay_response(director, slot, response, first, request, send)
 
     async def send_with_retries(self, director: DirectorRuntime, request: UpstreamRequest, send,
                                 pinned: BackendRuntime | None, attempt, record: RequestRecord | None = None, *,
-                                prefer: BackendRuntime | None = None) -> tuple[Slot, UpstreamResponse, bytes] | None:
+                                shadow=None, prefer: BackendRuntime | None = None,
+                                ) -> tuple[Slot, UpstreamResponse, bytes] | None:
         """Choose a backend and `await attempt(director, slot, request)` -> (response, first
         body chunk), again on another backend after a failure as SPEC §7.5 allows. Returns the
         slot (the caller now owns it), response and first chunk; None when the client was
@@ -88,9 +100,10 @@ class Dispatcher:
                         slot = await director.acquire_in_bucket(bucket, exclude, retrying=attempts > 0, prefer=prefer)
                 except Refused as refused:
                     if last_error is not None:
-                        await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status)
+                        await self.refuse(director, send, f"{refused.reason} after: {last_error.reason}", last_error.status,
+                                          shadow)
                     else:
-                        await self.refuse(director, send, refused.reason)
+                        await self.refuse(director, send, refused.reason, shadow=shadow)
                     return None
             backend = record.backend = slot.backend
             record.attempts += 1
@@ -105,7 +118,7 @@ class Dispatcher:
                 last_error = err
                 attempts += 1
                 if attempts > settings.max_retry_count or not (may_resend or err.safe_to_resend):
-                    await self.refuse(director, send, err.reason, err.status)
+                    await self.refuse(director, send, err.reason, err.status, shadow)
                     return None
                 exclude.add(backend)
                 continue

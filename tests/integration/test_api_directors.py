@@ -34,7 +34,8 @@ class TestDirectors(ApiTestBase):
         body = self.call("GET", LIST, expect=200, client=self.viewer).json()
         assert [d["name"] for d in body] == ["app", "pool"]
         app, pool = body
-        assert set(app) == SETTINGS | {"name", "mutable", "stats", "backends", "buckets"}
+        assert set(app) == SETTINGS | {"name", "mutable", "stats", "cache", "backends", "buckets"}
+        assert app["cache"] == {"objects": 0, "bytes": 0, "hits": 0, "misses": 0, "shadow": 0}
         assert (app["mutable"], pool["mutable"]) == (False, True)
         assert pool["queue_limit"] == 5 and pool["scheduler"] == "rr"
         assert app["stats"] == {"load": ZERO_LOAD, "queued": ZERO_LOAD, "dropped": 0}
@@ -57,6 +58,7 @@ class TestDirectors(ApiTestBase):
         defaults = validation.defaults(validation.DIRECTOR_SETTINGS)
         assert body == {**defaults, "scheduler": "least_load", "queue_timeout": 0.5, "name": "pool",
                         "mutable": True, "stats": {"load": ZERO_LOAD, "queued": ZERO_LOAD, "dropped": 0},
+                        "cache": {"objects": 0, "bytes": 0, "hits": 0, "misses": 0, "shadow": 0},
                         "backends": [], "buckets": []}
         assert Director.objects.get(name="pool").dynamic
         assert record.before is None and record.after["scheduler"] == "least_load"

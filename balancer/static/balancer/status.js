@@ -229,6 +229,12 @@
     return (ms < 10 ? ms.toFixed(1) : String(Math.round(ms))) + " ms";
   }
 
+  function cacheText(cache) {
+    if (!cache || !(cache.objects || cache.hits || cache.misses || cache.shadow)) return "";
+    return " · cache " + cache.objects + " objects, " + size(cache.bytes) + ", hits " + cache.hits +
+      ", misses " + cache.misses + ", shadow " + cache.shadow;
+  }
+
   function updateDirector(section, director, now) {
     section.dataset.director = director.name;
     section.querySelector(".director-name").textContent = director.name;
@@ -237,7 +243,7 @@
     state.className = "state director-state state-" + (director.enabled ? "online" : "disabled");
     section.querySelector(".summary").textContent = "queue " + counter(director.queued) + " (cur / max / total) · dropped " +
       director.dropped + " · responses 2xx " + director.responses["2xx"] + ", 4xx " + director.responses["4xx"] +
-      ", 5xx " + director.responses["5xx"];
+      ", 5xx " + director.responses["5xx"] + cacheText(director.cache);
     const buckets = section.querySelector(".buckets");
     buckets.hidden = !(director.buckets && director.buckets.length);
     buckets.textContent = buckets.hidden ? "" : "buckets (tokens used / assured / ceiling, queued, dropped): " +
