@@ -1,4 +1,5 @@
 """x0 director files: import, export, round trip, malformed files change nothing (SPEC §10)."""
+import io
 import logging
 import textwrap
 
@@ -241,7 +242,8 @@ def buckets_of(name: str) -> list[tuple]:
 def test_cache_buckets_and_sendfile_import_and_round_trip(tmp_path):
     root = tmp_path / "files"
     root.mkdir()
-    call_command("importx0", "shop", write(tmp_path, later_features_file(root)))
+    call_command("importx0", "shop", write(tmp_path, later_features_file(root)), stdout=(said := io.StringIO()))
+    assert said.getvalue() == "imported director shop with 1 backend and 3 buckets\n"
     shop = Director.objects.get(name="shop")
     assert (shop.allow_x_sendfile, shop.x_sendfile_root, shop.sticky_cookie, shop.slow_start) == (
         True, str(root), "DIRECTOR_ROUTE", 30)
