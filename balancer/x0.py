@@ -1,8 +1,10 @@
 """x0 director files (SPEC §10): read, import as a dynamic director, export, keep in sync.
 
 The INI layout is x0's: a `[director]` section with the SPEC §5 settings spelled with `-`,
-and one `[backend=NAME]` section per backend with `role`, `capacity`, `enabled`,
-`protocol`, `health-check-mode`, `health-check-interval`, and `host` + `port` or `path`.
+a `[cache]` section with the cache settings (SPEC §15; `CACHE_KEYS`), one `[bucket=NAME]`
+section per bucket (`balancer.x0_buckets`), and one `[backend=NAME]` section per backend
+with `role`, `capacity`, `enabled`, `protocol`, `health-check-mode`,
+`health-check-interval`, and `host` + `port` or `path`.
 HTTPS backends (which x0 did not have) say `protocol=https` and may carry `tls-verify`,
 `tls-ca-file` and `tls-server-name`.
 Errors name the section and key; an import either creates everything or nothing.
@@ -12,6 +14,7 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +23,7 @@ from django.db import transaction
 
 from proxy.addresses import format_host
 
-from . import services, validation
+from . import bucket_services, services, validation, x0_buckets
 from .models import Director
 
 log = logging.getLogger("director.x0")
@@ -29,9 +32,13 @@ FIELD_KEYS = ("role", "capacity", "enabled", "health-check-mode", "health-check-
               "tls-verify", "tls-ca-file", "tls-server-name")  # backend fields, spelled with -
 BACKEND_KEYS = (*FIELD_KEYS, "protocol", "host", "port", "path", "transport")
 PROTOCOLS = ("http", "https", "fastcgi")
-# x0 keys we read and drop: features Director does not have.
-IGNORED_DIRECTOR_KEYS = ("allow-x-sendfile",)
-IGNORED_SECTIONS = ("cache",)
+# `[cache]` keys and the director settings they hold: x0's, then Director's own.
+CACHE_KEYS = {"enabled": "cache_enabled", "deliver-active": "cache_deliver_active",
+              "deliver-shadow": "cache_deliver_shadow", "default-ttl": "cache_default_ttl",
+              "key": "cache_key", "max-size": "cache_max_size"}
+CACHE_PLACES = {name: f"[cache] {key}" for key, name in CACHE_KEYS.items()}
+# x0 keys we read and drop, with the reason.
+DROPPED_CACHE_KEYS = {"default-shadow-ttl": "Director keeps a shadow copy until it is evicted"}
 HEADER = "# Director x0-format director file, rewritten on every change. Edit through the admin or API.\n"
 
 
@@ -47,6 +54,7 @@ class X0Error(Exception):
 class X0Director:
     settings: dict = field(default_factory=dict)
     backends: list[tuple[str, dict]] = field(default_factory=list)
+    buckets: list[tuple[str, dict]] = field(default_factory=list)  # (name, cleaned fields), file order
     warnings: list[str] = field(default_factory=list)
 
 
@@ -64,7 +72,7 @@ def _typed(rule: validation.Rule, text: str):
             return int(text.strip())
         except ValueError:
             raise ValueError(rule.describe()) from None
-    if rule.kind == "seconds":
+    if rule.kind in ("seconds", "number"):
         try:
             return float(text.strip())
         except ValueError:
@@ -96,29 +104,65 @@ def parse_x0(text: str, source: str = "<string>") -> X0Director:
     for section in parser.sections():
         if section == "director":
             _read_director(parser[section], result, errors)
+        elif section == "cache":
+            _read_cache(parser[section], result, errors)
         elif section.startswith("backend="):
             _read_backend(section, parser[section], result, errors)
-        elif section in IGNORED_SECTIONS or section.startswith("bucket="):
-            result.warnings.append(f"[{section}] ignored: Director has no x0 cache or buckets")
+        elif section.startswith(x0_buckets.PREFIX):
+            bucket = x0_buckets.read_bucket(section, parser[section], _typed, errors)
+            if bucket is not None:
+                result.buckets.append(bucket)
         else:
             errors.append(f"[{section}]: unknown section")
+    if not errors:
+        errors += x0_buckets.tree_errors(result.buckets)
     if errors:
         raise X0Error(errors)
     return result
 
 
 def _read_director(section, result: X0Director, errors: list) -> None:
+    """The settings; cache ones too as `cache-enabled` etc. (files of older Directors)."""
     for key, text in section.items():
         name = key.replace("-", "_")
         rule = validation.DIRECTOR_SETTINGS.get(name)
-        if key in IGNORED_DIRECTOR_KEYS:
-            result.warnings.append(f"[director] {key} ignored")
-        elif rule is None:
+        if rule is None:
             errors.append(f"[director] {key}: unknown key")
         else:
-            value = _convert("director", key, rule, text, errors)
-            if value is not None:
-                result.settings[name] = value
+            _set(result, "director", key, name, _convert("director", key, rule, text, errors), errors)
+
+
+def _read_cache(section, result: X0Director, errors: list) -> None:
+    for key, text in section.items():
+        name = CACHE_KEYS.get(key)
+        if key in DROPPED_CACHE_KEYS:
+            result.warnings.append(f"[cache] {key} ignored: {DROPPED_CACHE_KEYS[key]}")
+        elif name is None:
+            errors.append(f"[cache] {key}: unknown key")
+        else:
+            value = _convert("cache", key, validation.DIRECTOR_SETTINGS[name], text, errors)
+            _set(result, "cache", key, name, value, errors)
+
+
+def _set(result: X0Director, section: str, key: str, name: str, value, errors: list) -> None:
+    """Keep a converted setting (None: it had an error). Only a cache setting can come twice:
+    as `[director] cache-X` (older Director files) and as `[cache] X`."""
+    if name in result.settings:
+        other = _place(name) if section == "director" else f"[director] {name.replace('_', '-')}"
+        errors.append(f"[{section}] {key}: also given as {other}; keep one")
+    elif value is not None:
+        result.settings[name] = value
+
+
+def _place(name: str) -> str:
+    """Where a director setting lives in an x0 file, as `[section] key`."""
+    return CACHE_PLACES.get(name) or f"[director] {name.replace('_', '-')}"
+
+
+def _x0_spelling(message: str) -> str:
+    """A service message with the setting names it mentions spelled as x0 keys."""
+    return re.sub(r"\b[a-z]+(?:_[a-z0-9]+)+\b",
+                  lambda m: _place(m[0]).removeprefix("[director] ") if m[0] in validation.DIRECTOR_SETTINGS else m[0], message)
 
 
 def _read_backend(section_name: str, section, result: X0Director, errors: list) -> None:
@@ -187,20 +231,37 @@ def import_x0(name: str, path: str | Path, *, actor: str, load_path: str = "") -
     for warning in parsed.warnings:
         log.warning("%s: %s", path, warning)
     with transaction.atomic():
-        director = services.create_director(name, parsed.settings, actor=actor, load_path=load_path)
+        try:
+            director = services.create_director(name, parsed.settings, actor=actor, load_path=load_path)
+        except services.ValidationFailed as exc:
+            raise X0Error([f"{_place(field)}: {_x0_spelling('; '.join(msgs))}"
+                           for field, msgs in exc.errors.items()]) from None
         for position, (backend_name, data) in enumerate(parsed.backends):
             try:
                 services.create_backend(director, {**data, "position": position}, actor=actor)
             except services.ValidationFailed as exc:
                 raise X0Error([f"[backend={backend_name}] {field.replace('_', '-')}: {'; '.join(msgs)}"
                                for field, msgs in exc.errors.items()]) from None
+        _create_buckets(director, parsed.buckets, actor)
     return director
+
+
+def _create_buckets(director: Director, buckets: list[tuple[str, dict]], actor: str) -> None:
+    """Through the bucket services, parents first (the file may name a child first)."""
+    for bucket_name, data in x0_buckets.parents_first(buckets, lambda b: b[0], lambda b: b[1]["parent"]):
+        try:
+            bucket_services.create_bucket(director, data, actor=actor)
+        except services.ValidationFailed as exc:
+            raise X0Error([line for field, msgs in exc.errors.items()
+                           for line in x0_buckets.error_lines(bucket_name, field, msgs)]) from None
 
 
 def render_x0(director: Director) -> str:
     lines = [HEADER, "[director]"]
-    for name in validation.DIRECTOR_SETTINGS:
-        lines.append(f"{name.replace('_', '-')}={_text(getattr(director, name))}")
+    lines += [f"{name.replace('_', '-')}={_text(getattr(director, name))}"
+              for name in validation.DIRECTOR_SETTINGS if name not in CACHE_PLACES]
+    lines += ["", "[cache]"] + [f"{key}={_text(getattr(director, name))}" for key, name in CACHE_KEYS.items()]
+    lines += x0_buckets.render_buckets(director)
     for backend in director.backends.filter(terminating=False).order_by("position", "id"):
         lines += ["", f"[backend={backend.name}]"]
         lines += [f"role={backend.role}", f"capacity={backend.capacity}", f"enabled={_text(backend.enabled)}",

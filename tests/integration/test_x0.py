@@ -1,11 +1,14 @@
 """x0 director files: import, export, round trip, malformed files change nothing (SPEC §10)."""
+import io
+import logging
 import textwrap
 
 import pytest
 from django.core.management import CommandError, call_command
 
-from balancer.models import AuditRecord, Backend, Director
-from balancer.x0 import parse_x0, read_x0, render_x0
+from balancer import bucket_services
+from balancer.models import AuditRecord, Backend, Bucket, Director
+from balancer.x0 import X0Error, import_x0, parse_x0, read_x0, render_x0
 from tests.support.certs import make_certs
 
 pytestmark = pytest.mark.django_db
@@ -128,6 +131,16 @@ def test_export_then_import_round_trips(tmp_path):
     ("[backend=w]\nprotocol=http\npath=/s\n", "[director]: section missing"),
     ("[director]\nqueue-limit=1\nqueue-limit=2\n", "[director] queue-limit: duplicate key (line 3)"),
     ("[director]\njunk line\n", "not key=value (line 2)"),
+    ("[director]\n[cache]\nenabled=yes\n", "[cache] enabled: must be true, false, 1 or 0"),
+    ("[director]\n[cache]\nstale-ttl=5\n", "[cache] stale-ttl: unknown key"),
+    ("[director]\n[cache]\nmax-size=lots\n", "[cache] max-size: must be a size"),
+    ("[director]\ncache-enabled=true\n[cache]\nenabled=false\n",
+     "[cache] enabled: also given as [director] cache-enabled; keep one"),
+    ("[cache]\ndefault-ttl=5\n[director]\ncache-default-ttl=6\n",
+     "[director] cache-default-ttl: also given as [cache] default-ttl; keep one"),
+    ("[director]\nallow-x-sendfile=true\n",
+     "[director] x-sendfile-root: required when allow-x-sendfile is true"),
+    ("[director]\nx-sendfile-root=relative/dir\n", "[director] x-sendfile-root: 'relative/dir' must be an absolute path"),
 ])
 def test_malformed_file_names_section_and_key_and_changes_nothing(tmp_path, bad, expected):
     before = (Director.objects.count(), Backend.objects.count(), AuditRecord.objects.count())
@@ -188,3 +201,134 @@ def test_https_backends_import_export_and_round_trip(tmp_path):
     fields = ("name", "url", "protocol", "tls_verify", "tls_ca_file", "tls_server_name")
     assert list(Backend.objects.filter(director__name="tls").values_list(*fields)) == list(
         Backend.objects.filter(director__name="copy").values_list(*fields))
+
+
+def later_features_file(sendfile_root) -> str:
+    """A director with everything SPEC §15 added: cache, buckets (a child named before its
+    parent), X-Sendfile, sticky cookie, slow start."""
+    return textwrap.dedent(f"""\
+        [director]
+        allow-x-sendfile=true
+        x-sendfile-root={sendfile_root}
+        sticky-cookie=DIRECTOR_ROUTE
+        slow-start=30
+        [cache]
+        enabled=true
+        deliver-active=false
+        deliver-shadow=true
+        default-ttl=45
+        key=%s#%h#%r
+        max-size=2MiB
+        [bucket=premium]
+        parent=checkout
+        rate=0.5
+        ceil=1
+        [bucket=checkout]
+        rate=0.25
+        ceil=0.75
+        [bucket=batch]
+        rate=0.1
+        [backend=web1]
+        protocol=http
+        host=10.1.0.11
+        port=8080
+    """)
+
+
+def buckets_of(name: str) -> list[tuple]:
+    return list(Bucket.objects.filter(director__name=name).order_by("name").values_list("name", "parent", "rate", "ceil"))
+
+
+def test_cache_buckets_and_sendfile_import_and_round_trip(tmp_path):
+    root = tmp_path / "files"
+    root.mkdir()
+    call_command("importx0", "shop", write(tmp_path, later_features_file(root)), stdout=(said := io.StringIO()))
+    assert said.getvalue() == "imported director shop with 1 backend and 3 buckets\n"
+    shop = Director.objects.get(name="shop")
+    assert (shop.allow_x_sendfile, shop.x_sendfile_root, shop.sticky_cookie, shop.slow_start) == (
+        True, str(root), "DIRECTOR_ROUTE", 30)
+    assert (shop.cache_enabled, shop.cache_deliver_active, shop.cache_deliver_shadow, shop.cache_default_ttl,
+            shop.cache_key, shop.cache_max_size) == (True, False, True, 45, "%s#%h#%r", 2 * 1024**2)
+    assert buckets_of("shop") == [("batch", "", 0.1, 0.1), ("checkout", "", 0.25, 0.75),
+                                  ("premium", "checkout", 0.5, 1.0)]  # batch's ceil defaults to its rate
+    assert AuditRecord.objects.filter(director_name="shop", action="bucket.create").count() == 3
+
+    rendered = render_x0(shop)
+    director_section = rendered.split("[director]")[1].split("\n\n")[0]
+    assert "\ncache-" not in director_section  # x0's way: the cache settings have their own section
+    assert "\n[cache]\nenabled=true\ndeliver-active=false\ndeliver-shadow=true\ndefault-ttl=45\n" in rendered
+    assert f"allow-x-sendfile=true\nx-sendfile-root={root}\n" in rendered
+    assert rendered.index("[bucket=checkout]") < rendered.index("[bucket=premium]")  # a parent before its child
+    assert "[bucket=premium]\nrate=0.5\nceil=1.0\nparent=checkout\n" in rendered
+
+    out = tmp_path / "out.db"
+    call_command("exportx0", "shop", out)
+    call_command("importx0", "copy", out)
+    copy = Director.objects.get(name="copy")
+    assert copy.settings() == shop.settings()
+    assert buckets_of("copy") == buckets_of("shop")
+    assert render_x0(copy).split("\n", 1)[1] == rendered.split("\n", 1)[1]
+
+
+def test_cache_keys_of_older_director_files_are_read_in_director_section(tmp_path):
+    call_command("importx0", "old", write(tmp_path, "[director]\ncache-enabled=true\ncache-default-ttl=5\n"))
+    old = Director.objects.get(name="old")
+    assert (old.cache_enabled, old.cache_default_ttl) == (True, 5)
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("[bucket=checkout]\nrate=lots\n", ["[bucket=checkout] rate: must be a number from 0 to 1"]),
+    ("[bucket=checkout]\nrate=0.5\nweight=3\n", ["[bucket=checkout] weight: unknown key"]),
+    ("[bucket=checkout]\nceil=0.5\n", ["[bucket=checkout] rate: this field is required"]),
+    ("[bucket=checkout]\nrate=0.8\nceil=0.5\n", ["[bucket=checkout] rate: must be at most ceil (0.5)"]),
+    ("[bucket=checkout]\nrate=0.5\nparent=nope\n", ["[bucket=checkout] parent: unknown bucket 'nope'"]),
+    ("[bucket=root]\nrate=0.5\n", ["[bucket=root]: 'root' is the implicit top bucket"]),
+    ("[bucket=a b]\nrate=0.5\n", ["[bucket=a b]:"]),
+    ("[bucket=a]\nrate=0.6\n[bucket=b]\nrate=0.6\n",
+     ["[bucket=a] rate: the rates of the buckets under root add up to 1.2", "[bucket=b] rate: the rates"]),
+])
+def test_bad_bucket_section_names_it_and_imports_nothing(tmp_path, section, expected):
+    text = f"[director]\nqueue-limit=5\n[backend=web1]\nprotocol=http\nhost=10.0.0.1\nport=80\n{section}"
+    with pytest.raises(CommandError) as info:
+        call_command("importx0", "bad", write(tmp_path, text))
+    for line in expected:
+        assert line in str(info.value)
+    assert not Director.objects.filter(name="bad").exists()
+    assert (Backend.objects.count(), Bucket.objects.count(), AuditRecord.objects.count()) == (0, 0, 0)
+
+
+def test_default_shadow_ttl_is_read_and_dropped_with_a_warning(tmp_path, caplog):
+    path = write(tmp_path, "[director]\n[cache]\nenabled=true\ndefault-shadow-ttl=600\n")
+    with caplog.at_level(logging.WARNING, logger="director.x0"):
+        director = import_x0("shadow", path, actor="test")
+    assert director.cache_enabled
+    assert any("[cache] default-shadow-ttl ignored" in r.getMessage() and "evicted" in r.getMessage()
+               for r in caplog.records)
+    assert "default-shadow-ttl" not in render_x0(director)
+
+
+def test_import_errors_are_x0error_lines(tmp_path):
+    with pytest.raises(X0Error) as info:
+        import_x0("bad", write(tmp_path, "[director]\nallow-x-sendfile=1\n"), actor="test")
+    assert info.value.errors == ["[director] x-sendfile-root: required when allow-x-sendfile is true: the directory "
+                                 "X-Sendfile paths must resolve inside"]
+
+
+def test_load_file_follows_bucket_changes(tmp_path, django_capture_on_commit_callbacks):
+    load = write(tmp_path, "[director]\n[backend=web1]\nprotocol=http\nhost=10.0.0.1\nport=80\n", "pool.db")
+    with django_capture_on_commit_callbacks(execute=True):
+        director = import_x0("pool", load, actor="test", load_path=str(load))
+    with django_capture_on_commit_callbacks(execute=True):
+        bucket_services.create_bucket(director, {"name": "checkout", "rate": 0.5}, actor="api:ops")
+    with django_capture_on_commit_callbacks(execute=True):
+        bucket_services.create_bucket(director, {"name": "vip", "parent": "checkout", "rate": 1}, actor="api:ops")
+    assert "[bucket=checkout]\nrate=0.5\nceil=0.5\n\n[bucket=vip]\nrate=1.0\nceil=1.0\nparent=checkout\n" in (
+        load.read_text())
+    with django_capture_on_commit_callbacks(execute=True):
+        bucket_services.update_bucket(Bucket.objects.get(name="checkout"), {"ceil": 0.9}, actor="api:ops")
+    assert "[bucket=checkout]\nrate=0.5\nceil=0.9\n" in load.read_text()
+    with django_capture_on_commit_callbacks(execute=True):
+        bucket_services.delete_bucket(Bucket.objects.get(name="vip"), actor="api:ops")
+    assert "[bucket=vip]" not in load.read_text()
+    assert parse_x0(load.read_text()).buckets == [("checkout", {"name": "checkout", "parent": "", "rate": 0.5,
+                                                                "ceil": 0.9})]

@@ -6,7 +6,7 @@ from balancer.x0 import X0Error, import_x0
 
 
 class Command(BaseCommand):
-    help = "Create a dynamic director from an x0 director INI file ([director], [backend=NAME])."
+    help = "Create a dynamic director from an x0 director INI file ([director], [cache], [bucket=NAME], [backend=NAME])."
 
     def add_arguments(self, parser):
         parser.add_argument("name")
@@ -19,5 +19,9 @@ class Command(BaseCommand):
             raise CommandError(f"{file}: nothing imported:\n" + "\n".join(exc.errors)) from None
         except services.ServiceError as exc:
             raise CommandError(f"{file}: nothing imported: {exc}") from None
-        count = director.backends.count()
-        self.stdout.write(f"imported director {director.name} with {count} backend{'s' if count != 1 else ''}")
+        self.stdout.write(f"imported director {director.name} with {_count(director.backends.count(), 'backend')}"
+                          f" and {_count(director.buckets.count(), 'bucket')}")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"
