@@ -4,18 +4,17 @@ timeout on bucket queues, and the node-wide share under two workers. A real back
 the requests of each bucket it has at once (the client's X-Tier reaches it unchanged)."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import http.client
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+from tests.support.counting_backend import CountingBackend
 from tests.support.director import Director
 from tests.support.live_api import LiveApi
 from tests.support.shared_services import postgres_database, redis_url
-from tests.support.waiting import free_port, wait_for
+from tests.support.waiting import wait_for
 from tests.support.workers import every_worker_sees
 
 CONFIG = """
@@ -41,49 +40,6 @@ CONFIG = """
 """
 
 
-class TierBackend:
-    """Answers after ?delay= seconds; counts, per X-Tier value, requests at once (most) and done."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.current: Counter = Counter()
-        self.most: Counter = Counter()
-        self.done: Counter = Counter()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    async def _handle(self, reader, writer):
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                target = head.split(b" ", 2)[1]
-                tier = "none"
-                for line in head.split(b"\r\n")[1:]:
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"x-tier":
-                        tier = value.strip().decode()
-                if b"delay=" in target:  # live traffic (health checks are not counted)
-                    self.current[tier] += 1
-                    self.most[tier] = max(self.most[tier], self.current[tier])
-                    try:
-                        await asyncio.sleep(float(target.split(b"delay=")[1]))
-                    finally:
-                        self.current[tier] -= 1
-                        self.done[tier] += 1
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        writer.close()
-
-    def __enter__(self):
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(5)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-
-
 def get(port: int, path: str, headers=None, timeout: float = 60):
     """(status, X-Director-Bucket, seconds) of one request."""
     started = time.monotonic()
@@ -97,7 +53,7 @@ def get(port: int, path: str, headers=None, timeout: float = 60):
         conn.close()
 
 
-def config(backend: TierBackend, *, bronze_ceil: float = 0.25, queue_timeout: float = 60) -> str:
+def config(backend: CountingBackend, *, bronze_ceil: float = 0.25, queue_timeout: float = 60) -> str:
     return CONFIG.format(port=backend.port, bronze_ceil=bronze_ceil, queue_timeout=queue_timeout)
 
 
@@ -128,7 +84,7 @@ def saturate(port: int, tiers: dict[str, int], seconds: float, delay: float = 0.
 
 
 def test_shares_hold_under_saturating_load_from_both_buckets(tmp_path):
-    with TierBackend() as backend, running(tmp_path, config(backend)) as director:
+    with CountingBackend() as backend, running(tmp_path, config(backend)) as director:
         # more clients than slots in both; few enough that the requests still queued when
         # the clients stop (they finish afterwards) hardly move the ratio
         statuses = saturate(director.port, {"gold": 6, "bronze": 3}, seconds=4)
@@ -140,14 +96,14 @@ def test_shares_hold_under_saturating_load_from_both_buckets(tmp_path):
 
 
 def test_bronze_borrows_up_to_its_ceil_while_gold_is_idle(tmp_path):
-    with TierBackend() as backend, running(tmp_path, config(backend, bronze_ceil=1.0)) as director:
+    with CountingBackend() as backend, running(tmp_path, config(backend, bronze_ceil=1.0)) as director:
         statuses = saturate(director.port, {"bronze": 8}, seconds=2)
     assert set(statuses) == {("bronze", 200, "bronze")}
     assert backend.most["bronze"] == 4
 
 
 def test_bucket_by_header_or_cookie_unknown_is_root(tmp_path):
-    with TierBackend() as backend, running(tmp_path, config(backend)) as director:
+    with CountingBackend() as backend, running(tmp_path, config(backend)) as director:
         assert get(director.port, "/?delay=0", {"X-Tier": "bronze"})[:2] == (200, "bronze")
         assert get(director.port, "/cookie/?delay=0", {"Cookie": "a=1; tier=bronze"})[:2] == (200, "bronze")
         assert get(director.port, "/cookie/?delay=0")[:2] == (200, "gold")  # no cookie: the route's bucket
@@ -159,7 +115,7 @@ def test_bucket_by_header_or_cookie_unknown_is_root(tmp_path):
 
 
 def test_the_queue_timeout_applies_to_bucket_queues(tmp_path):
-    with TierBackend() as backend, running(tmp_path, config(backend, queue_timeout=0.5)) as director:
+    with CountingBackend() as backend, running(tmp_path, config(backend, queue_timeout=0.5)) as director:
         with ThreadPoolExecutor(1) as pool:
             holder = pool.submit(get, director.port, "/?delay=4", {"X-Tier": "bronze"})
             wait_for(lambda: backend.current["bronze"] == 1, 10, what="bronze's only token in use")
@@ -180,7 +136,7 @@ def director_buckets(director: Director) -> dict:
 
 
 def test_two_workers_keep_the_node_wide_share(tmp_path):
-    with TierBackend() as backend, postgres_database() as database:
+    with CountingBackend() as backend, postgres_database() as database:
         director = Director(tmp_path, config(backend), database_url=database, env={"REDIS_URL": redis_url()},
                             extra_args=["--workers", "2"])
         assert director.manage("migrate", "--noinput", "-v", "0", timeout=120).returncode == 0
@@ -211,7 +167,7 @@ def test_buckets_made_through_the_api_reach_the_proxy(tmp_path):
         pass = "pool"
         bucket_from = "header:X-Tier"
     """
-    with TierBackend() as backend, live_api(tmp_path, config) as api:
+    with CountingBackend() as backend, live_api(tmp_path, config) as api:
         api.call("POST", "/api/v1/directors/pool/backends/", {
             "name": "only", "url": f"http://127.0.0.1:{backend.port}", "capacity": 2,
             "health_check_interval": 0.2}, expect=201)

@@ -3,18 +3,17 @@ requests spread over two workers never put more than `capacity` requests on a ba
 once, and never more than `queue_limit` wait."""
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import signal
-import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.integration.test_shutdown import slow_get
+from tests.support.counting_backend import CountingBackend
 from tests.support.director import Director
 from tests.support.shared_services import postgres_database, redis_url
-from tests.support.waiting import free_port, wait_for
+from tests.support.waiting import wait_for
 from tests.support.workers import every_worker_sees
 
 CONFIG = """
@@ -27,41 +26,6 @@ CONFIG = """
     path = "/"
     pass = "app"
 """
-
-
-class CountingBackend:
-    """Answers after ?delay= seconds and records the most such requests it ever had at once."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.current = self.most = 0
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    async def _handle(self, reader, writer):
-        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                target = head.split(b" ", 2)[1]
-                if b"delay=" in target:  # live traffic (health checks are not counted)
-                    self.current += 1
-                    self.most = max(self.most, self.current)
-                    try:
-                        await asyncio.sleep(float(target.split(b"delay=")[1]))
-                    finally:
-                        self.current -= 1
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                await writer.drain()
-        writer.close()
-
-    def __enter__(self):
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(asyncio.start_server(self._handle, "127.0.0.1", self.port), self.loop).result(5)
-        return self
-
-    def __exit__(self, *exc_info):
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
 
 
 @contextlib.contextmanager
@@ -83,7 +47,7 @@ def test_capacity_2_with_two_workers_never_puts_3_requests_on_the_backend(tmp_pa
         with ThreadPoolExecutor(16) as pool:
             statuses = list(pool.map(lambda _: slow_get(director.port, 0.3), range(16)))
     assert statuses == [200] * 16
-    assert backend.most == 2
+    assert backend.most["none"] == 2
 
 
 def test_queue_limit_holds_for_the_node(tmp_path):
@@ -92,7 +56,7 @@ def test_queue_limit_holds_for_the_node(tmp_path):
             statuses = sorted(pool.map(lambda _: slow_get(director.port, 1.5), range(8)))
     # one at the backend, two waiting in the whole node: the other five are refused at once
     assert statuses == [200] * 3 + [503] * 5
-    assert backend.most == 1
+    assert backend.most["none"] == 1
 
 
 def test_a_dead_workers_slots_are_freed(tmp_path):
@@ -101,7 +65,7 @@ def test_a_dead_workers_slots_are_freed(tmp_path):
     with CountingBackend() as backend, two_workers(tmp_path, backend, capacity=1, queue_limit=8) as director:
         with ThreadPoolExecutor(1) as pool:
             held = pool.submit(slow_get, director.port, 30)
-            wait_for(lambda: backend.current == 1, 10, what="the slot taken")
+            wait_for(lambda: backend.current["none"] == 1, 10, what="the slot taken")
             holder = wait_for(lambda: holding_pid(director), 5, what="the holder to publish its load")
             os.kill(holder, signal.SIGKILL)
             held.result(10)

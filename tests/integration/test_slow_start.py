@@ -30,8 +30,18 @@ def shares(director, port: int, since: float) -> list[float]:
             window[1] += response.getheader("x-backend") == "back"
     finally:
         conn.close()
-    assert all(total >= 10 for total, _ in counts), counts  # enough requests to speak of a share
-    return [back / total for total, back in counts]
+    # A window with few requests (a second in which the loaded machine paused) speaks of no
+    # share: None. Most windows must speak.
+    result = [back / total if total >= 10 else None for total, back in counts]
+    assert sum(share is not None for share in result) >= WINDOWS - 3, counts
+    return result
+
+
+def mean(result: list, first: int, end: int) -> float:
+    """The mean share of the windows first..end-1 that speak (at least one must)."""
+    shares = [share for share in result[first:end] if share is not None]
+    assert shares, result
+    return sum(shares) / len(shares)
 
 
 def test_a_returning_backend_ramps_up_linearly(tmp_path):
@@ -59,8 +69,8 @@ def test_a_returning_backend_ramps_up_linearly(tmp_path):
                 result = shares(director, director.port, time.monotonic())
         finally:
             director.stop()
-    print("share of the returning backend per second:", " ".join(f"{s:.2f}" for s in result))
-    assert result[0] < 0.2
-    early, middle, late = sum(result[0:3]) / 3, sum(result[4:7]) / 3, sum(result[8:10]) / 2
+    print("share of the returning backend per second:", " ".join("-" if s is None else f"{s:.2f}" for s in result))
+    assert mean(result, 0, 2) < 0.2
+    early, middle, late = mean(result, 0, 3), mean(result, 4, 7), mean(result, 8, 10)
     assert early < middle < late, result
-    assert 0.35 <= sum(result[11:13]) / 2 <= 0.65, result  # the ramp is over: rr halves again
+    assert 0.35 <= mean(result, 11, 13) <= 0.65, result  # the ramp is over: rr halves again
