@@ -388,10 +388,15 @@ def director_http(workdir: Path, backend_port: int, workers: int = 1, access_log
     return director(workdir, name, config, workers=workers)
 
 
+BUCKETS_CAPACITY = 256
+
+
 def director_buckets(workdir: Path, backend_port: int) -> Server:
     """The 1-worker row's director with two buckets (SPEC §15) and its route putting every
-    request in one of them: each request takes and gives back a token on its way."""
-    config = director_config(f"http://{HOST}:{backend_port}", route={"bucket": "gold"})
+    request in one of them: each request takes and gives back a token on its way. The
+    backend has a capacity (BUCKETS_CAPACITY, above wrk's connections: nobody waits), since
+    without one the root is unlimited and no token is counted."""
+    config = director_config(f"http://{HOST}:{backend_port}", route={"bucket": "gold"}, capacity=BUCKETS_CAPACITY)
     config += f"""
 [directors.{DIRECTOR_NAME}.buckets]
 gold = {{ rate = 0.75, ceil = 1.0 }}
