@@ -37,6 +37,8 @@ class CacheFlow:
 
     def __init__(self, dispatcher):
         self.dispatcher = dispatcher
+        # announce(director name, key): tell the node's other processes of a PURGE (proxy.cache_purge)
+        self.announce_purge = None
 
     async def pass_request(self, director: DirectorRuntime, request: UpstreamRequest, send,
                            record: RequestRecord, sticky: StickySession | None = None) -> None:
@@ -44,7 +46,7 @@ class CacheFlow:
         cache = director.cache
         method = request.method
         if method == "PURGE":
-            await self._purge(cache, request, send)
+            await self._purge(director, request, send)
             return
         if method not in ("GET", "HEAD") or not director.settings.enabled or \
                 cache_policy.header(request.headers, b"authorization") is not None:
@@ -117,16 +119,19 @@ class CacheFlow:
         await send({"type": "http.response.body", "body": b"" if request.method == "HEAD" else body,
                     "more_body": False})
 
-    async def _purge(self, cache: ResponseCache, request: UpstreamRequest, send) -> None:
+    async def _purge(self, director: DirectorRuntime, request: UpstreamRequest, send) -> None:
         """PURGE marks the key's objects stale: 200 when there were any, 404 when not; only
         from loopback or a trusted proxy (405 for anyone else)."""
         client_ip = request.client[0] if request.client else ""
         if not (_loopback(client_ip) or self.dispatcher.rules.trusted.contains(client_ip)):
             await respond(send, 405)
             return
+        cache = director.cache
         key = cache.key(b"https" if request.https else b"http", request.host.encode("latin-1"), request.target)
         purged = cache.purge(key)
         log.info("cache purge %r: %d object(s)", key, purged)
+        if self.announce_purge is not None:
+            self.announce_purge(director.name, key)
         await respond(send, 200 if purged else 404)
 
 

@@ -13,11 +13,13 @@ from director_site.environment import channel_prefix
 CONFIG_GROUP = "director.config"  # "config.changed": reload the configuration
 HEALTH_GROUP = "director.health"  # "health.changed": a stored health transition
 REPORTS_GROUP = "director.health.reports"  # passive failures and activity, heard by every monitor
+CACHE_GROUP = "director.cache"  # "cache.purge": another process accepted a PURGE
 
 CONFIG_CHANGED = "config.changed"
 HEALTH_CHANGED = "health.changed"
 BACKEND_FAILED = "backend.failed"
 BACKEND_ACTIVITY = "backend.activity"
+CACHE_PURGE = "cache.purge"
 
 
 def health_channel(prefix: str | None = None) -> str:

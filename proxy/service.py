@@ -9,6 +9,7 @@ import asyncio
 import logging
 
 from proxy.access_log import AccessLog, open_access_log
+from proxy.cache_purge import PurgeAnnouncer
 from proxy.channel_names import BACKEND_ACTIVITY, BACKEND_FAILED, REPORTS_GROUP
 from proxy.config_source import ConfigSource
 from proxy.dispatch import HealthSink
@@ -124,6 +125,8 @@ class ProxyService:
         from proxy.app import ProxyApp
 
         self._app = ProxyApp(self.plane, self.rules, self.link, websocket_limits(self.settings), self.access_log)
+        if self.layer is not None:
+            self._app.cache_flow.announce_purge = PurgeAnnouncer(self.layer).announce
         return self._app
 
     def set_access_log(self, settings) -> None:

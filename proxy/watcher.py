@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from proxy.channel_names import CONFIG_CHANGED, CONFIG_GROUP, HEALTH_CHANGED, HEALTH_GROUP
+from proxy.cache_purge import apply_purge_message
+from proxy.channel_names import CACHE_GROUP, CACHE_PURGE, CONFIG_CHANGED, CONFIG_GROUP, HEALTH_CHANGED, HEALTH_GROUP
 from proxy.config_source import ConfigSource
 from proxy.health_follow import apply_health_message
 from proxy.outage_log import OutageLog
@@ -89,6 +90,7 @@ class ConfigWatcher:
                 channel = await self.layer.new_channel()
                 await self.layer.group_add(CONFIG_GROUP, channel)
                 await self.layer.group_add(HEALTH_GROUP, channel)
+                await self.layer.group_add(CACHE_GROUP, channel)
                 while True:
                     message = await self.layer.receive(channel)
                     kind = message.get("type")
@@ -96,6 +98,8 @@ class ConfigWatcher:
                         self._wake.set()
                     elif kind == HEALTH_CHANGED:
                         apply_health_message(self.plane, message)
+                    elif kind == CACHE_PURGE:
+                        apply_purge_message(self.plane, message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - layer unreachable: the version poll still works

@@ -1,5 +1,6 @@
-"""Under `runproxy --workers 2` every worker has a cache of its own, and the API's director
-object adds their figures up like the other live counts (SPEC §15, balancer.worker_stats)."""
+"""Under `runproxy --workers 2` every worker has a cache of its own, the API's director
+object adds their figures up like the other live counts (SPEC §15, balancer.worker_stats),
+and a PURGE accepted by one worker marks the other's copy stale too (proxy.cache_purge)."""
 from __future__ import annotations
 
 import concurrent.futures
@@ -56,5 +57,14 @@ def test_each_worker_caches_for_itself_and_the_api_adds_them_up(tmp_path):
             assert (cache["objects"], cache["misses"], cache["hits"]) == (2, 2, sent - 2)
             each = [d["cache"]["objects"] for snapshot in published(director).values() for d in snapshot["directors"]]
             assert each == [1, 1]
+
+            assert director.request("PURGE", "/page")[0] == 200
+            # Both copies are stale now: each worker's next GET goes to the backend once more.
+            def refreshed_by_both() -> bool:
+                round_of_requests()
+                return backend.count("/page") == 4
+
+            wait_for(refreshed_by_both, 60, interval=0.1, what="both workers to refresh their purged copy")
+            assert backend.count("/page") == 4
         finally:
             director.stop()
