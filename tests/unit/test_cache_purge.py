@@ -3,11 +3,13 @@ and the object stays fresh. Peer addresses other than loopback need no network h
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
 from proxy.cache import CachedObject
 from proxy.cache_flow import CacheFlow
+from proxy.cache_purge import apply_purge_message
 from proxy.director import DirectorRuntime
 from proxy.dispatch import Dispatcher
 from proxy.headers import HeaderRules, TrustedProxies
@@ -52,3 +54,34 @@ def test_anyone_else_gets_405_and_the_object_stays(client_ip):
     director = director_with_object()
     assert purge(director, client_ip) == 405
     assert fresh(director)
+
+
+class Plane:
+    """What proxy.cache_purge reads of a DataPlane: its directors by name."""
+
+    def __init__(self, director: DirectorRuntime):
+        self.directors = {director.name: director}
+
+
+def test_another_processs_purge_marks_the_copy_stale_and_our_own_echo_is_ignored():
+    director = director_with_object()
+    message = {"type": "cache.purge", "director": "app", "key": "example.org#/page#", "origin": os.getpid()}
+    apply_purge_message(Plane(director), message)
+    assert fresh(director)  # our own announcement, heard back: already applied
+    apply_purge_message(Plane(director), {**message, "origin": -1})
+    assert not fresh(director)
+    apply_purge_message(Plane(director), {**message, "origin": -1, "director": "gone"})  # removed meanwhile: nothing
+
+
+def test_a_purge_is_announced_with_its_key():
+    director = director_with_object()
+    heard = []
+    flow = CacheFlow(Dispatcher(HeaderRules()))
+    flow.announce_purge = lambda name, key: heard.append((name, key))
+    request = UpstreamRequest("PURGE", b"/page", [(b"host", b"example.org")], client=("127.0.0.1", 1), host="example.org")
+
+    async def send(message):
+        pass
+
+    asyncio.run(flow.pass_request(director, request, send, None))
+    assert heard == [("app", b"example.org#/page#")]
