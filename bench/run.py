@@ -157,6 +157,7 @@ RATIOS = (
     ("Director buckets on / off (req/s)", "director-buckets", "director", "requests_per_sec"),
     ("Director buckets on / off (CPU per request)", "director-buckets", "director", "cpu_us_per_request"),
     ("Director cache hit / Director proxied (CPU per request)", "director-cached", "director", "cpu_us_per_request"),
+    ("Director cache hit / HAProxy proxied (req/s)", "director-cached", "haproxy", "requests_per_sec"),
     ("Director p99 / daphne-hello p99", "director", "daphne", "p99_ms"),
     ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
     ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
