@@ -21,6 +21,7 @@ from .services import (
     _bump_version,
     _locked_director,
     _require_mutable,
+    apply_changes,
 )
 
 TREE_FIELDS = ("parent", "rate", "ceil")
@@ -77,18 +78,13 @@ def update_bucket(bucket: Bucket, changes: dict, *, actor: str, allow_static: bo
         locked_director = _locked_director(bucket.director_id)
         _require_mutable(locked_director, allow_static)
         locked = _locked_bucket(bucket.pk)
-        before = bucket_json(locked)
         tree = _tree(locked_director)
         tree[locked.name].update({f: cleaned[f] for f in TREE_FIELDS if f in cleaned})
         _check_tree(tree, locked.name)
-        for field, value in cleaned.items():
-            setattr(locked, field, value)
-        after = bucket_json(locked)
-        if after == before:
-            return locked
-        locked.save()
-        _audit(actor, "bucket.update", locked_director.name, before=before, after=after)
-        _bump_version(locked_director)
+        changed = apply_changes(locked, cleaned, bucket_json)
+        if changed is not None:
+            _audit(actor, "bucket.update", locked_director.name, before=changed[0], after=changed[1])
+            _bump_version(locked_director)
     return locked
 
 

@@ -14,7 +14,7 @@ from django.db import IntegrityError, transaction
 
 from . import validation
 from .models import Director, Route
-from .services import Conflict, Forbidden, NotFound, ValidationFailed, _audit, _bump_version
+from .services import Conflict, Forbidden, NotFound, ValidationFailed, _audit, _bump_version, apply_changes
 
 DEFAULT_PRIORITY = 0  # routes made through the API or the admin without a priority
 FILE_ROUTE_REASON = "comes from the config file; change it there"
@@ -109,15 +109,11 @@ def update_route(route: Route, changes: dict, *, actor: str, allow_file: bool = 
     with transaction.atomic():
         locked = _locked_route(route.pk)
         check_route_writable(locked, allow_file=allow_file)
-        before = route_json(locked)
-        for field, value in clean_route(changes, instance=locked).items():
-            setattr(locked, field, value)
-        after = route_json(locked)
-        if after == before:
-            return locked
-        locked.save()
-        _audit(actor, "route.update", locked.director or before["pass"] or "", before=before, after=after)
-        _bump_version()
+        changed = apply_changes(locked, clean_route(changes, instance=locked), route_json)
+        if changed is not None:
+            before, after = changed
+            _audit(actor, "route.update", locked.director or before["pass"] or "", before=before, after=after)
+            _bump_version()
     return locked
 
 

@@ -105,6 +105,19 @@ def _bump_version(changed: Director | None = None) -> None:
         transaction.on_commit(partial(sync_load_file, changed.pk), robust=True)
 
 
+def apply_changes(locked, cleaned: dict, as_json) -> tuple[dict, dict] | None:
+    """Set `cleaned` on a locked row: (before, after) as `as_json` shows it, the row saved,
+    when that changed it; None (nothing saved) when not. Every update service's core."""
+    before = as_json(locked)
+    for field, value in cleaned.items():
+        setattr(locked, field, value)
+    after = as_json(locked)
+    if after == before:
+        return None
+    locked.save()
+    return before, after
+
+
 def _audit(actor: str, action: str, director_name: str, backend_name: str = "", *, before=None, after=None):
     AuditRecord.objects.create(at=timezone.now(), actor=actor, action=action, director_name=director_name,
                                backend_name=backend_name, before=before, after=after)
@@ -228,15 +241,10 @@ def update_director(director: Director, changes: dict, *, actor: str, allow_stat
         locked = _locked_director(director.pk)
         _require_mutable(locked, allow_static)
         cleaned = clean_director(None, changes, allow_static=allow_static, instance=locked)
-        before = director_json(locked)
-        for key, value in cleaned.items():
-            setattr(locked, key, value)
-        after = director_json(locked)
-        if after == before:
-            return locked
-        locked.save()
-        _audit(actor, "director.update", locked.name, before=before, after=after)
-        _bump_version(locked)
+        changed = apply_changes(locked, cleaned, director_json)
+        if changed is not None:
+            _audit(actor, "director.update", locked.name, before=changed[0], after=changed[1])
+            _bump_version(locked)
     return locked
 
 
@@ -333,13 +341,10 @@ def update_backend(backend: Backend, changes: dict, *, actor: str, allow_static:
             _require_mutable(locked.director, allow_static)
         if not differing:
             return locked
-        before = backend_json(locked)
-        for key in differing:
-            setattr(locked, key, cleaned[key])
-        locked.save()
-        after = backend_json(locked)
-        _audit(actor, "backend.update", locked.director.name, locked.name, before=before, after=after)
-        _bump_version(locked.director)
+        changed = apply_changes(locked, {key: cleaned[key] for key in differing}, backend_json)
+        if changed is not None:
+            _audit(actor, "backend.update", locked.director.name, locked.name, before=changed[0], after=changed[1])
+            _bump_version(locked.director)
     return locked
 
 
