@@ -27,8 +27,9 @@ def test_the_last_place_in_the_queue_goes_to_one_process(table):
     assert second.waiting(DIRECTOR) == (2, 1)
 
 
-def _queue_and_leave(table, column: int, rounds: int, overruns) -> None:
+def _queue_and_leave(table, column: int, rounds: int, overruns, go) -> None:
     slots = NodeSlots(table, column)
+    go.wait(30)  # all start racing together
     for _ in range(rounds):
         if slots.try_wait(DIRECTOR, 1):
             if slots.waiting(DIRECTOR)[0] > 1:
@@ -38,11 +39,13 @@ def _queue_and_leave(table, column: int, rounds: int, overruns) -> None:
 
 
 def test_processes_racing_for_one_place_never_both_get_it(table):
-    context = multiprocessing.get_context("fork")
-    overruns = context.Value("i", 0)
-    processes = [context.Process(target=_queue_and_leave, args=(table, column, 3000, overruns)) for column in range(3)]
+    context = multiprocessing.get_context("spawn")  # fork in a threaded test process may deadlock
+    overruns, go = context.Value("i", 0), context.Event()
+    processes = [context.Process(target=_queue_and_leave, args=(table, column, 20000, overruns, go))
+                 for column in range(3)]
     for process in processes:
         process.start()
+    go.set()
     for process in processes:
         process.join(60)
         assert process.exitcode == 0
