@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bucket_rules, validation
+from . import bucket_rules, route_rules, validation
 from .conf import parse_proxy_values
 
 TOP_LEVEL_KEYS = ("proxy", "directors", "routes")
@@ -53,7 +53,7 @@ class RouteConfig:
     bucket_from: str | None = None  # "cookie:NAME" | "header:NAME"
 
     def table(self) -> dict:
-        """The route as `validation.clean_route` takes it (only the keys that are set)."""
+        """The route as `route_rules.clean_route` takes it (only the keys that are set)."""
         values = {"host": self.host, "path": self.path, "pass": self.pass_,
                   "backend_from": ":".join(self.backend_from) if self.backend_from else None,
                   "http": self.http, "fcgi": self.fcgi, "document_root": self.document_root,
@@ -241,16 +241,16 @@ def _routes(routes: Any, errors: _Errors, director_names: set[str]) -> tuple[Rou
 
 
 def _route(table: dict, path: str, errors: _Errors, director_names: set[str]) -> RouteConfig | None:
-    values, route_errors = validation.clean_route(table, director_names)
+    values, route_errors = route_rules.clean_route(table, director_names)
     for key, messages in route_errors.items():
-        where = path if key == validation.ROUTE_ITSELF else f"{path}.{key}"
+        where = path if key == route_rules.ROUTE_ITSELF else f"{path}.{key}"
         for message in messages:
             errors.add(where, "unknown key" if message == validation.UNKNOWN_FIELD else message)
     if route_errors:
         return None
     backend_from = values["backend_from"]
     return RouteConfig(host=values["host"], path=values["path"], pass_=values["pass"],
-                       backend_from=validation.parse_backend_from(backend_from) if backend_from else None,
+                       backend_from=route_rules.parse_backend_from(backend_from) if backend_from else None,
                        http=values["http"], fcgi=values["fcgi"], document_root=values["document_root"],
                        script_filename=values["script_filename"], priority=values["priority"],
                        bucket=values["bucket"], bucket_from=values["bucket_from"])

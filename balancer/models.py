@@ -11,7 +11,7 @@ from django.db import models
 
 from proxy.addresses import parse_backend_url
 
-from . import validation
+from . import route_rules, validation
 from .choices import ClientAbort, HealthCheckMode, HealthState, Protocol, Role, Scheduler
 
 _D = validation.DIRECTOR_SETTINGS
@@ -197,7 +197,7 @@ class Bucket(models.Model):
         return f"{self.director.name}/{self.name}"
 
 
-_R = validation.ROUTE_TEXT_LIMITS
+_R = route_rules.ROUTE_TEXT_LIMITS
 
 
 class Route(models.Model):

@@ -15,7 +15,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import route_services, validation
+from . import route_rules, route_services, validation
 from .api import _actor, _validated
 from .api_errors import error_responses
 from .models import Route
@@ -39,9 +39,9 @@ _ID = re.compile(r"[0-9]{1,19}")
 
 
 def _write_fields() -> dict:
-    fields = {"priority": RuleField(validation.PRIORITY_RULE, required=False, help_text=_HELP["priority"])}
-    for name, limit in validation.ROUTE_TEXT_LIMITS.items():
-        rule = validation.Rule("str", max_length=limit, pattern=validation.ROUTE_PATTERNS.get(name))
+    fields = {"priority": RuleField(route_rules.PRIORITY_RULE, required=False, help_text=_HELP["priority"])}
+    for name, limit in route_rules.ROUTE_TEXT_LIMITS.items():
+        rule = validation.Rule("str", max_length=limit, pattern=route_rules.ROUTE_PATTERNS.get(name))
         fields[name] = RuleField(rule, required=False, allow_null=True, help_text=_HELP[name])
     return fields
 
@@ -55,7 +55,7 @@ RouteWriteSerializer = type("RouteWrite", (StrictSerializer,), {
 def _read_fields() -> dict:
     fields = {"id": serializers.IntegerField(read_only=True),
               "priority": serializers.IntegerField(read_only=True, allow_null=True, help_text=_HELP["priority"])}
-    for name in validation.ROUTE_TEXT_LIMITS:
+    for name in route_rules.ROUTE_TEXT_LIMITS:
         fields[name] = serializers.CharField(read_only=True, allow_null=name != "path", help_text=_HELP[name])
     fields["mutable"] = serializers.BooleanField(read_only=True, help_text="false: from the config file")
     return fields

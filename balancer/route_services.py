@@ -1,7 +1,7 @@
 """The only writer of routes (SPEC §11 "Routes at runtime").
 
 The same path as every other write (`balancer.services`): validate with the rules the config
-loader uses (`validation.clean_route`), lock, save, audit (actor, before/after JSON, the
+loader uses (`route_rules.clean_route`), lock, save, audit (actor, before/after JSON, the
 route's director as `director_name`), bump the config version and announce it on commit.
 
 Routes from the config file (`mutable` false) are written only by the config sync
@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from django.db import IntegrityError, transaction
 
-from . import validation
+from . import route_rules
 from .models import Director, Route
 from .services import Conflict, Forbidden, NotFound, ValidationFailed, _audit, _bump_version, apply_changes
 
 DEFAULT_PRIORITY = 0  # routes made through the API or the admin without a priority
 FILE_ROUTE_REASON = "comes from the config file; change it there"
-OPTIONS_OF_ACTION = {"pass": validation.PASS_OPTIONS, "http": (), "fcgi": ("document_root", "script_filename")}
+OPTIONS_OF_ACTION = {"pass": route_rules.PASS_OPTIONS, "http": (), "fcgi": ("document_root", "script_filename")}
 # Route object keys (SPEC §11) -> model fields; None values are stored as "".
 MODEL_FIELDS = {"priority": "priority", "host": "host", "path": "path", "pass": "director",
                 "backend_from": "backend_from", "http": "http", "fcgi": "fcgi",
@@ -37,7 +37,7 @@ def route_json(route: Route) -> dict:
 
 
 def _table(route: Route) -> dict:
-    """A stored route as `validation.clean_route` takes it: the keys it sets."""
+    """A stored route as `route_rules.clean_route` takes it: the keys it sets."""
     data = route_json(route)
     return {key: data[key] for key in MODEL_FIELDS if data[key] is not None}
 
@@ -54,7 +54,7 @@ def _merged(table: dict, changes: dict) -> dict:
                     if key not in changes:
                         table.pop(key, None)
     for key, value in changes.items():
-        if key in MODEL_FIELDS and (value is None or (key == "host" and value in ("", validation.ANY_HOST))):
+        if key in MODEL_FIELDS and (value is None or (key == "host" and value in ("", route_rules.ANY_HOST))):
             table.pop(key, None)
         else:
             table[key] = value
@@ -66,10 +66,10 @@ def clean_route(changes: dict, *, instance: Route | None = None, mutable: bool =
     `changes`; ValidationFailed names every bad field (`pass` for an unknown director).
     A mutable route without a priority gets DEFAULT_PRIORITY; a file route keeps None."""
     if not isinstance(changes, dict):
-        raise ValidationFailed({validation.ROUTE_ITSELF: ["expected an object of fields"]})
+        raise ValidationFailed({route_rules.ROUTE_ITSELF: ["expected an object of fields"]})
     table = _merged(_table(instance) if instance is not None else {}, changes)
     directors = set(Director.objects.values_list("name", flat=True))
-    values, errors = validation.clean_route(table, directors)
+    values, errors = route_rules.clean_route(table, directors)
     if errors:
         raise ValidationFailed(errors)
     if (instance.mutable if instance is not None else mutable) and values["priority"] is None:
