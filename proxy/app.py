@@ -11,15 +11,14 @@ from __future__ import annotations
 import logging
 from time import monotonic
 
-from proxy.buckets import with_bucket_header
 from proxy.cache_flow import CacheFlow
 from proxy.dispatch import Dispatcher, HealthSink
 from proxy.errors import UpstreamError
-from proxy.headers import HeaderRules
+from proxy.headers import HeaderRules, cookie_value
 from proxy.relay import open_response, relay
 from proxy.request_metrics import record_request
 from proxy.request_record import RequestRecord
-from proxy.responses import respond
+from proxy.responses import respond, with_header
 from proxy.routes import Route, find_route
 from proxy.runtime import DirectorSettings
 from proxy.state import DataPlane
@@ -143,7 +142,7 @@ class ProxyApp:
         if director.shaper is not None:
             name = _client_choice(route.bucket_from, headers) if route.bucket_from is not None else None
             bucket = record.bucket = director.shaper.lookup(name or route.bucket)
-            send = with_bucket_header(send, bucket.header)
+            send = with_header(send, bucket.header)
         pinned = None
         if route.backend_from is not None:
             chosen = _client_choice(route.backend_from, headers)
@@ -219,13 +218,8 @@ def _client_choice(source: tuple[str, bytes], headers) -> str | None:
             if name == wanted:
                 return value.decode("latin-1").strip() or None
         return None
-    for name, value in headers:
-        if name == b"cookie":
-            for pair in value.split(b";"):
-                key, sep, val = pair.strip().partition(b"=")
-                if sep and key.lower() == wanted:
-                    return val.strip().strip(b'"').decode("latin-1") or None
-    return None
+    value = cookie_value(headers, wanted, any_case=True)
+    return value.decode("latin-1") if value is not None else None
 
 
 def _pinned_problem(backend) -> str | None:

@@ -359,14 +359,3 @@ class Shaper:
     def tokens(self) -> dict:
         """{name: [assured, ceiling]} (the node's: the same in every worker)."""
         return {b.name: [b.assured, b.ceiling] for b in self.order}
-
-
-def with_bucket_header(send, header: tuple[bytes, bytes]):
-    """`send` that adds `X-Director-Bucket` to the response head."""
-
-    async def send_with_header(message):
-        if message["type"] == "http.response.start":
-            message = {**message, "headers": [*message["headers"], header]}
-        await send(message)
-
-    return send_with_header

@@ -153,3 +153,19 @@ class HeaderRules:
             out = [(n, v) for n, v in out if n not in tokens]
         out.append((b"via", via + b", " + self.via_11 if via else self.via_11))
         return out
+
+
+def cookie_value(headers, name: bytes, *, any_case: bool = False) -> bytes | None:
+    """The value of cookie `name` in the Cookie header(s), quotes removed; None when absent
+    or empty. Names compare exactly, as RFC 6265 has it, or with `any_case` (a lower-case
+    `name`) regardless of case, as `backend_from = "cookie:NAME"` always has."""
+    for field, value in headers:
+        if field != b"cookie":
+            continue
+        for pair in value.split(b";"):
+            key, sep, found = pair.partition(b"=")
+            key = key.strip()
+            if sep and (key.lower() if any_case else key) == name:
+                found = found.strip().strip(b'"')
+                return found or None
+    return None

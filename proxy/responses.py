@@ -22,3 +22,15 @@ async def respond(send, status: int, extra_headers: list | tuple = ()) -> None:
         headers = headers + list(extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def with_header(send, field: tuple[bytes, bytes]):
+    """`send` that adds one header field to the response head (X-Director-Bucket, a sticky
+    cookie's Set-Cookie): whatever answers, the backend, the cache or Director itself."""
+
+    async def send_with_header(message):
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message["headers"], field]}
+        await send(message)
+
+    return send_with_header

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from proxy.headers import cookie_value
+from proxy.responses import with_header
 from proxy.runtime import BackendRuntime, DirectorSettings
 
 if TYPE_CHECKING:
     from proxy.director import DirectorRuntime
-
-START = "http.response.start"
-
 
 class StickyCookie:
     """A director's sticky cookie: its name and the Set-Cookie value for each backend."""
@@ -57,13 +56,7 @@ class StickySession:
         cookie already names `backend`."""
         if self.wanted is not None and self.wanted == backend.name.encode("ascii"):
             return send
-        field = self.cookie.set_cookie(backend)
-
-        async def send_with_cookie(message) -> None:
-            if message["type"] == START:
-                message = {**message, "headers": [*message["headers"], field]}
-            await send(message)
-        return send_with_cookie
+        return with_header(send, self.cookie.set_cookie(backend))
 
 
 def sticky_cookie(settings: DirectorSettings, previous: StickyCookie | None) -> StickyCookie | None:
@@ -75,17 +68,3 @@ def sticky_cookie(settings: DirectorSettings, previous: StickyCookie | None) -> 
     if previous is not None and previous.name == name:
         return previous
     return StickyCookie(name)
-
-
-def cookie_value(headers, name: bytes) -> bytes | None:
-    """The value of cookie `name` (exact, case-sensitive as RFC 6265 has it) in the Cookie
-    header(s), quotes removed; None when absent or empty."""
-    for field, value in headers:
-        if field != b"cookie":
-            continue
-        for pair in value.split(b";"):
-            key, sep, found = pair.partition(b"=")
-            if sep and key.strip() == name:
-                found = found.strip().strip(b'"')
-                return found or None
-    return None

@@ -2,8 +2,9 @@
 taking the named backend, queueing for it when full, and falling back when it cannot serve."""
 import asyncio
 
+from proxy.headers import cookie_value
 from proxy.runtime import DirectorSettings
-from proxy.sticky import StickyCookie, cookie_value, sticky_cookie
+from proxy.sticky import StickyCookie, sticky_cookie
 from tests.unit.test_director_queue import make
 
 RR3 = (("a", 1, "active", "online"), ("b", 1, "active", "online"), ("c", 1, "active", "online"))
@@ -13,6 +14,7 @@ def test_cookie_value_is_exact_and_finds_it_among_others():
     headers = [(b"host", b"x"), (b"cookie", b"other=1; SRV=b2"), (b"cookie", b"later=2")]
     assert cookie_value(headers, b"SRV") == b"b2"
     assert cookie_value(headers, b"srv") is None  # cookie names are case-sensitive
+    assert cookie_value(headers, b"srv", any_case=True) == b"b2"  # backend_from = "cookie:NAME" folds case
     assert cookie_value([(b"cookie", b'SRV="b1"')], b"SRV") == b"b1"
     assert cookie_value([(b"cookie", b"SRV=")], b"SRV") is None
     assert cookie_value([], b"SRV") is None
