@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import time
 from typing import Callable
@@ -123,6 +124,11 @@ class DirectorServer(Server):
         observers = [STDLibLogObserver("twisted")] if self.verbosity > 1 else [lambda _: None]
         globalLogBeginner.beginLoggingTo(observers, redirectStandardIO=False, discardBuffer=True)
 
+        if self.signal_handlers:
+            # From the first bound port until reactor.run() installs Twisted's handlers, a
+            # SIGTERM/SIGINT would kill the process outright: queue the same graceful stop.
+            for number in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(number, self._stop_when_running)
         self._listen_all()
         if self.abort_start:  # stop() came before run()
             self._stop_listening()
@@ -138,6 +144,10 @@ class DirectorServer(Server):
         reactor.run(installSignalHandlers=self.signal_handlers)
         if self._start_error is not None:
             raise self._start_error
+
+    def _stop_when_running(self, signum, frame):
+        """A stop signal before the reactor runs: it stops (gracefully) as soon as it does."""
+        reactor.callWhenRunning(reactor.stop)
 
     def stop(self):
         """Stop the reactor (safe from any thread); run() then returns."""

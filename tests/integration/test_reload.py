@@ -16,7 +16,7 @@ from tests.support.config_files import app_config
 from tests.support.director import Director
 from tests.support.load import probing, wrk_through
 from tests.support.shared_services import postgres_database, redis_url
-from tests.support.waiting import wait_for
+from tests.support.waiting import port_open, wait_for
 from tests.support.workers import every_worker_sees
 
 LOAD_SECONDS = 30
@@ -183,3 +183,13 @@ def test_workers_reload_adds_and_removes_listeners(tmp_path):
             listeners_follow_the_file(director, one)
         finally:
             director.stop()
+
+
+def test_a_stop_signal_as_soon_as_the_port_answers_stops_gracefully(tmp_path):
+    """Between the first bound port and the reactor's own signal handlers, SIGTERM used to
+    kill runproxy outright (exit -15, pid file left behind); now it is the same graceful stop."""
+    director = Director(tmp_path, before(1)).start(wait=False)
+    wait_for(lambda: port_open("127.0.0.1", director.port), 30, interval=0.001, what="the traffic port")
+    os.kill(director.process.pid, signal.SIGTERM)
+    assert director.stop() == 0
+    assert not (director.dir / "runproxy.pid").exists()
