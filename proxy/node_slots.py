@@ -5,7 +5,8 @@ of workers: the supervisor creates one small shared table (a file it maps, in it
 directory) and gives each worker process a column of its own. A row is keyed by a backend
 id (in-flight requests per column) or by a director id (waiting requests per column); the
 buckets of proxy.buckets have rows of their own above BUCKET_KEYS (tokens in use and waiting
-requests, per column), a key range no backend or director id reaches.
+requests, per column), a key range no backend or director id reaches, and so have the open
+connections to a FastCGI backend address (proxy.upstream.connection_budget).
 
 Each process writes only its own column, so a decrement or a queue count needs no lock.
 Taking a slot is a check-then-increment over every column, done under a byte-range lock on
@@ -23,6 +24,7 @@ import logging
 import mmap
 import os
 import struct
+import zlib
 from pathlib import Path
 
 from proxy.node_wake import Doorbells
@@ -38,7 +40,7 @@ SIZE = ROWS * ROW
 FILE = "node-slots"
 COLUMN_ENV = "DIRECTOR_SLOT_COLUMN"
 BUCKET_KEYS = 1 << 48  # bucket rows: BUCKET_KEYS + (kind << 40) + id; database ids stay below 2**40
-_BUCKET_TOKENS, _ROOT_TOKENS, _BUCKET_WAITING, _ROOT_WAITING = 1, 2, 3, 4
+_BUCKET_TOKENS, _ROOT_TOKENS, _BUCKET_WAITING, _ROOT_WAITING, _CONNECTIONS = 1, 2, 3, 4, 5
 
 
 def bucket_key(bucket_id: int) -> int:
@@ -57,6 +59,11 @@ def bucket_waiting_key(bucket_id: int) -> int:
 
 def root_waiting_key(director_id: int) -> int:
     return BUCKET_KEYS + (_ROOT_WAITING << 40) + director_id
+
+
+def connections_key(url: str) -> int:
+    """Row of the connections open to a backend address (its URL's CRC-32: below 2**40)."""
+    return BUCKET_KEYS + (_CONNECTIONS << 40) + zlib.crc32(url.encode())
 
 
 def create(directory: Path) -> Path:
@@ -198,9 +205,7 @@ class NodeSlots:
         offset = self._row(backend_id)
         if offset is not None and sum(self._counts(offset)) >= capacity:
             return  # taken meanwhile
-        for column, count in enumerate(counts):
-            if count and column != self.column:
-                self.doorbells.ring(column)
+        self._ring_others(counts)
 
     # -- buckets (proxy.buckets): tokens along a path, waiting requests -----------------
 
@@ -225,6 +230,22 @@ class NodeSlots:
         offset = self._row(key)
         if offset is not None:
             struct.pack_into("<H", self._map, offset + KEY.size + 2 * self.column, min(0xFFFF, count))
+
+    def total(self, key: int) -> int:
+        """The row's count over every process (0 when the table is full)."""
+        offset = self._row(key)
+        return 0 if offset is None else sum(self._counts(offset))
+
+    def ring_holders(self, key: int) -> None:
+        """Ring the doorbell of every other process with a count in the row."""
+        offset = self._row(key) if self.doorbells is not None else None
+        if offset is not None:
+            self._ring_others(self._counts(offset))
+
+    def _ring_others(self, counts: tuple[int, ...]) -> None:
+        for column, count in enumerate(counts):
+            if count and column != self.column:
+                self.doorbells.ring(column)  # type: ignore[union-attr]
 
     # -- the supervisor ----------------------------------------------------------------
 

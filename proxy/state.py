@@ -18,6 +18,7 @@ from proxy.director import DirectorRuntime
 from proxy.routes import Route
 from proxy.runtime import NOT_LOADED, BackendRuntime, DirectorSettings
 from proxy.upstream import Timeouts, Upstream, make_upstream
+from proxy.upstream.fastcgi import FastCGIUpstream
 
 log = logging.getLogger("director.proxy")
 
@@ -136,12 +137,16 @@ class DataPlane:
         self._rows = ConfigRows(self.version, [], [], [])
         self._backend_rows: dict[int, dict] = {}
         self.rows_changed = False
+        self._counted_upstreams: list[FastCGIUpstream] = []  # connections counted in the node
 
     def wake_waiters(self) -> None:
-        """Another worker freed a slot (proxy.node_wake): queued requests look again."""
+        """Another worker freed a slot or needs a php-fpm child (proxy.node_wake): queued
+        requests look again, and idle FastCGI connections beyond the node's budget close."""
         for director in self.directors.values():
             if director.queue:
                 director.dispatch_waiters()
+        for upstream in self._counted_upstreams:
+            upstream.trim_idle()
 
     def upstream_for(self, address: BackendAddress) -> Upstream:
         upstream = self._upstreams.get(address)
@@ -194,6 +199,7 @@ class DataPlane:
             by_id[row["id"]].set_buckets(row.get("buckets") or [])  # BUCKET_FIELDS rows (proxy.buckets)
             by_id[row["id"]].rebuild(settings_from_row(row), members[row["id"]])
         _name_upstreams(backends.values())
+        self._count_connections(backends.values())
         routes = routes_from_rows(route_rows)
         # Road-warrior upstreams first: a request that finds a new route finds its upstream.
         self.road_warriors = {r.target: self.upstream_for(r.target) for r in routes if r.target is not None}
@@ -217,6 +223,23 @@ class DataPlane:
             # passive mark that the monitor has not persisted yet.
             backend.health_stamp = row["health_changed_at"]
             backend.health = row["health_state"]
+
+    def _count_connections(self, backends) -> None:
+        """Under --workers, a FastCGI backend's open connections count in the node, within
+        its capacity (php-fpm's children: proxy.upstream.connection_budget). An address
+        shared by backends gets the largest capacity, none when one of them has none."""
+        node = self.node_slots
+        if node is None or node.doorbells is None:
+            return
+        limits: dict[FastCGIUpstream, int] = {}
+        for backend in backends:
+            upstream = backend.upstream
+            if isinstance(upstream, FastCGIUpstream):
+                known = limits.get(upstream)
+                limits[upstream] = 0 if known == 0 or not backend.capacity else max(known or 0, backend.capacity)
+        for upstream, limit in limits.items():
+            upstream.count_connections(node, limit)
+        self._counted_upstreams = list(limits)
 
     def _close_unused_upstreams(self) -> None:
         used = {b.address for b in self.backends.values()} | set(self.road_warriors)

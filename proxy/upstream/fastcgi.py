@@ -22,6 +22,7 @@ from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
 from proxy.upstream.cgi import CGIHeadParser, build_params
 from proxy.upstream.connect import open_connection
+from proxy.upstream.connection_budget import ConnectionBudget
 from proxy.upstream.fastcgi_connection import FastCGIConnection
 from proxy.upstream.pool import ConnectionPool
 
@@ -89,6 +90,19 @@ class FastCGIUpstream(Upstream):
             conn.reusable = False  # a new connection, closed after this request
         conn.busy()
         return conn, reused
+
+    def count_connections(self, node, limit: int) -> None:
+        """Under --workers: count this client's connections in the node (a NodeSlots) and keep
+        the node's within `limit`, the backend's capacity (0: no limit); see connection_budget."""
+        budget = self._pool.budget
+        if budget is None:
+            self._pool.budget = ConnectionBudget(node, self.address.url, limit)
+        else:
+            budget.limit = limit
+
+    def trim_idle(self) -> None:
+        """Another worker needs a php-fpm child: close idle connections while the node is over."""
+        self._pool.trim()
 
     async def close(self) -> None:
         await self._pool.close()

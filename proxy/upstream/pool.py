@@ -5,12 +5,19 @@ and still open on the backend side). A connection whose peer closed while idle r
 `is_closing()` and is dropped instead of being handed out; ones idle longer than
 `idle_timeout` are closed lazily on `acquire`, so there is no timer per connection.
 One request at a time per connection: a connection is either idle or in use.
+
+With a `budget` (proxy.upstream.connection_budget: FastCGI under `--workers`), every
+connection opened and closed is counted in the node, a released one is kept idle only while
+the node is within the budget, and `trim()` closes idle ones when another worker needs room.
 """
 from __future__ import annotations
 
 import time
 from collections import deque
-from typing import Awaitable, Callable, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Awaitable, Callable, Generic, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from proxy.upstream.connection_budget import ConnectionBudget
 
 # Seconds an idle upstream connection is kept: below the keep-alive timeouts of common
 # servers (Apache, Node, uvicorn 5 s; nginx 75 s), so we close it before the backend does
@@ -48,6 +55,7 @@ class ConnectionPool(Generic[C]):
         self._in_use: dict[C, bool] = {}  # conn -> fresh (close after use)
         self._opened = 0
         self._closed = False
+        self.budget: ConnectionBudget | None = None  # None: no node-wide count
 
     async def acquire(self, connect_timeout: float, *, fresh: bool = False, reuse: bool = True) -> tuple[C, bool]:
         """A connection and whether it was reused from the idle pool.
@@ -63,6 +71,8 @@ class ConnectionPool(Generic[C]):
         conn = await self._connect(connect_timeout)
         self._opened += 1
         self._in_use[conn] = fresh
+        if self.budget is not None:
+            self.budget.opened()
         return conn, False
 
     def _take_idle(self) -> C | None:
@@ -71,36 +81,51 @@ class ConnectionPool(Generic[C]):
             return None
         expired = self._clock() - self._idle_timeout
         while idle and idle[0][1] < expired:
-            idle.popleft()[0].close()
+            self._close(idle.popleft()[0])
         while idle:
             conn = idle.pop()[0]
             if not conn.is_closing():
                 return conn
-            conn.close()
+            self._close(conn)
         return None
+
+    def _close(self, conn: C) -> None:
+        """Close a connection this pool is done with (counted once, here)."""
+        conn.close()
+        if self.budget is not None:
+            self.budget.closed()
 
     def release(self, conn: C) -> None:
         """Back to the idle pool when it can carry another request, else closed. Idempotent."""
         fresh = self._in_use.pop(conn, None)
         if fresh is None:
             return
-        if fresh or self._closed or not conn.reusable or conn.is_closing():
-            conn.close()
+        if fresh or self._closed or not conn.reusable or conn.is_closing() or (
+                self.budget is not None and self.budget.over()):
+            self._close(conn)
             return
         if len(self._idle) >= self._max_idle:
-            self._idle.popleft()[0].close()
+            self._close(self._idle.popleft()[0])
         self._idle.append((conn, self._clock()))
 
     def discard(self, conn: C) -> None:
         """Close it; it is never reused."""
-        self._in_use.pop(conn, None)
-        conn.close()
+        if self._in_use.pop(conn, None) is not None:
+            self._close(conn)
+        else:
+            conn.close()
+
+    def trim(self) -> None:
+        """Close idle connections, oldest first, while the node is over the budget."""
+        budget = self.budget
+        while self._idle and budget is not None and budget.over():
+            self._close(self._idle.popleft()[0])
 
     async def close(self) -> None:
         """Close every idle connection; in-use ones are closed when released."""
         self._closed = True
         while self._idle:
-            self._idle.popleft()[0].close()
+            self._close(self._idle.popleft()[0])
 
     def stats(self) -> dict:
         self._prune_closed()
@@ -111,5 +136,5 @@ class ConnectionPool(Generic[C]):
             alive = [(conn, since) for conn, since in self._idle if not conn.is_closing()]
             for conn, _ in self._idle:
                 if conn.is_closing():
-                    conn.close()
+                    self._close(conn)
             self._idle = deque(alive)

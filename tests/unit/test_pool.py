@@ -185,3 +185,53 @@ async def test_close_closes_idle_and_later_released(pool):
     pool.release(b)
     assert b.closed
     assert pool.stats() == {"idle": 0, "in_use": 0, "opened": 2}
+
+
+class _Rings:
+    """Stands in for a worker's doorbells: records which columns were rung."""
+
+    def __init__(self):
+        self.rung: list[int] = []
+
+    def ring(self, column: int) -> None:
+        self.rung.append(column)
+
+
+async def test_a_budget_keeps_the_nodes_connections_within_the_limit(tmp_path):
+    """Two workers (columns 0 and 1 of one node table) share a backend of capacity 2: a
+    connection beyond it rings the other holder, which closes its idle one (trim); a
+    released connection is closed rather than kept while the node is over."""
+    from proxy import node_slots
+    from proxy.upstream.connection_budget import ConnectionBudget
+
+    table = node_slots.create(tmp_path)
+    nodes = [node_slots.NodeSlots(table, column) for column in (0, 1)]
+    rings = [_Rings(), _Rings()]
+    for node, bell in zip(nodes, rings, strict=True):
+        node.doorbells = bell  # type: ignore[assignment]
+    factories = [Factory(), Factory()]
+    pools = [ConnectionPool(factory, clock=Clock()) for factory in factories]
+    for pool, node in zip(pools, nodes, strict=True):
+        pool.budget = ConnectionBudget(node, "fastcgi://127.0.0.1:9000", 2)
+    first, second = pools
+
+    a1, _ = await first.acquire(1.0)
+    a2, _ = await first.acquire(1.0)
+    first.release(a1)
+    first.release(a2)  # worker 0 keeps both idle: the node holds 2, its limit
+    assert first.stats()["idle"] == 2 and rings[0].rung == rings[1].rung == []
+
+    b1, _ = await second.acquire(1.0)  # a third connection: worker 1 rings worker 0
+    assert rings[1].rung == [0]
+    first.trim()  # what worker 0 does when rung
+    assert a1.closed and not a2.closed and first.stats()["idle"] == 1
+    assert nodes[0].total(node_slots.connections_key("fastcgi://127.0.0.1:9000")) == 2
+
+    b2, _ = await second.acquire(1.0)  # over again; this time worker 1 releases first
+    second.release(b2)
+    assert b2.closed, "a released connection is not kept while the node is over its limit"
+    second.release(b1)
+    assert not b1.closed and second.stats()["idle"] == 1
+    for node in nodes:
+        node.doorbells = None
+        node.close()
