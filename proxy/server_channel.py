@@ -27,6 +27,7 @@ from twisted.web import http
 
 from proxy.error_responses import closing_response
 from proxy.headers import connection_tokens
+from proxy.response_head import LF
 from proxy.server_chunked import StrictChunkedDecoder
 from proxy.twisted_compat import TwistedChannel, pending_write_bytes, take_buffered_input
 
@@ -73,6 +74,7 @@ class DirectorChannel(TwistedChannel):
     scope_client = None
     scope_server = None
     scheme = "http"  # "https" over a TLS listener (the ASGI scope's scheme)
+    writes_raw_head = True  # traffic requests write their head as bytes (proxy.response_head)
     socket_transport = None  # the TCP/UNIX transport under TLS (or the transport itself)
     negotiating = False  # TLS: the first data tells which protocol ALPN chose
     _host = None
@@ -129,7 +131,7 @@ class DirectorChannel(TwistedChannel):
         if self.phase is IDLE:
             self._start_head()
         rest = self.parse_lines(data)  # an incomplete head line: a LF in it is a bare one
-        if b"\n" in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
+        if LF in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
             self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
 
     def _hand_over_to_h2(self, data: bytes) -> None:

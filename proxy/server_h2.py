@@ -35,6 +35,7 @@ class DirectorH2Stream(_http2.H2Stream):
     closing = False  # the response was decided before the body was read: ignore the rest
     lost = False
     persistent = True  # HTTP/2 has no Connection: close; respond_error() may set it, harmlessly
+    writes_raw_head = False  # the head goes out as HEADERS frames (writeHeaders below)
     body_complete = False  # the client ended its side of the stream
     reset_sent = False  # close() reset the stream
     body_deadline: float | None = None  # the next body byte is due by then (monotonic), else 408

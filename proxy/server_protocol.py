@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 
 from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
 from proxy.request_record import CLIENT_GONE, RequestRecord
+from proxy.response_head import CRLF, NO_BODY_STATUSES, add_field, status_line
 
 logger = logging.getLogger("director.server")
 
@@ -42,7 +43,7 @@ VALID_METHOD = re.compile(rb"[A-Z_-]+")
 # or a raw byte >= 0x80 is refused (400), not forwarded (Twisted lets 0x7f-0xb0 through).
 INVALID_TARGET = re.compile(rb"[^\x21-\x7e]")
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-NO_BODY_STATUSES = frozenset({204, 304})
+UNDERSCORE = ord("_")  # looked for as an int: see proxy.response_head.LF
 
 
 class RequestMixin:
@@ -210,6 +211,7 @@ class TrafficRequest(RequestMixin, http.Request):
     """
 
     _task = None
+    _head: bytes | None = None  # built by start_response, written with the first body bytes
     _recv_pos: int | None = 0
     _gone: asyncio.Future | None = None
     record: RequestRecord | None = None
@@ -225,7 +227,7 @@ class TrafficRequest(RequestMixin, http.Request):
             return
         headers = []
         for name, values in self.requestHeaders.getAllRawHeaders():
-            if b"_" in name:  # CVE-2015-0219: X_Foo must not pass as X-Foo
+            if UNDERSCORE in name:  # CVE-2015-0219: X_Foo must not pass as X-Foo
                 continue
             name = name.lower()
             for value in values:
@@ -318,6 +320,72 @@ class TrafficRequest(RequestMixin, http.Request):
         if record is not None:
             headers.setRawHeaders(b"X-Request-ID", [record.ensure_request_id()])
 
+    # -- the response head, built in one pass (proxy.response_head) ------------------------
+
+    def start_response(self, message):
+        """Build the head now and write it with the first body bytes (so a failure before
+        them can still be answered cleanly). An HTTP/2 stream writes its head as frames:
+        Twisted's path, through the stream's writeHeaders."""
+        if not self.channel.writes_raw_head:
+            super().start_response(message)
+            return
+        if self._response_started:
+            raise ValueError("HTTP response has already been started")
+        self._response_started = True
+        status = message["status"]
+        self.code = status
+        head = [status_line(self.clientproto, status)]
+        declared = None
+        has_server = False
+        for name, value in message.get("headers", ()):
+            lower = name.lower()
+            if lower == b"content-length":
+                declared = int(value)
+            elif lower == b"server":
+                has_server = True
+            add_field(head, lower, value)
+        for name, values in self.responseHeaders.getAllRawHeaders():  # Connection: close, if closing
+            for value in values:
+                add_field(head, name, value)
+        server_name = self.channel.factory.server.server_name
+        if server_name and not has_server:
+            add_field(head, b"server", server_name.encode())
+        record = self.record
+        if record is not None:
+            head += (b"X-Request-ID: ", record.ensure_request_id(), CRLF)
+        no_body = self.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200
+        if declared is None and not no_body and self.clientproto == b"HTTP/1.1":
+            head.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunked = 1
+        head.append(CRLF)
+        self._head = b"".join(head)
+        self._declared_length = None if no_body else declared
+
+    def write(self, data):
+        """Twisted's Request.write, with the head built by start_response."""
+        head = self._head
+        if head is None:
+            super().write(data)
+            return
+        if self.finished:
+            raise RuntimeError("Request.write called on a request after Request.finish was called.")
+        if self._disconnected:
+            return
+        self._head = None
+        self.startedWriting = 1
+        channel = self.channel
+        channel.write(head)
+        if self.method == b"HEAD" or self.code in NO_BODY_STATUSES:
+            self.write = _no_body  # as Twisted: these responses never carry body bytes
+            return
+        if data:
+            self.sentLength += len(data)
+            channel.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+
+    def respond_error(self, status: int, *, close: bool = False):
+        self._head, self.chunked = None, 0  # a head not yet written is replaced
+        super().respond_error(status, close=close)
+
     def finish(self):
         record = self.record
         if record is not None and record.scope is None:  # refused before the application saw it
@@ -356,6 +424,10 @@ class TrafficRequest(RequestMixin, http.Request):
             "headers": [(name.lower(), value) for name, values in self.requestHeaders.getAllRawHeaders()
                         for value in values],
         }
+
+
+def _no_body(data) -> None:
+    """`write` of a response that has no body (HEAD, 204, 304)."""
 
 
 class ManagementRequest(RequestMixin, WebRequest):

@@ -23,7 +23,8 @@ _SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
 # nginx does by default.
 _FORWARDABLE_NAME = re.compile(rb"^[A-Za-z0-9-]+$")
 _TOKEN = re.compile(rb"^[!#$%&'*+.^`|~0-9A-Za-z_-]+$")
-_FORBIDDEN_PATH_BYTES = (b"\r", b"\n", b"\0")
+_FORBIDDEN_PATH_BYTES = b"\r\n\0"  # iterated as ints: see PERCENT
+PERCENT = ord("%")  # looked for as an int: see proxy.response_head.LF
 STAT_CACHE_TTL = 1.0
 STAT_CACHE_SIZE = 4096
 HEADER_KEY_CACHE_SIZE = 1024
@@ -72,10 +73,10 @@ def build_params(request: UpstreamRequest, *, server_software: str, health_check
 def _decoded_path(raw_path: bytes, query: bytes) -> bytes:
     if not raw_path.startswith(b"/"):
         raise BadRequestPath(f"request path {raw_path[:100]!r} does not start with '/'")
-    path = unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path
+    path = unquote_to_bytes(raw_path) if PERCENT in raw_path else raw_path
     for bad in _FORBIDDEN_PATH_BYTES:
         if bad in path or bad in query:
-            raise BadRequestPath(f"request path or query contains {bad!r}")
+            raise BadRequestPath(f"request path or query contains {bytes([bad])!r}")
     return path
 
 
