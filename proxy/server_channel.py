@@ -29,6 +29,7 @@ from proxy.error_responses import closing_response
 from proxy.headers import connection_tokens
 from proxy.response_head import LF
 from proxy.server_chunked import StrictChunkedDecoder
+from proxy.server_head import simple_head
 from proxy.twisted_compat import TwistedChannel, pending_write_bytes, take_buffered_input
 
 logger = logging.getLogger("director.server")
@@ -130,9 +131,30 @@ class DirectorChannel(TwistedChannel):
                 return
         if self.phase is IDLE:
             self._start_head()
+            if not self._buffer and self.persistent and self._read_simple_head(data):
+                return
         rest = self.parse_lines(data)  # an incomplete head line: a LF in it is a bare one
         if LF in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
             self.reject(400)  # a head with bare-LF line ends never completes: refuse it now
+
+    def _read_simple_head(self, data: bytes) -> bool:
+        """The usual request, a complete head without a body in one read, read in one pass
+        (proxy.server_head) into the state Twisted's line parser would have reached: the
+        request, its method, target, version and fields, then the same end-of-head and
+        end-of-request steps. False: the line parser reads `data`."""
+        head = simple_head(data, HEAD_LIMIT, self.maxHeaders)
+        if head is None:
+            return False
+        self._command, self._path, self._version, fields = head
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        add = request.requestHeaders.addRawHeader
+        for name, value in fields:
+            add(name, value)
+        self.allHeadersReceived()
+        if not self.closing:
+            self.allContentReceived()
+        return True
 
     def _hand_over_to_h2(self, data: bytes) -> None:
         """ALPN chose HTTP/2: the TLS transport delivers to a new HTTP/2 connection from now

@@ -220,6 +220,10 @@ class TrafficRequest(RequestMixin, http.Request):
     def __init__(self, channel, queued=None):
         super().__init__(channel, parsePOSTFormSubmission=False)  # not http.Request: a slow module proxy
 
+    def parseCookies(self):
+        """Nothing to do: Twisted would parse Cookie into `received_cookies`, which nothing
+        here reads (the app reads the header itself, and only when a route asks for it)."""
+
     def process(self):
         self.record = record = RequestRecord(None)
         self._request_done = self.channel.factory.request_done
