@@ -43,10 +43,21 @@ def field_value(value: bytes) -> bytes:
     return value
 
 
+_STATUS_LINES: dict[tuple[bytes, int], bytes] = {}
+
+
 def status_line(version: bytes, status: int) -> bytes:
-    return b"%s %d %s\r\n" % (version, status, RESPONSES.get(status, b"Unknown Status"))
+    line = _STATUS_LINES.get((version, status))
+    if line is None:
+        line = b"%s %d %s\r\n" % (version, status, RESPONSES.get(status, b"Unknown Status"))
+        if len(_STATUS_LINES) < _NAMES_KEPT:  # versions are two; statuses are 100-599 from apps
+            _STATUS_LINES[(version, status)] = line
+    return line
 
 
 def add_field(head: list[bytes], name: bytes, value: bytes) -> None:
     """Append one `Name: value` line to the head being built."""
-    head += (field_name(name), SEPARATOR, field_value(value), CRLF)
+    spelled = _NAMES.get(name) or field_name(name)
+    if LF in value or CR in value:
+        value = field_value(value)
+    head += (spelled, SEPARATOR, value, CRLF)

@@ -25,6 +25,9 @@ HTTP_PREFIX = b"HTTP/"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
 _FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
+# Every field line of a head at once (each with its CRLF): one check for the usual head, the
+# line-by-line one only to name what is wrong.
+_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _OWS = b" \t"
@@ -154,24 +157,26 @@ class ResponseParser:
             self.feed(rest)
 
     def _parse_head(self, block: bytes) -> ResponseHead | None:
-        lines = block.split(CRLF)
-        status_match = _STATUS_LINE.fullmatch(lines[0])
+        """`block`: the head without its final CRLF CRLF."""
+        line_end = block.find(CRLF)
+        if line_end < 0:
+            line_end = len(block)
+        status_match = _STATUS_LINE.fullmatch(block, 0, line_end)
         if status_match is None:
-            raise ProtocolError(f"invalid status line {lines[0][:80]!r}")
+            raise ProtocolError(f"invalid status line {block[:min(line_end, 80)]!r}")
         version, status = status_match.group(1, 2)
         minor, status = int(version), int(status)
         if status == 101 and not self._upgrade:
             raise ProtocolError("101 Switching Protocols to a request that did not ask for it")
         headers = []
         lengths = transfer = connection = None
-        for line in lines[1:]:
-            match = _FIELD_LINE.fullmatch(line)
-            if match is None:
-                if line[:1] in (b" ", b"\t"):
-                    raise ProtocolError("obsolete line folding in response head")
-                raise ProtocolError(f"invalid header line {line[:80]!r}")
-            name = match[1].lower()
-            value = match[2].strip(_OWS)
+        lines = block[line_end + 2:].split(CRLF) if line_end < len(block) else ()
+        if lines and _FIELD_BLOCK.fullmatch(block + CRLF, line_end + 2) is None:
+            _name_bad_line(lines)
+        for line in lines:
+            name, _, value = line.partition(b":")
+            name = name.lower()
+            value = value.strip(_OWS)
             if name == b"content-length":
                 lengths = value if lengths is None else lengths + b"," + value
             elif name == b"transfer-encoding":
@@ -303,6 +308,15 @@ class ResponseParser:
             self._state, self._remaining = _CHUNK_DATA, size
         else:
             self._state, self._remaining = _TRAILERS, MAX_TRAILERS
+
+
+def _name_bad_line(lines) -> None:
+    """Raise ProtocolError naming the first field line that is not one."""
+    for line in lines:
+        if _FIELD_LINE.fullmatch(line) is None:
+            if line[:1] in (b" ", b"\t"):
+                raise ProtocolError("obsolete line folding in response head")
+            raise ProtocolError(f"invalid header line {line[:80]!r}")
 
 
 def _check_start(buf: bytearray, scanned: int) -> None:
