@@ -330,6 +330,8 @@ def _check_start(buf: bytearray, scanned: int) -> None:
 
 def _content_length(values: bytes) -> int:
     """One length from one or more (comma-joined) Content-Length values, all identical."""
+    if values.isdigit() and len(values) <= 18:  # the usual single value (isdigit: ASCII only)
+        return int(values)
     lengths = set()
     for value in values.split(b","):
         value = value.strip(_OWS)
@@ -343,8 +345,8 @@ def _content_length(values: bytes) -> int:
 
 def _without_length(headers: list, lengths: bytes | None, length: int | None) -> list:
     """Headers without Content-Length, or with exactly one normalised one for `length`."""
-    if lengths is None or (length is not None and _DIGITS.fullmatch(lengths)):
-        return headers
+    if lengths is None or (length is not None and lengths.isdigit() and len(lengths) <= 18):
+        return headers  # exactly one plain value: as it came
     headers = [h for h in headers if h[0] != b"content-length"]
     if length is not None:
         headers.append((b"content-length", b"%d" % length))
