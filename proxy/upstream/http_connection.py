@@ -1,8 +1,10 @@
 """One HTTP/1.1 connection to a backend: the asyncio.Protocol behind proxy.upstream.http.
 
-Per request there is one head future, one timer handle (a deadline re-checked when it
-fires, never re-armed per packet) and, only for bodies larger than SMALL_BODY, one writer
-task; a small body goes out with the head in a single write. The response body is
+Per request there is one head future and, only for bodies larger than SMALL_BODY, one writer
+task; a small body goes out with the head in a single write. Deadlines are kept by one timer
+per connection, re-checked when it fires and armed only when none is pending: an exchange
+that ends leaves it to fire (it finds nothing to do and stops), and the next exchange on the
+connection, usually a moment later, finds it still armed. The response body is
 buffered up to READ_HIGH bytes, then the transport stops reading until `read()` drains it.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ class HTTPConnection(asyncio.Protocol):
         self._reading_paused = False  # transport flow-control states outlive an exchange
         self._writing_paused = False
         self._body: deque[bytes] = deque()  # unread response body chunks
+        self._timer: asyncio.TimerHandle | None = None  # outlives exchanges (see the module's doc)
         self._reset()
 
     def _reset(self) -> None:
@@ -47,7 +50,6 @@ class HTTPConnection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future | None = None
         self._writer: asyncio.Task | None = None
         self._write_done = True
-        self._timer: asyncio.TimerHandle | None = None
 
     # -- the pool's view -------------------------------------------------------------------
 
@@ -97,7 +99,11 @@ class HTTPConnection(asyncio.Protocol):
             self._write_done = False
             self._writer = self._loop.create_task(self._write_body(body))
             deadline = now + timeouts.write
-        self._timer = self._loop.call_at(deadline, self._on_timer)
+        timer = self._timer
+        if timer is None or timer.when() > deadline:  # a pending one that fires by then re-arms
+            if timer is not None:  # (another director's longer timeouts, on a shared pool)
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
         return await waiter
 
     async def _write_body(self, body: RequestBody) -> None:
@@ -174,7 +180,6 @@ class HTTPConnection(asyncio.Protocol):
     def finish(self) -> bool:
         """End the exchange; True when the connection may carry another request."""
         self._active = False
-        self._stop_timer()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
         reusable = (
@@ -253,7 +258,6 @@ class HTTPConnection(asyncio.Protocol):
 
     def on_complete(self) -> None:
         self._complete = True
-        self._stop_timer()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()  # early answer: the rest of the body is not needed
         self._wake()

@@ -8,6 +8,7 @@ import hashlib
 import os
 import socket
 import tempfile
+import time
 
 import pytest
 
@@ -293,6 +294,18 @@ def rss() -> int:
 async def test_read_timeout_is_an_idle_timeout(upstream):
     response, body = await fetch(upstream, target=b"/bytes?size=8&chunk=1&interval=0.1", timeouts=SHORT)
     assert body == pattern_bytes(8)  # 0.7 s in all, never 0.3 s without a byte
+
+
+async def test_a_shorter_read_timeout_holds_on_a_connection_used_with_a_longer_one(upstream, backend):
+    """The connection's one timer outlives an exchange; the next exchange on it, with a
+    shorter timeout (another director sharing the pool), must not wait for the old deadline."""
+    long = Timeouts(connect=2.0, read=30.0, write=30.0)
+    assert (await fetch(upstream, timeouts=long))[0].status == 200
+    started = time.monotonic()
+    with pytest.raises(ReadTimeout):
+        await fetch(upstream, target=b"/slow?delay=5", timeouts=SHORT)
+    assert time.monotonic() - started < 3.0  # 0.3 s, not 30
+    assert backend.connections_accepted == 1  # the second request did reuse the first one's connection
 
 
 async def test_back_pressure_bounds_memory_for_a_slow_reader(upstream, backend):
