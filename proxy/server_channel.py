@@ -131,7 +131,7 @@ class DirectorChannel(TwistedChannel):
                 return
         if self.phase is IDLE:
             self._start_head()
-            if not self._buffer and self.persistent and self._read_simple_head(data):
+            if self.persistent and not self.has_partial_line() and self._read_simple_head(data):
                 return
         rest = self.parse_lines(data)  # an incomplete head line: a LF in it is a bare one
         if LF in rest and self.line_mode and not self.closing and b"\n" in rest.replace(b"\r\n", b""):
@@ -145,10 +145,8 @@ class DirectorChannel(TwistedChannel):
         head = simple_head(data, HEAD_LIMIT, self.maxHeaders)
         if head is None:
             return False
-        self._command, self._path, self._version, fields = head
-        request = self.requestFactory(self, len(self.requests))
-        self.requests.append(request)
-        add = request.requestHeaders.addRawHeader
+        method, target, version, fields = head
+        add = self.start_request(method, target, version).requestHeaders.addRawHeader
         for name, value in fields:
             add(name, value)
         self.allHeadersReceived()

@@ -115,6 +115,18 @@ class TwistedChannel(http.HTTPChannel):
         LineReceiver.dataReceived(self, data)
         return self._buffer
 
+    def has_partial_line(self) -> bool:
+        """LineReceiver holds the start of a line that has not ended yet."""
+        return bool(self._buffer)
+
+    def start_request(self, method: bytes, target: bytes, version: bytes):
+        """What HTTPChannel.lineReceived does with a request line: a new request object from
+        `requestFactory`, and the line's parts, which allContentReceived hands to it."""
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
+        self._command, self._path, self._version = method, target, version
+        return request
+
     def abort_later(self) -> None:
         """Abort the transport after `abortTimeout` unless the connection closes first
         (HTTPChannel.connectionLost cancels it, as for its own timeouts)."""
@@ -288,6 +300,9 @@ def needs() -> list[Need]:
         Need(_fresh_channel, "_transferDecoder"), Need(_fresh_channel, "requests"),
         Need(_fresh_channel, "_dataBuffer"),
         Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
+        Need(channel, "lineReceived", ("self", "line"),
+             mentions=("self._command", "self._path", "self._version", "self.requests.append")),
+        Need(channel, "allContentReceived", ("self",), mentions=("self._command", "self._path", "self._version")),
         Need(channel, "_respondToBadRequestAndDisconnect", ("self",)),
         Need(channel, "_finishRequestBody", ("self", "data")),
         Need(channel, "forceAbortClient", ("self",)),
