@@ -1,4 +1,5 @@
-"""An HTTP/1.x response head as bytes, built in one pass from the ASGI message.
+"""An HTTP/1.x response head as bytes, built in one pass from the ASGI message, and the
+traffic request's part that builds and writes it (`RawHeadMixin`).
 
 Twisted writes a response by filing every field into a `Headers` object (a name lookup,
 a case conversion and a line-break scan per field, several more lookups for framing) and
@@ -61,3 +62,72 @@ def add_field(head: list[bytes], name: bytes, value: bytes) -> None:
     if LF in value or CR in value:
         value = field_value(value)
     head += (spelled, SEPARATOR, value, CRLF)
+
+
+def _no_body(data) -> None:
+    """`write` of a response that has no body (HEAD, 204, 304)."""
+
+
+class RawHeadMixin:
+    """For proxy.server_protocol.TrafficRequest (before RequestMixin and Twisted's Request):
+    on an HTTP/1.x channel the head is built by `start_response` and written with the first
+    body bytes, so a failure before them can still be answered cleanly. An HTTP/2 stream
+    (`writes_raw_head` False) writes its head as frames: Twisted's path."""
+
+    _head: bytes | None = None  # built by start_response, written with the first body bytes
+
+    def start_response(self, message):
+        if not self.channel.writes_raw_head:
+            super().start_response(message)
+            return
+        self.response_starts()
+        status = message["status"]
+        self.code = status
+        head = [status_line(self.clientproto, status)]
+        declared = None
+        has_server = False
+        for name, value in message.get("headers", ()):
+            lower = name.lower()
+            if lower == b"content-length":
+                declared = int(value)
+            elif lower == b"server":
+                has_server = True
+            add_field(head, lower, value)
+        for name, values in self.responseHeaders.getAllRawHeaders():  # Connection: close, if closing
+            for value in values:
+                add_field(head, name, value)
+        server_name = self.channel.factory.server.server_name
+        if server_name and not has_server:
+            add_field(head, b"server", server_name.encode())
+        for name, value in self.own_fields():
+            head += (name, SEPARATOR, value, CRLF)  # spelled as given (X-Request-ID)
+        if not self.body_rule(status, declared) and declared is None and self.clientproto == b"HTTP/1.1":
+            head.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunked = 1
+        head.append(CRLF)
+        self._head = b"".join(head)
+
+    def write(self, data):
+        """Twisted's Request.write, with the head built by start_response."""
+        head = self._head
+        if head is None:
+            super().write(data)
+            return
+        if self.finished:
+            raise RuntimeError("Request.write called on a request after Request.finish was called.")
+        if self.lost:
+            return
+        self._head = None
+        self.startedWriting = 1
+        channel = self.channel
+        channel.write(head)
+        if self.method == b"HEAD" or self.code in NO_BODY_STATUSES:
+            self.write = _no_body  # as Twisted: these responses never carry body bytes
+            return
+        if data:
+            self.sentLength += len(data)
+            channel.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+
+    def respond_error(self, status: int, *, close: bool = False):
+        self._head, self.chunked = None, 0  # a head not yet written is replaced
+        super().respond_error(status, close=close)  # type: ignore[misc]  # RequestMixin follows in the MRO

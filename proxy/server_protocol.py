@@ -28,7 +28,7 @@ from twisted.web.http_headers import Headers
 
 from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
 from proxy.request_record import CLIENT_GONE, RequestRecord
-from proxy.response_head import CRLF, NO_BODY_STATUSES, add_field, status_line
+from proxy.response_head import NO_BODY_STATUSES, RawHeadMixin
 
 logger = logging.getLogger("director.server")
 
@@ -129,13 +129,29 @@ class RequestMixin:
         self.write(body)
         self.finish()
 
-    def add_own_headers(self, headers: Headers) -> None:
-        """Headers the server adds to every response of this plane (none here)."""
+    def own_fields(self) -> tuple:
+        """(name, value) fields the server adds to every response of this plane (none here)."""
+        return ()
 
-    def start_response(self, message):
+    def add_own_headers(self, headers: Headers) -> None:
+        for name, value in self.own_fields():
+            headers.setRawHeaders(name, [value])
+
+    def response_starts(self) -> None:
+        """Once per request: the application's http.response.start."""
         if self._response_started:
             raise ValueError("HTTP response has already been started")
         self._response_started = True
+
+    def body_rule(self, status: int, declared: int | None) -> bool:
+        """Whether this response has no body (HEAD, 1xx, 204, 304); else the Content-Length
+        `declared` (or None) that send_body holds the body to."""
+        no_body = self.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200
+        self._declared_length = None if no_body else declared
+        return no_body
+
+    def start_response(self, message):
+        self.response_starts()
         status = message["status"]
         self.setResponseCode(status)
         headers = self.responseHeaders
@@ -148,9 +164,7 @@ class RequestMixin:
         if server_name and not headers.hasHeader(b"server"):
             headers.setRawHeaders(b"Server", [server_name.encode()])
         self.add_own_headers(headers)
-        if self.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200:
-            declared = None
-        self._declared_length = declared
+        self.body_rule(status, declared)
 
     def send_body(self, message):
         """Write a body chunk; finish, or close on a body that disagrees with Content-Length."""
@@ -201,7 +215,7 @@ class RequestMixin:
                        else "the application failed" if failure else "the application ended the response early")
 
 
-class TrafficRequest(RequestMixin, http.Request):
+class TrafficRequest(RawHeadMixin, RequestMixin, http.Request):
     """A request to `proxy.app`: lean scope, lazy body, cancellation on disconnect.
 
     The body, spooled as it arrives (memory up to SPOOL_LIMIT, else a temp file), reaches
@@ -211,7 +225,6 @@ class TrafficRequest(RequestMixin, http.Request):
     """
 
     _task = None
-    _head: bytes | None = None  # built by start_response, written with the first body bytes
     _recv_pos: int | None = 0
     _gone: asyncio.Future | None = None
     record: RequestRecord | None = None
@@ -318,77 +331,10 @@ class TrafficRequest(RequestMixin, http.Request):
         if gone is not None and not gone.done():
             gone.set_result(None)
 
-    def add_own_headers(self, headers: Headers) -> None:
+    def own_fields(self) -> tuple:
         """Every traffic response carries the request's X-Request-ID (SPEC §12)."""
         record = self.record
-        if record is not None:
-            headers.setRawHeaders(b"X-Request-ID", [record.ensure_request_id()])
-
-    # -- the response head, built in one pass (proxy.response_head) ------------------------
-
-    def start_response(self, message):
-        """Build the head now and write it with the first body bytes (so a failure before
-        them can still be answered cleanly). An HTTP/2 stream writes its head as frames:
-        Twisted's path, through the stream's writeHeaders."""
-        if not self.channel.writes_raw_head:
-            super().start_response(message)
-            return
-        if self._response_started:
-            raise ValueError("HTTP response has already been started")
-        self._response_started = True
-        status = message["status"]
-        self.code = status
-        head = [status_line(self.clientproto, status)]
-        declared = None
-        has_server = False
-        for name, value in message.get("headers", ()):
-            lower = name.lower()
-            if lower == b"content-length":
-                declared = int(value)
-            elif lower == b"server":
-                has_server = True
-            add_field(head, lower, value)
-        for name, values in self.responseHeaders.getAllRawHeaders():  # Connection: close, if closing
-            for value in values:
-                add_field(head, name, value)
-        server_name = self.channel.factory.server.server_name
-        if server_name and not has_server:
-            add_field(head, b"server", server_name.encode())
-        record = self.record
-        if record is not None:
-            head += (b"X-Request-ID: ", record.ensure_request_id(), CRLF)
-        no_body = self.method == b"HEAD" or status in NO_BODY_STATUSES or status < 200
-        if declared is None and not no_body and self.clientproto == b"HTTP/1.1":
-            head.append(b"Transfer-Encoding: chunked\r\n")
-            self.chunked = 1
-        head.append(CRLF)
-        self._head = b"".join(head)
-        self._declared_length = None if no_body else declared
-
-    def write(self, data):
-        """Twisted's Request.write, with the head built by start_response."""
-        head = self._head
-        if head is None:
-            super().write(data)
-            return
-        if self.finished:
-            raise RuntimeError("Request.write called on a request after Request.finish was called.")
-        if self._disconnected:
-            return
-        self._head = None
-        self.startedWriting = 1
-        channel = self.channel
-        channel.write(head)
-        if self.method == b"HEAD" or self.code in NO_BODY_STATUSES:
-            self.write = _no_body  # as Twisted: these responses never carry body bytes
-            return
-        if data:
-            self.sentLength += len(data)
-            channel.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
-
-    def respond_error(self, status: int, *, close: bool = False):
-        self._head, self.chunked = None, 0  # a head not yet written is replaced
-        super().respond_error(status, close=close)
+        return () if record is None else ((b"X-Request-ID", record.ensure_request_id()),)
 
     def finish(self):
         record = self.record
@@ -428,10 +374,6 @@ class TrafficRequest(RequestMixin, http.Request):
             "headers": [(name.lower(), value) for name, values in self.requestHeaders.getAllRawHeaders()
                         for value in values],
         }
-
-
-def _no_body(data) -> None:
-    """`write` of a response that has no body (HEAD, 204, 304)."""
 
 
 class ManagementRequest(RequestMixin, WebRequest):
