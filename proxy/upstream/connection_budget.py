@@ -20,11 +20,13 @@ from proxy.node_slots import NodeSlots, connections_key
 class ConnectionBudget:
     """Open connections of this process to one backend address, in the node's count."""
 
-    def __init__(self, node: NodeSlots, url: str, limit: int):
+    def __init__(self, node: NodeSlots, url: str, limit: int, open_now: int = 0):
+        """`open_now`: connections the client already has (a capacity set by a reload)."""
         self._node = node
         self._key = connections_key(url)
         self.limit = limit  # the backend's capacity: php-fpm's children for it; 0 = no limit
-        self._open = 0
+        self._open = open_now
+        node.set_count(self._key, open_now)
 
     def opened(self) -> None:
         """A connection was opened; beyond the limit, ask the other holders to close idle ones."""

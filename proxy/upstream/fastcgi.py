@@ -96,7 +96,7 @@ class FastCGIUpstream(Upstream):
         the node's within `limit`, the backend's capacity (0: no limit); see connection_budget."""
         budget = self._pool.budget
         if budget is None:
-            self._pool.budget = ConnectionBudget(node, self.address.url, limit)
+            self._pool.budget = ConnectionBudget(node, self.address.url, limit, self._pool.open_count)
         else:
             budget.limit = limit
 

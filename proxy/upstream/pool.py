@@ -115,6 +115,11 @@ class ConnectionPool(Generic[C]):
         else:
             conn.close()
 
+    @property
+    def open_count(self) -> int:
+        """Connections idle or in use."""
+        return len(self._idle) + len(self._in_use)
+
     def trim(self) -> None:
         """Close idle connections, oldest first, while the node is over the budget."""
         budget = self.budget
