@@ -36,13 +36,13 @@ def build(total: int, online: int, scheduler: str) -> DirectorRuntime:
     return director
 
 
-async def per_request_ns(director: DirectorRuntime) -> float:
-    acquire, release = director.acquire, director.release
+async def per_request_ns(director: DirectorRuntime, rounds: int = ROUNDS) -> float:
+    acquire = director.acquire
     start = time.perf_counter_ns()
-    for _ in range(ROUNDS):
-        backend = await acquire()
-        release(backend)
-    return (time.perf_counter_ns() - start) / ROUNDS
+    for _ in range(rounds):
+        slot = await acquire()
+        slot.release()
+    return (time.perf_counter_ns() - start) / rounds
 
 
 async def main() -> None:
