@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -170,7 +171,7 @@ async def run(args, env: dict) -> None:
         cpu_start, steady_start = cpu_seconds(monitor.pid), time.monotonic()
         profiler = None
         if args.profile:  # py-spy (pip install py-spy) samples the monitor during the window
-            profiler = subprocess.Popen(["py-spy", "record", "-p", str(monitor.pid), "-d", str(int(args.steady)),
+            profiler = subprocess.Popen([args.py_spy, "record", "-p", str(monitor.pid), "-d", str(int(args.steady)),
                                          "-f", "raw", "-o", args.profile], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         await asyncio.sleep(args.steady)  # a measurement window
@@ -210,6 +211,9 @@ def main() -> None:
     parser.add_argument("--steady", type=float, default=20.0, help="seconds of steady state measured")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the monitor in the steady state (raw stacks)")
     args = parser.parse_args()
+    args.py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if args.profile and args.py_spy is None:
+        parser.error("--profile needs py-spy on PATH or beside this Python (pip install py-spy)")
     args.ports = free_ports(args.backends)
     redis = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
     with postgres_database() as database:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 
+import uvloop
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -26,7 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
-            asyncio.run(self._run())
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # as runproxy's loop:
+                runner.run(self._run())  # connects and reads in C (half the monitor's CPU at 1,000 backends)
         except CommandError:
             raise
         except Exception as exc:  # one clear line instead of a traceback (database down, ...)
