@@ -79,6 +79,7 @@ class DirectorChannel(TwistedChannel):
     socket_transport = None  # the TCP/UNIX transport under TLS (or the transport itself)
     negotiating = False  # TLS: the first data tells which protocol ALPN chose
     _host = None
+    _peer = None
     _head_size = 0
     _header_count = 0  # header fields of the head being read
     write_blocked = False  # the transport paused us: its buffer is over WRITE_HIGH_WATER
@@ -96,7 +97,8 @@ class DirectorChannel(TwistedChannel):
         self.socket_transport = transport
         transport.bufferSize = WRITE_HIGH_WATER
         peer, host = self.transport.getPeer(), self.transport.getHost()
-        self._host = host  # Twisted asks for it on every request: one getsockname() per connection
+        self._peer, self._host = peer, host  # Twisted asks for both on every request (a new
+        # address object each time, and one getsockname()): once per connection is enough
         if isinstance(peer, (IPv4Address, IPv6Address)):
             self.scope_client = [peer.host, peer.port]
             self.scope_server = [host.host, host.port]
@@ -106,6 +108,10 @@ class DirectorChannel(TwistedChannel):
     def getHost(self):
         host = self._host
         return host if host is not None else super().getHost()
+
+    def getPeer(self):
+        peer = self._peer
+        return peer if peer is not None else super().getPeer()
 
     def connectionLost(self, reason):
         self.lost = True
