@@ -18,6 +18,7 @@ import asyncio
 import logging
 
 import h2.errors
+import hpack
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web import _http2  # only for the H2Stream base class: its hooks are public methods
 
@@ -27,6 +28,14 @@ from proxy.twisted_compat import TwistedH2Connection
 logger = logging.getLogger("director.server")
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+
+
+class PlainEncoder(hpack.Encoder):
+    """HPACK without Huffman-coding the strings: h2 codes every response field in pure Python,
+    a tenth of an HTTP/2 request's CPU here, to save a few dozen bytes per response head."""
+
+    def encode(self, headers, huffman: bool = False) -> bytes:
+        return super().encode(headers, huffman=False)
 
 
 class DirectorH2Stream(_http2.H2Stream):
@@ -165,6 +174,12 @@ class DirectorH2Connection(TwistedH2Connection):
 
     def __init__(self, factory):
         super().__init__()
+        # What goes out was checked on the way in: response fields come through the strict
+        # upstream parser and the header rules, hop-by-hop ones removed (writeHeaders), and
+        # the proxy's own answers are fixed. h2 would check each field again per response.
+        # Requests from clients are still validated in full.
+        self.conn.config.validate_outbound_headers = False
+        self.conn.encoder = PlainEncoder()
         self.factory = factory
         self.requestFactory = factory.request_class
         self.server = factory.server

@@ -55,8 +55,20 @@ def truncating():
         yield b
 
 
+HOP_BY_HOP_RESPONSE = (b"HTTP/1.1 200 OK\r\nConnection: x-private, close\r\nKeep-Alive: timeout=5\r\n"
+                       b"TE: trailers\r\nTrailer: X-Sum\r\nUpgrade: h2c\r\nProxy-Connection: keep-alive\r\n"
+                       b"X-Private: secret\r\nX-Kept: yes\r\nContent-Length: 2\r\n\r\nok")
+
+
 @pytest.fixture(scope="module")
-def director(backend, flup, resetting, truncating, tmp_path_factory):
+def hop_by_hop():
+    """Answers with every connection-specific field HTTP/2 forbids (RFC 9113 8.2.2)."""
+    with misbehaving_backend(HOP_BY_HOP_RESPONSE, then="close") as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def director(backend, flup, resetting, truncating, hop_by_hop, tmp_path_factory):
     work = tmp_path_factory.mktemp("http2")
     cert, key = make_certs(work / "certs").localhost
     tls_port = free_port()
@@ -95,6 +107,10 @@ def director(backend, flup, resetting, truncating, tmp_path_factory):
         [[routes]]
         host = "truncated"
         http = "127.0.0.1:{truncating.port}"
+
+        [[routes]]
+        host = "hops"
+        http = "127.0.0.1:{hop_by_hop.port}"
 
         [[routes]]
         host = "fcgi"
@@ -138,6 +154,22 @@ def test_h2_request_reaches_an_http11_backend_with_forwarded_proto_https(directo
     assert seen["x-forwarded-proto"] == ["https"] and seen["host"] == ["app"]
     assert seen["via"] == ["2 director"]  # the protocol it was received with
     assert any(r.target == "/headers?via=h2" for r in backend.requests_seen)  # an HTTP/1.1 request
+
+
+def test_connection_specific_fields_of_a_backend_never_reach_an_h2_client(director):
+    """The h2 client validates what it receives: one forbidden field and the response
+    would be a protocol error. The server does not re-check its own output (a tenth of an
+    HTTP/2 request's CPU): the header rules must have removed them all."""
+    with H2Client(director.tls_port) as client:
+        stream = client.request("GET", "/", authority="hops")
+        events = client.events_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=15)
+    response = next(e for e in events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream)
+    fields = dict(response.headers)
+    assert fields[b":status"] == b"200" and fields[b"x-kept"] == b"yes"
+    forbidden = {b"connection", b"keep-alive", b"te", b"trailer", b"upgrade", b"proxy-connection",
+                 b"transfer-encoding", b"x-private"}
+    assert not forbidden & set(fields)
+    assert b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived)) == b"ok"
 
 
 def test_h2_post_body_reaches_the_backend(director):
