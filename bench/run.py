@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 
 import daphne  # noqa: E402
 
-from bench import servers, slowreader, wrk  # noqa: E402
+from bench import h2load, servers, slowreader, wrk  # noqa: E402
 from bench.cpu import CpuTime  # noqa: E402
 from bench.hello_asgi import BODY  # noqa: E402
 from bench.rss import PeakRss  # noqa: E402
@@ -56,6 +56,25 @@ class RowSpec:
     start: Callable[[], servers.Server]
     optional: bool = False  # a Director row: may be unavailable without failing the run
     stop_after: bool = True  # False for a server other rows still need
+    http2: bool = False  # measured with h2load (HTTP/2 over TLS) instead of wrk
+
+
+def _load(spec: RowSpec, url: str, settings: wrk.WrkSettings, row: Row, duration: float | None = None) -> wrk.WrkResult:
+    """One run of the row's load generator; h2load's mean time per request goes in the note."""
+    if not spec.http2:
+        return wrk.run(url, settings, duration=duration)
+    result, mean = h2load.run(url, settings, duration=duration)
+    row.note = f"HTTP/2 (h2load, one stream per connection): mean time per request {mean}, no percentiles"
+    return result
+
+
+def with_h2load(start: Callable[[], servers.Server]) -> Callable[[], servers.Server]:
+    """`start`, for a row measured with h2load: unavailable (not failed) without it."""
+    def checked() -> servers.Server:
+        if h2load.binary() is None:
+            raise servers.ServerError(f"h2load not found: install the Debian package {h2load.PACKAGE}")
+        return start()
+    return checked
 
 
 def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
@@ -73,12 +92,12 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
         body = server.wait_ok()
         if body != BODY:
             row.note = f"body differs from the backend's: {body[:60]!r}"
-        wrk.run(server.url, settings, duration=WARMUP_SECONDS)
+        _load(spec, server.url, settings, row, duration=WARMUP_SECONDS)
         with PeakRss(server.pid) as rss, CpuTime(server.pid) as cpu:
-            row.result = wrk.run(server.url, settings)
+            row.result = _load(spec, server.url, settings, row)
         row.peak_mb = rss.peak_mb
         row.cpu_us_per_request = cpu.seconds / row.result.requests * 1e6 if row.result.requests else None
-        print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {row.result.p99_ms:.2f} ms, "
+        print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {_ms(row.result.p99_ms)} ms, "
               f"{row.cpu_us_per_request or 0:.1f} µs CPU/request", flush=True)
     except ROW_ERRORS as exc:
         row.problem = f"{word}: {exc}"
@@ -134,6 +153,12 @@ def row_specs(workdir: Path, stack: contextlib.ExitStack) -> list[RowSpec]:
                 lambda: servers.haproxy(workdir, backend().port, tls=certificate())),
         RowSpec("director-tls", "Director (1 worker), TLS front (HTTP/1.1 keep-alive) → nginx",
                 lambda: servers.director_https(workdir, backend().port, certificate()), optional=True),
+        RowSpec("haproxy-h2", "HAProxy, TLS front (HTTP/2) → nginx",
+                with_h2load(lambda: servers.haproxy(workdir, backend().port, tls=certificate(), alpn="h2,http/1.1")),
+                optional=True, http2=True),
+        RowSpec("director-h2", "Director (1 worker), TLS front (HTTP/2) → nginx",
+                with_h2load(lambda: servers.director_https(workdir, backend().port, certificate(), name="director-h2")),
+                optional=True, http2=True),
         RowSpec("director-cached", "Director (1 worker), cache hit → nginx",
                 lambda: servers.director_cached(workdir, backend().port), optional=True),
         RowSpec("director-logged", "Director (1 worker, access log to a file) → nginx",
@@ -162,6 +187,9 @@ RATIOS = (
     ("TLS front: Director / HAProxy (req/s)", "director-tls", "haproxy-tls", "requests_per_sec"),
     ("TLS front: Director / HAProxy (CPU per request)", "director-tls", "haproxy-tls", "cpu_us_per_request"),
     ("TLS front: Director TLS / Director plain (req/s)", "director-tls", "director", "requests_per_sec"),
+    ("HTTP/2: Director / HAProxy (req/s)", "director-h2", "haproxy-h2", "requests_per_sec"),
+    ("HTTP/2: Director / HAProxy (CPU per request)", "director-h2", "haproxy-h2", "cpu_us_per_request"),
+    ("Director HTTP/2 / HTTP/1.1, both over TLS (CPU per request)", "director-h2", "director-tls", "cpu_us_per_request"),
     ("php: Director / nginx fastcgi_pass (req/s; SPEC §14: >= 0.45)", "director-fastcgi", "nginx-fastcgi", "requests_per_sec"),
     ("php: Director 2 workers / nginx fastcgi_pass (req/s)", "director-fastcgi-2", "nginx-fastcgi", "requests_per_sec"),
 )
@@ -182,6 +210,10 @@ def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
     return f"{a / b:.2f}"
 
 
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| row | req/s | p50 ms | p99 ms | CPU µs/request | errors | peak RSS MB |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -193,7 +225,7 @@ def table(rows: list[Row]) -> str:
             continue
         r = row.result
         cpu = f"{row.cpu_us_per_request:.1f}" if row.cpu_us_per_request is not None else "n/a"
-        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {cpu} "
+        lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {cpu} "
                      f"| {r.errors} | {row.peak_mb:.1f} |")
     by_key = {row.key: row for row in rows}
     lines += ["", "| ratio | value |", "|---|---:|"]

@@ -224,15 +224,15 @@ def nginx_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR) -> Server:
 
 # --- HAProxy, php-fpm, daphne --------------------------------------------------------------
 
-def haproxy(workdir: Path, backend_port: int, tls: tuple[str, str] | None = None) -> Server:
+def haproxy(workdir: Path, backend_port: int, tls: tuple[str, str] | None = None, alpn: str = "http/1.1") -> Server:
     """HAProxy, one thread, HTTP mode, server connections kept alive and reused; with `tls`
-    (cert, key) it terminates TLS (1.2+, ALPN http/1.1) on its front."""
+    (cert, key) it terminates TLS (1.2+, ALPN `alpn`: "h2,http/1.1" for HTTP/2) on its front."""
     port = free_port(HOST)
     bind = f"{HOST}:{port}"
     if tls is not None:
         pem = workdir / "haproxy-front.pem"
         pem.write_bytes(Path(tls[0]).read_bytes() + Path(tls[1]).read_bytes())
-        bind += f" ssl crt {pem} ssl-min-ver TLSv1.2 alpn http/1.1"
+        bind += f" ssl crt {pem} ssl-min-ver TLSv1.2 alpn {alpn}"
     config = f"""global
     nbthread 1
     maxconn 4096
@@ -252,7 +252,7 @@ frontend bench
 backend nginx
     server backend {HOST}:{backend_port}
 """
-    name = "haproxy-tls" if tls else "haproxy"
+    name = ("haproxy-h2" if "h2" in alpn else "haproxy-tls") if tls else "haproxy"
     path = workdir / f"{name}.cfg"
     path.write_text(config)
     server = _start(workdir, name, [find_binary("haproxy"), "-db", "-f", path], port)
@@ -411,8 +411,9 @@ def director_cached(workdir: Path, backend_port: int) -> Server:
     return director(workdir, "director-cached", director_config(f"http://{HOST}:{backend_port}", settings))
 
 
-def director_https(workdir: Path, backend_port: int, tls: tuple[str, str]) -> Server:
-    return director(workdir, "director-https", director_config(f"http://{HOST}:{backend_port}"), tls=tls)
+def director_https(workdir: Path, backend_port: int, tls: tuple[str, str], name: str = "director-https") -> Server:
+    """A TLS listener: ALPN offers h2 and http/1.1, so one config serves both TLS rows."""
+    return director(workdir, name, director_config(f"http://{HOST}:{backend_port}"), tls=tls)
 
 
 def test_certificate(workdir: Path) -> tuple[str, str]:

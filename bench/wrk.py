@@ -30,8 +30,8 @@ class WrkSettings:
 @dataclass(frozen=True)
 class WrkResult:
     requests_per_sec: float
-    p50_ms: float
-    p99_ms: float
+    p50_ms: float | None  # None: the load generator reports no percentiles (h2load)
+    p99_ms: float | None
     requests: int
     non_2xx: int  # wrk counts statuses above 399 here ("Non-2xx or 3xx responses")
     socket_errors: tuple[int, int, int, int] = (0, 0, 0, 0)  # connect, read, write, timeout
