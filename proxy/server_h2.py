@@ -28,6 +28,7 @@ from proxy.twisted_compat import TwistedH2Connection
 logger = logging.getLogger("director.server")
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
+UNIQUE_PER_RESPONSE = frozenset({b"x-request-id"})
 
 
 class SoonClock:
@@ -49,11 +50,18 @@ class SoonClock:
 
 
 class PlainEncoder(hpack.Encoder):
-    """HPACK without Huffman-coding the strings: h2 codes every response field in pure Python,
-    a tenth of an HTTP/2 request's CPU here, to save a few dozen bytes per response head."""
+    """HPACK as h2 would do it, except:
+
+    - no Huffman coding of the strings: h2 codes every response field in pure Python, a
+      tenth of an HTTP/2 request's CPU here, to save a few dozen bytes per response head;
+    - fields whose value is new in every response (X-Request-ID) are sent never-indexed:
+      indexed, each one took a place in the connection's table, pushing out the fields that
+      do repeat, and the table, searched field by field in Python, was always full.
+    """
 
     def encode(self, headers, huffman: bool = False) -> bytes:
-        return super().encode(headers, huffman=False)
+        return super().encode((hpack.NeverIndexedHeaderTuple(field[0], field[1]) if field[0] in UNIQUE_PER_RESPONSE
+                               else field for field in headers), huffman=False)
 
 
 class DirectorH2Stream(_http2.H2Stream):
