@@ -18,7 +18,7 @@ restrict access with the permissions of its directory. It is removed on stop.
 """
 from __future__ import annotations
 
-from proxy.reactor import install as _install_reactor  # isort:skip
+from proxy.reactor import SoonClock, install as _install_reactor  # isort:skip
 
 _install_reactor()  # isort:skip  # before daphne.server, which would install a stock one
 import daphne.server  # noqa: F401  # isort:skip
@@ -101,6 +101,7 @@ class DirectorServer(Server):
         self.traffic_tasks = set()
         self._start_error = None
         self.loop = event_loop_of(reactor)
+        self.soon_clock = SoonClock(reactor, self.loop)  # TLS and HTTP/2 zero-delay calls
         self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4, send_timeout / 4)
 
     # -- start and stop ----------------------------------------------------------------
@@ -112,7 +113,7 @@ class DirectorServer(Server):
         self.traffic_factory = self._factory(TrafficRequest, app=self.traffic_app)
         self.traffic_factory.h2_protocol = DirectorH2Connection
         if self.server_tls is not None:
-            self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory)
+            self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory, self.soon_clock)
         self.ws_factory = WebSocketFactory(self, server=self.server_name)
         self.ws_factory.setProtocolOptions(
             autoPingTimeout=self.ping_timeout,
@@ -265,7 +266,7 @@ class DirectorServer(Server):
     def _use_certificates(self, certificates: CertificateSet) -> None:
         if self.server_tls is None:
             self.server_tls = ServerTLS(certificates)
-            self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory)
+            self.tls_traffic_factory = tls_factory(self.server_tls, self.traffic_factory, self.soon_clock)
         else:
             self.server_tls.replace(certificates)
 

@@ -31,24 +31,6 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"tra
 UNIQUE_PER_RESPONSE = frozenset({b"x-request-id"})
 
 
-class SoonClock:
-    """The reactor as Twisted's H2Connection uses it (its `reactor` argument), except that a
-    zero delay goes to the event loop's call_soon: the connection's sending loop reschedules
-    itself that way after every frame, and a Twisted DelayedCall plus an asyncio timer per
-    frame cost more than the frame. Other delays and the clock are the reactor's."""
-
-    def __init__(self, reactor, loop: asyncio.AbstractEventLoop):
-        self._reactor, self._loop = reactor, loop
-
-    def seconds(self) -> float:
-        return self._reactor.seconds()
-
-    def callLater(self, delay, function, *args):  # noqa: N802 - Twisted's interface
-        if delay == 0:
-            return self._loop.call_soon(function, *args)
-        return self._reactor.callLater(delay, function, *args)
-
-
 class PlainEncoder(hpack.Encoder):
     """HPACK as h2 would do it, except:
 
@@ -199,9 +181,7 @@ class DirectorH2Connection(TwistedH2Connection):
     scope_server = None
 
     def __init__(self, factory):
-        from twisted.internet import reactor  # installed by proxy.server before any connection
-
-        super().__init__(reactor=SoonClock(reactor, factory.server.loop))
+        super().__init__(reactor=factory.server.soon_clock)  # the sending loop: once per frame
         # What goes out was checked on the way in: response fields come through the strict
         # upstream parser and the header rules, hop-by-hop ones removed (writeHeaders), and
         # the proxy's own answers are fixed. h2 would check each field again per response.

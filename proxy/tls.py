@@ -162,6 +162,7 @@ class ServerTLS:
         return SSL.Connection(self.certificates.default, None)
 
 
-def tls_factory(server_tls: ServerTLS, wrapped_factory) -> TLSMemoryBIOFactory:
-    """A factory that speaks TLS and hands the plaintext to `wrapped_factory`'s protocols."""
-    return TLSMemoryBIOFactory(server_tls, False, wrapped_factory)  # type: ignore[arg-type]  # zope interface
+def tls_factory(server_tls: ServerTLS, wrapped_factory, clock=None) -> TLSMemoryBIOFactory:
+    """A factory that speaks TLS and hands the plaintext to `wrapped_factory`'s protocols;
+    `clock` schedules the flush of small writes gathered in one turn (default: the reactor)."""
+    return TLSMemoryBIOFactory(server_tls, False, wrapped_factory, clock=clock)  # type: ignore[arg-type]  # zope interface
