@@ -34,8 +34,8 @@ UNIQUE_PER_RESPONSE = frozenset({b"x-request-id"})
 class PlainEncoder(hpack.Encoder):
     """HPACK as h2 would do it, except:
 
-    - no Huffman coding of the strings: h2 codes every response field in pure Python, a
-      tenth of an HTTP/2 request's CPU here, to save a few dozen bytes per response head;
+    - no Huffman coding of the strings: `hpack` codes them bit by bit in pure Python, for
+      every field of every response, to save a few dozen bytes per response head;
     - fields whose value is new in every response (X-Request-ID) are sent never-indexed:
       indexed, each one took a place in the connection's table, pushing out the fields that
       do repeat, and the table, searched field by field in Python, was always full.
