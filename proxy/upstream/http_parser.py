@@ -24,10 +24,12 @@ HEAD_END = b"\r\n\r\n"
 HTTP_PREFIX = b"HTTP/"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-_FIELD_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
-# Every field line of a head at once (each with its CRLF): one check for the usual head, the
-# line-by-line one only to name what is wrong.
-_FIELD_BLOCK = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"  # no CR, LF or other controls but HTAB
+_FIELD = _TOKEN + rb":" + _VALUE
+_FIELD_LINE = re.compile(_FIELD)  # one field line (trailers; naming a bad head line)
+# Every field line of a head at once (CRLF between them): one check for the usual head.
+_FIELD_BLOCK = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 _OWS = b" \t"
@@ -171,7 +173,7 @@ class ResponseParser:
         headers = []
         lengths = transfer = connection = None
         lines = block[line_end + 2:].split(CRLF) if line_end < len(block) else ()
-        if lines and _FIELD_BLOCK.fullmatch(block + CRLF, line_end + 2) is None:
+        if lines and _FIELD_BLOCK.fullmatch(block, line_end + 2) is None:
             _name_bad_line(lines)
         for line in lines:
             name, _, value = line.partition(b":")
