@@ -96,9 +96,9 @@ class RawHeadMixin:
         for name, values in self.responseHeaders.getAllRawHeaders():  # Connection: close, if closing
             for value in values:
                 add_field(head, name, value)
-        server_name = self.channel.factory.server.server_name
-        if server_name and not has_server:
-            add_field(head, b"server", server_name.encode())
+        server_field = self.channel.factory.server.server_field
+        if server_field and not has_server:
+            add_field(head, b"server", server_field)
         for name, value in self.own_fields():
             head += (name, SEPARATOR, value, CRLF)  # spelled as given (X-Request-ID)
         if not self.body_rule(status, declared) and declared is None and self.clientproto == b"HTTP/1.1":

@@ -104,6 +104,17 @@ class DirectorServer(Server):
         self.soon_clock = SoonClock(reactor, self.loop)  # TLS and HTTP/2 zero-delay calls
         self._sweep_interval = min(MAX_SWEEP_INTERVAL, header_timeout / 4, send_timeout / 4)
 
+    @property
+    def server_name(self) -> str:
+        return self._server_name
+
+    @server_name.setter
+    def server_name(self, name: str) -> None:
+        """Set by daphne's constructor and by reload(); `server_field` is the name as the
+        bytes every response's Server field carries (empty: none is added)."""
+        self._server_name = name
+        self.server_field = name.encode() if name else b""
+
     # -- start and stop ----------------------------------------------------------------
 
     def run(self):

@@ -160,9 +160,9 @@ class RequestMixin:
             headers.addRawHeader(name, value)
             if name.lower() == b"content-length":
                 declared = int(value)
-        server_name = self.channel.factory.server.server_name
-        if server_name and not headers.hasHeader(b"server"):
-            headers.setRawHeaders(b"Server", [server_name.encode()])
+        server_field = self.channel.factory.server.server_field
+        if server_field and not headers.hasHeader(b"server"):
+            headers.setRawHeaders(b"Server", [server_field])
         self.add_own_headers(headers)
         self.body_rule(status, declared)
 

@@ -137,7 +137,14 @@ def test_round_robin_alternates(director):
 
 
 def test_no_route_is_404(director):
-    assert director.get("/", headers={"Host": "nothing-here"})[0] == 404
+    status, headers, _ = director.get("/", headers={"Host": "nothing-here"})
+    assert status == 404
+    assert headers["server"] == "edge"  # the proxy's own answers name it by its pseudonym
+
+
+def test_a_response_without_a_server_field_gets_the_pseudonym(director):
+    status, headers, _ = director.get("/", headers={"Host": "rr"})  # the test backends send none
+    assert status == 200 and headers["server"] == "edge"
 
 
 def test_headers_forwarded_and_via_both_ways(director, backends):
