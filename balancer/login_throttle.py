@@ -2,13 +2,19 @@
 
 Rule: every login attempt that reaches authentication is counted, per client IP and per
 username, *before* the password is checked, with one atomic increment in the cache; an
-attempt that makes either count exceed `MAX_FAILURES` is refused with 429, `Retry-After` and
-the login form saying "Too many failed login attempts; try again in N s", without the
-password being checked. Counting first and atomically is what makes the limit hold under
-parallel attempts: of any number of simultaneous guesses at most `MAX_FAILURES` are checked.
-Counts are kept per fixed window of `WINDOW_S` seconds (aligned to the epoch) and start
-from zero in the next; a successful login clears the counts of its IP and its username. A form without username or
-password does not count. Counts live in Django's default cache: Redis when `REDIS_URL` is
+attempt that makes either count over the last `WINDOW_S` seconds exceed `MAX_FAILURES` is
+refused with 429, `Retry-After` and the login form saying "Too many failed login attempts;
+try again in N s", without the password being checked. Counting first and atomically is what
+makes the limit hold under parallel attempts: of any number of simultaneous guesses at most
+`MAX_FAILURES` are checked.
+
+The count over the last `WINDOW_S` seconds slides: attempts are counted per window of
+`WINDOW_S` seconds (aligned to the epoch), and the count of the previous window is added in
+proportion to the part of it still within the last `WINDOW_S` seconds. With counts that
+simply started from zero in each window, a burst of guesses across a window's end had the
+limit checked twice over, once on each side. N is when the next attempt would be allowed
+if no other came. A successful login clears the counts of its IP and its username. A form
+without username or password does not count. Counts live in Django's default cache: Redis when `REDIS_URL` is
 set, shared by every runproxy process (`director_site.environment.caches`), else each
 process counts on its own; both increment atomically.
 
@@ -62,32 +68,55 @@ class LoginThrottle:
             return CACHE_PREFIX + kind + ":" + hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
         return [key("ip", ip), key("user", username.casefold())]
 
-    def _window(self, now: float) -> tuple[str, float]:
-        """(suffix of the counting window holding `now`, seconds until it ends)."""
+    def _window(self, now: float) -> tuple[int, float]:
+        """(number of the counting window holding `now`, seconds of it gone by)."""
         number = math.floor(now / self.window)
-        return f":{number}", (number + 1) * self.window - now
+        return number, now - number * self.window
 
     def _count(self, key: str) -> int:
-        """Add one to `key`'s count atomically; the new count."""
+        """Add one to `key`'s count atomically; the new count. A count is read for two
+        windows: as the current one, then as the previous one."""
         for _ in range(2):  # the entry may expire between add and incr: add it again
-            self.store.add(key, 0, timeout=math.ceil(self.window) + 1)
+            self.store.add(key, 0, timeout=2 * math.ceil(self.window) + 1)
             try:
                 return self.store.incr(key)
             except ValueError:
                 continue
         return 1
 
+    def _sliding(self, current: int, previous: int, elapsed: float) -> float:
+        """The count over the last `window` seconds: this window's, and the previous one's
+        share of that span."""
+        return current + previous * (self.window - elapsed) / self.window
+
+    def _wait(self, current: int, previous: int, elapsed: float) -> float:
+        """Seconds until one more attempt keeps the sliding count within the limit, if no
+        other attempt comes meanwhile."""
+        following = current + 1
+        if self._sliding(following, previous, elapsed) <= self.limit:
+            return 0.0
+        # (written so that whole counts give whole seconds: no float rounding up by one)
+        if following <= self.limit:  # in this window, once the previous one's share is small enough
+            return self.window * (previous - (self.limit - following)) / previous - elapsed
+        # in the next window, where this window's count is the previous one
+        return self.window - elapsed + self.window * (current - (self.limit - 1)) / current
+
     @_unless_the_store_fails(0)
     def attempt(self, ip: str, username: str) -> int:
         """Count an attempt for (ip, username): seconds to wait if it is one too many, else 0."""
-        suffix, left = self._window(self.clock())
-        counts = [self._count(key + suffix) for key in self.keys(ip, username)]
-        return max(1, math.ceil(left)) if max(counts) > self.limit else 0
+        number, elapsed = self._window(self.clock())
+        refused, wait = False, 0.0
+        for key in self.keys(ip, username):
+            current = self._count(f"{key}:{number}")
+            previous = self.store.get(f"{key}:{number - 1}", 0)
+            refused |= self._sliding(current, previous, elapsed) > self.limit
+            wait = max(wait, self._wait(current, previous, elapsed))
+        return max(1, math.ceil(wait)) if refused else 0
 
     @_unless_the_store_fails(None)
     def succeeded(self, ip: str, username: str) -> None:
-        suffix, _ = self._window(self.clock())
-        self.store.delete_many([key + suffix for key in self.keys(ip, username)])
+        number, _ = self._window(self.clock())
+        self.store.delete_many([f"{key}:{n}" for key in self.keys(ip, username) for n in (number, number - 1)])
 
 
 THROTTLE = LoginThrottle()
