@@ -27,6 +27,8 @@ class CoalescingWriteMixin:
     _gathered_size = 0
     _twisted_sending = False  # Twisted's buffer may hold bytes: new writes go behind them
     _aborted = False  # abortConnection() ran: later writes (a TLS layer's, say) are dropped
+    _loop: asyncio.AbstractEventLoop | None = None  # looked up once per connection: every
+    # asyncio.get_running_loop() call makes a getpid() system call
 
     def write(self, data: bytes) -> None:
         if not data or not self.connected or self._aborted:
@@ -37,7 +39,10 @@ class CoalescingWriteMixin:
                 super().write(data)  # keep the order behind what Twisted is sending
                 return
             self._gathered, self._gathered_size = [data], len(data)
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self._flush)
         else:
             gathered.append(data)
             self._gathered_size += len(data)
