@@ -19,6 +19,8 @@ import logging
 
 import h2.errors
 import hpack
+import hpack.table
+from hpack.hpack import encode_integer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web import _http2  # only for the H2Stream base class: its hooks are public methods
 
@@ -32,18 +34,77 @@ UNIQUE_PER_RESPONSE = frozenset({b"x-request-id"})
 
 
 class PlainEncoder(hpack.Encoder):
-    """HPACK as h2 would do it, except:
-
-    - no Huffman coding of the strings: `hpack` codes them bit by bit in pure Python, for
-      every field of every response, to save a few dozen bytes per response head;
-    - fields whose value is new in every response (X-Request-ID) are sent never-indexed:
-      indexed, each one took a place in the connection's table, pushing out the fields that
-      do repeat, and the table, searched field by field in Python, was always full.
+    """HPACK for response heads, the way nginx writes them: a field the static table holds
+    whole is indexed, every other one goes out as a literal without indexing (its name
+    indexed when the static table knows it) and without Huffman coding. The connection's
+    dynamic table is never used, so a field's encoding never depends on what came before:
+    each connection remembers the encodings of the fields it has sent (FIELDS_KEPT of them),
+    and a head of repeating fields is a few lookups. hpack's encoder searched and filled
+    the dynamic table field by field in Python, and coded every string bit by bit; that
+    saves a few dozen bytes per response head and cost more CPU than the rest of the
+    head's way out. Fields new in every response (X-Request-ID) are not remembered, and
+    those a client must not see indexed anywhere (h2 marks short cookies and credentials)
+    go out never-indexed and are not remembered either.
     """
 
+    FIELDS_KEPT = 256
+
+    def __init__(self):
+        super().__init__()
+        self._fields: dict[tuple[bytes, bytes], bytes] = {}
+
     def encode(self, headers, huffman: bool = False) -> bytes:
-        return super().encode((hpack.NeverIndexedHeaderTuple(field[0], field[1]) if field[0] in UNIQUE_PER_RESPONSE
-                               else field for field in headers), huffman=False)
+        block = []
+        if self.header_table.resized:  # the client's SETTINGS changed the table size: say so first
+            block.append(self._encode_table_size_change())
+            self.header_table.resized = False
+        fields = self._fields
+        for field in headers:
+            name, value = _as_bytes(field[0]), _as_bytes(field[1])
+            if isinstance(field, hpack.HeaderTuple) and not field.indexable:
+                block.append(encode_field(name, value, never_indexed=True))
+                continue
+            encoded = fields.get((name, value))
+            if encoded is None:
+                encoded = encode_field(name, value, never_indexed=name in UNIQUE_PER_RESPONSE)
+                if name not in UNIQUE_PER_RESPONSE:
+                    if len(fields) >= self.FIELDS_KEPT:
+                        fields.clear()
+                    fields[(name, value)] = encoded
+            block.append(encoded)
+        return b"".join(block)
+
+
+_STATIC_FIELDS: dict[tuple[bytes, bytes], int] = {}
+_STATIC_NAMES: dict[bytes, int] = {}
+for _index, _field in enumerate(hpack.table.HeaderTable.STATIC_TABLE, start=1):
+    _STATIC_FIELDS.setdefault(_field, _index)
+    _STATIC_NAMES.setdefault(_field[0], _index)
+
+
+def _as_bytes(value) -> bytes:
+    return value if type(value) is bytes else str(value).encode("utf-8")
+
+
+def _string(data: bytes) -> bytes:
+    """RFC 7541 5.2: a string literal, not Huffman coded."""
+    return bytes(encode_integer(len(data), 7)) + data
+
+
+def encode_field(name: bytes, value: bytes, *, never_indexed: bool = False) -> bytes:
+    """One field as RFC 7541 6.1 (indexed, from the static table) or 6.2.2 / 6.2.3 (literal
+    without indexing / never indexed), touching no dynamic table."""
+    if not never_indexed and (index := _STATIC_FIELDS.get((name, value))) is not None:
+        head = encode_integer(index, 7)
+        head[0] |= 0x80
+        return bytes(head)
+    flag = 0x10 if never_indexed else 0x00
+    index = _STATIC_NAMES.get(name)
+    if index is None:
+        return bytes((flag,)) + _string(name) + _string(value)
+    head = encode_integer(index, 4)
+    head[0] |= flag
+    return bytes(head) + _string(value)
 
 
 class DirectorH2Stream(_http2.H2Stream):
