@@ -117,6 +117,7 @@ class DirectorH2Stream(_http2.H2Stream):
     body_complete = False  # the client ended its side of the stream
     reset_sent = False  # close() reset the stream
     body_deadline: float | None = None  # the next body byte is due by then (monotonic), else 408
+    _held: bytes | None = None  # body bytes written in this turn of the loop (see write)
 
     def __init__(self, streamID, connection, headers, requestFactory, site, factory):
         self.scope_client, self.scope_server = connection.scope_client, connection.scope_server
@@ -185,6 +186,41 @@ class DirectorH2Stream(_http2.H2Stream):
             return
         self.closing = self.reset_sent = True
         self.abortConnection()
+
+    def write(self, data):
+        """Body bytes. The chunk written last in a turn of the event loop is held to the end
+        of that turn: a response that ends in the same turn (a whole body, an error page)
+        goes out as one DATA frame carrying END_STREAM (`requestDone`), not as a DATA frame
+        followed by an empty one on the sending loop's next turn. Earlier chunks go first."""
+        held = self._held
+        if held is None:
+            self.factory.server.loop.call_soon(self._release_held)
+        else:
+            super().write(held)
+        self._held = data
+
+    def _release_held(self) -> None:
+        data, self._held = self._held, None
+        if data is not None and not self.lost and self.streamID in self._conn.streams:
+            super().write(data)
+
+    def requestDone(self, request):
+        self._end()
+
+    def loseConnection(self):
+        self._end()
+
+    def _end(self) -> None:
+        data, self._held = self._held, None
+        if self.body_complete:
+            self._conn.end_stream_with(self.streamID, data or b"")
+            return
+        # Answered before the client's body ended (413, an early error): the stream is then
+        # reset (stream_finished). curl fails the exchange when that reset arrives in the
+        # same read as the whole response, so the end goes Twisted's way, a turn later.
+        if data:
+            super().write(data)
+        super().requestDone(self._request)
 
     def writeHeaders(self, version, code, reason, headers):
         for name in HOP_BY_HOP:  # connection-specific fields are malformed in HTTP/2 (RFC 9113 8.2.2)

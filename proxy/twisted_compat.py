@@ -226,6 +226,27 @@ class TwistedH2Connection(_http2.H2Connection):
         """The transport paused us: its buffer is full."""
         return self._consumerBlocked is not None
 
+    def end_stream_with(self, stream_id: int, data: bytes) -> None:
+        """End the stream's response with `data`, its last body bytes.
+
+        Twisted queues body bytes and the end of the stream separately for its sending loop,
+        which sends one frame per loop turn: a DATA frame, then an empty DATA frame with
+        END_STREAM a turn later. When nothing of the stream waits in its queue, the transport
+        takes writes and `data` fits the stream's flow-control window and the frame size,
+        this sends one DATA frame with END_STREAM at once and forgets the stream as the
+        loop would; otherwise the bytes and the end take Twisted's way."""
+        queue = self._outboundStreamQueues.get(stream_id)
+        if (queue is not None and not queue and self._consumerBlocked is None and self._stillProducing
+                and len(data) <= min(self.conn.local_flow_control_window(stream_id), self.conn.max_outbound_frame_size)):
+            self.resetTimeout()
+            self.conn.send_data(stream_id, data, end_stream=True)
+            self.transport.write(self.conn.data_to_send())
+            self._requestDone(stream_id)
+            return
+        if data:
+            self.writeDataToStream(stream_id, data)
+        self.endRequest(stream_id)
+
 
 # -- the check -----------------------------------------------------------------------------
 
@@ -329,7 +350,8 @@ def needs() -> list[Need]:
         Need(_http2.H2Stream, "__init__", ("self", "streamID", "connection", "headers", "requestFactory", "site",
                                            "factory")),
         *(Need(_fresh_h2_connection, name) for name in ("_consumerBlocked", "_streamCleanupCallbacks",
-                                                        "_outboundStreamQueues", "priority", "streams")),
+                                                        "_outboundStreamQueues", "priority", "streams",
+                                                        "_stillProducing")),
         Need(WebRequest, "handle_reply", ("self", "message")),
         Need(WebRequest, "basic_error", ("self", "status", "status_text", "body")),
         Need(WebRequest, "handle_exception", ("self", "exception")),

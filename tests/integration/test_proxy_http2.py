@@ -156,6 +156,16 @@ def test_h2_request_reaches_an_http11_backend_with_forwarded_proto_https(directo
     assert any(r.target == "/headers?via=h2" for r in backend.requests_seen)  # an HTTP/1.1 request
 
 
+def test_a_whole_small_response_ends_its_stream_with_its_only_data_frame(director):
+    """HEADERS, then one DATA frame carrying END_STREAM: not the body and then an empty
+    DATA frame to end the stream a turn of the server's sending loop later."""
+    with H2Client(director.tls_port) as client:
+        stream = client.request("GET", "/", authority="hops")
+        events = client.events_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=15)
+    frames = [e for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream]
+    assert [(e.data, e.stream_ended is not None) for e in frames] == [(b"ok", True)]
+
+
 def test_connection_specific_fields_of_a_backend_never_reach_an_h2_client(director):
     """The h2 client validates what it receives: one forbidden field and the response
     would be a protocol error. The server does not re-check its own output (a tenth of an
