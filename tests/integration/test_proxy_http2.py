@@ -5,6 +5,7 @@ response streamed whole. And HTTP/2 with prior knowledge on a plain listener get
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -164,6 +165,10 @@ def test_a_whole_small_response_ends_its_stream_with_its_only_data_frame(directo
         events = client.events_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=15)
     frames = [e for e in events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream]
     assert [(e.data, e.stream_ended is not None) for e in frames] == [(b"ok", True)]
+    head = next(e for e in events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream)
+    fields = dict(head.headers)  # the server's own fields are in the head too
+    assert fields[b"server"] == b"director" and re.fullmatch(rb"[0-9a-f]{32}", fields[b"x-request-id"])
+    assert fields[b"content-length"] == b"2"
 
 
 def test_connection_specific_fields_of_a_backend_never_reach_an_h2_client(director):
