@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import re
 
-_TCHAR = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
-REQUEST_LINE = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) (HTTP/1\.[01])")
-FIELD_LINES = re.compile(rb"(?:" + _TCHAR + rb"+:[^\x00\r\n]*\r\n)*")
+from proxy.headers import TOKEN
+
+REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])")
+FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00\r\n]*\r\n)*")
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
 OWS = b" \t"

@@ -14,6 +14,7 @@ from typing import Callable
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
+from proxy.headers import TOKEN
 from proxy.upstream.base import BODY_METHODS, MAX_HEAD, UpstreamRequest
 
 # Not forwarded as HTTP_*: httpoxy, and the two that become CONTENT_*.
@@ -22,7 +23,7 @@ _SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
 # non-token byte) could impersonate another header (X_Forwarded_For), so it is dropped, as
 # nginx does by default.
 _FORWARDABLE_NAME = re.compile(rb"^[A-Za-z0-9-]+$")
-_TOKEN = re.compile(rb"^[!#$%&'*+.^`|~0-9A-Za-z_-]+$")
+_TOKEN = re.compile(rb"^" + TOKEN + rb"$")
 _FORBIDDEN_PATH_BYTES = b"\r\n\0"  # iterated as ints: see PERCENT
 PERCENT = ord("%")  # looked for as an int: see proxy.response_head.LF
 STAT_CACHE_TTL = 1.0
