@@ -66,8 +66,9 @@ class PlainEncoder(hpack.Encoder):
                 continue
             encoded = fields.get((name, value))
             if encoded is None:
-                encoded = encode_field(name, value, never_indexed=name in UNIQUE_PER_RESPONSE)
-                if name not in UNIQUE_PER_RESPONSE:
+                unique = name in UNIQUE_PER_RESPONSE
+                encoded = encode_field(name, value, never_indexed=unique)
+                if not unique:
                     if len(fields) >= self.FIELDS_KEPT:
                         fields.clear()
                     fields[(name, value)] = encoded
