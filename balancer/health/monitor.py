@@ -37,6 +37,7 @@ from .leases import LeaseKeeper, keeper_from_settings, lease_ttl, tick_interval
 from .probe import ProbeResult, probe
 from .session import OFFLINE, HealthSession, Transition, comes_back
 from .targets import Target, load_targets, store_checks, stored_states, targets_from_rows
+from .wakeup import Wakeup
 
 log = logging.getLogger("director.health")
 
@@ -58,7 +59,7 @@ class _Watch:
         self.session = session
         self.upstream = upstream
         self.request = target.request()
-        self.wake = asyncio.Event()
+        self.wake = Wakeup()
         self.task: asyncio.Task | None = None
         self.history = CheckHistory()
         self.held = held  # this monitor holds the backend's lease: it checks it
@@ -89,7 +90,7 @@ class HealthMonitor:
         self._reload_wanted = False  # coalesces bursts of reload requests into one load
         self._database: DatabaseThread | None = None
         self._leases = keeper_from_settings() if leases is FROM_SETTINGS else leases
-        self._lease_wake = asyncio.Event()
+        self._lease_wake = Wakeup()
         self.running = False
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -251,10 +252,7 @@ class HealthMonitor:
             if delay is not None and delay <= 0:
                 await self._check(watch)
                 continue
-            try:
-                await asyncio.wait_for(watch.wake.wait(), delay)
-            except TimeoutError:
-                pass
+            await watch.wake.wait(delay)
 
     async def _check(self, watch: _Watch) -> None:
         target = watch.target
@@ -280,10 +278,7 @@ class HealthMonitor:
     async def _lease_loop(self) -> None:
         while True:
             intervals = [w.session.policy.interval for w in self._watches.values()]
-            try:
-                await asyncio.wait_for(self._lease_wake.wait(), tick_interval(intervals))
-            except TimeoutError:
-                pass
+            await self._lease_wake.wait(tick_interval(intervals))
             self._lease_wake.clear()
             try:
                 await self._lease_tick()
