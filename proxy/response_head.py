@@ -7,11 +7,15 @@ then walking it again to build the head. A proxied response's fields are already
 (proxy.upstream.http_parser refuses names that are not tokens and values with controls), so
 the traffic plane builds its head directly; what it writes is what Twisted wrote: names in
 Title-Case (with the conventional spellings below), line breaks in a value folded to
-spaces, and the same framing rules (`chunked`).
+spaces, and the same framing rules (`chunked`). On an HTTP/2 stream the same pass builds
+the head's field list for the HEADERS frame instead (`h2_field`), so h2 need not lower-case,
+strip and filter every field again (its outbound normalisation is off, see proxy.server_h2).
 """
 from __future__ import annotations
 
 from twisted.web.http import RESPONSES
+
+from proxy.headers import HOP_BY_HOP
 
 NO_BODY_STATUSES = frozenset({204, 304})
 CRLF = b"\r\n"
@@ -64,26 +68,41 @@ def add_field(head: list[bytes], name: bytes, value: bytes) -> None:
     head += (spelled, SEPARATOR, value, CRLF)
 
 
+OWS = b" \t"
+
+
+def h2_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
+    """Append one field as HTTP/2 sends it (RFC 9113 8.2): a lower-case name, a value
+    without surrounding whitespace or line breaks; connection-specific fields are left out."""
+    name = name.lower()
+    if name in HOP_BY_HOP:  # connection-specific fields are malformed in HTTP/2 (RFC 9113 8.2.2)
+        return
+    if LF in value or CR in value:
+        value = field_value(value)
+    fields.append((name, value.strip(OWS)))
+
+
 def _no_body(data) -> None:
     """`write` of a response that has no body (HEAD, 204, 304)."""
 
 
 class RawHeadMixin:
     """For proxy.server_protocol.TrafficRequest (before RequestMixin and Twisted's Request):
-    on an HTTP/1.x channel the head is built by `start_response` and written with the first
-    body bytes, so a failure before them can still be answered cleanly. An HTTP/2 stream
-    (`writes_raw_head` False) writes its head as frames: Twisted's path."""
+    the head is built by `start_response` and written with the first body bytes, so a
+    failure before them can still be answered cleanly. On an HTTP/1.x channel it is bytes;
+    on an HTTP/2 stream (`writes_raw_head` False) a field list, which the stream sends as
+    HEADERS (`write_fields`)."""
 
-    _head: bytes | None = None  # built by start_response, written with the first body bytes
+    _head: bytes | None = None  # HTTP/1.x: built by start_response, written with the first body bytes
+    _fields: list | None = None  # HTTP/2: the same, as (name, value) fields
 
     def start_response(self, message):
-        if not self.channel.writes_raw_head:
-            super().start_response(message)
-            return
         self.response_starts()
         status = message["status"]
         self.code = status
-        head = [status_line(self.clientproto, status)]
+        raw = self.channel.writes_raw_head
+        head: list = [status_line(self.clientproto, status)] if raw else []
+        add = add_field if raw else h2_field
         declared = None
         has_server = False
         for name, value in message.get("headers", ()):
@@ -92,16 +111,22 @@ class RawHeadMixin:
                 declared = int(value)
             elif lower == b"server":
                 has_server = True
-            add_field(head, lower, value)
+            add(head, lower, value)
         for name, values in self.responseHeaders.getAllRawHeaders():  # Connection: close, if closing
             for value in values:
-                add_field(head, name, value)
+                add(head, name, value)
         server_field = self.channel.factory.server.server_field
         if server_field and not has_server:
-            add_field(head, b"server", server_field)
+            add(head, b"server", server_field)
+        no_body = self.body_rule(status, declared)
+        if not raw:
+            for name, value in self.own_fields():
+                h2_field(head, name, value)
+            self._fields = head
+            return
         for name, value in self.own_fields():
             head += (name, SEPARATOR, value, CRLF)  # spelled as given (X-Request-ID)
-        if not self.body_rule(status, declared) and declared is None and self.clientproto == b"HTTP/1.1":
+        if not no_body and declared is None and self.clientproto == b"HTTP/1.1":
             head.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked = 1
         head.append(CRLF)
@@ -109,18 +134,21 @@ class RawHeadMixin:
 
     def write(self, data):
         """Twisted's Request.write, with the head built by start_response."""
-        head = self._head
-        if head is None:
+        head, fields = self._head, self._fields
+        if head is None and fields is None:
             super().write(data)
             return
         if self.finished:
             raise RuntimeError("Request.write called on a request after Request.finish was called.")
         if self.lost:
             return
-        self._head = None
+        self._head = self._fields = None
         self.startedWriting = 1
         channel = self.channel
-        channel.write(head)
+        if fields is None:
+            channel.write(head)
+        else:
+            channel.write_fields(b"%d" % self.code, fields)
         if self.method == b"HEAD" or self.code in NO_BODY_STATUSES:
             self.write = _no_body  # as Twisted: these responses never carry body bytes
             return
@@ -129,5 +157,5 @@ class RawHeadMixin:
             channel.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
 
     def respond_error(self, status: int, *, close: bool = False):
-        self._head, self.chunked = None, 0  # a head not yet written is replaced
+        self._head, self._fields, self.chunked = None, None, 0  # a head not yet written is replaced
         super().respond_error(status, close=close)  # type: ignore[misc]  # RequestMixin follows in the MRO

@@ -24,13 +24,17 @@ from hpack.hpack import encode_integer
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.web import _http2  # only for the H2Stream base class: its hooks are public methods
 
+from proxy.response_head import h2_field
 from proxy.server_channel import DRAIN_IDLE_GRACE, HEAD_LIMIT
 from proxy.twisted_compat import TwistedH2Connection
 
 logger = logging.getLogger("director.server")
 
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade"})
 UNIQUE_PER_RESPONSE = frozenset({b"x-request-id"})
+# Kept out of every compression context, as h2 itself would (its outbound normalisation is
+# off here): credentials, and cookies short enough to guess.
+CREDENTIALS = frozenset({b"authorization", b"proxy-authorization"})
+SHORT_COOKIE = 20
 
 
 class PlainEncoder(hpack.Encoder):
@@ -60,13 +64,16 @@ class PlainEncoder(hpack.Encoder):
             self.header_table.resized = False
         fields = self._fields
         for field in headers:
-            name, value = _as_bytes(field[0]), _as_bytes(field[1])
+            name, value = field[0], field[1]
+            if type(name) is not bytes or type(value) is not bytes:  # h2 hands over bytes already
+                name, value = _as_bytes(name), _as_bytes(value)
             if isinstance(field, hpack.HeaderTuple) and not field.indexable:
                 block.append(encode_field(name, value, never_indexed=True))
                 continue
             encoded = fields.get((name, value))
             if encoded is None:
-                unique = name in UNIQUE_PER_RESPONSE
+                unique = (name in UNIQUE_PER_RESPONSE or name in CREDENTIALS
+                          or (name == b"cookie" and len(value) < SHORT_COOKIE))
                 encoded = encode_field(name, value, never_indexed=unique)
                 if not unique:
                     if len(fields) >= self.FIELDS_KEPT:
@@ -223,10 +230,18 @@ class DirectorH2Stream(_http2.H2Stream):
             super().write(data)
         super().requestDone(self._request)
 
+    def write_fields(self, code: bytes, fields: list) -> None:
+        """The response head as the request built it (proxy.response_head.h2_field)."""
+        self._conn.writeHeaders(b"HTTP/2", code, b"", fields, self.streamID)
+
     def writeHeaders(self, version, code, reason, headers):
-        for name in HOP_BY_HOP:  # connection-specific fields are malformed in HTTP/2 (RFC 9113 8.2.2)
-            headers.removeHeader(name)
-        super().writeHeaders(version, code, reason, headers)
+        """Twisted's way, for the server's own answers (Request.respond_error): the same
+        field rules as write_fields."""
+        fields: list = []
+        for name, values in headers.getAllRawHeaders():
+            for value in values:
+                h2_field(fields, name, value)
+        self._conn.writeHeaders(version, code, reason, fields, self.streamID)
 
     # -- events from the connection --------------------------------------------------------
 
@@ -281,10 +296,13 @@ class DirectorH2Connection(TwistedH2Connection):
     def __init__(self, factory):
         super().__init__(reactor=factory.server.soon_clock)  # the sending loop: once per frame
         # What goes out was checked on the way in: response fields come through the strict
-        # upstream parser and the header rules, hop-by-hop ones removed (writeHeaders), and
-        # the proxy's own answers are fixed. h2 would check each field again per response.
-        # Requests from clients are still validated in full.
+        # upstream parser and the header rules, and the proxy's own answers are fixed; each
+        # head is built ready to send (lower-case names, no connection-specific fields:
+        # proxy.response_head.h2_field), and PlainEncoder keeps credentials out of any
+        # table. h2 would check and normalise each field again per response. Requests
+        # from clients are still validated in full.
         self.conn.config.validate_outbound_headers = False
+        self.conn.config.normalize_outbound_headers = False
         self.conn.encoder = PlainEncoder()
         self.factory = factory
         self.requestFactory = factory.request_class

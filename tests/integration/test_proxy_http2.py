@@ -257,6 +257,21 @@ def test_h2_head_limits_and_methods_match_http11(director):
         assert client.status_of(client.request("GET", "/")) == 200  # the connection goes on
 
 
+def test_the_servers_own_answers_carry_lower_case_fields_and_no_connection_field(director):
+    """A refused target is answered by the server itself with `Connection: close` on
+    HTTP/1.1. Over HTTP/2 that field is malformed (RFC 9113 8.2.2) and h2 no longer
+    normalises what the server sends, so the server must leave it out and send its field
+    names in lower case: the client validates both."""
+    with H2Client(director.tls_port) as client:
+        stream = client.request("GET", "/caf\u00e9")  # a non-ASCII target: 400, like HTTP/1.1
+        events = client.events_until(lambda e: isinstance(e, h2.events.StreamEnded), timeout=15)
+        head = next(e for e in events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream)
+        fields = dict(head.headers)
+        assert fields[b":status"] == b"400" and b"connection" not in fields
+        assert fields[b"content-type"].startswith(b"text/plain") and re.fullmatch(rb"[0-9a-f]{32}", fields[b"x-request-id"])
+        assert client.status_of(client.request("GET", "/")) == 200  # the connection goes on
+
+
 def test_h2_authority_and_host_field_reach_the_backend_as_one_host(director):
     """(h2 refuses a Host that differs from :authority, RFC 9113 8.3.1; an equal one is allowed.)"""
     with H2Client(director.tls_port) as client:

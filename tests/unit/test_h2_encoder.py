@@ -41,6 +41,20 @@ def test_fields_h2_marks_sensitive_go_out_never_indexed_and_are_not_kept():
     assert not encoder._fields
 
 
+def test_credentials_and_short_cookies_go_out_never_indexed_and_are_not_kept():
+    """h2's outbound normalisation (which marked them) is off: the encoder marks them."""
+    encoder, decoder = PlainEncoder(), hpack.Decoder()
+    sensitive = [(b"authorization", b"Basic dXNlcjpwYXNz"), (b"proxy-authorization", b"Bearer x"),
+                 (b"cookie", b"id=42")]
+    for field in sensitive:
+        block = encoder.encode([field])
+        assert block[0] & 0xF0 == 0x10, field  # RFC 7541 6.2.3: literal never indexed
+        assert decoder.decode(block, raw=True) == [field]
+    assert not encoder._fields
+    long_cookie = (b"cookie", b"session=0123456789abcdef")
+    assert encoder.encode([long_cookie])[0] & 0xF0 == 0x00 and long_cookie in encoder._fields
+
+
 def test_a_table_size_the_client_sets_is_acknowledged_first():
     encoder, decoder = PlainEncoder(), hpack.Decoder()
     encoder.header_table_size = 0  # what h2 does when the client's SETTINGS_HEADER_TABLE_SIZE arrives
