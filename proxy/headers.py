@@ -12,6 +12,7 @@ from proxy.request_record import choose_request_id
 
 # A field name or method (RFC 9110 5.6.2 token), as a regular expression fragment.
 TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+OWS = b" \t"  # optional whitespace around a field value (RFC 9110 5.6.3)
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from twisted.web.http import RESPONSES
 
-from proxy.headers import HOP_BY_HOP
+from proxy.headers import HOP_BY_HOP, OWS
 
 NO_BODY_STATUSES = frozenset({204, 304})
 CRLF = b"\r\n"
@@ -66,9 +66,6 @@ def add_field(head: list[bytes], name: bytes, value: bytes) -> None:
     if LF in value or CR in value:
         value = field_value(value)
     head += (spelled, SEPARATOR, value, CRLF)
-
-
-OWS = b" \t"
 
 
 def h2_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:

@@ -47,8 +47,8 @@ class PlainEncoder(hpack.Encoder):
     the dynamic table field by field in Python, and coded every string bit by bit; that
     saves a few dozen bytes per response head and cost more CPU than the rest of the
     head's way out. Fields new in every response (X-Request-ID) are not remembered, and
-    those a client must not see indexed anywhere (h2 marks short cookies and credentials)
-    go out never-indexed and are not remembered either.
+    those no compression context may hold (credentials and short cookies, the fields h2's
+    own normalisation would mark) go out never-indexed and are not remembered either.
     """
 
     FIELDS_KEPT = 256
@@ -72,10 +72,10 @@ class PlainEncoder(hpack.Encoder):
                 continue
             encoded = fields.get((name, value))
             if encoded is None:
-                unique = (name in UNIQUE_PER_RESPONSE or name in CREDENTIALS
-                          or (name == b"cookie" and len(value) < SHORT_COOKIE))
-                encoded = encode_field(name, value, never_indexed=unique)
-                if not unique:
+                never_indexed = (name in UNIQUE_PER_RESPONSE or name in CREDENTIALS
+                                 or (name == b"cookie" and len(value) < SHORT_COOKIE))
+                encoded = encode_field(name, value, never_indexed=never_indexed)
+                if not never_indexed:
                     if len(fields) >= self.FIELDS_KEPT:
                         fields.clear()
                     fields[(name, value)] = encoded

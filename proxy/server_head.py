@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import re
 
-from proxy.headers import TOKEN
+from proxy.headers import OWS, TOKEN
 
 REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])")
 FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00\r\n]*\r\n)*")
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
-OWS = b" \t"
 FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 

@@ -14,7 +14,7 @@ import re
 from typing import Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
-from proxy.headers import TOKEN, connection_tokens
+from proxy.headers import OWS, TOKEN, connection_tokens
 from proxy.upstream.base import MAX_HEAD
 
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
@@ -31,7 +31,6 @@ _FIELD_LINE = re.compile(_FIELD)  # one field line (trailers; naming a bad head 
 _FIELD_BLOCK = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
-_OWS = b" \t"
 
 # parser states
 _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_CRLF, _TRAILERS, _UNTIL_CLOSE, _DONE, _FAILED = range(9)
@@ -177,7 +176,7 @@ class ResponseParser:
         for line in lines:
             name, _, value = line.partition(b":")
             name = name.lower()
-            value = value.strip(_OWS)
+            value = value.strip(OWS)
             if name == b"content-length":
                 lengths = value if lengths is None else lengths + b"," + value
             elif name == b"transfer-encoding":
@@ -203,7 +202,7 @@ class ResponseParser:
             keep_alive = b"keep-alive" in tokens and b"close" not in tokens
         length = _content_length(lengths) if lengths is not None else None
         if transfer is not None:
-            codings = [c.strip(_OWS).lower() for c in transfer.split(b",")]
+            codings = [c.strip(OWS).lower() for c in transfer.split(b",")]
             if codings != [b"chunked"]:
                 raise ProtocolError(f"unsupported transfer-encoding {transfer[:80]!r}")
             if minor == 0 or length is not None:
@@ -335,7 +334,7 @@ def _content_length(values: bytes) -> int:
         return int(values)
     lengths = set()
     for value in values.split(b","):
-        value = value.strip(_OWS)
+        value = value.strip(OWS)
         if _DIGITS.fullmatch(value) is None:
             raise ProtocolError(f"invalid content-length {values[:80]!r}")
         lengths.add(int(value))
