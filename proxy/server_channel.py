@@ -147,14 +147,13 @@ class DirectorChannel(TwistedChannel):
         """The usual request, a complete head without a body in one read, read in one pass
         (proxy.server_head) into the state Twisted's line parser would have reached: the
         request, its method, target, version and fields, then the same end-of-head and
-        end-of-request steps. False: the line parser reads `data`."""
+        end-of-request steps. The request also keeps the checked, lower-cased fields as
+        `parsed_fields`. False: the line parser reads `data`."""
         head = simple_head(data, HEAD_LIMIT, self.maxHeaders)
         if head is None:
             return False
         method, target, version, fields = head
-        add = self.start_request(method, target, version).requestHeaders.addRawHeader
-        for name, value in fields:
-            add(name, value)
+        self.start_request_with(method, target, version, fields).parsed_fields = fields
         self.allHeadersReceived()
         if not self.closing:
             self.allContentReceived()

@@ -7,26 +7,27 @@ sees is a GET or HEAD whose whole head arrives in one read, so `simple_head` tak
 those: the request line and every field are checked by two regular expressions, and
 anything else - a body (Content-Length, Transfer-Encoding), obs-fold, a bare CR or LF, a
 NUL, a name that is not a token, a non-ASCII target, a head over the limit or with more
-fields than allowed, bytes after the head - returns None, and the line parser reads the
-data as before, with every one of its answers (400, 413, 431) unchanged. What this accepts,
-the line parser would accept with the same result.
+fields than allowed, a control character in a value, bytes after the head - returns None,
+and the line parser reads the data as before, with every one of its answers (400, 413, 431)
+unchanged. What this accepts, the line parser would accept with the same result; its fields
+come out lower-cased and checked, ready to become the ASGI scope's headers.
 """
 from __future__ import annotations
 
 import re
 
-from proxy.headers import OWS, TOKEN
+from proxy.headers import FIELD_VALUE, OWS, TOKEN
 
 REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])")
-FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":[^\x00\r\n]*\r\n)*")
+FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":" + FIELD_VALUE + rb"\r\n)*")
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
 FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
 def simple_head(data: bytes, head_limit: int, max_fields: int) -> tuple[bytes, bytes, bytes, list] | None:
-    """(method, target, version, [(name, value)]) when `data` is exactly one complete head
-    that announces no body; None when the line parser must read it."""
+    """(method, target, version, [(lower-case name, value)]) when `data` is exactly one
+    complete head that announces no body; None when the line parser must read it."""
     end = data.find(HEAD_END)
     if end <= 0 or end + 4 != len(data) or len(data) > head_limit:
         return None
@@ -44,7 +45,8 @@ def simple_head(data: bytes, head_limit: int, max_fields: int) -> tuple[bytes, b
             return None
         for line in lines:
             name, _, value = line.partition(b":")
-            if name.lower() in FRAMING:
+            name = name.lower()
+            if name in FRAMING:
                 return None
             fields.append((name, value.strip(OWS)))
     method, target, version = request.groups()

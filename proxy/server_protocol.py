@@ -61,6 +61,7 @@ class RequestMixin:
     _body_length = 0
     _aborted = False
     lost = False  # the client connection is gone
+    parsed_fields: list | None = None  # [(lower-case name, value)], checked: a head read in one pass
     log_failures = True  # False where daphne's application checker logs them already
 
     def requestReceived(self, command, path, version):
@@ -242,16 +243,14 @@ class TrafficRequest(RawHeadMixin, RequestMixin, http.Request):
         self._request_done = self.channel.factory.request_done
         if self.refuse():
             return
-        headers = []
-        for name, values in self.requestHeaders.getAllRawHeaders():
-            if UNDERSCORE in name:  # CVE-2015-0219: X_Foo must not pass as X-Foo
-                continue
-            name = name.lower()
-            for value in values:
-                if INVALID_VALUE.search(value):
-                    self.respond_error(400, close=True)
-                    return
-                headers.append((name, value))
+        fields = self.parsed_fields
+        if fields is not None:  # CVE-2015-0219: X_Foo must not pass as X-Foo
+            headers = [field for field in fields if UNDERSCORE not in field[0]]
+        else:
+            headers = self._scope_headers()
+            if headers is None:
+                self.respond_error(400, close=True)
+                return
         channel = self.channel
         factory = channel.factory
         scope = {
@@ -275,6 +274,21 @@ class TrafficRequest(RawHeadMixin, RequestMixin, http.Request):
         self._task = task = factory.server.loop.create_task(factory.app(scope, self.receive, self.send))
         tasks.add(task)
         task.add_done_callback(self._task_done)
+
+    def _scope_headers(self) -> list | None:
+        """The ASGI scope's headers from Twisted's parse: lower-case names, no name with an
+        underscore (CVE-2015-0219: X_Foo must not pass as X-Foo); None for a value holding a
+        control character other than HTAB."""
+        headers = []
+        for name, values in self.requestHeaders.getAllRawHeaders():
+            if UNDERSCORE in name:
+                continue
+            name = name.lower()
+            for value in values:
+                if INVALID_VALUE.search(value):
+                    return None
+                headers.append((name, value))
+        return headers
 
     def _task_done(self, task):
         self._tasks.discard(task)

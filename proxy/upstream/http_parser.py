@@ -14,7 +14,7 @@ import re
 from typing import Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
-from proxy.headers import OWS, TOKEN, connection_tokens
+from proxy.headers import FIELD_VALUE, OWS, TOKEN, connection_tokens
 from proxy.upstream.base import MAX_HEAD
 
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
@@ -24,8 +24,7 @@ HEAD_END = b"\r\n\r\n"
 HTTP_PREFIX = b"HTTP/"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"  # no CR, LF or other controls but HTAB
-_FIELD = TOKEN + rb":" + _VALUE
+_FIELD = TOKEN + rb":" + FIELD_VALUE
 _FIELD_LINE = re.compile(_FIELD)  # one field line (trailers; naming a bad head line)
 # Every field line of a head at once (CRLF between them): one check for the usual head.
 _FIELD_BLOCK = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")

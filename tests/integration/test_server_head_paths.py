@@ -2,6 +2,7 @@
 Twisted's parser (it arrives in pieces) get the same answer, and so does a bad head."""
 from __future__ import annotations
 
+import json
 import time
 
 from tests.support.server_harness import server_fixture
@@ -43,3 +44,21 @@ def test_pipelined_requests_in_one_read_are_answered_in_order(server):
         second = conn.read_head()
         conn.read_body(second)
     assert (first.status, second.status) == (200, 404)
+
+
+SCOPE = b"GET /scope HTTP/1.1\r\nHost: example.test\r\nX-Under_Score: 1\r\nAccept:  */* \r\nX-Tab: a\tb\r\n\r\n"
+
+
+def test_the_application_gets_the_same_headers_either_way(server):
+    status, _, _, body = answer(server, [SCOPE])
+    assert status == 200
+    headers = json.loads(body)["headers"]
+    assert headers == [["host", "example.test"], ["accept", "*/*"], ["x-tab", "a\tb"]]  # no X-Under_Score
+    assert json.loads(answer(server, [SCOPE[:25], SCOPE[25:]])[3])["headers"] == headers
+
+
+def test_a_control_character_in_a_value_is_refused_either_way(server):
+    bad = b"GET /hello HTTP/1.1\r\nHost: example.test\r\nX: a\x01b\r\n\r\n"
+    whole = answer(server, [bad])
+    assert whole[0] == 400
+    assert answer(server, [bad[:25], bad[25:]]) == whole

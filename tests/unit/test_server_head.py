@@ -12,7 +12,12 @@ LIMIT, FIELDS = 16 * 1024, 500
 def test_a_usual_get_is_read_in_one_pass():
     head = b"GET /a?b=c HTTP/1.1\r\nHost: example.test\r\nAccept:  */* \t\r\nX-Empty:\r\n\r\n"
     assert simple_head(head, LIMIT, FIELDS) == (
-        b"GET", b"/a?b=c", b"HTTP/1.1", [(b"Host", b"example.test"), (b"Accept", b"*/*"), (b"X-Empty", b"")])
+        b"GET", b"/a?b=c", b"HTTP/1.1", [(b"host", b"example.test"), (b"accept", b"*/*"), (b"x-empty", b"")])
+
+
+def test_fields_keep_their_order_and_repeats_and_a_tab_inside_a_value():
+    head = b"GET / HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-B: a\tb\r\nx-a: 2\r\n\r\n"
+    assert simple_head(head, LIMIT, FIELDS)[3] == [(b"host", b"h"), (b"x-a", b"1"), (b"x-b", b"a\tb"), (b"x-a", b"2")]
 
 
 def test_a_head_without_fields_is_read_too():
@@ -26,6 +31,8 @@ def test_a_head_without_fields_is_read_too():
     b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",  # bare LF
     b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",  # bare CR
     b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n",  # NUL in a value
+    b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x01b\r\n\r\n",  # another control character (400 from the request)
+    b"GET / HTTP/1.1\r\nHost: h\r\nX: a\x7f\r\n\r\n",  # DEL
     b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",  # a name that is not a token
     b"GET / HTTP/1.1\r\nHost : x\r\n\r\n",  # space before the colon
     b"GET / HTTP/1.1\r\n: x\r\n\r\n",  # no name
