@@ -145,18 +145,22 @@ class DirectorChannel(TwistedChannel):
 
     def _read_simple_head(self, data: bytes) -> bool:
         """The usual request, a complete head without a body in one read, read in one pass
-        (proxy.server_head) into the state Twisted's line parser would have reached: the
-        request, its method, target, version and fields, then the same end-of-head and
-        end-of-request steps. The request also keeps the checked, lower-cased fields as
-        `parsed_fields`. False: the line parser reads `data`."""
+        (proxy.server_head) and run at once, with the steps of the line parser's end of head
+        and end of request that apply to it: persistence, an empty body. (Its others have
+        nothing to do: no length to refuse, no Expect, no parser state to reset; Cookie is
+        not parsed, as nothing reads Twisted's parse.) The request also keeps the checked,
+        lower-cased fields as `parsed_fields`. False: the line parser reads `data`."""
         head = simple_head(data, HEAD_LIMIT, self.maxHeaders)
         if head is None:
             return False
         method, target, version, fields = head
-        self.start_request_with(method, target, version, fields).parsed_fields = fields
-        self.allHeadersReceived()
-        if not self.closing:
-            self.allContentReceived()
+        request = self.request_without_parser(fields)
+        request.parsed_fields = fields
+        self.persistent = self.checkPersistence(request, version)
+        request.gotLength(0)
+        self.phase = BUSY
+        self.deadline = None
+        self.run_request(request, method, target, version)
         return True
 
     def _hand_over_to_h2(self, data: bytes) -> None:

@@ -5,12 +5,12 @@ per line, and per header a split, a name check byte by byte, a framing check and
 (py-spy and perf: about a tenth of a proxied request's CPU). Almost every request a proxy
 sees is a GET or HEAD whose whole head arrives in one read, so `simple_head` takes exactly
 those: the request line and every field are checked by two regular expressions, and
-anything else - a body (Content-Length, Transfer-Encoding), obs-fold, a bare CR or LF, a
-NUL, a name that is not a token, a non-ASCII target, a head over the limit or with more
-fields than allowed, a control character in a value, bytes after the head - returns None,
-and the line parser reads the data as before, with every one of its answers (400, 413, 431)
-unchanged. What this accepts, the line parser would accept with the same result; its fields
-come out lower-cased and checked, ready to become the ASGI scope's headers.
+anything else - a body (Content-Length, Transfer-Encoding), Expect, obs-fold, a bare CR or
+LF, a NUL, a name that is not a token, a non-ASCII target, a head over the limit or with
+more fields than allowed, a control character in a value, bytes after the head - returns
+None, and the line parser reads the data as before, with every one of its answers (400,
+413, 431) unchanged. What this accepts, the line parser would accept with the same result;
+its fields come out lower-cased and checked, ready to become the ASGI scope's headers.
 """
 from __future__ import annotations
 
@@ -22,7 +22,9 @@ REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])")
 FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":" + FIELD_VALUE + rb"\r\n)*")
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
-FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# Fields whose rules only the line parser applies: a body's framing, and Expect (Twisted
+# answers 100-continue).
+PARSER_FIELDS = frozenset({b"content-length", b"transfer-encoding", b"expect"})
 
 
 def simple_head(data: bytes, head_limit: int, max_fields: int) -> tuple[bytes, bytes, bytes, list] | None:
@@ -46,7 +48,7 @@ def simple_head(data: bytes, head_limit: int, max_fields: int) -> tuple[bytes, b
         for line in lines:
             name, _, value = line.partition(b":")
             name = name.lower()
-            if name in FRAMING:
+            if name in PARSER_FIELDS:
                 return None
             fields.append((name, value.strip(OWS)))
     method, target, version = request.groups()

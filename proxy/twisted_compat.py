@@ -129,11 +129,14 @@ class TwistedChannel(http.HTTPChannel):
         self._command, self._path, self._version = method, target, version
         return request
 
-    def start_request_with(self, method: bytes, target: bytes, version: bytes, fields: list):
-        """`start_request`, then file `fields` ([(name, value)], values without line breaks)
-        as HTTPChannel.headerReceived would, under Headers' canonical names, without the
-        per-field calls and value sanitising that have nothing left to do."""
-        request = self.start_request(method, target, version)
+    def request_without_parser(self, fields: list):
+        """A new request from `requestFactory` for a head read without the line parser (whose
+        state stays as it was between requests): `fields` ([(name, value)], values without
+        line breaks) are filed as HTTPChannel.headerReceived would, under Headers' canonical
+        names, without the per-field calls and value sanitising that have nothing to do.
+        `run_request` starts it."""
+        request = self.requestFactory(self, len(self.requests))
+        self.requests.append(request)
         filed = request.requestHeaders._rawHeaders
         canonical = _header_names.encode
         for name, value in fields:
@@ -144,6 +147,14 @@ class TwistedChannel(http.HTTPChannel):
             else:
                 values.append(value)
         return request
+
+    def run_request(self, request, method: bytes, target: bytes, version: bytes) -> None:
+        """What allContentReceived does for a request from `request_without_parser` once it is
+        complete (there is no parser state to reset): the channel holds further input until
+        the response ends, and the request runs."""
+        self._handlingRequest = True
+        self.line_mode = 0  # LineReceiver.setRawMode: buffered, replayed by requestDone
+        request.requestReceived(method, target, version)
 
     def abort_later(self) -> None:
         """Abort the transport after `abortTimeout` unless the connection closes first
@@ -335,6 +346,7 @@ def needs() -> list[Need]:
         Need(abstract.FileDescriptor, "doWrite", ("self",)),
         Need(LineReceiver, "_buffer"),
         Need(Headers, "_rawHeaders"), Need(http_headers, "_nameEncoder"),
+        Need(LineReceiver, "setRawMode", ("self",), mentions=("self.line_mode = 0",)),
         Need(Headers, "getRawHeaders", mentions=("_nameEncoder.encode(name)", "self._rawHeaders.get(")),
         *(Need(channel, name) for name in ("_abortingCall", "abortTimeout", "totalHeadersSize", "maxHeaders",
                                            "timeOut", "length")),
@@ -343,7 +355,9 @@ def needs() -> list[Need]:
         Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
         Need(channel, "lineReceived", ("self", "line"),
              mentions=("self._command", "self._path", "self._version", "self.requests.append")),
-        Need(channel, "allContentReceived", ("self",), mentions=("self._command", "self._path", "self._version")),
+        Need(channel, "allContentReceived", ("self",), mentions=(
+            "self._command", "self._path", "self._version", "self._handlingRequest = True", "self.setRawMode()",
+            "req.requestReceived(command, path, version)")),
         Need(channel, "_respondToBadRequestAndDisconnect", ("self",)),
         Need(channel, "_finishRequestBody", ("self", "data")),
         Need(channel, "forceAbortClient", ("self",)),

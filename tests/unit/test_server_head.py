@@ -27,6 +27,7 @@ def test_a_head_without_fields_is_read_too():
 @pytest.mark.parametrize("head", [
     b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",  # a body is announced: framing rules
     b"POST / HTTP/1.1\r\nHost: h\r\ntransfer-encoding: chunked\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n",  # Twisted answers 100 Continue
     b"GET / HTTP/1.1\r\nHost: h\r\n folded\r\n\r\n",  # obs-fold
     b"GET / HTTP/1.1\r\nHost: h\nX: y\r\n\r\n",  # bare LF
     b"GET / HTTP/1.1\r\nHost: h\rX: y\r\n\r\n",  # bare CR
