@@ -156,6 +156,27 @@ class TwistedChannel(http.HTTPChannel):
         self.line_mode = 0  # LineReceiver.setRawMode: buffered, replayed by requestDone
         request.requestReceived(method, target, version)
 
+    def requestDone(self, request):
+        """HTTPChannel.requestDone without two per-request detours: the identity test through
+        Request.__eq__, and setLineMode's call. The next request may start: reading resumes
+        and, on a persistent connection, the bytes that arrived meanwhile are parsed."""
+        if self.requests[0] is not request:
+            raise TypeError
+        del self.requests[0]
+        if not self._waitingForTransport:
+            self._networkProducer.resumeProducing()
+        if not self.persistent:
+            self.loseConnection()
+            return
+        self._handlingRequest = False
+        if self._savedTimeOut:
+            self.setTimeout(self._savedTimeOut)
+        self.line_mode = 1
+        buffered = self._dataBuffer
+        if buffered:
+            self._dataBuffer = []
+            self.dataReceived(b"".join(buffered))
+
     def abort_later(self) -> None:
         """Abort the transport after `abortTimeout` unless the connection closes first
         (HTTPChannel.connectionLost cancels it, as for its own timeouts)."""
@@ -352,6 +373,12 @@ def needs() -> list[Need]:
                                            "timeOut", "length")),
         Need(_fresh_channel, "_transferDecoder"), Need(_fresh_channel, "requests"),
         Need(_fresh_channel, "_dataBuffer"),
+        *(Need(_fresh_channel, name) for name in ("_waitingForTransport", "_savedTimeOut")),
+        Need(channel, "connectionMade", ("self",), mentions=("self._networkProducer =",)),
+        Need(channel, "requestDone", ("self", "request"), mentions=(
+            "del self.requests[0]", "self._networkProducer.resumeProducing()", "self._handlingRequest = False",
+            "self._dataBuffer = []", "self.setLineMode(data)", "self.loseConnection()")),
+        Need(LineReceiver, "setLineMode", ("self", "extra"), mentions=("self.line_mode = 1",)),
         Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
         Need(channel, "lineReceived", ("self", "line"),
              mentions=("self._command", "self._path", "self._version", "self.requests.append")),
