@@ -79,6 +79,11 @@ def h2_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> No
     fields.append((name, value.strip(OWS)))
 
 
+# A first body chunk up to this size goes to the connection joined to the head (the
+# transport would join them for its send() anyway); a larger one is not copied.
+HEAD_WITH_BODY = 16 * 1024
+
+
 def _no_body(data) -> None:
     """`write` of a response that has no body (HEAD, 204, 304)."""
 
@@ -142,16 +147,22 @@ class RawHeadMixin:
         self._head = self._fields = None
         self.startedWriting = 1
         channel = self.channel
-        if fields is None:
-            channel.write(head)
-        else:
-            channel.write_fields(b"%d" % self.code, fields)
         if self.method == b"HEAD" or self.code in NO_BODY_STATUSES:
             self.write = _no_body  # as Twisted: these responses never carry body bytes
-            return
-        if data:
+            data = b""
+        elif data:
             self.sentLength += len(data)
-            channel.write(b"%x\r\n%s\r\n" % (len(data), data) if self.chunked else data)
+            if self.chunked:
+                data = b"%x\r\n%s\r\n" % (len(data), data)
+        if fields is not None:
+            channel.write_fields(b"%d" % self.code, fields)
+        elif len(data) <= HEAD_WITH_BODY:
+            channel.write(head + data if data else head)  # the usual whole small response: one write
+            return
+        else:
+            channel.write(head)
+        if data:
+            channel.write(data)
 
     def respond_error(self, status: int, *, close: bool = False):
         self._head, self._fields, self.chunked = None, None, 0  # a head not yet written is replaced
