@@ -285,3 +285,30 @@ def test_an_upgrade_request_may_get_an_ordinary_answer():
     parser.start(upgrade=True)
     parser.feed(OK_LENGTH)
     assert (sink.heads[0][0], bytes(sink.body), sink.completions) == (200, b"hello", 1)
+
+
+FIELD_NAMES = st.sampled_from([b"X-A", b"x-b", b"Server", b"CONNECTION", b"Connection", b"Set-Cookie", b"Vary",
+                               b"Content-Length", b"content-LENGTH"])
+OWS_RUN = st.sampled_from([b"", b" ", b"\t", b"  \t "])
+FIELD_TEXT = st.binary(max_size=12).map(lambda raw: bytes(b for b in raw if 0x21 <= b <= 0x7e or b in b" \t"))
+
+
+@given(st.lists(st.tuples(FIELD_NAMES, OWS_RUN, FIELD_TEXT, OWS_RUN), max_size=8))
+@settings(max_examples=300, deadline=None)
+def test_fields_come_out_lower_cased_and_trimmed_in_their_order(fields):
+    """Whatever the names' case, the whitespace around values and the neighbours of the
+    framing fields: each field is (lower-case name, value without OWS), in order."""
+    fields = [(name, before, b"4" if name.lower() == b"content-length" else text, after)
+              for name, before, text, after in fields]
+    block = b"".join(name + b":" + before + text + after + b"\r\n" for name, before, text, after in fields)
+    raw = b"HTTP/1.1 200 OK\r\n" + block + b"Content-Length: 4\r\n\r\nbody"
+    status, _, headers, keep_alive, length = head_of(run(raw))
+    expected = [(name.lower(), text.strip(b" \t")) for name, _, text, _ in fields]
+    assert (status, length) == (200, 4)
+    if sum(name == b"content-length" for name, _ in expected) == 0:
+        assert headers == [*expected, (b"content-length", b"4")]
+    else:  # repeated identical lengths are folded into one, at the end
+        assert headers == [field for field in expected if field[0] != b"content-length"] + [(b"content-length", b"4")]
+    tokens = {token.strip(b" \t").lower() for name, value in expected if name == b"connection"
+              for token in value.split(b",")}
+    assert keep_alive is (b"close" not in tokens)
