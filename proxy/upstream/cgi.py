@@ -186,10 +186,8 @@ def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:
 
 
 def _http_key(name: bytes) -> bytes | None:
-    """HTTP_<NAME> for a header name, None for one that is not forwarded."""
-    key = _header_keys.get(name, b"")
-    if key != b"":
-        return key
+    """HTTP_<NAME> for a header name not in `_header_keys` yet (then it is), None for one
+    that is not forwarded."""
     lower = name.lower()
     key = None if lower in _SKIPPED_HEADERS or not _FORWARDABLE_NAME.match(lower) else \
         b"HTTP_" + lower.upper().replace(b"-", b"_")
@@ -201,8 +199,11 @@ def _http_key(name: bytes) -> bytes | None:
 
 def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     merged: dict[bytes, bytes] = {}
+    known = _header_keys
     for name, value in headers:
-        key = _http_key(name)
+        key = known.get(name, b"")
+        if key == b"":  # a name not seen yet (the cache is read here: this runs per field)
+            key = _http_key(name)
         if key is None:
             continue
         if key in merged:
