@@ -37,6 +37,9 @@ NOT_NOMINABLE = frozenset({b"host"})
 
 _NO_TOKENS: frozenset = frozenset()
 _COMMON_CONNECTION = {value: frozenset({value.lower()}) for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close")}
+# Connection values that nominate no field to remove (their one option is hop-by-hop itself):
+# the usual `keep-alive` or `close` costs no look at the other fields.
+_NOMINATES_NOTHING = frozenset(_COMMON_CONNECTION)
 
 
 def connection_tokens(values) -> frozenset:
@@ -107,7 +110,7 @@ class HeaderRules:
                     via = value if via is None else via + b", " + value
                 elif name == b"x-request-id":
                     rid = value
-                elif name == b"connection":
+                elif name == b"connection" and value not in _NOMINATES_NOTHING:
                     tokens = _named_connection_tokens(headers) - NOT_NOMINABLE
                 continue
             if name == b"host":
@@ -152,7 +155,7 @@ class HeaderRules:
             if name in RESPONSE_DROP:
                 if name == b"via":
                     via = value if via is None else via + b", " + value
-                elif name == b"connection":
+                elif name == b"connection" and value not in _NOMINATES_NOTHING:
                     tokens = _named_connection_tokens(headers)
                 continue
             out.append((name, value))

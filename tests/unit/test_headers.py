@@ -81,3 +81,17 @@ def test_connection_cannot_name_host_away():
         [(b"host", b"shop"), (b"connection", b"host, cookie"), (b"cookie", b"a=1")], "10.0.0.9", "http", "1.1")
     assert host == b"shop" and (b"host", b"shop") in out
     assert b"cookie" not in as_dict(out)
+
+
+def test_a_plain_keep_alive_does_not_hide_a_later_connection_field_naming_one():
+    """`Connection: keep-alive` alone names no field (and costs no look at the others), but
+    a second Connection field still removes what it names, both ways."""
+    rules = HeaderRules("d")
+    out, _, _ = rules.request([(b"host", b"shop"), (b"connection", b"keep-alive"), (b"x-secret", b"1"),
+                               (b"connection", b"X-Secret"), (b"accept", b"*/*")], "10.0.0.9", "http", "1.1")
+    assert b"x-secret" not in as_dict(out) and as_dict(out)[b"accept"] == [b"*/*"]
+    out = rules.response([(b"connection", b"Keep-Alive"), (b"x-internal", b"1"), (b"connection", b"x-internal"),
+                          (b"content-type", b"text/plain")])
+    assert as_dict(out) == {b"content-type": [b"text/plain"], b"via": [b"1.1 d"]}
+    out = rules.response([(b"connection", b"close"), (b"x-kept", b"1")])
+    assert as_dict(out) == {b"x-kept": [b"1"], b"via": [b"1.1 d"]}
