@@ -11,9 +11,7 @@ does not, with the installed versions: an upgrade fails at start, never silently
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections import deque
-from dataclasses import dataclass
 from importlib import metadata
 
 import priority
@@ -24,8 +22,10 @@ from twisted.protocols.basic import LineReceiver
 from twisted.web import _http2, http, http_headers
 from twisted.web.http_headers import Headers
 
+from proxy.adapter_check import Need, problems
+
 __all__ = [
-    "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "TwistedChannel", "TwistedH2Connection",
+    "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "Need", "TwistedChannel", "TwistedH2Connection",
     "add_reader_unlogged",
     "application_task", "application_tasks", "event_loop_of", "mark_adopted_unix_port", "pending_write_bytes",
     "replace_accepted_transport", "take_buffered_input", "verify",
@@ -300,17 +300,6 @@ class TwistedH2Connection(_http2.H2Connection):
 
 # -- the check -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Need:
-    """One internal relied on: `name` on `owner` (a module, a class, or a function making
-    a fresh instance), callable with `params` when given, its source naming `mentions`."""
-
-    owner: object
-    name: str
-    params: tuple[str, ...] | None = None
-    mentions: tuple[str, ...] = ()
-
-
 def _fresh_reactor():
     loop = asyncio.new_event_loop()
     try:
@@ -417,47 +406,6 @@ def needs() -> list[Need]:
         Need(WebRequest, "basic_error", ("self", "status", "status_text", "body")),
         Need(WebRequest, "handle_exception", ("self", "exception")),
     ]
-
-
-def _where(owner) -> str:
-    if inspect.ismodule(owner):
-        return owner.__name__
-    if inspect.isclass(owner):
-        return f"{owner.__module__}.{owner.__qualname__}"
-    return f"a fresh {_where(type(owner))}"  # an instance a factory made
-
-
-def problems(wanted: list[Need]) -> list[str]:
-    """What does not fit, one phrase per need; empty when everything does."""
-    found, instances = [], {}
-    for need in wanted:
-        owner = need.owner
-        if callable(owner) and not inspect.isclass(owner):
-            if owner not in instances:
-                try:
-                    instances[owner] = owner()
-                except Exception as exc:  # noqa: BLE001  # reported, not raised: the check lists all
-                    instances[owner] = exc
-            owner = instances[owner]
-            if isinstance(owner, Exception):
-                found.append(f"{need.owner.__name__} failed ({owner})")
-                continue
-        where = _where(owner)
-        if not hasattr(owner, need.name):
-            found.append(f"{where} has no attribute {need.name}")
-            continue
-        value = getattr(owner, need.name)
-        if need.params is not None:
-            try:
-                params = tuple(inspect.signature(value).parameters)
-            except (TypeError, ValueError):
-                found.append(f"{where}.{need.name} is not a function")
-                continue
-            if params != need.params:
-                found.append(f"{where}.{need.name} takes ({', '.join(params)}), not ({', '.join(need.params)})")
-        source = inspect.getsource(value) if need.mentions else ""
-        found += [f"{where}.{need.name} no longer uses {word}" for word in need.mentions if word not in source]
-    return found
 
 
 def installed_versions() -> str:
