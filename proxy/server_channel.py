@@ -154,7 +154,7 @@ class DirectorChannel(TwistedChannel):
         if head is None:
             return False
         method, target, version, fields = head
-        request = self.request_without_parser(fields)
+        request = self.request_without_parser()
         request.parsed_fields = fields
         self.persistent = self.checkPersistence(request, version)
         request.gotLength(0)
@@ -233,7 +233,7 @@ class DirectorChannel(TwistedChannel):
         if version != b"HTTP/1.1":
             return False  # as Twisted: no HTTP/1.0 keep-alive
         if self.factory.server.draining or b"close" in connection_tokens(
-                request.requestHeaders.getRawHeaders(b"connection", ())):
+                request.field_values(b"connection")):
             request.responseHeaders.setRawHeaders(b"Connection", [b"close"])
             return False
         return True

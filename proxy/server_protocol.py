@@ -27,6 +27,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
+from proxy.request_fields import ParsedFieldsMixin
 from proxy.request_record import CLIENT_GONE, RequestRecord
 from proxy.response_head import NO_BODY_STATUSES, RawHeadMixin
 
@@ -46,7 +47,7 @@ ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 UNDERSCORE = ord("_")  # looked for as an int: see proxy.response_head.LF
 
 
-class RequestMixin:
+class RequestMixin(ParsedFieldsMixin):
     """Response handling and request rules shared by both planes.
 
     The response is written through Twisted's Request (which chunks when no
@@ -61,7 +62,6 @@ class RequestMixin:
     _body_length = 0
     _aborted = False
     lost = False  # the client connection is gone
-    parsed_fields: list | None = None  # [(lower-case name, value)], checked: a head read in one pass
     log_failures = True  # False where daphne's application checker logs them already
 
     def requestReceived(self, command, path, version):
@@ -103,7 +103,7 @@ class RequestMixin:
             self.respond_error(405)
         elif self.uri[:1] != b"/":  # absolute-form, authority-form, OPTIONS *
             self.respond_error(400, close=True)
-        elif self.clientproto == b"HTTP/1.1" and len(self.requestHeaders.getRawHeaders(b"host", ())) != 1:
+        elif self.clientproto == b"HTTP/1.1" and len(self.field_values(b"host")) != 1:
             self.respond_error(400, close=True)
         elif INVALID_TARGET.search(self.uri) or not VALID_METHOD.fullmatch(self.method):
             self.respond_error(400, close=True)

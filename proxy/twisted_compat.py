@@ -27,7 +27,8 @@ from proxy.adapter_check import Need, problems
 __all__ = [
     "AdapterMismatch", "ChunkedDecoder", "MalformedChunkedData", "Need", "TwistedChannel", "TwistedH2Connection",
     "add_reader_unlogged",
-    "application_task", "application_tasks", "event_loop_of", "mark_adopted_unix_port", "pending_write_bytes",
+    "application_task", "application_tasks", "event_loop_of", "file_fields", "mark_adopted_unix_port",
+    "pending_write_bytes",
     "replace_accepted_transport", "take_buffered_input", "verify",
 ]
 
@@ -99,6 +100,21 @@ def application_tasks(server) -> list:
             if "application_instance" in details]
 
 
+def file_fields(headers: Headers, fields: list) -> None:
+    """File `fields` ([(name, value)], values without line breaks) into an empty `headers`
+    as HTTPChannel.headerReceived would, under Headers' canonical names, without the
+    per-field calls and value sanitising that have nothing to do."""
+    filed = headers._rawHeaders
+    canonical = _header_names.encode
+    for name, value in fields:
+        name = canonical(name)
+        values = filed.get(name)
+        if values is None:
+            filed[name] = [value]
+        else:
+            values.append(value)
+
+
 # -- base classes whose methods touch internals ---------------------------------------------
 
 class TwistedChannel(http.HTTPChannel):
@@ -129,23 +145,11 @@ class TwistedChannel(http.HTTPChannel):
         self._command, self._path, self._version = method, target, version
         return request
 
-    def request_without_parser(self, fields: list):
+    def request_without_parser(self):
         """A new request from `requestFactory` for a head read without the line parser (whose
-        state stays as it was between requests): `fields` ([(name, value)], values without
-        line breaks) are filed as HTTPChannel.headerReceived would, under Headers' canonical
-        names, without the per-field calls and value sanitising that have nothing to do.
-        `run_request` starts it."""
+        state stays as it was between requests); `run_request` starts it."""
         request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
-        filed = request.requestHeaders._rawHeaders
-        canonical = _header_names.encode
-        for name, value in fields:
-            name = canonical(name)
-            values = filed.get(name)
-            if values is None:
-                filed[name] = [value]
-            else:
-                values.append(value)
         return request
 
     def run_request(self, request, method: bytes, target: bytes, version: bytes) -> None:

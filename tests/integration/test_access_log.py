@@ -62,7 +62,7 @@ def test_combined_lines_name_director_backend_status_bytes_and_request_id(tmp_pa
                                   headers={"User-Agent": 'curl "quoted"', "Referer": "http://r.example/"})
             missing = director.request("GET", "/nope", headers={"Host": "nowhere.example"})
             director.request("GET", "/bytes?size=5000", headers={"Host": "app.example"})
-            refused = director.request("TRACE", "/t")  # answered by the server itself: 405
+            refused = director.request("TRACE", "/t", headers={"User-Agent": "refusing-agent"})  # the server's own 405
             posted, unrouted, sized, traced = (COMBINED.fullmatch(line_with(log, needle))
                                                for needle in ('"POST /echo', '"GET /nope', '"GET /bytes', '"TRACE /t'))
         finally:
@@ -80,6 +80,7 @@ def test_combined_lines_name_director_backend_status_bytes_and_request_id(tmp_pa
 
     assert (sized["target"], sized["status"], sized["bytes"]) == ("/bytes?size=5000", "200", "5000")
     assert (traced["status"], traced["director"], traced["request_id"]) == ("405", "-", refused[1]["x-request-id"])
+    assert traced["agent"] == "refusing-agent"  # a refused request's fields are logged too
 
 
 def test_a_client_that_leaves_before_the_response_is_logged_as_499(tmp_path):
