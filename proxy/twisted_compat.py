@@ -137,17 +137,10 @@ class TwistedChannel(http.HTTPChannel):
         """LineReceiver holds the start of a line that has not ended yet."""
         return bool(self._buffer)
 
-    def start_request(self, method: bytes, target: bytes, version: bytes):
-        """What HTTPChannel.lineReceived does with a request line: a new request object from
-        `requestFactory`, and the line's parts, which allContentReceived hands to it."""
-        request = self.requestFactory(self, len(self.requests))
-        self.requests.append(request)
-        self._command, self._path, self._version = method, target, version
-        return request
-
     def request_without_parser(self):
-        """A new request from `requestFactory` for a head read without the line parser (whose
-        state stays as it was between requests); `run_request` starts it."""
+        """A new request from `requestFactory`, queued as HTTPChannel.lineReceived queues one
+        for a request line, for a head read without the line parser (whose state stays as it
+        was between requests); `run_request` starts it."""
         request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
         return request
@@ -374,10 +367,9 @@ def needs() -> list[Need]:
         Need(LineReceiver, "setLineMode", ("self", "extra"), mentions=("self.line_mode = 1",)),
         Need(channel, "_maybeChooseTransferDecoder", ("self", "header", "data")),
         Need(channel, "lineReceived", ("self", "line"),
-             mentions=("self._command", "self._path", "self._version", "self.requests.append")),
+             mentions=("self.requestFactory(self, len(self.requests))", "self.requests.append")),
         Need(channel, "allContentReceived", ("self",), mentions=(
-            "self._command", "self._path", "self._version", "self._handlingRequest = True", "self.setRawMode()",
-            "req.requestReceived(command, path, version)")),
+            "self._handlingRequest = True", "self.setRawMode()", "req.requestReceived(command, path, version)")),
         Need(channel, "_respondToBadRequestAndDisconnect", ("self",)),
         Need(channel, "_finishRequestBody", ("self", "data")),
         Need(channel, "forceAbortClient", ("self",)),
