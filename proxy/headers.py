@@ -13,9 +13,10 @@ from proxy.request_record import choose_request_id
 # A field name or method (RFC 9110 5.6.2 token), as a regular expression fragment.
 TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 OWS = b" \t"  # optional whitespace around a field value (RFC 9110 5.6.3)
-# A field value as a regular expression fragment: no controls but HTAB (RFC 9110 5.5), so
-# no CR or LF either.
-FIELD_VALUE = rb"[^\x00-\x08\x0a-\x1f\x7f]*"
+# The characters a field value must not hold, as a regular expression class body: the
+# controls but HTAB (RFC 9110 5.5), so CR and LF too; and a field value made of the others.
+FIELD_CONTROLS = rb"\x00-\x08\x0a-\x1f\x7f"
+FIELD_VALUE = rb"[^" + FIELD_CONTROLS + rb"]*"
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",

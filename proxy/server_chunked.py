@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 
+from proxy.headers import FIELD_VALUE, TOKEN
 from proxy.twisted_compat import ChunkedDecoder, MalformedChunkedData
 
-FIELD_LINE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\x00-\x08\x0a-\x1f\x7f]*")
+FIELD_LINE = re.compile(TOKEN + rb":" + FIELD_VALUE)
 MAX_CHUNK_SIZE = 2**63 - 1
 
 

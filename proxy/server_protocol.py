@@ -27,6 +27,7 @@ from twisted.web import http
 from twisted.web.http_headers import Headers
 
 from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
+from proxy.headers import FIELD_CONTROLS
 from proxy.request_fields import ParsedFieldsMixin
 from proxy.request_record import CLIENT_GONE, RequestRecord
 from proxy.response_head import NO_BODY_STATUSES, RawHeadMixin
@@ -35,7 +36,7 @@ logger = logging.getLogger("director.server")
 
 BODY_CHUNK = 64 * 1024  # size of the http.request messages receive() yields
 SPOOL_LIMIT = 100_000  # request bodies up to this size stay in memory (Twisted's threshold)
-INVALID_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")  # RFC 9110 5.5: no controls but HTAB
+INVALID_VALUE = re.compile(rb"[" + FIELD_CONTROLS + rb"]")
 REJECTED_METHODS = frozenset({b"CONNECT", b"TRACE"})
 # Methods are case-sensitive (RFC 9110 9.1), so `trace` is not TRACE but an unknown method
 # no backend expects: like nginx, only upper-case letters, "-" and "_" are accepted (400).

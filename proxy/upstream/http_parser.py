@@ -28,7 +28,7 @@ _FIELD = TOKEN + rb":" + FIELD_VALUE
 _FIELD_LINE = re.compile(_FIELD)  # one field line (trailers; naming a bad head line)
 # Every field line of a head at once (CRLF between them): one check for the usual head.
 _FIELD_BLOCK = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
-_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;" + FIELD_VALUE + rb")?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
 # parser states
