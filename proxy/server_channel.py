@@ -38,7 +38,8 @@ HEAD_LIMIT = 16 * 1024  # request line + headers, CRLFs included
 MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversized head
 WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
 SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
-SEND_SETTLE = 0.5  # seconds after a response blocks before its pending bytes are counted
+SEND_SETTLE = 0.5  # seconds (at most half send_timeout) after a response blocks before its
+#                   pending bytes are counted: a client that reads nothing is cut after both
 _OUTQ = bytes(4)  # ioctl(TIOCOUTQ) buffer: an int
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
 DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send one request
@@ -85,7 +86,7 @@ class DirectorChannel(TwistedChannel):
     write_blocked = False  # the transport paused us: its buffer is over WRITE_HIGH_WATER
     _write_waiter: asyncio.Future | None = None
     _pending_at_check: int | None = None
-    _blocked_at: float | None = None  # when drain() began waiting (BUSY only)
+    _settling = False  # drain() began waiting: the first sweep past SEND_SETTLE counts
 
     def connectionMade(self):
         super().connectionMade()
@@ -241,7 +242,8 @@ class DirectorChannel(TwistedChannel):
     def requestDone(self, request):
         """Back to IDLE; replaying buffered pipelined bytes moves on to HEAD at once."""
         self.phase = IDLE
-        self._pending_at_check = self._blocked_at = None
+        self._pending_at_check = None
+        self._settling = False
         self.deadline = self.factory.clock() + self.factory.header_timeout
         super().requestDone(request)
         if self.factory.server.draining:
@@ -317,14 +319,20 @@ class DirectorChannel(TwistedChannel):
         buffered, or BUSY waiting in drain()) earns another send_timeout as long as the
         client took some bytes since the last check: only a client that reads nothing
         for send_timeout is cut off, as with nginx's send_timeout.
+
+        Each check looks back a whole send_timeout. The client's kernel reopens its
+        receive window only once its reader has freed a sixteenth of the buffer (TCP's
+        silly-window avoidance), so a slow reader's progress shows here in bursts; a
+        shorter look could fall between two of them and cut off a client that reads.
         """
         phase = self.phase
         if phase is IDLE or phase is BUSY:
             pending = self._pending_output()
-            if pending and self._pending_at_check is None and self._blocked_at is not None:
+            if pending and self._settling:
                 # drain()'s first look, once the kernel has settled: count from here
+                self._settling = False
                 self._pending_at_check = pending
-                self.deadline = self._blocked_at + self.factory.send_timeout
+                self.deadline = self.factory.clock() + self.factory.send_timeout
                 return
             if pending and pending != self._pending_at_check:
                 self._pending_at_check = pending
@@ -367,7 +375,8 @@ class DirectorChannel(TwistedChannel):
             self._write_waiter = None
             if self.phase is BUSY:
                 self.deadline = None
-                self._pending_at_check = self._blocked_at = None
+                self._pending_at_check = None
+                self._settling = False
             if not waiter.done():
                 waiter.set_result(None)
 
@@ -385,9 +394,9 @@ class DirectorChannel(TwistedChannel):
                 # (the peer's receive queue is compacted, zero-window probes), and counting
                 # that as the client reading earned a second send_timeout (120 s, not 60).
                 self._write_waiter = asyncio.get_running_loop().create_future()
-                self._blocked_at = now = self.factory.clock()
-                self.deadline = now + min(SEND_SETTLE, self.factory.send_timeout / 2)
+                self.deadline = self.factory.clock() + min(SEND_SETTLE, self.factory.send_timeout / 2)
                 self._pending_at_check = None
+                self._settling = True
             await self._write_waiter
 
 
