@@ -1,10 +1,15 @@
-"""The request's fields for a head read in one pass, and Twisted's table of them on demand.
+"""The request's fields for a head read in one pass, and Twisted's tables of them on demand.
 
 `proxy.server_channel` reads the usual request head in one pass (proxy.server_head) into a
 list of checked, lower-cased fields, which the traffic request hands to the application as
 the ASGI scope's headers. Twisted's `Headers` table of the same fields is filled only when
 something asks for it (daphne's management requests, a refused request's log line): filing
 each field there costs a name lookup and a list per field that the traffic path never reads.
+
+The same goes for the rest of what Twisted's `Request.__init__` makes for every request: the
+response's extra-field table (`responseHeaders`, used when the server adds `Connection:
+close` or answers an error itself) and the peer and host address objects (`client`, `host`:
+the traffic path has the channel's scope lists). `LeanRequestMixin` makes each on first use.
 """
 from __future__ import annotations
 
@@ -46,3 +51,60 @@ class ParsedFieldsMixin:
         if fields is None:
             return self.requestHeaders.getRawHeaders(name, [])
         return [value for field, value in fields if field == name]
+
+
+class LeanRequestMixin(ParsedFieldsMixin):
+    """Twisted's `Request.__init__` without the objects most requests never use (see the
+    module docstring); `proxy.twisted_compat.REQUEST_STATE` lists what that `__init__` sets,
+    and the adapter's start-up check fails if Twisted's sets anything else."""
+
+    _response_table: Headers | None = None
+    _client_address = None
+    _host_address = None
+
+    def __init__(self, channel, queued=None):
+        self.channel = channel
+        self.transport = channel.transport
+        self.notifications = []
+        self.received_cookies = {}
+        self.cookies = []
+        self.queued = False
+        self._parsePOSTFormSubmission = False  # not http.Request: a slow module proxy
+
+    @property
+    def responseHeaders(self) -> Headers:  # noqa: N802 - Twisted's name
+        table = self._response_table
+        if table is None:
+            table = self._response_table = Headers()
+        return table
+
+    @responseHeaders.setter
+    def responseHeaders(self, table: Headers) -> None:  # noqa: N802 - Twisted's name
+        self._response_table = table
+
+    def extra_response_fields(self):
+        """The fields the server added to the response ((name, values) pairs), if any."""
+        table = self._response_table
+        return () if table is None else table.getAllRawHeaders()
+
+    @property
+    def client(self):
+        address = self._client_address
+        if address is None:
+            address = self._client_address = self.channel.getPeer()
+        return address
+
+    @client.setter
+    def client(self, address) -> None:
+        self._client_address = address
+
+    @property
+    def host(self):
+        address = self._host_address
+        if address is None:
+            address = self._host_address = self.channel.getHost()
+        return address
+
+    @host.setter
+    def host(self, address) -> None:
+        self._host_address = address

@@ -114,7 +114,7 @@ class RawHeadMixin:
             elif lower == b"server":
                 has_server = True
             add(head, lower, value)
-        for name, values in self.responseHeaders.getAllRawHeaders():  # Connection: close, if closing
+        for name, values in self.extra_response_fields():  # Connection: close, if closing
             for value in values:
                 add(head, name, value)
         server_field = self.channel.factory.server.server_field

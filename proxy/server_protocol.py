@@ -28,7 +28,7 @@ from twisted.web.http_headers import Headers
 
 from proxy.error_responses import CONTENT_TYPE, REASONS, error_body
 from proxy.headers import FIELD_CONTROLS
-from proxy.request_fields import ParsedFieldsMixin
+from proxy.request_fields import LeanRequestMixin, ParsedFieldsMixin
 from proxy.request_record import CLIENT_GONE, RequestRecord
 from proxy.response_head import NO_BODY_STATUSES, RawHeadMixin
 
@@ -217,7 +217,7 @@ class RequestMixin(ParsedFieldsMixin):
                        else "the application failed" if failure else "the application ended the response early")
 
 
-class TrafficRequest(RawHeadMixin, RequestMixin, http.Request):
+class TrafficRequest(RawHeadMixin, RequestMixin, LeanRequestMixin, http.Request):
     """A request to `proxy.app`: lean scope, lazy body, cancellation on disconnect.
 
     The body, spooled as it arrives (memory up to SPOOL_LIMIT, else a temp file), reaches
@@ -231,9 +231,6 @@ class TrafficRequest(RawHeadMixin, RequestMixin, http.Request):
     _gone: asyncio.Future | None = None
     record: RequestRecord | None = None
     _request_done = None  # the application's request_done(record), if it has one
-
-    def __init__(self, channel, queued=None):
-        super().__init__(channel, parsePOSTFormSubmission=False)  # not http.Request: a slow module proxy
 
     def parseCookies(self):
         """Nothing to do: Twisted would parse Cookie into `received_cookies`, which nothing

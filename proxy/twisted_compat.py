@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sequence
 from importlib import metadata
 
 import priority
@@ -408,13 +409,36 @@ def installed_versions() -> str:
     return f"Twisted {metadata.version('Twisted')} / daphne {metadata.version('daphne')}"
 
 
-def check(wanted: list[Need]) -> None:
-    """Raise AdapterMismatch naming every need that does not fit, and the versions."""
-    missing = problems(wanted)
+# What Twisted's Request.__init__ sets on every request; proxy.request_fields.LeanRequestMixin
+# sets each of these itself or makes it on first use, so Twisted setting anything more is a
+# mismatch (a method of Request may read it).
+REQUEST_STATE = frozenset({"channel", "transport", "notifications", "received_cookies", "cookies", "queued",
+                           "_parsePOSTFormSubmission", "requestHeaders", "responseHeaders", "client", "host"})
+
+
+class _AddressedChannel:
+    transport = None
+
+    def getPeer(self):  # noqa: N802 - Twisted's interface
+        return None
+
+    getHost = getPeer
+
+
+def request_state_problems() -> list[str]:
+    """What Twisted's Request.__init__ sets beyond REQUEST_STATE."""
+    extra = set(vars(http.Request(_AddressedChannel()))) - REQUEST_STATE
+    return [f"twisted.web.http.Request.__init__ also sets {', '.join(sorted(extra))}"] if extra else []
+
+
+def check(wanted: list[Need], more: Sequence[str] = ()) -> None:
+    """Raise AdapterMismatch naming every need that does not fit (and `more` problems found
+    otherwise), and the versions."""
+    missing = problems(wanted) + list(more)
     if missing:
         raise AdapterMismatch(f"Director's adapter does not fit {installed_versions()}: {'; '.join(missing)}")
 
 
 def verify() -> None:
     """Check every internal Director relies on (after the reactor is installed)."""
-    check(needs())
+    check(needs(), request_state_problems())

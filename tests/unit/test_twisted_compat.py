@@ -71,3 +71,20 @@ def test_a_private_name_gone_from_twisted_fails_the_import(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last == (f"proxy.twisted_compat.AdapterMismatch: Director's adapter does not fit {VERSIONS}: "
                     "twisted.web.http.HTTPChannel has no attribute _abortingCall")
+
+
+def test_request_state_twisted_adds_is_named(monkeypatch):
+    """The traffic request sets Twisted's per-request state itself (LeanRequestMixin): a
+    release whose Request.__init__ sets more is refused, naming what it sets."""
+    from twisted.web import http
+
+    from proxy.twisted_compat import request_state_problems
+    assert request_state_problems() == []
+    plain_init = http.Request.__init__
+
+    def init_with_more(self, *args, **kwargs):
+        plain_init(self, *args, **kwargs)
+        self._startedAt = 0.0
+
+    monkeypatch.setattr(http.Request, "__init__", init_with_more)
+    assert request_state_problems() == ["twisted.web.http.Request.__init__ also sets _startedAt"]
