@@ -212,6 +212,24 @@ class DirectorRuntime:
         if node is not None and backend.capacity:
             node.offer(self.id, backend.id, backend.capacity)
 
+    def slot_now(self, exclude=frozenset(), prefer: BackendRuntime | None = None) -> Slot | None:
+        """`acquire()` when nobody waits and a slot is free, without a coroutine (the usual
+        case, once per request); None: await `acquire()`."""
+        if not self.settings.enabled:
+            raise Refused("director disabled")
+        if self.queue:
+            return None  # earlier arrivals first: acquire() serves them
+        return self._free_slot(exclude, prefer)[0]
+
+    def _free_slot(self, exclude, prefer: BackendRuntime | None) -> tuple[Slot | None, BackendRuntime | None]:
+        """A free slot (on `prefer` while it can serve) or None, and the preference left."""
+        if prefer is not None:
+            if prefer in exclude or not self.can_prefer(prefer):
+                prefer = None
+            else:
+                return self._slot_on(prefer), prefer
+        return self._pick_slot(exclude), None
+
     async def acquire(self, exclude=frozenset(), *, retrying: bool = False, prefer: BackendRuntime | None = None) -> Slot:
         """A slot on a backend for this request; queues when all are busy. With `prefer`
         (a sticky cookie's backend), a slot on that backend while it can serve: the request
@@ -221,12 +239,7 @@ class DirectorRuntime:
             raise Refused("director disabled")
         if self.queue:
             self.dispatch_waiters()  # earlier arrivals first; what they cannot use is free
-        if prefer is not None:
-            if prefer in exclude or not self.can_prefer(prefer):
-                prefer = None
-            elif (slot := self._slot_on(prefer)) is not None:
-                return slot
-        slot = None if prefer is not None else self._pick_slot(exclude)
+        slot, prefer = self._free_slot(exclude, prefer)
         if slot is not None:
             return slot
         if not self.any_available() and not settings.enqueue_on_unavailable:

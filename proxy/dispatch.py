@@ -95,7 +95,9 @@ class Dispatcher:
             else:
                 try:
                     if bucket is None:
-                        slot = await director.acquire(exclude, retrying=attempts > 0, prefer=prefer)
+                        slot = director.slot_now(exclude, prefer)
+                        if slot is None:
+                            slot = await director.acquire(exclude, retrying=attempts > 0, prefer=prefer)
                     else:
                         slot = await director.acquire_in_bucket(bucket, exclude, retrying=attempts > 0, prefer=prefer)
                 except Refused as refused:
