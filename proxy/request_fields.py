@@ -53,14 +53,35 @@ class ParsedFieldsMixin:
         return [value for field, value in fields if field == name]
 
 
+class _ChannelAddress:
+    """A request's address attribute (`client`, `host`), asked of its channel on first read;
+    settable, as Twisted's `Request.__init__` sets it."""
+
+    def __init__(self, method: str):
+        self.method = method
+        self.key = ""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.key = f"_{name}_address"
+
+    def __get__(self, request, owner=None):
+        if request is None:
+            return self
+        address = request.__dict__.get(self.key)
+        if address is None:
+            address = request.__dict__[self.key] = getattr(request.channel, self.method)()
+        return address
+
+    def __set__(self, request, address) -> None:
+        request.__dict__[self.key] = address
+
+
 class LeanRequestMixin(ParsedFieldsMixin):
     """Twisted's `Request.__init__` without the objects most requests never use (see the
     module docstring); `proxy.twisted_compat.REQUEST_STATE` lists what that `__init__` sets,
     and the adapter's start-up check fails if Twisted's sets anything else."""
 
     _response_table: Headers | None = None
-    _client_address = None
-    _host_address = None
 
     def __init__(self, channel, queued=None):
         self.channel = channel
@@ -87,24 +108,5 @@ class LeanRequestMixin(ParsedFieldsMixin):
         table = self._response_table
         return () if table is None else table.getAllRawHeaders()
 
-    @property
-    def client(self):
-        address = self._client_address
-        if address is None:
-            address = self._client_address = self.channel.getPeer()
-        return address
-
-    @client.setter
-    def client(self, address) -> None:
-        self._client_address = address
-
-    @property
-    def host(self):
-        address = self._host_address
-        if address is None:
-            address = self._host_address = self.channel.getHost()
-        return address
-
-    @host.setter
-    def host(self, address) -> None:
-        self._host_address = address
+    client = _ChannelAddress("getPeer")
+    host = _ChannelAddress("getHost")
