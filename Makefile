@@ -11,7 +11,7 @@ COMPAT_TESTS ?= tests/unit/test_twisted_compat.py tests/unit/test_reactor.py tes
 	tests/integration/test_server_*.py tests/integration/test_runproxy_startup.py \
 	tests/integration/test_proxy_tls_listener.py tests/integration/test_proxy_http2.py
 
-.PHONY: run test bench venv test-venv compat clean
+.PHONY: run test bench instructions venv test-venv compat clean
 
 $(VENV)/.run-deps: requirements.txt
 	@test -n "$(PYTHON)" || { echo "make: Python 3.11 or newer is required" >&2; exit 1; }
@@ -58,6 +58,9 @@ compat:
 
 bench: $(VENV)/.test-deps
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+instructions: $(VENV)/.test-deps
+	$(PY) bench/instructions.py $(INSTRUCTIONS_ARGS)
 
 clean:
 	rm -rf $(VENV) var db.sqlite3

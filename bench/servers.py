@@ -141,11 +141,11 @@ class Server:
 
 
 def _start(workdir: Path, name: str, args: list, port: int, path: str = "/", env=None,
-           logs: tuple[str, ...] = ()) -> Server:
+           logs: tuple[str, ...] = (), listen_timeout: float = START_TIMEOUT) -> Server:
     process = Process(args, workdir / f"{name}.out", env=env)
     server = Server(name, port, process, path, [workdir / log for log in logs])
     try:
-        server.wait_listening()
+        server.wait_listening(listen_timeout)
     except BaseException:
         server.stop()
         raise
@@ -318,11 +318,11 @@ def _toml_table(values: dict) -> str:
 
 
 def director_config(backend_url: str, director: dict | None = None, route: dict | None = None,
-                    capacity: int = 0) -> str:
+                    capacity: int = 0, health_check_interval: float = 2) -> str:
     """A config with the static director `bench` (one backend) and a route `/` passing to it."""
     return f"""[directors.{DIRECTOR_NAME}]
 {_toml_table(director or {})}
-backends = {{ b1 = {{ url = {json.dumps(backend_url)}, capacity = {capacity}, health_check_interval = 2 }} }}
+backends = {{ b1 = {{ url = {json.dumps(backend_url)}, capacity = {capacity}, health_check_interval = {health_check_interval:g} }} }}
 
 [[routes]]
 path = "/"
@@ -332,10 +332,11 @@ pass = {json.dumps(DIRECTOR_NAME)}
 
 
 def director(workdir: Path, name: str, config: str, path: str = "/", workers: int = 1,
-             tls: tuple[str, str] | None = None) -> Server:
+             tls: tuple[str, str] | None = None, wrapper: tuple[str, ...] = (), patience: float = 1.0) -> Server:
     """`manage.py migrate`, then `runproxy` (health monitor on) with `config`; `workers` > 1
     needs Redis (REDIS_URL, default 127.0.0.1:6379); with `tls` (cert, key) the traffic
-    listener is `tls://`.
+    listener is `tls://`. `wrapper` runs it under another program (valgrind), which
+    `patience` times longer start-up timeouts allow for.
 
     Returns once a GET of `path` through it answers 200, i.e. the backend is online.
     """
@@ -357,12 +358,12 @@ def director(workdir: Path, name: str, config: str, path: str = "/", workers: in
     (home / "director.toml").write_text(config)
     port, admin_port = free_port(HOST), free_port(HOST)
     listen = f"tls://{HOST}:{port}" if tls else f"{HOST}:{port}"
-    args = [sys.executable, "manage.py", "runproxy", "--config", home / "director.toml",
+    args = [*wrapper, sys.executable, "manage.py", "runproxy", "--config", home / "director.toml",
             "--listen", listen, "--admin-listen", f"{HOST}:{admin_port}", "--workers", str(workers)]
-    server = _start(workdir, name, args, port, path, env=env)
+    server = _start(workdir, name, args, port, path, env=env, listen_timeout=START_TIMEOUT * patience)
     server.scheme = "https" if tls else "http"
     try:
-        server.wait_ok(DIRECTOR_READY_TIMEOUT)
+        server.wait_ok(DIRECTOR_READY_TIMEOUT * patience)
     except BaseException:
         server.stop()
         raise
@@ -423,14 +424,19 @@ def test_certificate(workdir: Path) -> tuple[str, str]:
     return make_certs(workdir / "certs").localhost
 
 
-def director_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR, workers: int = 1) -> Server:
-    if not FASTCGI_UPSTREAM.exists():
-        raise ServerError(f"FastCGI support has not landed yet ({FASTCGI_UPSTREAM.relative_to(REPO)})")
+def fastcgi_config(fpm_port: int, root: Path = PHP_DIR) -> str:
+    """The bench director on php-fpm at `fpm_port`, health-checked with the bench script."""
     health = {"health_check_request_path": f"/{PHP_SCRIPT}",
               "health_check_fcgi_script_filename": str(root / PHP_SCRIPT)}
     # capacity = pm.max_children, for the node whatever the number of workers: php-fpm ties
     # a child to each open connection, so more concurrent requests than children only wait in
     # its backlog; Director queues them instead.
-    config = director_config(f"fastcgi://{HOST}:{fpm_port}", health, {"document_root": str(root)},
-                             capacity=PHP_CHILDREN)
-    return director(workdir, f"director-fastcgi-{workers}", config, f"/{PHP_SCRIPT}", workers=workers)
+    return director_config(f"fastcgi://{HOST}:{fpm_port}", health, {"document_root": str(root)},
+                           capacity=PHP_CHILDREN)
+
+
+def director_fastcgi(workdir: Path, fpm_port: int, root: Path = PHP_DIR, workers: int = 1) -> Server:
+    if not FASTCGI_UPSTREAM.exists():
+        raise ServerError(f"FastCGI support has not landed yet ({FASTCGI_UPSTREAM.relative_to(REPO)})")
+    return director(workdir, f"director-fastcgi-{workers}", fastcgi_config(fpm_port, root), f"/{PHP_SCRIPT}",
+                    workers=workers)
