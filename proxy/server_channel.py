@@ -39,7 +39,8 @@ MAX_HEADERS = 500  # Twisted's default; more headers answer 431 like an oversize
 WRITE_HIGH_WATER = 256 * 1024  # send() waits while the transport buffers more than this
 SEND_TIMEOUT = 60.0  # default: a blocked response whose client reads nothing this long is aborted
 SEND_SETTLE = 0.5  # seconds (at most half send_timeout) after a response blocks before its
-#                   pending bytes are counted: a client that reads nothing is cut after both
+#                   pending bytes are counted: a client that reads nothing is cut after
+#                   this plus send_timeout
 _OUTQ = bytes(4)  # ioctl(TIOCOUTQ) buffer: an int
 ABORT_AFTER = 10.0  # seconds a closing connection gets to flush before it is aborted
 DRAIN_IDLE_GRACE = 1.0  # stopping: an idle keep-alive connection may still send one request
