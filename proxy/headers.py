@@ -6,6 +6,7 @@ the common case (no Connection tokens, untrusted peer) takes the fewest steps.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 
 from proxy.request_record import choose_request_id
@@ -17,6 +18,8 @@ OWS = b" \t"  # optional whitespace around a field value (RFC 9110 5.6.3)
 # controls but HTAB (RFC 9110 5.5), so CR and LF too; and a field value made of the others.
 FIELD_CONTROLS = rb"\x00-\x08\x0a-\x1f\x7f"
 FIELD_VALUE = rb"[^" + FIELD_CONTROLS + rb"]*"
+FIELD = TOKEN + rb":" + FIELD_VALUE  # one field line without its CRLF, as a fragment
+FIELD_LINE = re.compile(FIELD)  # ... and compiled, for fullmatch
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",

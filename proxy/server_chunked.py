@@ -10,12 +10,9 @@ Trailers are then dropped, as before: nothing forwards them.
 """
 from __future__ import annotations
 
-import re
-
-from proxy.headers import FIELD_VALUE, TOKEN
+from proxy.headers import FIELD_LINE
 from proxy.twisted_compat import ChunkedDecoder, MalformedChunkedData
 
-FIELD_LINE = re.compile(TOKEN + rb":" + FIELD_VALUE)
 MAX_CHUNK_SIZE = 2**63 - 1
 
 

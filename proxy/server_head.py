@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import re
 
-from proxy.headers import FIELD_VALUE, OWS, TOKEN
+from proxy.headers import FIELD, OWS, TOKEN
 
 REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])")
-FIELD_LINES = re.compile(rb"(?:" + TOKEN + rb":" + FIELD_VALUE + rb"\r\n)*")
+FIELD_LINES = re.compile(rb"(?:" + FIELD + rb"\r\n)*")
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
 # Fields whose rules only the line parser applies: a body's framing, and Expect (Twisted

@@ -14,7 +14,7 @@ import re
 from typing import Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
-from proxy.headers import FIELD_VALUE, OWS, TOKEN, connection_tokens
+from proxy.headers import FIELD, FIELD_LINE, FIELD_VALUE, OWS, connection_tokens
 from proxy.upstream.base import MAX_HEAD
 
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
@@ -24,10 +24,8 @@ HEAD_END = b"\r\n\r\n"
 HTTP_PREFIX = b"HTTP/"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-_FIELD = TOKEN + rb":" + FIELD_VALUE
-_FIELD_LINE = re.compile(_FIELD)  # one field line (trailers; naming a bad head line)
 # Every field line of a head at once (CRLF between them): one check for the usual head.
-_FIELD_BLOCK = re.compile(_FIELD + rb"(?:\r\n" + _FIELD + rb")*")
+_FIELD_BLOCK = re.compile(FIELD + rb"(?:\r\n" + FIELD + rb")*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;" + FIELD_VALUE + rb")?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -269,7 +267,7 @@ class ResponseParser:
                     self._remaining -= len(line) + 2
                     if self._remaining < 0:
                         raise ProtocolError("trailer section over 64 KiB")
-                    if _FIELD_LINE.fullmatch(line) is None:
+                    if FIELD_LINE.fullmatch(line) is None:
                         raise ProtocolError(f"invalid trailer line {line[:80]!r}")
             else:  # _DONE: bytes after the last chunk
                 self.extra_data = True
@@ -312,7 +310,7 @@ class ResponseParser:
 def _name_bad_line(lines) -> None:
     """Raise ProtocolError naming the first field line that is not one."""
     for line in lines:
-        if _FIELD_LINE.fullmatch(line) is None:
+        if FIELD_LINE.fullmatch(line) is None:
             if line[:1] in (b" ", b"\t"):
                 raise ProtocolError("obsolete line folding in response head")
             raise ProtocolError(f"invalid header line {line[:80]!r}")
