@@ -3,6 +3,7 @@ database as the data plane's config source, and the data plane's live figures as
 stats provider of balancer.livestats."""
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 
 from django import db
@@ -18,17 +19,41 @@ from .models import Backend, Bucket, Director, Route
 DRAINED_ACTOR = "proxy:drained"
 
 
+def _kept_connection(method):
+    """Run a read on the calling thread's kept connection (the data plane makes every call
+    in one thread: proxy.one_thread). Polls twice a second must not open a connection each:
+    on PostgreSQL that is a new server process per poll. A failed call drops the connection;
+    when it had been reused (the server closed it meanwhile: a restart, an idle timeout, a
+    terminated session), the call is made once more on a new one, so that only a database
+    that does not answer now counts as away."""
+
+    @functools.wraps(method)
+    def call(self, *args):
+        reused = db.connection.connection is not None
+        try:
+            return method(self, *args)
+        except db.Error:
+            db.connection.close()
+            if not reused:
+                raise
+        try:
+            return method(self, *args)
+        except db.Error:
+            db.connection.close()
+            raise
+    return call
+
+
 class DatabaseConfigSource:
-    """proxy.config_source.ConfigSource over the ORM. Each call uses a fresh connection
-    state (`close_old_connections` before and after): it runs in whatever thread the data
-    plane picked, and a database that went away must not leave a broken connection behind."""
+    """proxy.config_source.ConfigSource over the ORM, on a connection kept between calls."""
 
+    @_kept_connection
     def read_version(self) -> int:
-        with _fresh_connection():
-            return services.current_version()
+        return services.current_version()
 
+    @_kept_connection
     def read_rows(self) -> ConfigRows:
-        with _fresh_connection(), transaction.atomic():
+        with transaction.atomic():
             buckets: dict[int, list[dict]] = {}
             for bucket in Bucket.objects.values(*BUCKET_FIELDS):
                 buckets.setdefault(bucket["director_id"], []).append(bucket)
@@ -38,27 +63,25 @@ class DatabaseConfigSource:
                               list(Backend.objects.values(*BACKEND_FIELDS)),
                               list(Route.objects.values(*ROUTE_FIELDS)))  # the model orders by match order
 
+    @_kept_connection
     def read_health(self, since: datetime, ids: list[int]) -> list[dict]:
-        with _fresh_connection():
-            return list(Backend.objects.filter(Q(health_changed_at__gt=since) | Q(pk__in=ids)).values(*HEALTH_FIELDS))
+        return list(Backend.objects.filter(Q(health_changed_at__gt=since) | Q(pk__in=ids)).values(*HEALTH_FIELDS))
 
     def remove_backend(self, backend_id: int) -> None:
-        with _fresh_connection():
+        try:
             services.remove_backend(backend_id, actor=DRAINED_ACTOR)
+        except db.Error:
+            db.connection.close()  # not made again: it writes
+            raise
+
+    def close(self) -> None:
+        db.connection.close()
 
     def reaps_drained(self) -> bool:
         return worker_stats.worker_index() in (None, 0)  # under --workers, worker 0 for the group
 
     def in_flight_elsewhere(self, backend_id: int) -> int:
         return sum(b["load"]["current"] for b in worker_stats.peers().backends.get(backend_id, []))
-
-
-class _fresh_connection:
-    def __enter__(self):
-        db.close_old_connections()
-
-    def __exit__(self, *exc_info):
-        db.close_old_connections()
 
 
 class PlaneStats:

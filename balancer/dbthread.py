@@ -7,19 +7,14 @@ so the next call reconnects.
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
+
+from proxy.one_thread import OneThread
 
 
-class DatabaseThread:
-    def __init__(self, name: str):
-        self._name = name
-        self._executor: ThreadPoolExecutor | None = None
-
+class DatabaseThread(OneThread):
     def run(self, func, *args) -> asyncio.Future:
         """`func(*args)` in the thread; an awaitable future."""
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self._name)
-        return asyncio.get_running_loop().run_in_executor(self._executor, _guarded, func, args)
+        return super().run(_guarded, func, args)
 
     async def close(self) -> None:
         """Close the thread's connection, then the thread."""
@@ -28,8 +23,7 @@ class DatabaseThread:
         try:
             await self.run(_close_connection)
         finally:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self.shutdown()
 
 
 def _guarded(func, args):

@@ -3,7 +3,8 @@ does not import the control plane").
 
 `balancer.dataplane_source.DatabaseConfigSource` implements it over Django's ORM and hands it
 to `proxy.service.ProxyService` at start; tests hand in fakes. Every method blocks: the data
-plane calls them in a thread, never on the event loop.
+plane calls them in one thread of their own (proxy.one_thread), never on the event loop, so
+that what a call keeps per thread (a database connection) serves the next one.
 """
 from __future__ import annotations
 
@@ -32,3 +33,6 @@ class ConfigSource(Protocol):
 
     def in_flight_elsewhere(self, backend_id: int) -> int:
         """Requests on the backend in this node's other processes (`--workers`)."""
+
+    def close(self) -> None:
+        """Let go of what the calls kept (the database connection): the data plane stops."""

@@ -50,8 +50,11 @@ def apply_health_message(plane: DataPlane, message: dict) -> None:
 
 class HealthFollower:
     def __init__(self, plane: DataPlane, *, read: Callable, poll_interval: float = POLL_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], datetime] | None = None):
+                 clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], datetime] | None = None,
+                 run_blocking: Callable = asyncio.to_thread):
+        """`read`: ConfigSource.read_health, run by `run_blocking(func, *args)`."""
         self.plane = plane
+        self._run = run_blocking
         self.poll_interval = poll_interval
         self._read = read
         self._clock = clock
@@ -90,7 +93,7 @@ class HealthFollower:
         """Apply stored health news this process missed; expire unconfirmed passive marks."""
         expired = self._expired_marks()
         since = self._wall_clock() - timedelta(seconds=LOOKBACK)
-        rows = await asyncio.to_thread(self._read, since, sorted(expired))
+        rows = await self._run(self._read, since, sorted(expired))
         for row in rows:
             backend = self.plane.backends.get(row["id"])
             if backend is None or backend.enabled != row["enabled"]:

@@ -16,6 +16,7 @@ from proxy.dispatch import HealthSink
 from proxy.headers import HeaderRules, TrustedProxies
 from proxy.health_follow import HealthFollower
 from proxy.node_slots import NodeSlots
+from proxy.one_thread import OneThread
 from proxy.state import DataPlane
 from proxy.supervisor import workers_directory
 from proxy.watcher import ConfigWatcher
@@ -96,10 +97,12 @@ class ProxyService:
         self.layer = channel_layer
         self.monitor = monitor_factory(self.plane, self.layer) if monitor_factory is not None else None
         self.serve_monitor = serve_monitor
-        self.follower = HealthFollower(self.plane, read=source.read_health)
+        self.source_thread = OneThread("director-config")  # every source call: one kept connection
+        run = self.source_thread.run
+        self.follower = HealthFollower(self.plane, read=source.read_health, run_blocking=run)
         self.link = MonitorLink(self.monitor, self.layer, self.follower)
         self.watcher = ConfigWatcher(self.plane, source, channel_layer=self.layer, snapshot=snapshot,
-                                     on_database_back=on_database_back)
+                                     on_database_back=on_database_back, run_blocking=run)
         self._tasks: list[asyncio.Task] = []
         self.access_log = access_log_for(settings)
         self._app = None
@@ -108,7 +111,7 @@ class ProxyService:
         """Read the database once before serving (blocking; before the loop runs); when it
         does not answer, the last snapshot, else StartupError."""
         try:
-            rows = self.source.read_rows()
+            rows = self.source_thread.call(self.source.read_rows)
         except Exception as exc:  # noqa: BLE001 - whatever the driver raises: the database is away
             rows = self.snapshot.load() if self.snapshot is not None else None
             if rows is None:
@@ -173,6 +176,11 @@ class ProxyService:
             await self.monitor.stop()
         await self.follower.stop()
         await self.watcher.stop()
+        try:
+            await self.source_thread.run(self.source.close)
+        except Exception as exc:  # noqa: BLE001 - a connection the database already dropped
+            log.debug("closing the config source: %s", exc)
+        self.source_thread.shutdown()
         await self.plane.close()
         if self.access_log is not None:
             self.access_log.close()

@@ -26,9 +26,11 @@ log = logging.getLogger("director.proxy")
 
 class ConfigWatcher:
     def __init__(self, plane: DataPlane, source: ConfigSource, *, poll_interval: float = 0.5, channel_layer=None,
-                 snapshot=None, on_database_back=None):
+                 snapshot=None, on_database_back=None, run_blocking=asyncio.to_thread):
+        """`run_blocking(func, *args)`: where the source's (blocking) calls run."""
         self.plane = plane
         self.source = source
+        self._run = run_blocking
         self.poll_interval = poll_interval
         self.layer = channel_layer
         self.snapshot = snapshot
@@ -51,7 +53,7 @@ class ConfigWatcher:
         self._tasks.clear()
 
     async def reload(self) -> None:
-        rows = await asyncio.to_thread(self.source.read_rows)
+        rows = await self._run(self.source.read_rows)
         if rows[0] != self.plane.version:
             self.plane.apply_rows(*rows)
             log.debug("config version %d loaded", rows[0])
@@ -72,7 +74,7 @@ class ConfigWatcher:
             self._wake.clear()
             await self._save_snapshot()
             try:
-                version = await asyncio.to_thread(self.source.read_version)
+                version = await self._run(self.source.read_version)
                 if self.outage.failing and self.on_database_back is not None:
                     await asyncio.to_thread(self.on_database_back)
                 self.outage.ok()
@@ -114,7 +116,7 @@ class ConfigWatcher:
                     and not self.source.in_flight_elsewhere(backend.id)):
                 self._removing.add(backend.id)
                 try:
-                    await asyncio.to_thread(self.source.remove_backend, backend.id)
+                    await self._run(self.source.remove_backend, backend.id)
                     log.info("director %s: backend %s drained and removed", backend.director.name, backend.name)
                 except Exception as exc:  # noqa: BLE001 - tried again at the next poll
                     log.warning("removing drained backend %s failed: %s", backend.name, exc)

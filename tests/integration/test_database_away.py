@@ -91,6 +91,42 @@ def test_a_worker_killed_while_the_database_is_away_is_back_within_3_s(tmp_path)
             director.stop()
 
 
+def test_polls_keep_one_connection_and_replace_one_the_server_dropped(tmp_path):
+    """The config and health polls (twice a second each) reuse one connection: on
+    PostgreSQL a connection per poll is a server process per poll. When the server drops
+    that connection (terminated session, idle timeout, failover), the next poll makes a new
+    one without counting the database as away."""
+    with private_postgres() as database, http_backend("one") as backend:
+        sql(database, "ALTER SYSTEM SET log_connections = on", "SELECT pg_reload_conf()")
+        director = start_on(tmp_path, database, backend)
+        try:
+            opened = connections_logged(database)
+            time.sleep(4)  # eight config polls and eight health polls
+            assert connections_logged(database) - opened <= 1
+
+            sql(database, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
+            status, _, _ = api(director, "POST", "/api/v1/directors/app/backends/one/disable", director.key)
+            assert status == 200
+            wait_for(lambda: director.get("/")[0] == 503, 5, what="the change to reach the proxy")
+            assert "unreachable" not in director.output() and "poll failed" not in director.output()
+        finally:
+            director.stop()
+
+
+def sql(database, *statements: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"host=127.0.0.1 port={database.port} user=postgres dbname=postgres",
+                         autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def connections_logged(database) -> int:
+    return (database.directory / "postgres.log").read_text().count("connection authorized")
+
+
 def health_checks(backend) -> int:
     return sum(1 for r in backend.requests_seen if r.headers.get("x-director-health-check") == ["yes"])
 
