@@ -5,7 +5,9 @@ instructions a request costs does not, so it is how a change of a few per cent i
 noise. Director (one worker) runs under `valgrind --tool=callgrind` with the nginx backend
 of `make bench` (or php-fpm with `--php`); after a warm-up, N sequential GETs on one
 kept-alive connection are counted, then an idle window of the same length, which is
-subtracted (timers, health checks and the status publisher run in both).
+subtracted (timers, health checks and the status publisher run in both). `--connections C`
+sends them on C connections at once instead (with C above a backend's capacity, requests
+wait in the director's queue).
 
 Prints `instructions per request: 358.2k (requests 2,331M, idle 507M, N=5000)`.
 """
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -53,6 +56,17 @@ def requests(port: int, path: str, count: int, fields: dict) -> None:
         connection.close()
 
 
+def concurrent_requests(port: int, path: str, count: int, fields: dict, connections: int) -> None:
+    """`count` GETs spread over `connections` connections sending at the same time."""
+    if connections == 1:
+        requests(port, path, count, fields)
+        return
+    shares = [count // connections + (i < count % connections) for i in range(connections)]
+    with ThreadPoolExecutor(connections) as pool:
+        for done in [pool.submit(requests, port, path, share, fields) for share in shares]:
+            done.result()
+
+
 def total_instructions(dump: Path) -> int:
     for line in dump.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
@@ -69,7 +83,7 @@ def dump(pid: int, workdir: Path, label: str) -> Path:
     return new
 
 
-def measure(workdir: Path, count: int, php: bool, fields: dict) -> str:
+def measure(workdir: Path, count: int, php: bool, fields: dict, connections: int = 1) -> str:
     wrapper = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={workdir}/callgrind.%p")
     started: list[servers.Server] = []
     try:
@@ -89,7 +103,7 @@ def measure(workdir: Path, count: int, php: bool, fields: dict) -> str:
         requests(proxy.port, path, WARM_UP, fields)
         subprocess.run(["callgrind_control", "--zero", str(proxy.pid)], check=True, capture_output=True)
         began = time.monotonic()
-        requests(proxy.port, path, count, fields)
+        concurrent_requests(proxy.port, path, count, fields, connections)
         busy = dump(proxy.pid, workdir, "requests")
         time.sleep(time.monotonic() - began)
         idle = dump(proxy.pid, workdir, "idle")
@@ -99,7 +113,8 @@ def measure(workdir: Path, count: int, php: bool, fields: dict) -> str:
     busy_total, idle_total = total_instructions(busy), total_instructions(idle)
     per_request = (busy_total - idle_total) / count
     return (f"instructions per request: {per_request / 1000:.1f}k "
-            f"(requests {busy_total / 1e6:,.0f}M, idle {idle_total / 1e6:,.0f}M, N={count})")
+            f"(requests {busy_total / 1e6:,.0f}M, idle {idle_total / 1e6:,.0f}M, N={count}"
+            + (f", {connections} connections)" if connections > 1 else ")"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,14 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--requests", type=int, default=5000, help="requests counted (default 5000)")
     parser.add_argument("--php", action="store_true", help="through php-fpm (FastCGI) instead of nginx")
     parser.add_argument("--browser", action="store_true", help="send ten browser-like request fields")
+    parser.add_argument("--connections", type=int, default=1, help="connections sending at once (default 1)")
     args = parser.parse_args(argv)
+    if args.connections < 1:
+        parser.error("--connections must be at least 1")
     missing = [name for name in ("valgrind", "callgrind_control", "php-fpm8.2" if args.php else "nginx")
                if servers.find_binary(name) is None]
     if missing:
         print(f"instructions: not installed: {', '.join(missing)}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="director-instructions-") as workdir:
-        print(measure(Path(workdir), args.requests, args.php, BROWSER_FIELDS if args.browser else {}))
+        print(measure(Path(workdir), args.requests, args.php, BROWSER_FIELDS if args.browser else {},
+                      args.connections))
     return 0
 
 
