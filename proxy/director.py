@@ -197,6 +197,8 @@ class DirectorRuntime:
     def free_slot(self, backend: BackendRuntime) -> None:
         """Free the backend's slot and give it to the oldest waiter that can use it. Only
         `Slot.release()` calls this, once per slot."""
+        if self.queue and self._hand_over(backend):
+            return
         backend.load -= 1
         backend.load_counter.decrement()
         self.load.decrement()
@@ -211,6 +213,35 @@ class DirectorRuntime:
             self.dispatch_waiters()
         if node is not None and backend.capacity:
             node.offer(self.id, backend.id, backend.capacity)
+
+    def _hand_over(self, backend: BackendRuntime) -> bool:
+        """The slot a full backend frees goes straight to the oldest waiter that may take it,
+        when that backend is the only one with room then (every other one full: the usual
+        queue), so `dispatch_waiters` would give it the same: one lease ends, one starts,
+        without counting the slot out and back in or re-filing the backend twice. False when
+        that is not the case (under --workers, slow start, another backend with room, nobody
+        eligible): the slot is freed and dispatched as usual."""
+        if (self.node is not None or backend.ramp_end or backend.load != backend.capacity
+                or not self.can_prefer(backend) or backend.pool.ready_count):
+            return False
+        for waiter in self.queue:
+            if waiter.future.done():
+                continue  # expired or cancelled: leaves the queue by itself
+            prefer = waiter.prefer
+            if prefer is not None and self.can_prefer(prefer):
+                if prefer is not backend:
+                    continue  # waits for its own backend
+            elif backend in waiter.exclude:
+                continue
+            else:
+                waiter.prefer = None  # its backend went away: any will do (as dispatch_waiters)
+            self._unqueue(waiter)
+            backend.load_counter.turn_over()
+            self.load.turn_over()
+            backend.pool.handed_over(backend)
+            waiter.future.set_result(Slot(self, backend))
+            return True
+        return False
 
     def slot_now(self, exclude=frozenset(), prefer: BackendRuntime | None = None) -> Slot | None:
         """`acquire()` when nobody waits and a slot is free, without a coroutine (the usual

@@ -35,6 +35,10 @@ class Counter:
     def decrement(self) -> None:
         self.current -= 1
 
+    def turn_over(self) -> None:
+        """One left and another came in its place: only the total moves."""
+        self.total += 1
+
     def as_dict(self) -> dict:
         return {"current": self.current, "max": self.max, "total": self.total}
 

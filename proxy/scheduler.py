@@ -89,6 +89,12 @@ class RolePool:
         elif not ready and present:
             del ready_list[pos]
 
+    def handed_over(self, member: Schedulable) -> None:
+        """A slot on `member` went to a waiter without `choose()` (it was the only choice):
+        the rotation moves on as if it had been chosen."""
+        if self.scheduler == "rr":
+            self._cursor = member.index + 1
+
     def choose(self, exclude: set | frozenset = frozenset()):
         """A ready backend not in `exclude`, or None."""
         ready = self._ready

@@ -155,3 +155,36 @@ async def test_a_slot_is_a_lease_released_once_and_transferable():
     finisher.release()
     assert a.load == 0 and director.load.current == 0
     assert (director.load.total, director.load.max, a.load_counter.total) == (1, 1, 1)
+
+
+async def test_a_freed_slot_goes_to_the_oldest_waiter_that_may_take_it():
+    """Every backend full: the slot one frees goes to the first waiter in line that neither
+    excludes it (a retry) nor waits for another backend (a sticky cookie's), and the load
+    figures count each lease once."""
+    director, (a, b) = make(DirectorSettings(queue_timeout=5), ("a", 1, "active", "online"),
+                            ("b", 1, "active", "online"))
+    on_a, on_b = await director.acquire(), await director.acquire()
+    assert {on_a.backend, on_b.backend} == {a, b}
+    if on_a.backend is b:
+        on_a, on_b = on_b, on_a
+    retry = asyncio.ensure_future(director.acquire({a}, retrying=True))
+    sticky = asyncio.ensure_future(director.acquire(prefer=b))
+    plain = asyncio.ensure_future(director.acquire())
+    await asyncio.sleep(0)
+    assert director.queued.current == 3
+
+    on_a.release()
+    await asyncio.sleep(0)
+    assert plain.done() and plain.result().backend is a
+    assert not retry.done() and not sticky.done()
+    on_b.release()
+    await asyncio.sleep(0)
+    assert retry.done() and retry.result().backend is b and not sticky.done()
+
+    assert (a.load, b.load, director.load.current) == (1, 1, 2)
+    assert (a.load_counter.total, b.load_counter.total, director.load.total) == (2, 2, 4)
+    retry.result().release()
+    assert (await sticky).backend is b
+    plain.result().release()
+    sticky.result().release()
+    assert (a.load, b.load, director.load.current, director.queued.current) == (0, 0, 0, 0)
