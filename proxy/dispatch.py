@@ -129,12 +129,18 @@ class Dispatcher:
                 raise
             return slot, response, first
 
-    async def _send(self, director: DirectorRuntime, slot: Slot, request: UpstreamRequest):
+    def _send(self, director: DirectorRuntime, slot: Slot, request: UpstreamRequest):
+        """The attempt of `send_with_retries`: (response, first body chunk), awaitable."""
+        settings = director.settings
+        if settings.on_client_abort == "close":  # open_response's coroutine itself: one layer less
+            return open_response(slot.backend.upstream, request, settings.timeouts)
+        return self._send_outliving_client(director, slot, request)
+
+    async def _send_outliving_client(self, director: DirectorRuntime, slot: Slot, request: UpstreamRequest):
+        """on_client_abort notify/ignore: the upstream exchange must outlive a client that
+        goes away now."""
         settings = director.settings
         upstream = slot.backend.upstream
-        if settings.on_client_abort == "close":
-            return await open_response(upstream, request, settings.timeouts)
-        # notify/ignore: the upstream exchange must outlive a client that goes away now.
         notify = settings.on_client_abort == "notify"
         task = asyncio.get_running_loop().create_task(
             upstream.send(request, settings.timeouts, notify_abort=notify))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any, Coroutine
 
 from proxy.addresses import format_host
 from proxy.errors import ConnectionClosed, StaleConnection
@@ -29,10 +30,11 @@ class HTTPResponse(UpstreamResponse):
         self._pool = pool
         self._released = False
 
-    async def read(self) -> bytes:
+    def read(self) -> Coroutine[Any, Any, bytes]:
+        """The connection's own `read()` (no coroutine of this layer in between)."""
         if self._released:
-            return b""
-        return await self._conn.read()
+            return _nothing()
+        return self._conn.read()
 
     @property
     def body_complete(self) -> bool:
@@ -53,6 +55,10 @@ class HTTPResponse(UpstreamResponse):
         self._released = True
         self._conn.finish()
         self._pool.discard(self._conn)
+
+
+async def _nothing() -> bytes:
+    return b""
 
 
 class UpgradeResponse(HTTPResponse):
