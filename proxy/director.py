@@ -57,6 +57,7 @@ class DirectorRuntime:
         self.backup = RolePool([])
         self.queue: deque[_Waiter] = deque()
         self._expiry: asyncio.TimerHandle | None = None  # one timer for the earliest deadline
+        self._loop: asyncio.AbstractEventLoop | None = None  # see _event_loop
         self.load = Counter()
         self.queued = Counter()
         self.dropped = 0
@@ -321,8 +322,16 @@ class DirectorRuntime:
         pool = self.active if self.active.available_count else self.backup
         return any(m.available and m not in exclude for m in pool.members)
 
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, looked up once: on Python 3.11 every asyncio.get_running_loop()
+        makes a getpid() system call, here once per queued request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     async def _wait(self, exclude, prefer: BackendRuntime | None = None) -> Slot:
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         waiter = _Waiter(loop.create_future(), exclude, loop.time() + self.settings.queue_timeout, prefer)
         self.queue.append(waiter)
         self.queued.increment()
@@ -357,7 +366,7 @@ class DirectorRuntime:
         """Fail every waiter whose queue_timeout has passed; re-arm for the next deadline.
         (One timer per director instead of one per queued request.)"""
         self._expiry = None
-        loop = asyncio.get_running_loop()
+        loop = self._event_loop()
         now = loop.time()
         next_deadline = None
         for waiter in self.queue:
