@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 from datetime import datetime
 
-from django import db
 from django.db import transaction
 from django.db.models import Q
 
@@ -14,33 +13,21 @@ from proxy.health_follow import HEALTH_FIELDS
 from proxy.state import BACKEND_FIELDS, BUCKET_FIELDS, DIRECTOR_FIELDS, ROUTE_FIELDS, ConfigRows, DataPlane
 
 from . import services, worker_stats
+from .dbthread import close_connection, on_kept_connection
 from .models import Backend, Bucket, Director, Route
 
 DRAINED_ACTOR = "proxy:drained"
 
 
 def _kept_connection(method):
-    """Run a read on the calling thread's kept connection (the data plane makes every call
-    in one thread: proxy.one_thread). Polls twice a second must not open a connection each:
-    on PostgreSQL that is a new server process per poll. A failed call drops the connection;
-    when it had been reused (the server closed it meanwhile: a restart, an idle timeout, a
-    terminated session), the call is made once more on a new one, so that only a database
-    that does not answer now counts as away."""
+    """A read made on the thread's kept connection (balancer.dbthread.on_kept_connection,
+    retried once on a new connection when a reused one fails). The data plane makes every
+    call in one thread (proxy.one_thread), so twice-a-second polls do not open a connection
+    each: on PostgreSQL that is a new server process per poll."""
 
     @functools.wraps(method)
     def call(self, *args):
-        reused = db.connection.connection is not None
-        try:
-            return method(self, *args)
-        except db.Error:
-            db.connection.close()
-            if not reused:
-                raise
-        try:
-            return method(self, *args)
-        except db.Error:
-            db.connection.close()
-            raise
+        return on_kept_connection(method, self, *args, retry_reused=True)
     return call
 
 
@@ -68,14 +55,9 @@ class DatabaseConfigSource:
         return list(Backend.objects.filter(Q(health_changed_at__gt=since) | Q(pk__in=ids)).values(*HEALTH_FIELDS))
 
     def remove_backend(self, backend_id: int) -> None:
-        try:
-            services.remove_backend(backend_id, actor=DRAINED_ACTOR)
-        except db.Error:
-            db.connection.close()  # not made again: it writes
-            raise
+        on_kept_connection(functools.partial(services.remove_backend, backend_id, actor=DRAINED_ACTOR))  # a write: once
 
-    def close(self) -> None:
-        db.connection.close()
+    close = staticmethod(close_connection)
 
     def reaps_drained(self) -> bool:
         return worker_stats.worker_index() in (None, 0)  # under --workers, worker 0 for the group
