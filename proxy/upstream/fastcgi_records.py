@@ -48,7 +48,6 @@ _UNKNOWN_BODY = struct.Struct("!B7x")  # the unknown type
 _LONG_LENGTH = struct.Struct("!I")
 _LONG_FLAG = 0x80000000
 MAX_NV_LENGTH = 0x7FFFFFFF
-_SHORT_LENGTHS = [bytes((length,)) for length in range(0x80)]  # 1-byte name-value lengths
 _PADDING = [b"\0" * length for length in range(8)]
 
 
@@ -104,14 +103,27 @@ def encode_unknown_type(type_: int) -> bytes:
     return encode_record(UNKNOWN_TYPE, NULL_REQUEST_ID, _UNKNOWN_BODY.pack(type_))
 
 
+# Encoded short pairs, by pair: most of a request's PARAMS (the server's, the script's, the
+# usual header values) repeat from one request to the next. Emptied when full, so pairs
+# that never repeat (request ids, client ports) cost one learning round, not the memory.
+_ENCODED_PAIRS: dict[tuple[bytes, bytes], bytes] = {}
+_ENCODED_PAIRS_KEPT = 2048
+
+
 def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The PARAMS stream for `pairs`, including the terminating empty PARAMS record."""
-    short = _SHORT_LENGTHS
+    known = _ENCODED_PAIRS
     parts: list[bytes] = []
-    for name, value in pairs:  # encode_name_value inlined: this runs for every request
-        name_length, value_length = len(name), len(value)
-        parts += (short[name_length] if name_length < 0x80 else _encode_length(name_length),
-                  short[value_length] if value_length < 0x80 else _encode_length(value_length), name, value)
+    for pair in pairs:  # this runs for every request
+        encoded = known.get(pair)
+        if encoded is None:
+            name, value = pair
+            encoded = encode_name_value(name, value)
+            if len(name) < 0x80 and len(value) < 0x80:
+                if len(known) >= _ENCODED_PAIRS_KEPT:
+                    known.clear()
+                known[pair] = encoded
+        parts.append(encoded)
     body = b"".join(parts)
     end = _HEADER.pack(VERSION_1, PARAMS, request_id, 0, 0)
     if len(body) > MAX_STREAM_CHUNK:

@@ -79,6 +79,29 @@ def test_params_stream_round_trips_through_records():
     assert fr.decode_name_values(b"".join(r.content for r in parsed)) == pairs
 
 
+def _params_of(stream: bytes) -> list:
+    return fr.decode_name_values(b"".join(r.content for r in fr.RecordParser().feed(stream)))
+
+
+@settings(database=None)
+@given(st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300)), max_size=10))
+def test_params_encoded_twice_are_the_same_bytes(pairs):
+    """The second encoding of short pairs comes from the remembered ones: same bytes."""
+    first = fr.encode_params(1, pairs)
+    assert fr.encode_params(1, pairs) == first
+    assert _params_of(first) == pairs
+
+
+def test_remembered_params_stay_bounded_and_long_values_are_not_kept():
+    for number in range(3 * fr._ENCODED_PAIRS_KEPT):
+        pair = (b"HTTP_X_REQUEST_ID", b"%032x" % number)
+        assert _params_of(fr.encode_params(1, [pair])) == [pair]
+        assert len(fr._ENCODED_PAIRS) <= fr._ENCODED_PAIRS_KEPT
+    long_pair = (b"HTTP_COOKIE", b"c" * 128)
+    assert _params_of(fr.encode_params(1, [long_pair])) == [long_pair]
+    assert long_pair not in fr._ENCODED_PAIRS
+
+
 @settings(database=None)
 @given(st.lists(st.tuples(st.binary(max_size=300), st.binary(max_size=300)), max_size=10))
 def test_name_values_round_trip(pairs):
