@@ -117,11 +117,14 @@ class ProxyApp:
                                                            http_version, record)
         query = scope.get("query_string") or b""
         target = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
+        body = _spooled_body(scope)
+        if body is None:
+            body = await _received_body(receive)
         return UpstreamRequest(
             method=scope["method"],
             target=target,
             headers=upstream_headers,
-            body=await _body(scope, receive),
+            body=body,
             client=tuple(client) if client else None,
             server=tuple(scope["server"]) if scope.get("server") else None,
             https=https,
@@ -195,11 +198,16 @@ def _record(scope) -> RequestRecord:
     return record if record is not None else RequestRecord(scope)
 
 
-async def _body(scope, receive) -> RequestBody:
+def _spooled_body(scope) -> RequestBody | None:
+    """The body Director's server spooled, or None (another ASGI server: unit tests)."""
     ext = scope.get("extensions") or {}
     spooled = ext.get("director")
     if spooled is not None:
         return RequestBody(spooled["body_file"], spooled["body_length"])
+    return None
+
+
+async def _received_body(receive) -> RequestBody:
     chunks = []
     while True:
         message = await receive()

@@ -251,12 +251,13 @@ class TrafficRequest(RawHeadMixin, RequestMixin, LeanRequestMixin, http.Request)
                 return
         channel = self.channel
         factory = channel.factory
+        path = self.path.decode("ascii")
         scope = {
             "type": "http",
             "asgi": {"version": "3.0"},
             "http_version": self.clientproto[5:].decode(),
             "method": self.method.decode("ascii"),
-            "path": unquote(self.path.decode("ascii")),
+            "path": unquote(path) if "%" in path else path,
             "raw_path": self.path,
             "root_path": "",
             "scheme": channel.scheme,

@@ -66,7 +66,14 @@ class FastCGIUpstream(Upstream):
         params = build_params(request, server_software=self.server_software, health_check=fresh)
         preamble = BEGIN_RESPONDER + fr.encode_params(REQUEST_ID, params)
         no_body = request.method == "HEAD"
-        conn, reused = await self._acquire(timeouts.connect, fresh)
+        conn = None if fresh else self._pool.take_idle()
+        if conn is None or conn.has_unread_bytes:
+            if conn is not None:
+                self._pool.discard(conn)
+            conn, reused = await self._acquire(timeouts.connect, fresh)
+        else:
+            reused = True
+            conn.busy()
         response = FastCGIResponse(self, conn, timeouts, no_body, notify_abort)
         try:
             await response.start(preamble, request.body)

@@ -100,7 +100,11 @@ class HTTPUpstream(Upstream):
                    notify_abort: bool = False) -> UpstreamResponse:
         head = request_head(request, fresh, self._host_field)
         head_request = request.method == "HEAD"
-        conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
+        conn = None if fresh else self._pool.take_idle()
+        if conn is not None:
+            reused = True
+        else:
+            conn, reused = await self._pool.acquire(timeouts.connect, fresh=fresh)
         if reused and request.method not in IDEMPOTENT:
             # Two loop turns first (the first may run before this turn's I/O callbacks, on
             # asyncio and uvloop alike): a FIN the kernel already holds (the backend closed

@@ -64,9 +64,8 @@ class ConnectionPool(Generic[C]):
         a new connection that may be pooled afterwards (retry after a stale one).
         """
         if not fresh and reuse:
-            conn = self._take_idle()
+            conn = self.take_idle()
             if conn is not None:
-                self._in_use[conn] = False
                 return conn, True
         conn = await self._connect(connect_timeout)
         self._opened += 1
@@ -74,6 +73,14 @@ class ConnectionPool(Generic[C]):
         if self.budget is not None:
             self.budget.opened()
         return conn, False
+
+    def take_idle(self) -> C | None:
+        """An idle connection, now in use, or None: acquire's usual case without a coroutine
+        (a client on the request path tries this first)."""
+        conn = self._take_idle()
+        if conn is not None:
+            self._in_use[conn] = False
+        return conn
 
     def _take_idle(self) -> C | None:
         idle = self._idle
