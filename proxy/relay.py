@@ -43,10 +43,17 @@ async def first_chunk(response: UpstreamResponse, request: UpstreamRequest) -> b
     if request.method == "HEAD":
         return b""
     try:
-        first = await response.read()
+        first = response.ready()
+        if first is None:
+            first = await response.read()
         if first and (response.body_complete or len(first) == _content_length(response.headers)):
             parts = [first]
-            while more := await response.read():
+            while True:
+                more = response.ready()
+                if more is None:
+                    more = await response.read()
+                if not more:
+                    break
                 parts.append(more)
             first = parts[0] if len(parts) == 1 else b"".join(parts)
         return first
@@ -70,7 +77,9 @@ async def relay(response: UpstreamResponse, send, rules: HeaderRules, head_only:
     if chunk and response.body_complete:
         # All of the body (first_chunk read it to its end): one write with the end, with a
         # Content-Length where the backend sent none (php-fpm usually does not), not chunked.
-        rest = await read()  # b"" at once
+        rest = response.ready()  # b"" at once
+        if rest is None:
+            rest = await read()
         if not rest:
             if _content_length(response.headers) < 0:
                 headers.append((b"content-length", b"%d" % len(chunk)))

@@ -109,6 +109,13 @@ class UpstreamResponse(abc.ABC):
         """Next body chunk; b"" once the body is complete. Raises UpstreamError on failure
         (timeout, premature close, malformed framing)."""
 
+    def ready(self) -> bytes | None:
+        """What `read()` would return now without waiting (a chunk, or b"" at the end), or
+        None when it would wait or fail: then await `read()`. A request's body usually
+        arrives with its head, so this spares the coroutine. A wrapper that intercepts
+        `read()` keeps this default."""
+        return None
+
     @abc.abstractmethod
     def release(self) -> None:
         """Done with the response. A connection whose body was read to the end and can be

@@ -246,6 +246,12 @@ class FastCGIResponse(UpstreamResponse):
         return data
 
     # -- UpstreamResponse ------------------------------------------------------------------
+    def ready(self) -> bytes | None:
+        if self._pending:
+            data, self._pending = self._pending, b""
+            return data
+        return b"" if self._done else None
+
     async def read(self) -> bytes:
         if self._pending:
             data, self._pending = self._pending, b""

@@ -36,6 +36,9 @@ class HTTPResponse(UpstreamResponse):
             return _nothing()
         return self._conn.read()
 
+    def ready(self) -> bytes | None:
+        return b"" if self._released else self._conn.ready()
+
     @property
     def body_complete(self) -> bool:
         return self._released or self._conn.body_complete

@@ -218,20 +218,26 @@ class HTTPConnection(asyncio.Protocol):
         """The parser has seen the end of the body: what is left is buffered."""
         return self._complete
 
+    def ready(self) -> bytes | None:
+        """The buffered body bytes, b"" after the end, or None when `read()` must wait (or
+        raise)."""
+        body = self._body
+        if body:
+            chunk = body.popleft() if len(body) == 1 else b"".join(body)
+            body.clear()
+            self._buffered = 0
+            if self._reading_paused and not self._closed:
+                self._reading_paused = False
+                self._last_read = self._loop.time()
+                self.transport.resume_reading()
+            return chunk
+        return b"" if self._complete else None
+
     async def read(self) -> bytes:
         while True:
-            body = self._body
-            if body:
-                chunk = body.popleft() if len(body) == 1 else b"".join(body)
-                body.clear()
-                self._buffered = 0
-                if self._reading_paused and not self._closed:
-                    self._reading_paused = False
-                    self._last_read = self._loop.time()
-                    self.transport.resume_reading()
+            chunk = self.ready()
+            if chunk is not None:
                 return chunk
-            if self._complete:
-                return b""
             if self._error is not None:
                 raise self._error
             self._body_waiter = self._loop.create_future()
