@@ -60,12 +60,29 @@ def status_line(version: bytes, status: int) -> bytes:
     return line
 
 
-def add_field(head: list[bytes], name: bytes, value: bytes) -> None:
-    """Append one `Name: value` line to the head being built."""
-    spelled = _NAMES.get(name) or field_name(name)
-    if LF in value or CR in value:
-        value = field_value(value)
-    head += (spelled, SEPARATOR, value, CRLF)
+# Whole field lines, by (name, value): a backend sends the same few (Server, Content-Type,
+# Connection, a fixed Content-Length) in every response. Short values only; emptied when
+# full, so values that never repeat (Date, ETag) cost one learning round.
+_LINES: dict[tuple[bytes, bytes], bytes] = {}
+_LINES_KEPT = 2048
+_LINE_VALUE_KEPT = 256
+
+
+def field_line(name: bytes, value: bytes) -> bytes:
+    """`Name: value` CRLF as the head carries it (see field_name and field_value)."""
+    key = (name, value)
+    line = _LINES.get(key)
+    if line is None:
+        line = b"%s: %s\r\n" % (field_name(name), field_value(value))
+        if len(value) <= _LINE_VALUE_KEPT:
+            if len(_LINES) >= _LINES_KEPT:
+                _LINES.clear()
+            _LINES[key] = line
+    return line
+
+
+def _add_line(head: list[bytes], name: bytes, value: bytes) -> None:
+    head.append(field_line(name, value))
 
 
 def h2_field(fields: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
@@ -104,7 +121,7 @@ class RawHeadMixin:
         self.code = status
         raw = self.channel.writes_raw_head
         head: list = [status_line(self.clientproto, status)] if raw else []
-        add = add_field if raw else h2_field
+        lines = _LINES
         declared = None
         has_server = False
         for name, value in message.get("headers", ()):
@@ -113,7 +130,11 @@ class RawHeadMixin:
                 declared = int(value)
             elif lower == b"server":
                 has_server = True
-            add(head, lower, value)
+            if raw:  # field_line, its usual case inline: this runs for every field
+                head.append(lines.get((lower, value)) or field_line(lower, value))
+            else:
+                h2_field(head, lower, value)
+        add = _add_line if raw else h2_field
         for name, values in self.extra_response_fields():  # Connection: close, if closing
             for value in values:
                 add(head, name, value)
