@@ -20,6 +20,27 @@ FIELD_CONTROLS = rb"\x00-\x08\x0a-\x1f\x7f"
 FIELD_VALUE = rb"[^" + FIELD_CONTROLS + rb"]*"
 FIELD = TOKEN + rb":" + FIELD_VALUE  # one field line without its CRLF, as a fragment
 FIELD_LINE = re.compile(FIELD)  # ... and compiled, for fullmatch
+# Field lines found valid, as (lower-case name, value without OWS): the lines of a head
+# mostly repeat from one message to the next (a backend's Server and Content-Type, a
+# client's Host and User-Agent), so each is checked and split once. Short lines only;
+# emptied when full, so lines that never repeat (Date, request ids) cost one round.
+KNOWN_FIELD_LINES: dict[bytes, tuple[bytes, bytes]] = {}
+_KNOWN_FIELD_LINES_KEPT = 4096
+_KNOWN_FIELD_LINE_LENGTH = 256
+
+
+def field_of_line(line: bytes) -> tuple[bytes, bytes] | None:
+    """(lower-case name, value without OWS) of a field line (no CRLF), None when it is not
+    one (FIELD_LINE). Callers look in KNOWN_FIELD_LINES first, inline."""
+    if FIELD_LINE.fullmatch(line) is None:
+        return None
+    name, _, value = line.partition(b":")
+    field = (name.lower(), value.strip(OWS))
+    if len(line) <= _KNOWN_FIELD_LINE_LENGTH:
+        if len(KNOWN_FIELD_LINES) >= _KNOWN_FIELD_LINES_KEPT:
+            KNOWN_FIELD_LINES.clear()
+        KNOWN_FIELD_LINES[line] = field
+    return field
 
 HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",

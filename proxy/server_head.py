@@ -4,7 +4,8 @@ Twisted's HTTPChannel reads a head line by line: a LineReceiver loop, a state ma
 per line, and per header a split, a name check byte by byte, a framing check and a filing
 (py-spy and perf: about a tenth of a proxied request's CPU). Almost every request a proxy
 sees is a GET or HEAD whose whole head arrives in one read, so `simple_head` takes exactly
-those: the request line and every field are checked by two regular expressions, and
+those: the request line is checked by a regular expression and every field line by
+another (once: proxy.headers remembers the lines it found valid), and
 anything else - a body (Content-Length, Transfer-Encoding), Expect, obs-fold, a bare CR or
 LF, a NUL, a name that is not a token, a non-ASCII target, a head over the limit or with
 more fields than allowed, a control character in a value, bytes after the head - returns
@@ -16,10 +17,9 @@ from __future__ import annotations
 
 import re
 
-from proxy.headers import FIELD, OWS, TOKEN
+from proxy.headers import KNOWN_FIELD_LINES, TOKEN, field_of_line
 
 REQUEST_LINE = re.compile(rb"(" + TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])")
-FIELD_LINES = re.compile(rb"(?:" + FIELD + rb"\r\n)*")
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
 # Fields whose rules only the line parser applies: a body's framing, and Expect (Twisted
@@ -38,18 +38,16 @@ def simple_head(data: bytes, head_limit: int, max_fields: int) -> tuple[bytes, b
     if request is None:
         return None
     block_start = line_end + 2
-    if FIELD_LINES.fullmatch(data, block_start, end + 2) is None:
-        return None
     fields = []
     if block_start < end:
         lines = data[block_start:end].split(CRLF)
         if len(lines) >= max_fields:
             return None
+        known = KNOWN_FIELD_LINES
         for line in lines:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            if name in PARSER_FIELDS:
+            field = known.get(line) or field_of_line(line)
+            if field is None or field[0] in PARSER_FIELDS:
                 return None
-            fields.append((name, value.strip(OWS)))
+            fields.append(field)
     method, target, version = request.groups()
     return method, target, version, fields

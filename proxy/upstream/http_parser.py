@@ -11,10 +11,10 @@ One parser serves every response of a connection: `start()` resets it.
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
-from proxy.headers import FIELD, FIELD_LINE, FIELD_VALUE, OWS, connection_tokens
+from proxy.headers import FIELD_LINE, FIELD_VALUE, KNOWN_FIELD_LINES, OWS, connection_tokens, field_of_line
 from proxy.upstream.base import MAX_HEAD
 
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
@@ -24,8 +24,6 @@ HEAD_END = b"\r\n\r\n"
 HTTP_PREFIX = b"HTTP/"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
-# Every field line of a head at once (CRLF between them): one check for the usual head.
-_FIELD_BLOCK = re.compile(FIELD + rb"(?:\r\n" + FIELD + rb")*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;" + FIELD_VALUE + rb")?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -168,12 +166,12 @@ class ResponseParser:
         headers = []
         lengths = transfer = connection = None
         lines = block[line_end + 2:].split(CRLF) if line_end < len(block) else ()
-        if lines and _FIELD_BLOCK.fullmatch(block, line_end + 2) is None:
-            _name_bad_line(lines)
+        known = KNOWN_FIELD_LINES
         for line in lines:
-            name, _, value = line.partition(b":")
-            name = name.lower()
-            value = value.strip(OWS)
+            field = known.get(line) or field_of_line(line)
+            if field is None:
+                _name_bad_line(line)
+            name, value = field
             if name == b"content-length":
                 lengths = value if lengths is None else lengths + b"," + value
             elif name == b"transfer-encoding":
@@ -181,7 +179,7 @@ class ResponseParser:
                 continue
             elif name == b"connection":
                 connection = [value] if connection is None else [*connection, value]
-            headers.append((name, value))
+            headers.append(field)
         if status == 101:
             self._state, self.keep_alive = _UNTIL_CLOSE, False  # the rest is the new protocol's
             return ResponseHead(status, minor, headers, False, None)
@@ -307,13 +305,11 @@ class ResponseParser:
             self._state, self._remaining = _TRAILERS, MAX_TRAILERS
 
 
-def _name_bad_line(lines) -> None:
-    """Raise ProtocolError naming the first field line that is not one."""
-    for line in lines:
-        if FIELD_LINE.fullmatch(line) is None:
-            if line[:1] in (b" ", b"\t"):
-                raise ProtocolError("obsolete line folding in response head")
-            raise ProtocolError(f"invalid header line {line[:80]!r}")
+def _name_bad_line(line: bytes) -> NoReturn:
+    """Raise ProtocolError naming a field line that is not one."""
+    if line[:1] in (b" ", b"\t"):
+        raise ProtocolError("obsolete line folding in response head")
+    raise ProtocolError(f"invalid header line {line[:80]!r}")
 
 
 def _check_start(buf: bytearray, scanned: int) -> None:

@@ -1,7 +1,10 @@
 """Header rules: hop-by-hop both ways, X-Forwarded-* with trusted proxies, Via."""
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from proxy.headers import HeaderRules, TrustedProxies
+from proxy import headers as header_module
+from proxy.headers import FIELD_LINE, OWS, HeaderRules, TrustedProxies, field_of_line
 
 
 def as_dict(headers):
@@ -95,3 +98,26 @@ def test_a_plain_keep_alive_does_not_hide_a_later_connection_field_naming_one():
     assert as_dict(out) == {b"content-type": [b"text/plain"], b"via": [b"1.1 d"]}
     out = rules.response([(b"connection", b"close"), (b"x-kept", b"1")])
     assert as_dict(out) == {b"x-kept": [b"1"], b"via": [b"1.1 d"]}
+
+
+_LINE_BYTES = st.sampled_from([b"a", b"Z", b"-", b":", b" ", b"\t", b"\r", b"\n", b"\x00", b"\x7f", b"\x80", b"(", b"1"])
+
+
+@settings(database=None, max_examples=500)
+@given(st.lists(_LINE_BYTES, max_size=12).map(b"".join))
+def test_a_field_line_is_split_exactly_when_the_rule_accepts_it_and_again_the_same(line):
+    expected = None
+    if FIELD_LINE.fullmatch(line):
+        name, _, value = line.partition(b":")
+        expected = (name.lower(), value.strip(OWS))
+    assert field_of_line(line) == expected
+    assert (header_module.KNOWN_FIELD_LINES.get(line) or field_of_line(line)) == expected
+
+
+def test_known_field_lines_stay_bounded_and_long_lines_are_not_kept():
+    for number in range(3 * header_module._KNOWN_FIELD_LINES_KEPT):
+        assert field_of_line(b"X-Request-Id: %d" % number) == (b"x-request-id", b"%d" % number)
+        assert len(header_module.KNOWN_FIELD_LINES) <= header_module._KNOWN_FIELD_LINES_KEPT
+    long_line = b"Cookie: " + b"c" * header_module._KNOWN_FIELD_LINE_LENGTH
+    assert field_of_line(long_line) == (b"cookie", b"c" * header_module._KNOWN_FIELD_LINE_LENGTH)
+    assert long_line not in header_module.KNOWN_FIELD_LINES
