@@ -9,6 +9,7 @@ import ipaddress
 import re
 from functools import lru_cache
 
+from proxy.memo import remember
 from proxy.request_record import choose_request_id
 
 # A field name or method (RFC 9110 5.6.2 token), as a regular expression fragment.
@@ -23,7 +24,7 @@ FIELD_LINE = re.compile(FIELD)  # ... and compiled, for fullmatch
 # Field lines found valid, as (lower-case name, value without OWS): the lines of a head
 # mostly repeat from one message to the next (a backend's Server and Content-Type, a
 # client's Host and User-Agent), so each is checked and split once. Short lines only;
-# emptied when full, so lines that never repeat (Date, request ids) cost one round.
+# bounded (proxy.memo).
 KNOWN_FIELD_LINES: dict[bytes, tuple[bytes, bytes]] = {}
 _KNOWN_FIELD_LINES_KEPT = 4096
 _KNOWN_FIELD_LINE_LENGTH = 256
@@ -37,9 +38,7 @@ def field_of_line(line: bytes) -> tuple[bytes, bytes] | None:
     name, _, value = line.partition(b":")
     field = (name.lower(), value.strip(OWS))
     if len(line) <= _KNOWN_FIELD_LINE_LENGTH:
-        if len(KNOWN_FIELD_LINES) >= _KNOWN_FIELD_LINES_KEPT:
-            KNOWN_FIELD_LINES.clear()
-        KNOWN_FIELD_LINES[line] = field
+        remember(KNOWN_FIELD_LINES, line, field, _KNOWN_FIELD_LINES_KEPT)
     return field
 
 HOP_BY_HOP = frozenset({

@@ -16,6 +16,7 @@ from __future__ import annotations
 from twisted.web.http import RESPONSES
 
 from proxy.headers import HOP_BY_HOP, OWS
+from proxy.memo import remember
 
 NO_BODY_STATUSES = frozenset({204, 304})
 CRLF = b"\r\n"
@@ -61,8 +62,8 @@ def status_line(version: bytes, status: int) -> bytes:
 
 
 # Whole field lines, by (name, value): a backend sends the same few (Server, Content-Type,
-# Connection, a fixed Content-Length) in every response. Short values only; emptied when
-# full, so values that never repeat (Date, ETag) cost one learning round.
+# Connection, a fixed Content-Length) in every response. Short values only, bounded
+# (proxy.memo).
 _LINES: dict[tuple[bytes, bytes], bytes] = {}
 _LINES_KEPT = 2048
 _LINE_VALUE_KEPT = 256
@@ -75,9 +76,7 @@ def field_line(name: bytes, value: bytes) -> bytes:
     if line is None:
         line = b"%s: %s\r\n" % (field_name(name), field_value(value))
         if len(value) <= _LINE_VALUE_KEPT:
-            if len(_LINES) >= _LINES_KEPT:
-                _LINES.clear()
-            _LINES[key] = line
+            remember(_LINES, key, line, _LINES_KEPT)
     return line
 
 

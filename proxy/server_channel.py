@@ -158,6 +158,7 @@ class DirectorChannel(TwistedChannel):
         method, target, version, fields = head
         request = self.request_without_parser()
         request.parsed_fields = fields
+        request.target_checked = True  # REQUEST_LINE: visible ASCII only, as INVALID_TARGET wants
         self.persistent = self.checkPersistence(request, version)
         request.gotLength(0)
         self.phase = BUSY

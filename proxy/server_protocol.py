@@ -41,6 +41,7 @@ REJECTED_METHODS = frozenset({b"CONNECT", b"TRACE"})
 # Methods are case-sensitive (RFC 9110 9.1), so `trace` is not TRACE but an unknown method
 # no backend expects: like nginx, only upper-case letters, "-" and "_" are accepted (400).
 VALID_METHOD = re.compile(rb"[A-Z_-]+")
+COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH"})  # valid, no need to look
 # The request target, path and query, is visible ASCII only (RFC 9112 3.2, RFC 3986): a DEL
 # or a raw byte >= 0x80 is refused (400), not forwarded (Twisted lets 0x7f-0xb0 through).
 INVALID_TARGET = re.compile(rb"[^\x21-\x7e]")
@@ -63,6 +64,7 @@ class RequestMixin(ParsedFieldsMixin):
     _body_length = 0
     _aborted = False
     lost = False  # the client connection is gone
+    target_checked = False  # the head reader checked the target's characters (proxy.server_head)
     log_failures = True  # False where daphne's application checker logs them already
 
     def requestReceived(self, command, path, version):
@@ -106,7 +108,8 @@ class RequestMixin(ParsedFieldsMixin):
             self.respond_error(400, close=True)
         elif self.clientproto == b"HTTP/1.1" and len(self.field_values(b"host")) != 1:
             self.respond_error(400, close=True)
-        elif INVALID_TARGET.search(self.uri) or not VALID_METHOD.fullmatch(self.method):
+        elif ((not self.target_checked and INVALID_TARGET.search(self.uri))
+              or (self.method not in COMMON_METHODS and not VALID_METHOD.fullmatch(self.method))):
             self.respond_error(400, close=True)
         else:
             return False

@@ -8,6 +8,8 @@ from __future__ import annotations
 import struct
 from typing import Iterable, Iterator, NamedTuple
 
+from proxy.memo import remember
+
 VERSION_1 = 1
 
 # Record types
@@ -104,8 +106,7 @@ def encode_unknown_type(type_: int) -> bytes:
 
 
 # Encoded short pairs, by pair: most of a request's PARAMS (the server's, the script's, the
-# usual header values) repeat from one request to the next. Emptied when full, so pairs
-# that never repeat (request ids, client ports) cost one learning round, not the memory.
+# usual header values) repeat from one request to the next. Bounded (proxy.memo).
 _ENCODED_PAIRS: dict[tuple[bytes, bytes], bytes] = {}
 _ENCODED_PAIRS_KEPT = 2048
 
@@ -120,9 +121,7 @@ def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> byte
             name, value = pair
             encoded = encode_name_value(name, value)
             if len(name) < 0x80 and len(value) < 0x80:
-                if len(known) >= _ENCODED_PAIRS_KEPT:
-                    known.clear()
-                known[pair] = encoded
+                remember(known, pair, encoded, _ENCODED_PAIRS_KEPT)
         parts.append(encoded)
     body = b"".join(parts)
     end = _HEADER.pack(VERSION_1, PARAMS, request_id, 0, 0)

@@ -15,6 +15,7 @@ from typing import NoReturn, Protocol
 
 from proxy.errors import ConnectionClosed, ProtocolError
 from proxy.headers import FIELD_LINE, FIELD_VALUE, KNOWN_FIELD_LINES, OWS, connection_tokens, field_of_line
+from proxy.memo import remember
 from proxy.upstream.base import MAX_HEAD
 
 MAX_CHUNK_LINE = 4096  # chunk size line including extensions
@@ -24,6 +25,10 @@ HEAD_END = b"\r\n\r\n"
 HTTP_PREFIX = b"HTTP/"
 
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?")
+# Status lines found valid, as (minor version, status): bounded (proxy.memo).
+_KNOWN_STATUS_LINES: dict[bytes, tuple[int, int]] = {}
+_KNOWN_STATUS_LINES_KEPT = 256
+_KNOWN_STATUS_LINE_LENGTH = 128
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;" + FIELD_VALUE + rb")?")
 _DIGITS = re.compile(rb"[0-9]{1,18}")
 
@@ -156,11 +161,9 @@ class ResponseParser:
         line_end = block.find(CRLF)
         if line_end < 0:
             line_end = len(block)
-        status_match = _STATUS_LINE.fullmatch(block, 0, line_end)
-        if status_match is None:
-            raise ProtocolError(f"invalid status line {block[:min(line_end, 80)]!r}")
-        version, status = status_match.group(1, 2)
-        minor, status = int(version), int(status)
+        status_line = block[:line_end]
+        known_status = _KNOWN_STATUS_LINES.get(status_line) or _status_of_line(status_line)
+        minor, status = known_status
         if status == 101 and not self._upgrade:
             raise ProtocolError("101 Switching Protocols to a request that did not ask for it")
         headers = []
@@ -303,6 +306,17 @@ class ResponseParser:
             self._state, self._remaining = _CHUNK_DATA, size
         else:
             self._state, self._remaining = _TRAILERS, MAX_TRAILERS
+
+
+def _status_of_line(line: bytes) -> tuple[int, int]:
+    """(minor version, status) of a status line; remembered (a backend sends few)."""
+    match = _STATUS_LINE.fullmatch(line)
+    if match is None:
+        raise ProtocolError(f"invalid status line {line[:80]!r}")
+    known = (int(match[1]), int(match[2]))
+    if len(line) <= _KNOWN_STATUS_LINE_LENGTH:
+        remember(_KNOWN_STATUS_LINES, line, known, _KNOWN_STATUS_LINES_KEPT)
+    return known
 
 
 def _name_bad_line(line: bytes) -> NoReturn:

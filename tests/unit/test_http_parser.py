@@ -312,3 +312,10 @@ def test_fields_come_out_lower_cased_and_trimmed_in_their_order(fields):
     tokens = {token.strip(b" \t").lower() for name, value in expected if name == b"connection"
               for token in value.split(b",")}
     assert keep_alive is (b"close" not in tokens)
+
+
+def test_a_remembered_status_line_reads_the_same_and_a_bad_one_stays_bad():
+    for _ in range(2):
+        assert head_of(run(b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n"))[:2] == (404, 0)
+        assert run(b"HTTP/1.0 404 Not Found\x00\r\nContent-Length: 0\r\n\r\n")[0] is ProtocolError
+        assert run(b"HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n")[0] is ProtocolError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxy import server_head
 from proxy.server_head import simple_head
 
 LIMIT, FIELDS = 16 * 1024, 500
@@ -57,3 +58,17 @@ def test_the_limits_are_the_line_parsers_to_answer():
     many = b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 3 + b"\r\n"
     assert simple_head(many, LIMIT, 4) is not None
     assert simple_head(many, LIMIT, 3) is None
+
+
+def test_a_remembered_request_line_reads_the_same_and_a_bad_one_is_never_taken():
+    for _ in range(2):
+        assert simple_head(b"GET /r?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", LIMIT, FIELDS)[:3] == (
+            b"GET", b"/r?x=1", b"HTTP/1.1")
+        assert simple_head(b"GET /r\x7f HTTP/1.1\r\nHost: h\r\n\r\n", LIMIT, FIELDS) is None
+
+
+def test_remembered_request_lines_stay_bounded():
+    for number in range(3 * server_head._KNOWN_REQUEST_LINES_KEPT):
+        head = b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % number
+        assert simple_head(head, LIMIT, FIELDS)[1] == b"/%d" % number
+        assert len(server_head._KNOWN_REQUEST_LINES) <= server_head._KNOWN_REQUEST_LINES_KEPT
