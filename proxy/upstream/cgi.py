@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
 from proxy.headers import TOKEN
+from proxy.memo import remember
 from proxy.upstream.base import BODY_METHODS, MAX_HEAD, UpstreamRequest
 
 # Not forwarded as HTTP_*: httpoxy, and the two that become CONTENT_*.
@@ -24,6 +25,10 @@ _SKIPPED_HEADERS = frozenset({b"proxy", b"content-type", b"content-length"})
 # nginx does by default.
 _FORWARDABLE_NAME = re.compile(rb"^[A-Za-z0-9-]+$")
 _TOKEN = re.compile(rb"^" + TOKEN + rb"$")
+# Header lines found valid, as (lower-case name, value): bounded (proxy.memo).
+_KNOWN_LINES: dict[bytes, tuple[bytes, bytes]] = {}
+_KNOWN_LINES_KEPT = 1024
+_KNOWN_LINE_LENGTH = 256
 _FORBIDDEN_PATH_BYTES = b"\r\n\0"  # iterated as ints: see PERCENT
 PERCENT = ord("%")  # looked for as an int: see proxy.response_head.LF
 STAT_CACHE_TTL = 1.0
@@ -280,12 +285,9 @@ def parse_head(block: bytes) -> CGIHead:
     headers: list[tuple[bytes, bytes]] = []
     lengths = set()
     has_location = False
+    known = _KNOWN_LINES
     for line in block.split(b"\n") if block else ():
-        line = line[:-1] if line.endswith(b"\r") else line
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
-            raise ProtocolError(f"malformed CGI header line {line[:80]!r}")
-        name, value = name.lower(), value.strip(b" \t")
+        name, value = known.get(line) or _field_of_line(line)
         if name == b"status":
             status, reason = _parse_status(value)
             continue
@@ -304,6 +306,19 @@ def parse_head(block: bytes) -> CGIHead:
     if status is None:
         status, reason = (302, b"Found") if has_location else (200, b"OK")
     return CGIHead(status, reason, headers, lengths.pop() if lengths else None)
+
+
+def _field_of_line(line: bytes) -> tuple[bytes, bytes]:
+    """(lower-case name, value) of a CGI header line (its LF gone, a CR before it allowed);
+    remembered: an application sends the same few (Content-type, X-Powered-By)."""
+    text = line[:-1] if line.endswith(b"\r") else line
+    name, colon, value = text.partition(b":")
+    if not colon or not _TOKEN.match(name):
+        raise ProtocolError(f"malformed CGI header line {text[:80]!r}")
+    field = (name.lower(), value.strip(b" \t"))
+    if len(line) <= _KNOWN_LINE_LENGTH:
+        remember(_KNOWN_LINES, line, field, _KNOWN_LINES_KEPT)
+    return field
 
 
 def _parse_status(value: bytes) -> tuple[int, bytes]:
