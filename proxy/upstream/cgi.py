@@ -51,18 +51,18 @@ def build_params(request: UpstreamRequest, *, server_software: str, health_check
     path = _decoded_path(raw_path, query)
     params: list[tuple[bytes, bytes]] = [
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
-        (b"SERVER_SOFTWARE", server_software.encode()),
-        (b"SERVER_NAME", _server_name(request).encode("utf-8", "replace")),
+        (b"SERVER_SOFTWARE", _encoded(server_software)),
+        (b"SERVER_NAME", _server_name(request)),
         (b"SERVER_PROTOCOL", _protocol(request.http_version)),
-        (b"REQUEST_METHOD", request.method.encode()),
+        (b"REQUEST_METHOD", _encoded(request.method)),
         (b"REQUEST_URI", request.target),
         (b"QUERY_STRING", query),
         (b"REDIRECT_STATUS", b"200"),
     ]
     if request.server:
-        params += [(b"SERVER_ADDR", request.server[0].encode()), (b"SERVER_PORT", str(request.server[1]).encode())]
+        params += _address_params(request.server, b"SERVER_ADDR", b"SERVER_PORT")
     if request.client:
-        params += [(b"REMOTE_ADDR", request.client[0].encode()), (b"REMOTE_PORT", str(request.client[1]).encode())]
+        params += _address_params(request.client, b"REMOTE_ADDR", b"REMOTE_PORT")
     if request.https:
         params.append((b"HTTPS", b"on"))
     if health_check:
@@ -86,16 +86,37 @@ def _decoded_path(raw_path: bytes, query: bytes) -> bytes:
     return path
 
 
-def _server_name(request: UpstreamRequest) -> str:
+# The per-request values that repeat (the Host, the listener's and clients' addresses, the
+# method) are turned into params once each: functools.lru_cache, bounded.
+@functools.lru_cache(maxsize=64)
+def _encoded(text: str) -> bytes:
+    return text.encode()
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_params(address: tuple[str, int], host_key: bytes, port_key: bytes) -> tuple[tuple[bytes, bytes], ...]:
+    return (host_key, address[0].encode()), (port_key, str(address[1]).encode())
+
+
+def _server_name(request: UpstreamRequest) -> bytes:
     host = request.host or next((v.decode("latin-1") for n, v in request.headers if n == b"host"), "")
     if host:
-        if host.startswith("["):
-            return host[:host.find("]") + 1] or host
-        name, sep, port = host.rpartition(":")
-        return name if sep and port.isdigit() else host
+        return _name_of_host(host)
     if request.server:
-        return request.server[0]
-    return socket.gethostname()
+        return request.server[0].encode("utf-8", "replace")
+    return socket.gethostname().encode("utf-8", "replace")
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_of_host(host: str) -> bytes:
+    """The Host without its port: SERVER_NAME."""
+    if host.startswith("["):
+        name = host[:host.find("]") + 1] or host
+    else:
+        name, sep, port = host.rpartition(":")
+        if not (sep and port.isdigit()):
+            name = host
+    return name.encode("utf-8", "replace")
 
 
 @functools.lru_cache(maxsize=16)
