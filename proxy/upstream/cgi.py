@@ -173,9 +173,7 @@ class StatCache:
         except (OSError, ValueError):
             self._modes.pop(path, None)
             return None
-        if len(self._modes) >= self.size:
-            self._modes.clear()
-        self._modes[path] = (mode, now + self.ttl)
+        remember(self._modes, path, (mode, now + self.ttl), self.size)
         return mode
 
 
@@ -217,10 +215,7 @@ def _http_key(name: bytes) -> bytes | None:
     lower = name.lower()
     key = None if lower in _SKIPPED_HEADERS or not _FORWARDABLE_NAME.match(lower) else \
         b"HTTP_" + lower.upper().replace(b"-", b"_")
-    if len(_header_keys) >= HEADER_KEY_CACHE_SIZE:
-        _header_keys.clear()
-    _header_keys[name] = key
-    return key
+    return remember(_header_keys, name, key, HEADER_KEY_CACHE_SIZE)
 
 
 def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
