@@ -32,6 +32,7 @@ FLUSH_INTERVAL = 0.1  # seconds a line may wait on the loop before it goes to th
 FLUSH_LINES = 512  # lines that go to the writer at once, without waiting for the interval
 DROP_REPORT_INTERVAL = 10.0  # seconds between "lines dropped" warnings
 _REOPEN = object()
+_REOPEN_IF_MOVED = object()
 _STOP = object()
 
 
@@ -97,6 +98,13 @@ class AccessLog:
             self._hand_over()
         self._queue.put(_REOPEN)
 
+    def reopen_if_moved(self) -> None:
+        """Open the path again if it no longer names the open file: a rotation whose SIGUSR1
+        came while this process could not hear it yet (it ignores SIGUSR1 until its loop
+        runs, so that the signal cannot kill it while it starts)."""
+        if self.target != STDOUT:
+            self._queue.put(_REOPEN_IF_MOVED)
+
     def close(self, wait: float | None = 5.0) -> None:
         """Write what is queued, then stop the writer (waiting up to `wait` seconds for it)."""
         if self._lines:
@@ -125,7 +133,7 @@ class AccessLog:
                 log.warning("access log %s: %d lines dropped so far (writing fell behind the traffic)",
                             self.target, self.dropped)
                 self._reported_drops = self.dropped
-            if item is _REOPEN:
+            if item is _REOPEN or (item is _REOPEN_IF_MOVED and self._moved()):
                 self._reopen()
             elif item is _STOP:
                 self._file.close()
@@ -139,6 +147,14 @@ class AccessLog:
         except OSError as exc:
             log.error("access log %s: cannot write %d bytes: %s", self.target, len(view), exc)
         self._written += len(data)
+
+    def _moved(self) -> bool:
+        try:
+            on_disk = os.stat(self.target)
+        except OSError:
+            return True  # renamed away, nothing new there yet: opening creates it
+        opened = os.fstat(self._file.fileno())
+        return (on_disk.st_dev, on_disk.st_ino) != (opened.st_dev, opened.st_ino)
 
     def _reopen(self) -> None:
         try:

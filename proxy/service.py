@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 
 from proxy.access_log import AccessLog, open_access_log
 from proxy.cache_purge import PurgeAnnouncer
@@ -152,6 +153,13 @@ class ProxyService:
         """SIGUSR1: open the access log file again (logrotate)."""
         if self.access_log is not None:
             self.access_log.reopen()
+
+    def hear_reopen(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handle SIGUSR1 from now on, and catch up with a rotation that came before (the
+        process ignored the signal while it started)."""
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_access_log)
+        if self.access_log is not None:
+            self.access_log.reopen_if_moved()
 
     async def start_background(self) -> None:
         """Called on daphne's loop once every listener is bound."""

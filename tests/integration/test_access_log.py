@@ -155,6 +155,8 @@ def test_sigusr1_reopens_the_file_in_every_worker(tmp_path):
         director.start()
         try:
             wait_for(lambda: director.get("/")[0] == 200, 20, what="the backend online")
+            # Both workers listen for SIGUSR1 once their loop runs, which is when they publish.
+            wait_for(lambda: len(published(director)) == 2, 30, what="both workers running")
             reopens_after_rename(director, log, processes=2)
             # Each new connection may land on either worker: both must write to the new file.
             # Rounds of concurrent connections until both have served some (the kernel spreads

@@ -71,6 +71,27 @@ def test_lines_reach_the_file_and_reopen_follows_a_rename(tmp_path):
     assert path.read_text().count("\n") == 1 and (tmp_path / "access.log.1").read_text().count("\n") == 1
 
 
+def test_a_rotation_missed_while_starting_is_caught_up_and_an_unmoved_file_is_kept(tmp_path, caplog):
+    """SIGUSR1 is ignored while a process starts: once it listens, reopen_if_moved() finds
+    a path that names another file (or none) and opens it; the same file is kept."""
+    path, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+
+    async def scenario():
+        log = AccessLog(str(path), "combined")
+        log.reopen_if_moved()  # nothing moved: still the same file
+        log.write(finished_record())
+        await async_wait_for(lambda: path.exists() and path.read_text().count("\n") == 1, 5, what="the first line")
+        path.rename(rotated)
+        log.reopen_if_moved()
+        log.write(finished_record())
+        log.close()
+
+    caplog.set_level("INFO", logger="director.proxy")
+    asyncio.run(scenario())
+    assert path.read_text().count("\n") == 1 and rotated.read_text().count("\n") == 1
+    assert [r.getMessage() for r in caplog.records].count(f"access log {path} reopened") == 1
+
+
 def test_a_destination_that_takes_nothing_drops_lines_and_never_blocks(tmp_path, monkeypatch):
     monkeypatch.setattr(access_log_module, "MAX_BACKLOG", 256 * 1024)
     fifo = tmp_path / "stuck"

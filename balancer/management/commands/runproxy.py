@@ -145,7 +145,7 @@ class Command(BaseCommand):
 
             loop = asyncio.get_event_loop()
             loop.create_task(service.start_background())
-            loop.add_signal_handler(signal.SIGUSR1, service.reopen_access_log)  # logrotate; a supervisor forwards it
+            service.hear_reopen(loop)  # SIGUSR1, logrotate's; a supervisor forwards it
             if index is None:
                 reloader = InProcessReload(path, overrides, settings, service, server, traffic_app)
                 loop.add_signal_handler(signal.SIGHUP, reloader.request)
