@@ -10,12 +10,13 @@ import re
 import socket
 import stat
 import time
-from typing import Callable
+from typing import Callable, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
 from proxy.headers import TOKEN
 from proxy.memo import remember
+from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import BODY_METHODS, MAX_HEAD, UpstreamRequest
 
 # Not forwarded as HTTP_*: httpoxy, and the two that become CONTENT_*.
@@ -29,7 +30,7 @@ _TOKEN = re.compile(rb"^" + TOKEN + rb"$")
 _KNOWN_LINES: dict[bytes, tuple[bytes, bytes]] = {}
 _KNOWN_LINES_KEPT = 1024
 _KNOWN_LINE_LENGTH = 256
-_FORBIDDEN_PATH_BYTES = b"\r\n\0"  # iterated as ints: see PERCENT
+_FORBIDDEN_PATH_BYTE = re.compile(rb"[\r\n\0]")
 PERCENT = ord("%")  # looked for as an int: see proxy.response_head.LF
 STAT_CACHE_TTL = 1.0
 STAT_CACHE_SIZE = 4096
@@ -41,75 +42,97 @@ class BadRequestPath(ValueError):
     """The request path or query cannot be turned into CGI params safely (answer 400)."""
 
 
+class ParamGroup(NamedTuple):
+    """Params that go together, and the same as FastCGI name-value pairs."""
+
+    pairs: tuple[tuple[bytes, bytes], ...]
+    encoded: bytes
+
+
 def build_params(request: UpstreamRequest, *, server_software: str, health_check: bool = False) -> list[tuple[bytes, bytes]]:
     """The FastCGI PARAMS of `request`, in the spirit of nginx's fastcgi_params and x0.
 
     `health_check` (SPEC §8): SCRIPT_NAME is the path as is, SCRIPT_FILENAME the configured
     one only when set, no path-info split.
     """
-    raw_path, _, query = request.target.partition(b"?")
+    return [pair for group in param_groups(request, server_software, health_check) for pair in group.pairs]
+
+
+def encoded_params(request: UpstreamRequest, *, server_software: str, health_check: bool = False) -> bytes:
+    """`build_params` as FastCGI name-value pairs, the content of the PARAMS stream."""
+    return b"".join([group.encoded for group in param_groups(request, server_software, health_check)])
+
+
+def param_groups(request: UpstreamRequest, server_software: str, health_check: bool) -> list[ParamGroup]:
+    """The params of `request` in groups. What a listener, a Host and a method share (the
+    server's params) and what a connection shares (the client's) are built and encoded once
+    for the requests that repeat them (functools.lru_cache, bounded)."""
+    target = request.target
+    raw_path, _, query = target.partition(b"?")
     path = _decoded_path(raw_path, query)
-    params: list[tuple[bytes, bytes]] = [
+    groups = [_server_group(server_software, _host(request), request.server, request.http_version, request.method,
+                            request.https)]
+    if request.client:
+        groups.append(_client_group(request.client))
+    if health_check:
+        script = [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
+        if request.script_filename:
+            script.append((b"SCRIPT_FILENAME", os.fsencode(request.script_filename)))
+    else:
+        script = _script_params(path, request.document_root, request.script_filename)
+    groups.append(_group(_request_params(request, query, script)))
+    return groups
+
+
+def _group(pairs: list[tuple[bytes, bytes]]) -> ParamGroup:
+    return ParamGroup(tuple(pairs), fr.encode_pairs(pairs))
+
+
+@functools.lru_cache(maxsize=1024)
+def _server_group(server_software: str, host: str, server: tuple[str, int] | None, http_version: str, method: str,
+                  https: bool) -> ParamGroup:
+    pairs = [
         (b"GATEWAY_INTERFACE", b"CGI/1.1"),
-        (b"SERVER_SOFTWARE", _encoded(server_software)),
-        (b"SERVER_NAME", _server_name(request)),
-        (b"SERVER_PROTOCOL", _protocol(request.http_version)),
-        (b"REQUEST_METHOD", _encoded(request.method)),
-        (b"REQUEST_URI", request.target),
-        (b"QUERY_STRING", query),
+        (b"SERVER_SOFTWARE", server_software.encode()),
+        (b"SERVER_NAME", _server_name(host, server)),
+        (b"SERVER_PROTOCOL", f"HTTP/{http_version}".encode()),
+        (b"REQUEST_METHOD", method.encode()),
         (b"REDIRECT_STATUS", b"200"),
     ]
-    if request.server:
-        params += _address_params(request.server, b"SERVER_ADDR", b"SERVER_PORT")
-    if request.client:
-        params += _address_params(request.client, b"REMOTE_ADDR", b"REMOTE_PORT")
-    if request.https:
-        params.append((b"HTTPS", b"on"))
-    if health_check:
-        params += [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
-        if request.script_filename:
-            params.append((b"SCRIPT_FILENAME", os.fsencode(request.script_filename)))
-    else:
-        params += _script_params(path, request.document_root, request.script_filename)
-    params += _content_params(request)
-    params += _header_params(request.headers)
-    return params
+    if server:
+        pairs += _address_params(server, b"SERVER_ADDR", b"SERVER_PORT")
+    if https:
+        pairs.append((b"HTTPS", b"on"))
+    return _group(pairs)
+
+
+@functools.lru_cache(maxsize=1024)
+def _client_group(client: tuple[str, int]) -> ParamGroup:
+    return _group(_address_params(client, b"REMOTE_ADDR", b"REMOTE_PORT"))
 
 
 def _decoded_path(raw_path: bytes, query: bytes) -> bytes:
     if not raw_path.startswith(b"/"):
         raise BadRequestPath(f"request path {raw_path[:100]!r} does not start with '/'")
     path = unquote_to_bytes(raw_path) if PERCENT in raw_path else raw_path
-    for bad in _FORBIDDEN_PATH_BYTES:
-        if bad in path or bad in query:
-            raise BadRequestPath(f"request path or query contains {bytes([bad])!r}")
+    found = _FORBIDDEN_PATH_BYTE.search(path) or _FORBIDDEN_PATH_BYTE.search(query)
+    if found:
+        raise BadRequestPath(f"request path or query contains {found.group()!r}")
     return path
 
 
-# The per-request values that repeat (the Host, the listener's and clients' addresses, the
-# method) are turned into params once each: functools.lru_cache, bounded.
-@functools.lru_cache(maxsize=64)
-def _encoded(text: str) -> bytes:
-    return text.encode()
+def _address_params(address: tuple[str, int], host_key: bytes, port_key: bytes) -> list[tuple[bytes, bytes]]:
+    return [(host_key, address[0].encode()), (port_key, str(address[1]).encode())]
 
 
-@functools.lru_cache(maxsize=1024)
-def _address_params(address: tuple[str, int], host_key: bytes, port_key: bytes) -> tuple[tuple[bytes, bytes], ...]:
-    return (host_key, address[0].encode()), (port_key, str(address[1]).encode())
+def _host(request: UpstreamRequest) -> str:
+    return request.host or next((v.decode("latin-1") for n, v in request.headers if n == b"host"), "")
 
 
-def _server_name(request: UpstreamRequest) -> bytes:
-    host = request.host or next((v.decode("latin-1") for n, v in request.headers if n == b"host"), "")
-    if host:
-        return _name_of_host(host)
-    if request.server:
-        return request.server[0].encode("utf-8", "replace")
-    return socket.gethostname().encode("utf-8", "replace")
-
-
-@functools.lru_cache(maxsize=1024)
-def _name_of_host(host: str) -> bytes:
-    """The Host without its port: SERVER_NAME."""
+def _server_name(host: str, server: tuple[str, int] | None) -> bytes:
+    """The Host without its port (else the listener's address, else this machine's name)."""
+    if not host:
+        return (server[0] if server else socket.gethostname()).encode("utf-8", "replace")
     if host.startswith("["):
         name = host[:host.find("]") + 1] or host
     else:
@@ -119,36 +142,34 @@ def _name_of_host(host: str) -> bytes:
     return name.encode("utf-8", "replace")
 
 
-@functools.lru_cache(maxsize=16)
-def _protocol(http_version: str) -> bytes:
-    return f"HTTP/{http_version}".encode()
-
-
 @functools.lru_cache(maxsize=256)
-def _root(document_root: str) -> bytes:
-    return os.fsencode(document_root.rstrip("/") or "/")
+def _root(document_root: str) -> tuple[bytes, bytes]:
+    """DOCUMENT_ROOT, and the same without its trailing slash (b"" for "/")."""
+    root = os.fsencode(document_root.rstrip("/") or "/")
+    return root, root.rstrip(b"/")
 
 
 def _script_params(path: bytes, document_root: str | None, script_filename: str | None) -> list[tuple[bytes, bytes]]:
-    root = _root(document_root) if document_root else None
-    if root is not None and b".." in path.split(b"/"):
+    if not document_root:
+        if script_filename:
+            filename = os.fsencode(script_filename)
+            return [(b"SCRIPT_NAME", b"/" + os.path.basename(filename)), (b"PATH_INFO", path),
+                    (b"SCRIPT_FILENAME", filename)]
+        return [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
+    root, base = _root(document_root)
+    if b"/.." in path and b"/../" in path + b"/":
         raise BadRequestPath("request path contains a '..' segment")
-    params = []
-    if root is not None:
-        params.append((b"DOCUMENT_ROOT", root))
     if script_filename:
         filename = os.fsencode(script_filename)
-        inside = root is not None and filename.startswith(root.rstrip(b"/") + b"/")
-        script_name = filename[len(root.rstrip(b"/")):] if inside else b"/" + os.path.basename(filename)
+        script_name = filename[len(base):] if filename.startswith(base + b"/") else b"/" + os.path.basename(filename)
         path_info = path
-    elif root is not None:
-        script_name, path_info = split_path_info(root, path)
-        filename = root.rstrip(b"/") + script_name
     else:
-        return [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
-    params += [(b"SCRIPT_NAME", script_name), (b"PATH_INFO", path_info), (b"SCRIPT_FILENAME", filename)]
-    if root is not None and path_info:
-        params.append((b"PATH_TRANSLATED", root.rstrip(b"/") + path_info))
+        script_name, path_info = split_path_info(root, path)
+        filename = base + script_name
+    params = [(b"DOCUMENT_ROOT", root), (b"SCRIPT_NAME", script_name), (b"PATH_INFO", path_info),
+              (b"SCRIPT_FILENAME", filename)]
+    if path_info:
+        params.append((b"PATH_TRANSLATED", base + path_info))
     return params
 
 
@@ -199,16 +220,6 @@ def split_path_info(root: bytes, path: bytes,
     return path, b""
 
 
-def _content_params(request: UpstreamRequest) -> list[tuple[bytes, bytes]]:
-    params = []
-    content_type = next((v for n, v in request.headers if n == b"content-type"), None)
-    if content_type is not None:
-        params.append((b"CONTENT_TYPE", content_type))
-    if request.body.length > 0 or request.method in BODY_METHODS:
-        params.append((b"CONTENT_LENGTH", str(request.body.length).encode()))
-    return params
-
-
 def _http_key(name: bytes) -> bytes | None:
     """HTTP_<NAME> for a header name not in `_header_keys` yet (then it is), None for one
     that is not forwarded."""
@@ -218,20 +229,31 @@ def _http_key(name: bytes) -> bytes | None:
     return remember(_header_keys, name, key, HEADER_KEY_CACHE_SIZE)
 
 
-def _header_params(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+def _request_params(request: UpstreamRequest, query: bytes, script: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """REQUEST_URI, QUERY_STRING, `script`, CONTENT_* and the HTTP_* params of the headers."""
+    params = [(b"REQUEST_URI", request.target), (b"QUERY_STRING", query), *script]
     merged: dict[bytes, bytes] = {}
+    content_type = None
     known = _header_keys
-    for name, value in headers:
+    for name, value in request.headers:  # this runs per field: the cache is read here
         key = known.get(name, b"")
-        if key == b"":  # a name not seen yet (the cache is read here: this runs per field)
+        if key == b"":  # a name not seen yet
             key = _http_key(name)
         if key is None:
+            if name == b"content-type" and content_type is None:
+                content_type = value
             continue
         if key in merged:
             merged[key] += (b"; " if key == b"HTTP_COOKIE" else b", ") + value
         else:
             merged[key] = value
-    return list(merged.items())
+    if content_type is not None:
+        params.append((b"CONTENT_TYPE", content_type))
+    body_length = request.body.length
+    if body_length > 0 or request.method in BODY_METHODS:
+        params.append((b"CONTENT_LENGTH", str(body_length).encode()))
+    params += merged.items()
+    return params
 
 
 class CGIHead:

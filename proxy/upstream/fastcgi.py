@@ -20,7 +20,7 @@ from proxy.addresses import BackendAddress
 from proxy.errors import BackendOverloaded, ConnectionClosed, ProtocolError, RequestRejected, UpstreamError
 from proxy.upstream import fastcgi_records as fr
 from proxy.upstream.base import RequestBody, Timeouts, Upstream, UpstreamRequest, UpstreamResponse
-from proxy.upstream.cgi import CGIHeadParser, build_params
+from proxy.upstream.cgi import CGIHeadParser, encoded_params
 from proxy.upstream.connect import open_connection
 from proxy.upstream.connection_budget import ConnectionBudget
 from proxy.upstream.fastcgi_connection import FastCGIConnection
@@ -63,8 +63,8 @@ class FastCGIUpstream(Upstream):
     async def send(self, request: UpstreamRequest, timeouts: Timeouts, *, fresh: bool = False,
                    notify_abort: bool = False) -> FastCGIResponse:
         # BadRequestPath before any I/O. `fresh` requests are the health checks (see base.py).
-        params = build_params(request, server_software=self.server_software, health_check=fresh)
-        preamble = BEGIN_RESPONDER + fr.encode_params(REQUEST_ID, params)
+        params = encoded_params(request, server_software=self.server_software, health_check=fresh)
+        preamble = BEGIN_RESPONDER + fr.params_stream(REQUEST_ID, params)
         no_body = request.method == "HEAD"
         conn = None if fresh else self._pool.take_idle()
         if conn is None or conn.has_unread_bytes:

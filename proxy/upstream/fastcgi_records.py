@@ -113,6 +113,11 @@ _ENCODED_PAIRS_KEPT = 2048
 
 def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
     """The PARAMS stream for `pairs`, including the terminating empty PARAMS record."""
+    return params_stream(request_id, encode_pairs(pairs))
+
+
+def encode_pairs(pairs: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """`pairs` as name-value pairs, the content of a PARAMS stream."""
     known = _ENCODED_PAIRS
     parts: list[bytes] = []
     for pair in pairs:  # this runs for every request
@@ -123,7 +128,11 @@ def encode_params(request_id: int, pairs: Iterable[tuple[bytes, bytes]]) -> byte
             if len(name) < 0x80 and len(value) < 0x80:
                 remember(known, pair, encoded, _ENCODED_PAIRS_KEPT)
         parts.append(encoded)
-    body = b"".join(parts)
+    return b"".join(parts)
+
+
+def params_stream(request_id: int, body: bytes) -> bytes:
+    """The PARAMS stream of encoded pairs `body`, including the terminating empty record."""
     end = _HEADER.pack(VERSION_1, PARAMS, request_id, 0, 0)
     if len(body) > MAX_STREAM_CHUNK:
         return b"".join(encode_stream(PARAMS, request_id, body)) + end
