@@ -78,9 +78,10 @@ def param_groups(request: UpstreamRequest, server_software: str, health_check: b
         script = [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
         if request.script_filename:
             script.append((b"SCRIPT_FILENAME", os.fsencode(request.script_filename)))
+        groups.append(_group(script))
     else:
-        script = _script_params(path, request.document_root, request.script_filename)
-    groups.append(_group(_request_params(request, query, script)))
+        groups.append(_script_group(path, request.document_root, request.script_filename))
+    groups.append(_group(_request_params(request, query)))
     return groups
 
 
@@ -149,28 +150,51 @@ def _root(document_root: str) -> tuple[bytes, bytes]:
     return root, root.rstrip(b"/")
 
 
-def _script_params(path: bytes, document_root: str | None, script_filename: str | None) -> list[tuple[bytes, bytes]]:
+# Script params by (path, document root, script filename), for STAT_CACHE_TTL seconds: a
+# script found once costs no lookup for the requests that follow. A path whose script was
+# not found is looked up again every time, as StatCache does. Bounded (proxy.memo).
+_SCRIPT_GROUPS: dict[tuple[bytes, str | None, str | None], tuple[ParamGroup, float]] = {}
+
+
+def _script_group(path: bytes, document_root: str | None, script_filename: str | None) -> ParamGroup:
+    key = (path, document_root, script_filename)
+    now = time.monotonic()
+    cached = _SCRIPT_GROUPS.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    params, found = _script_params(path, document_root, script_filename)
+    group = _group(params)
+    if found:
+        remember(_SCRIPT_GROUPS, key, (group, now + STAT_CACHE_TTL), STAT_CACHE_SIZE)
+    return group
+
+
+def _script_params(path: bytes, document_root: str | None,
+                   script_filename: str | None) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """DOCUMENT_ROOT, SCRIPT_NAME, PATH_INFO, SCRIPT_FILENAME, PATH_TRANSLATED as they apply;
+    and False when a document root was searched for the script and none was found."""
     if not document_root:
         if script_filename:
             filename = os.fsencode(script_filename)
             return [(b"SCRIPT_NAME", b"/" + os.path.basename(filename)), (b"PATH_INFO", path),
-                    (b"SCRIPT_FILENAME", filename)]
-        return [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")]
+                    (b"SCRIPT_FILENAME", filename)], True
+        return [(b"SCRIPT_NAME", path), (b"PATH_INFO", b"")], True
     root, base = _root(document_root)
     if b"/.." in path and b"/../" in path + b"/":
         raise BadRequestPath("request path contains a '..' segment")
+    found = True
     if script_filename:
         filename = os.fsencode(script_filename)
         script_name = filename[len(base):] if filename.startswith(base + b"/") else b"/" + os.path.basename(filename)
         path_info = path
     else:
-        script_name, path_info = split_path_info(root, path)
+        script_name, path_info, found = _split(root, path, _stat_mode)
         filename = base + script_name
     params = [(b"DOCUMENT_ROOT", root), (b"SCRIPT_NAME", script_name), (b"PATH_INFO", path_info),
               (b"SCRIPT_FILENAME", filename)]
     if path_info:
         params.append((b"PATH_TRANSLATED", base + path_info))
-    return params
+    return params, found
 
 
 class StatCache:
@@ -205,6 +229,12 @@ def split_path_info(root: bytes, path: bytes,
                     stat_mode: Callable[[bytes], int | None] = _stat_mode) -> tuple[bytes, bytes]:
     """(SCRIPT_NAME, PATH_INFO): the first prefix of `path` that is a regular file under
     `root` is the script; when none is, the whole path is (and the backend answers 404)."""
+    script_name, path_info, _ = _split(root, path, stat_mode)
+    return script_name, path_info
+
+
+def _split(root: bytes, path: bytes, stat_mode: Callable[[bytes], int | None]) -> tuple[bytes, bytes, bool]:
+    """split_path_info, and whether a script was found."""
     base = root.rstrip(b"/")
     end = 0
     while True:
@@ -214,10 +244,10 @@ def split_path_info(root: bytes, path: bytes,
         if mode is None:
             break
         if stat.S_ISREG(mode):
-            return prefix, path[len(prefix):]
+            return prefix, path[len(prefix):], True
         if end < 0 or not stat.S_ISDIR(mode):
             break
-    return path, b""
+    return path, b"", False
 
 
 def _http_key(name: bytes) -> bytes | None:
@@ -229,9 +259,9 @@ def _http_key(name: bytes) -> bytes | None:
     return remember(_header_keys, name, key, HEADER_KEY_CACHE_SIZE)
 
 
-def _request_params(request: UpstreamRequest, query: bytes, script: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """REQUEST_URI, QUERY_STRING, `script`, CONTENT_* and the HTTP_* params of the headers."""
-    params = [(b"REQUEST_URI", request.target), (b"QUERY_STRING", query), *script]
+def _request_params(request: UpstreamRequest, query: bytes) -> list[tuple[bytes, bytes]]:
+    """REQUEST_URI, QUERY_STRING, CONTENT_* and the HTTP_* params of the headers."""
+    params = [(b"REQUEST_URI", request.target), (b"QUERY_STRING", query)]
     merged: dict[bytes, bytes] = {}
     content_type = None
     known = _header_keys
