@@ -264,3 +264,24 @@ def test_stat_cache_remembers_found_paths_for_its_ttl_and_missing_ones_never(tmp
 def test_split_path_info_takes_its_stat_lookup(tmp_path):
     modes = {b"/root/app.php": stat.S_IFREG, b"/root": stat.S_IFDIR}
     assert split_path_info(b"/root", b"/app.php/extra", modes.get) == (b"/app.php", b"/extra")
+
+
+def test_encoded_params_are_the_params_and_follow_every_part_of_the_request():
+    """The encoded form caches the server's and the client's params: each request still
+    gets its own (HTTPS, method, Host, client port), and the same pairs as build_params."""
+    from proxy.upstream import fastcgi_records as fr
+    from proxy.upstream.cgi import encoded_params
+    base = dict(target=b"/index.php?a=1", headers=[(b"host", b"example.org")], client=("192.0.2.1", 5555),
+                server=("127.0.0.1", 8080))
+    for https, method, host, port in [(False, "GET", "example.org", 5555), (True, "GET", "example.org", 5555),
+                                      (False, "HEAD", "example.org", 5555), (False, "GET", "other.org:81", 5555),
+                                      (False, "GET", "example.org", 6666), (False, "GET", "example.org", 5555)]:
+        request = UpstreamRequest(**{**base, "method": method, "https": https, "host": host,
+                                     "client": ("192.0.2.1", port)})
+        pairs = build_params(request, server_software="Director/1")
+        assert fr.decode_name_values(encoded_params(request, server_software="Director/1")) == pairs
+        p = dict(pairs)
+        assert (b"HTTPS" in p) == https
+        assert p[b"REQUEST_METHOD"] == method.encode()
+        assert p[b"SERVER_NAME"] == host.split(":")[0].encode()
+        assert p[b"REMOTE_PORT"] == str(port).encode()
