@@ -33,3 +33,28 @@ class CpuTime:
 
     def __exit__(self, *exc) -> None:
         self.seconds = tree_cpu_seconds(self.pid) - self._start
+
+
+def machine_busy_seconds(stat: str | None = None) -> float:
+    """CPU seconds all CPUs have spent busy so far (/proc/stat: user, nice, system, irq,
+    softirq; idle, iowait and steal are not busy). `stat`: the file's text (tests)."""
+    if stat is None:
+        stat = (PROC / "stat").read_text()
+    fields = stat.splitlines()[0].split()
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[1:8])
+    return (user + nice + system + irq + softirq) / TICKS
+
+
+class MachineCpu:
+    """`with MachineCpu() as cpu: ...`, then `cpu.seconds` the whole machine spent busy in
+    the block: the server, its load generator, its backend, everything else."""
+
+    def __init__(self):
+        self.seconds = 0.0
+
+    def __enter__(self) -> "MachineCpu":
+        self._start = machine_busy_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = machine_busy_seconds() - self._start

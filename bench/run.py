@@ -28,7 +28,7 @@ if str(REPO) not in sys.path:
 import daphne  # noqa: E402
 
 from bench import h2load, servers, slowreader, wrk  # noqa: E402
-from bench.cpu import CpuTime  # noqa: E402
+from bench.cpu import CpuTime, MachineCpu  # noqa: E402
 from bench.hello_asgi import BODY  # noqa: E402
 from bench.rss import PeakRss  # noqa: E402
 
@@ -45,6 +45,7 @@ class Row:
     result: wrk.WrkResult | None = None
     peak_mb: float | None = None
     cpu_us_per_request: float | None = None  # the server's utime+stime / requests served
+    machine_us_per_request: float | None = None  # every CPU's busy time / requests served
     problem: str = ""  # "unavailable: ..." or "failed: ..."; empty when measured
     note: str = ""
 
@@ -93,10 +94,12 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
         if body != BODY:
             row.note = f"body differs from the backend's: {body[:60]!r}"
         _load(spec, server.url, settings, row, duration=WARMUP_SECONDS)
-        with PeakRss(server.pid) as rss, CpuTime(server.pid) as cpu:
+        with PeakRss(server.pid) as rss, CpuTime(server.pid) as cpu, MachineCpu() as machine:
             row.result = _load(spec, server.url, settings, row)
         row.peak_mb = rss.peak_mb
-        row.cpu_us_per_request = cpu.seconds / row.result.requests * 1e6 if row.result.requests else None
+        if row.result.requests:
+            row.cpu_us_per_request = cpu.seconds / row.result.requests * 1e6
+            row.machine_us_per_request = machine.seconds / row.result.requests * 1e6
         print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {_ms(row.result.p99_ms)} ms, "
               f"{row.cpu_us_per_request or 0:.1f} µs CPU/request", flush=True)
     except ROW_ERRORS as exc:
@@ -210,26 +213,47 @@ def ratio(rows: dict[str, Row], top: str, bottom: str, attribute: str) -> str:
     return f"{a / b:.2f}"
 
 
+def workers_ceiling(rows: dict[str, Row], many: str = "director-2", one: str = "director", workers: int = 2,
+                    cpus: int | None = None) -> str:
+    """The most `workers` workers could serve over one worker on this machine, from the
+    `many` row's figures: all CPUs busy at its machine CPU per request, and no worker past
+    one CPU at its own. The load generator and the backend share the CPUs: on a machine
+    with as many CPUs as workers, the faster a worker, the lower this ceiling."""
+    if many not in rows or one not in rows:
+        return "n/a"
+    row, single = rows[many], rows[one]
+    if not (row.machine_us_per_request and row.cpu_us_per_request and single.result is not None
+            and single.result.requests_per_sec):
+        return "n/a"
+    cpus = cpus or os.cpu_count() or 1
+    most = min(cpus / row.machine_us_per_request, workers / row.cpu_us_per_request) * 1e6
+    return f"{most / single.result.requests_per_sec:.2f}"
+
+
 def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| row | req/s | p50 ms | p99 ms | CPU µs/request | errors | peak RSS MB |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| row | req/s | p50 ms | p99 ms | CPU µs/request | machine CPU µs/request | errors | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for number, row in enumerate(rows, 1):
         label = f"{number}. {row.label}"
         if row.result is None:
             problem = row.problem.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {label} | {problem} | | | | | |")
+            lines.append(f"| {label} | {problem} | | | | | | |")
             continue
         r = row.result
-        cpu = f"{row.cpu_us_per_request:.1f}" if row.cpu_us_per_request is not None else "n/a"
+        cpu, machine = (f"{value:.1f}" if value is not None else "n/a"
+                        for value in (row.cpu_us_per_request, row.machine_us_per_request))
         lines.append(f"| {label} | {r.requests_per_sec:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p99_ms)} | {cpu} "
-                     f"| {r.errors} | {row.peak_mb:.1f} |")
+                     f"| {machine} | {r.errors} | {row.peak_mb:.1f} |")
     by_key = {row.key: row for row in rows}
     lines += ["", "| ratio | value |", "|---|---:|"]
-    lines += [f"| {label} | {ratio(by_key, *keys)} |" for label, *keys in RATIOS]
+    for label, *keys in RATIOS:
+        lines.append(f"| {label} | {ratio(by_key, *keys)} |")
+        if keys[0] == "director-2":  # what the machine allows that ratio (see workers_ceiling)
+            lines.append(f"| Director 2 workers / 1 worker: this machine's ceiling | {workers_ceiling(by_key)} |")
     notes = [f"- row {n}: {row.note}" for n, row in enumerate(rows, 1) if row.note]
     notes += [f"- row {n} errors: {row.result.describe_errors()}"
               for n, row in enumerate(rows, 1) if row.result is not None and row.result.errors]
