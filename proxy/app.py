@@ -79,7 +79,10 @@ class ProxyApp:
         if websocket is False:
             await self._answer_before_routing(scope, record, send, 400)
             return
-        request = await self._upstream_request(scope, receive, route, record)
+        body = _spooled_body(scope)
+        if body is None:
+            body = await _received_body(receive)
+        request = self._upstream_request(scope, body, route, record)
         try:
             if route.target is not None:
                 await self._road_warrior(route, request, send, record, websocket)
@@ -109,7 +112,7 @@ class ProxyApp:
             return False
         return WebSocketPass(self.dispatcher, self.rules, self.websocket, take_over, value)
 
-    async def _upstream_request(self, scope, receive, route: Route, record: RequestRecord) -> UpstreamRequest:
+    def _upstream_request(self, scope, body: RequestBody, route: Route, record: RequestRecord) -> UpstreamRequest:
         client = scope.get("client")
         client_ip = client[0] if client else ""
         http_version = scope.get("http_version", "1.1")
@@ -117,9 +120,6 @@ class ProxyApp:
                                                            http_version, record)
         query = scope.get("query_string") or b""
         target = scope["raw_path"] + b"?" + query if query else scope["raw_path"]
-        body = _spooled_body(scope)
-        if body is None:
-            body = await _received_body(receive)
         return UpstreamRequest(
             method=scope["method"],
             target=target,

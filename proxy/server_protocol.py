@@ -46,6 +46,10 @@ COMMON_METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIO
 # or a raw byte >= 0x80 is refused (400), not forwarded (Twisted lets 0x7f-0xb0 through).
 INVALID_TARGET = re.compile(rb"[^\x21-\x7e]")
 ALLOWED_METHODS = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+# The ASGI scope's constant parts, made once (the traffic app only reads them).
+ASGI = {"version": "3.0"}
+HTTP_VERSIONS = {b"HTTP/1.1": "1.1", b"HTTP/1.0": "1.0"}
+METHOD_NAMES = {method: method.decode("ascii") for method in COMMON_METHODS}
 UNDERSCORE = ord("_")  # looked for as an int: see proxy.response_head.LF
 
 
@@ -255,11 +259,12 @@ class TrafficRequest(RawHeadMixin, RequestMixin, LeanRequestMixin, http.Request)
         channel = self.channel
         factory = channel.factory
         path = self.path.decode("ascii")
+        method = self.method
         scope = {
             "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": self.clientproto[5:].decode(),
-            "method": self.method.decode("ascii"),
+            "asgi": ASGI,
+            "http_version": HTTP_VERSIONS.get(self.clientproto) or self.clientproto[5:].decode(),
+            "method": METHOD_NAMES.get(method) or method.decode("ascii"),
             "path": unquote(path) if "%" in path else path,
             "raw_path": self.path,
             "root_path": "",
