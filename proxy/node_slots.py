@@ -191,7 +191,7 @@ class NodeSlots:
         if offset is None:
             return 0, 0
         counts = self._counts(offset)
-        return sum(counts), sum(1 for c in counts if c)
+        return sum(counts), COLUMNS - counts.count(0)
 
     def offer(self, director_id: int, backend_id: int, capacity: int) -> None:
         """A slot of the backend was freed and this process had no waiter to take it: wake
