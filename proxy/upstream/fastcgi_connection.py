@@ -157,8 +157,11 @@ class FastCGIConnection(asyncio.Protocol):
 
     @property
     def end_queued(self) -> bool:
-        """An END_REQUEST record is queued: the exchange can finish without waiting."""
-        return any(record.type == END_REQUEST for record in self._records)
+        """An END_REQUEST record is queued: the exchange can finish without waiting. It is
+        the last record of a response, so only the newest is looked at (were a backend to
+        send more after it, the exchange reads on and finds it: only slower)."""
+        records = self._records
+        return bool(records) and records[-1].type == END_REQUEST
 
     @property
     def truncated(self) -> bool:
