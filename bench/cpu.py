@@ -35,26 +35,32 @@ class CpuTime:
         self.seconds = tree_cpu_seconds(self.pid) - self._start
 
 
-def machine_busy_seconds(stat: str | None = None) -> float:
-    """CPU seconds all CPUs have spent busy so far (/proc/stat: user, nice, system, irq,
-    softirq; idle, iowait and steal are not busy). `stat`: the file's text (tests)."""
+def machine_seconds(stat: str | None = None) -> tuple[float, float, float]:
+    """(busy, stolen, all) CPU seconds of all CPUs so far, from /proc/stat (`stat`: the
+    file's text, for tests). Busy: user, nice, system, irq and softirq; stolen: time a
+    virtual machine's CPUs were ready to run but the hypervisor ran something else."""
     if stat is None:
         stat = (PROC / "stat").read_text()
-    fields = stat.splitlines()[0].split()
-    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[1:8])
-    return (user + nice + system + irq + softirq) / TICKS
+    fields = [int(value) for value in stat.splitlines()[0].split()[1:9]]
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    busy = user + nice + system + irq + softirq
+    return busy / TICKS, steal / TICKS, (busy + idle + iowait + steal) / TICKS
 
 
 class MachineCpu:
     """`with MachineCpu() as cpu: ...`, then `cpu.seconds` the whole machine spent busy in
-    the block: the server, its load generator, its backend, everything else."""
+    the block (the server, its load generator, its backend, everything else) and
+    `cpu.stolen_share`, the part of all CPU time the hypervisor took."""
 
     def __init__(self):
         self.seconds = 0.0
+        self.stolen_share = 0.0
 
     def __enter__(self) -> "MachineCpu":
-        self._start = machine_busy_seconds()
+        self._start = machine_seconds()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.seconds = machine_busy_seconds() - self._start
+        busy, stolen, total = (end - start for end, start in zip(machine_seconds(), self._start, strict=True))
+        self.seconds = busy
+        self.stolen_share = stolen / total if total > 0 else 0.0

@@ -34,6 +34,7 @@ from bench.rss import PeakRss  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "latest.md"
 WARMUP_SECONDS = 2.0
+STEAL_NOTED = 0.02  # a row whose CPUs the hypervisor took this share of says so under the table
 # What makes one row fail (or be unavailable) without stopping the others.
 ROW_ERRORS = (servers.ServerError, wrk.WrkError, subprocess.SubprocessError, OSError)
 
@@ -46,6 +47,7 @@ class Row:
     peak_mb: float | None = None
     cpu_us_per_request: float | None = None  # the server's utime+stime / requests served
     machine_us_per_request: float | None = None  # every CPU's busy time / requests served
+    stolen_share: float = 0.0  # of all CPU time during the run, what the hypervisor took
     problem: str = ""  # "unavailable: ..." or "failed: ..."; empty when measured
     note: str = ""
 
@@ -100,6 +102,7 @@ def measure(spec: RowSpec, settings: wrk.WrkSettings) -> Row:
         if row.result.requests:
             row.cpu_us_per_request = cpu.seconds / row.result.requests * 1e6
             row.machine_us_per_request = machine.seconds / row.result.requests * 1e6
+        row.stolen_share = machine.stolen_share
         print(f"   {row.result.requests_per_sec:,.0f} req/s, p99 {_ms(row.result.p99_ms)} ms, "
               f"{row.cpu_us_per_request or 0:.1f} µs CPU/request", flush=True)
     except ROW_ERRORS as exc:
@@ -255,6 +258,8 @@ def table(rows: list[Row]) -> str:
         if keys[0] == "director-2":  # what the machine allows that ratio (see workers_ceiling)
             lines.append(f"| Director 2 workers / 1 worker: this machine's ceiling | {workers_ceiling(by_key)} |")
     notes = [f"- row {n}: {row.note}" for n, row in enumerate(rows, 1) if row.note]
+    notes += [f"- row {n}: the hypervisor took {row.stolen_share:.0%} of the CPUs' time (steal)"
+              for n, row in enumerate(rows, 1) if row.stolen_share >= STEAL_NOTED]
     notes += [f"- row {n} errors: {row.result.describe_errors()}"
               for n, row in enumerate(rows, 1) if row.result is not None and row.result.errors]
     return "\n".join(lines + ([""] + notes if notes else []))

@@ -1,5 +1,5 @@
-"""bench/run.py's ceiling for two workers, and bench/cpu.py's machine CPU reading."""
-from bench.cpu import TICKS, machine_busy_seconds
+"""bench/run.py's ceiling for two workers and steal note, and bench/cpu.py's machine CPU reading."""
+from bench.cpu import TICKS, machine_seconds
 from bench.run import Row, workers_ceiling
 from bench.wrk import WrkResult
 
@@ -27,6 +27,17 @@ def test_ceiling_needs_both_rows_measured():
     assert workers_ceiling({"director": rows["director"]}, cpus=2) == "n/a"
 
 
-def test_machine_busy_is_user_nice_system_irq_softirq():
+def test_machine_busy_is_user_nice_system_irq_softirq_and_stolen_time_apart():
     stat = "cpu  100 20 30 5000 40 6 7 800 0 0\ncpu0 50 10 15 2500 20 3 3 400 0 0\n"
-    assert machine_busy_seconds(stat) == (100 + 20 + 30 + 6 + 7) / TICKS
+    busy, stolen, total = machine_seconds(stat)
+    assert (busy, stolen) == ((100 + 20 + 30 + 6 + 7) / TICKS, 800 / TICKS)
+    assert total == (163 + 5000 + 40 + 800) / TICKS
+
+
+def test_a_row_with_stolen_time_says_so():
+    from bench.run import table
+    row = _row("director", 12_500, 78, 100)
+    row.peak_mb, row.stolen_share = 100.0, 0.12
+    assert "- row 1: the hypervisor took 12% of the CPUs' time (steal)" in table([row])
+    row.stolen_share = 0.01
+    assert "steal" not in table([row])
