@@ -10,7 +10,8 @@ import re
 import socket
 import stat
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from proxy.errors import ProtocolError
@@ -43,9 +44,10 @@ class BadRequestPath(ValueError):
 
 
 class ParamGroup(NamedTuple):
-    """Params that go together, and the same as FastCGI name-value pairs."""
+    """Params that go together, and the same as FastCGI name-value pairs. The groups the
+    caches below share are never changed: `pairs` is read, not copied."""
 
-    pairs: tuple[tuple[bytes, bytes], ...]
+    pairs: Sequence[tuple[bytes, bytes]]
     encoded: bytes
 
 
@@ -86,7 +88,7 @@ def param_groups(request: UpstreamRequest, server_software: str, health_check: b
 
 
 def _group(pairs: list[tuple[bytes, bytes]]) -> ParamGroup:
-    return ParamGroup(tuple(pairs), fr.encode_pairs(pairs))
+    return ParamGroup(pairs, fr.encode_pairs(pairs))
 
 
 @functools.lru_cache(maxsize=1024)
