@@ -32,13 +32,11 @@ _NAMES_KEPT = 2048  # distinct names remembered: a backend inventing names canno
 
 
 def field_name(name: bytes) -> bytes:
-    """`content-type` -> `Content-Type` (remembered for the names seen most)."""
+    """`content-type` -> `Content-Type` (remembered: proxy.memo)."""
     spelled = _NAMES.get(name)
     if spelled is None:
         spelled = b"-".join([word.capitalize() for word in name.split(b"-")])
-        spelled = _SPELLINGS.get(spelled, spelled)
-        if len(_NAMES) < _NAMES_KEPT:
-            _NAMES[name] = spelled
+        spelled = remember(_NAMES, name, _SPELLINGS.get(spelled, spelled), _NAMES_KEPT)
     return spelled
 
 
@@ -56,8 +54,7 @@ def status_line(version: bytes, status: int) -> bytes:
     line = _STATUS_LINES.get((version, status))
     if line is None:
         line = b"%s %d %s\r\n" % (version, status, RESPONSES.get(status, b"Unknown Status"))
-        if len(_STATUS_LINES) < _NAMES_KEPT:  # versions are two; statuses are 100-599 from apps
-            _STATUS_LINES[(version, status)] = line
+        remember(_STATUS_LINES, (version, status), line, _NAMES_KEPT)  # versions are two, statuses 100-599
     return line
 
 
